@@ -1,0 +1,292 @@
+//! The gateway client: builds the common parameters, signs, encodes (form or
+//! multipart), sends over a pooled reqwest client, and opens the signed envelope.
+//!
+//! 1. merge common params + API params (+ `biz_content`) into one sorted map;
+//! 2. sign the string-to-sign with the app key;
+//! 3. common params (and `sign`) go in the query string, the rest in the body,
+//!    as the official Python SDK places them; file parts are never signed;
+//! 4. the response node is verified against the Alipay public key before any
+//!    field of it is believed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{FixedOffset, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::envelope;
+use super::error::GatewayError;
+use super::keys::{AlipayPublicKey, AppPrivateKey};
+use super::methods::ApiRequest;
+use super::sign::{SignType, string_to_sign};
+use crate::secret::Secret;
+
+/// The protocol parameters that travel in the query string (PY placement).
+const QUERY_PARAMS: &[&str] = &[
+    "app_id",
+    "method",
+    "format",
+    "charset",
+    "sign_type",
+    "sign",
+    "timestamp",
+    "version",
+    "app_auth_token",
+    "auth_token",
+    "notify_url",
+    "return_url",
+    "encrypt_type",
+];
+
+/// A file part of a multipart upload (never signed).
+#[derive(Debug, Clone)]
+pub struct FilePart {
+    pub field: String,
+    pub filename: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+/// One gateway call, before signing.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    pub method: String,
+    pub biz_content: Option<String>,
+    /// API text params and overrides of common params (e.g. a pinned `timestamp`).
+    pub params: BTreeMap<String, String>,
+    pub files: Vec<FilePart>,
+    pub app_auth_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub endpoint: Url,
+    pub app_id: String,
+    pub sign_type: SignType,
+    pub private_key: Arc<AppPrivateKey>,
+    pub alipay_public_key: Arc<AlipayPublicKey>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "refusing plain http endpoint `{0}`: only loopback addresses may use http\nhint: use https://, or `sandbox` for the embedded sandbox"
+    )]
+    PlainHttp(String),
+    #[error("endpoint `{0}` is not an http(s) URL")]
+    Scheme(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Is this URL allowed? https anywhere; http only to loopback.
+pub fn check_endpoint(url: &Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(ConfigError::PlainHttp(url.to_string()))
+            }
+        }
+        _ => Err(ConfigError::Scheme(url.to_string())),
+    }
+}
+
+/// The timestamp parameter: China time (UTC+8), whatever the host's zone.
+pub fn timestamp_now() -> String {
+    let cst = FixedOffset::east_opt(8 * 3600).expect("bug: UTC+8 is a valid offset");
+    Utc::now()
+        .with_timezone(&cst)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: Arc<GatewayConfig>,
+}
+
+impl Client {
+    pub fn new(config: GatewayConfig) -> Result<Self, ConfigError> {
+        check_endpoint(&config.endpoint)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("cardform/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Build the signed parameter set for a call.
+    pub fn signed_params(&self, call: &Call) -> BTreeMap<String, String> {
+        let c = &self.config;
+        let mut params = BTreeMap::new();
+        params.insert("app_id".into(), c.app_id.clone());
+        params.insert("method".into(), call.method.clone());
+        params.insert("format".into(), "JSON".into());
+        params.insert("charset".into(), "utf-8".into());
+        params.insert("sign_type".into(), c.sign_type.as_str().into());
+        params.insert("timestamp".into(), timestamp_now());
+        params.insert("version".into(), "1.0".into());
+        if let Some(token) = &call.app_auth_token {
+            params.insert("app_auth_token".into(), token.expose().to_string());
+        }
+        if let Some(biz) = &call.biz_content {
+            params.insert("biz_content".into(), biz.clone());
+        }
+        for (k, v) in &call.params {
+            params.insert(k.clone(), v.clone());
+        }
+        // Empty values are neither signed nor sent (gateway.md §4.1 step 3).
+        params.retain(|k, v| !v.is_empty() && k != "sign");
+        let sign_type = params
+            .get("sign_type")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(c.sign_type);
+        let sign = c
+            .private_key
+            .sign(sign_type, string_to_sign(&params).as_bytes());
+        params.insert("sign".into(), sign);
+        params
+    }
+
+    /// Send one call and return the verified response node.
+    pub async fn execute(&self, call: &Call) -> Result<Map<String, Value>, GatewayError> {
+        let method = call.method.as_str();
+        let params = self.signed_params(call);
+        let mut url = self.config.endpoint.clone();
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        let mut multipart = reqwest::multipart::Form::new();
+        {
+            let mut query = url.query_pairs_mut();
+            for (k, v) in &params {
+                if QUERY_PARAMS.contains(&k.as_str()) {
+                    query.append_pair(k, v);
+                } else if call.files.is_empty() {
+                    body.append_pair(k, v);
+                } else {
+                    multipart = multipart.text(k.clone(), v.clone());
+                }
+            }
+        }
+        let request = self.http.post(url);
+        let request = if call.files.is_empty() {
+            request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded;charset=utf-8",
+                )
+                .body(body.finish())
+        } else {
+            for f in &call.files {
+                let part = reqwest::multipart::Part::bytes(f.bytes.clone())
+                    .file_name(f.filename.clone())
+                    .mime_str(&f.mime)
+                    .map_err(|_| GatewayError::Request {
+                        method: method.into(),
+                        detail: format!("invalid MIME type `{}`", f.mime),
+                    })?;
+                multipart = multipart.part(f.field.clone(), part);
+            }
+            request.multipart(multipart)
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport(method, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(GatewayError::HttpStatus {
+                method: method.into(),
+                status: status.as_u16(),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(method, &e))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::Malformed {
+            method: method.into(),
+            detail: "the body is not UTF-8".into(),
+        })?;
+        let sign_type = params
+            .get("sign_type")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(self.config.sign_type);
+        envelope::open(method, text, &self.config.alipay_public_key, sign_type)
+    }
+
+    /// A typed call: serialize the request, execute, deserialize the node.
+    pub async fn call<R: ApiRequest>(
+        &self,
+        request: &R,
+        app_auth_token: Option<&Secret>,
+    ) -> Result<R::Response, GatewayError> {
+        let call = request.to_call(app_auth_token.cloned());
+        let node = self.execute(&call).await?;
+        decode_node(R::METHOD, node)
+    }
+
+    fn transport(&self, method: &str, e: &reqwest::Error) -> GatewayError {
+        let what = if e.is_timeout() {
+            "timed out".to_string()
+        } else if e.is_connect() {
+            "could not connect".to_string()
+        } else if e.is_body() || e.is_decode() {
+            "the connection dropped while reading the response".to_string()
+        } else if e.is_request() {
+            "the connection dropped while sending the request".to_string()
+        } else {
+            "transport error".to_string()
+        };
+        let mut endpoint = self.config.endpoint.clone();
+        endpoint.set_query(None);
+        GatewayError::Transport {
+            method: method.into(),
+            endpoint: endpoint.to_string(),
+            what,
+        }
+    }
+}
+
+/// Deserialize a verified node into a typed response.
+pub fn decode_node<T: DeserializeOwned>(
+    method: &str,
+    node: Map<String, Value>,
+) -> Result<T, GatewayError> {
+    serde_json::from_value(Value::Object(node)).map_err(|e| GatewayError::Malformed {
+        method: method.into(),
+        detail: format!("unexpected response fields: {e}"),
+    })
+}
+
+/// Compact JSON for `biz_content`.
+pub fn biz_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("bug: request types always serialize")
+}

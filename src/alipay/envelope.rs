@@ -1,0 +1,133 @@
+//! The response envelope (gateway.md §5): locate the `<method>_response` (or
+//! `error_response`) node in the raw body, verify the platform signature over
+//! exactly the node's raw bytes, and turn the node into data or a typed error.
+//!
+//! Performs no I/O.
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, GatewayError};
+use super::keys::AlipayPublicKey;
+use super::sign::SignType;
+
+/// The node name for a method: `alipay.a.b` -> `alipay_a_b_response`.
+pub fn node_name(method: &str) -> String {
+    let mut s = method.replace('.', "_");
+    s.push_str("_response");
+    s
+}
+
+/// Top-level entries of the body, in order, with the raw text of each value.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Parse and verify a gateway response body for `method`. Returns the node's fields
+/// on code 10000; a typed error otherwise.
+pub fn open(
+    method: &str,
+    body: &str,
+    key: &AlipayPublicKey,
+    sign_type: SignType,
+) -> Result<Map<String, Value>, GatewayError> {
+    let malformed = |detail: String| GatewayError::Malformed {
+        method: method.to_string(),
+        detail,
+    };
+    let entries: Entries = serde_json::from_str(body).map_err(|e| {
+        malformed(format!(
+            "the body is not a JSON object ({e}); it starts with {:?}",
+            body.chars().take(80).collect::<String>()
+        ))
+    })?;
+    let expected = node_name(method);
+    let find = |name: &str| -> Result<Option<&RawValue>, GatewayError> {
+        let mut hits = entries.0.iter().filter(|(k, _)| k == name);
+        let first = hits.next().map(|(_, v)| *v);
+        if hits.next().is_some() {
+            return Err(malformed(format!("the node `{name}` occurs twice")));
+        }
+        Ok(first)
+    };
+    let (raw, is_error_node) = match find(&expected)? {
+        Some(raw) => (raw, false),
+        None => match find("error_response")? {
+            Some(raw) => (raw, true),
+            None => {
+                return Err(malformed(format!(
+                    "neither `{expected}` nor `error_response` is in the body"
+                )));
+            }
+        },
+    };
+    let sign = match find("sign")? {
+        Some(s) => Some(
+            serde_json::from_str::<String>(s.get())
+                .map_err(|_| malformed("`sign` is not a string".into()))?,
+        ),
+        None => None,
+    };
+    let node: Map<String, Value> = serde_json::from_str(raw.get())
+        .map_err(|e| malformed(format!("the response node is not a JSON object: {e}")))?;
+    let code = node
+        .get("code")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("the response node has no `code`".into()))?
+        .to_string();
+
+    match &sign {
+        Some(sign) => {
+            let content = raw.get();
+            let ok = key.verify(sign_type, content.as_bytes(), sign)
+                // The Java SDK retries once with `\/` unescaped; gateways have sent both.
+                || (content.contains("\\/")
+                    && key.verify(sign_type, content.replace("\\/", "/").as_bytes(), sign));
+            if !ok {
+                return Err(GatewayError::BadSignature {
+                    method: method.to_string(),
+                    key_source: key.source().to_string(),
+                });
+            }
+        }
+        None if code == "10000" && !is_error_node => {
+            return Err(GatewayError::Unsigned {
+                method: method.to_string(),
+            });
+        }
+        None => {}
+    }
+
+    if code != "10000" || is_error_node {
+        let text = |k: &str| node.get(k).and_then(Value::as_str).map(str::to_string);
+        return Err(GatewayError::Api(ApiError {
+            method: method.to_string(),
+            code,
+            msg: text("msg").unwrap_or_default(),
+            sub_code: text("sub_code"),
+            sub_msg: text("sub_msg"),
+            signed: sign.is_some(),
+        }));
+    }
+    Ok(node)
+}

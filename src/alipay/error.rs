@@ -1,0 +1,116 @@
+//! Typed gateway errors. The executor decides "retry" or "give up" from
+//! [`GatewayError::class`], never by parsing messages.
+
+use std::fmt;
+
+/// What a caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: retry with backoff (20000 isp.*, HTTP 5xx, timeouts, dropped connections).
+    Retryable,
+    /// Rate limited: retry, and slow down.
+    Throttled,
+    /// Retrying cannot help (40001, 40002, 40004, 40006, bad signatures, ...).
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn can_retry(self) -> bool {
+        !matches!(self, ErrorClass::Permanent)
+    }
+}
+
+/// A non-10000 answer from the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub method: String,
+    pub code: String,
+    pub msg: String,
+    pub sub_code: Option<String>,
+    pub sub_msg: Option<String>,
+    /// False when the gateway sent the error without a `sign` (some early failures).
+    pub signed: bool,
+}
+
+impl ApiError {
+    pub fn class(&self) -> ErrorClass {
+        let sub = self.sub_code.as_deref().unwrap_or("");
+        if self.code == "40005" || sub.ends_with("-call-limited") {
+            ErrorClass::Throttled
+        } else if self.code == "20000" {
+            ErrorClass::Retryable
+        } else {
+            ErrorClass::Permanent
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` failed: {} {}", self.method, self.code, self.msg)?;
+        match (&self.sub_code, &self.sub_msg) {
+            (Some(c), Some(m)) => write!(f, " ({c}: {m})")?,
+            (Some(c), None) => write!(f, " ({c})")?,
+            (None, Some(m)) => write!(f, " ({m})")?,
+            (None, None) => {}
+        }
+        if !self.signed {
+            f.write_str(" [unsigned response]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("`{method}`: {what} talking to {endpoint}")]
+    Transport {
+        method: String,
+        endpoint: String,
+        /// "timed out", "connection refused", "connection dropped", ...
+        what: String,
+    },
+    #[error("`{method}`: the gateway answered HTTP {status}")]
+    HttpStatus { method: String, status: u16 },
+    #[error(
+        "`{method}`: the response signature does not verify against the Alipay public key from {key_source}\nhint: check that the key is Alipay's public key for this app (not your app public key), and that the endpoint is the gateway you expect"
+    )]
+    BadSignature { method: String, key_source: String },
+    #[error("`{method}`: the successful response carries no signature; refusing to trust it")]
+    Unsigned { method: String },
+    #[error("`{method}`: malformed gateway response: {detail}")]
+    Malformed { method: String, detail: String },
+    #[error("`{method}`: {detail}")]
+    Request { method: String, detail: String },
+}
+
+impl GatewayError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            GatewayError::Api(e) => e.class(),
+            GatewayError::Transport { .. } => ErrorClass::Retryable,
+            GatewayError::HttpStatus { status, .. } if *status == 429 => ErrorClass::Throttled,
+            GatewayError::HttpStatus { status, .. } if *status >= 500 => ErrorClass::Retryable,
+            _ => ErrorClass::Permanent,
+        }
+    }
+
+    /// The gateway's code and sub_code, when the gateway answered at all.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            GatewayError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// One short phrase on whether retrying could help, for messages.
+    pub fn retry_hint(&self) -> &'static str {
+        match self.class() {
+            ErrorClass::Retryable => "a retry may succeed",
+            ErrorClass::Throttled => "rate limited: a slower retry may succeed",
+            ErrorClass::Permanent => "retrying will not help",
+        }
+    }
+}

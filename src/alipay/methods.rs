@@ -1,0 +1,717 @@
+//! One typed request and response per gateway method, with the official SDK's
+//! field names and nesting (alipay-sdk-python `domain/*Model.py`, `*DTO.py`,
+//! `response/*Response.py`; see reference/card-apis.md).
+//!
+//! These are plain data types: the sandbox deserializes requests into the same
+//! structs and refuses any field name they do not know (nested DTOs carry
+//! `deny_unknown_fields`; the flattened template models are checked by a
+//! round-trip in the sandbox, since serde cannot deny unknown fields through
+//! `flatten`), as a gateway checking against the SDK's model classes would.
+//!
+//! Optional fields are omitted when absent (the SDK drops falsy fields).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::client::{Call, FilePart, biz_json};
+use crate::secret::Secret;
+
+/// A gateway method with a typed request and response.
+pub trait ApiRequest: Serialize + Sized {
+    const METHOD: &'static str;
+    type Response: DeserializeOwned;
+
+    /// The unsigned call. Default: the whole request is `biz_content`.
+    fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
+        Call {
+            method: Self::METHOD.to_string(),
+            biz_content: Some(biz_json(self)),
+            app_auth_token,
+            ..Call::default()
+        }
+    }
+}
+
+macro_rules! api {
+    ($req:ty, $method:literal, $resp:ty) => {
+        impl ApiRequest for $req {
+            const METHOD: &'static str = $method;
+            type Response = $resp;
+        }
+    };
+}
+
+// ---------------------------------------------------------------- image upload
+
+/// `alipay.offline.material.image.upload`: top-level params, not biz_content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageUploadRequest {
+    pub image_type: String,
+    pub image_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pid: Option<String>,
+    #[serde(skip)]
+    pub image_content: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageUploadResponse {
+    #[serde(default)]
+    pub image_id: String,
+    #[serde(default)]
+    pub image_url: String,
+}
+
+impl ApiRequest for ImageUploadRequest {
+    const METHOD: &'static str = "alipay.offline.material.image.upload";
+    type Response = ImageUploadResponse;
+
+    fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
+        let mut call = Call {
+            method: Self::METHOD.to_string(),
+            app_auth_token,
+            ..Call::default()
+        };
+        call.params
+            .insert("image_type".into(), self.image_type.clone());
+        call.params
+            .insert("image_name".into(), self.image_name.clone());
+        if let Some(pid) = &self.image_pid {
+            call.params.insert("image_pid".into(), pid.clone());
+        }
+        call.files.push(FilePart {
+            field: "image_content".into(),
+            filename: format!("{}.{}", self.image_name, self.image_type.to_lowercase()),
+            mime: mime_for(&self.image_type).into(),
+            bytes: self.image_content.clone(),
+        });
+        call
+    }
+}
+
+/// MIME type for an `image_type` value.
+pub fn mime_for(image_type: &str) -> &'static str {
+    match image_type.to_ascii_lowercase().as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "bmp" => "image/bmp",
+        _ => "application/octet-stream",
+    }
+}
+
+// ---------------------------------------------------------------- template DTOs
+
+/// TemplateStyleInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateStyleInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_show_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bg_color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_text_list_enable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_image_enable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_descriptions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slogan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slogan_img_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner_img_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_info_layout: Option<String>,
+}
+
+/// MoreInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MoreInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descs: Option<Vec<String>>,
+}
+
+/// TemplateColumnInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateColumnInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operate_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more_info: Option<MoreInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_title: Option<String>,
+}
+
+/// TemplateFieldRuleDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateFieldRule {
+    pub field_name: String,
+    pub rule_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_value: Option<String>,
+}
+
+/// TemplateActionMiniAppUrlDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateActionMiniAppUrl {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mini_app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mini_page_param: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mini_query_param: Option<String>,
+    /// A string "true"/"false" in the SDK, not a boolean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_on_list: Option<String>,
+}
+
+/// TemplateActionInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateActionInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mini_app_url: Option<TemplateActionMiniAppUrl>,
+}
+
+/// TemplateBenefitInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBenefitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit_desc: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+}
+
+/// TemplateCardLevelConfDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCardLevelConf {
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_show_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_icon: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_desc: Option<String>,
+}
+
+/// TemplateRightsContentDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRightsContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_id: Option<String>,
+}
+
+/// TemplateOpenCardConfDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateOpenCardConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_source_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_rights: Option<Vec<TemplateRightsContent>>,
+}
+
+/// TemplateMdcodeNotifyConfDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateMdcodeNotifyConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_params: Option<String>,
+}
+
+/// PubChannelDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PubChannel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pub_channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+}
+
+/// TemplateFormFields
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateFormFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<Vec<String>>,
+}
+
+/// TemplateFormConfig
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateFormConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<TemplateFormFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_mini_app_id: Option<String>,
+}
+
+/// The template body shared by create, modify and query. Flattened into each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_no_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_no_suffix_len: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_off_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_style_info: Option<TemplateStyleInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_info_list: Option<Vec<TemplateColumnInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_rule_list: Option<Vec<TemplateFieldRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_action_list: Option<Vec<TemplateActionInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_benefit_info: Option<Vec<TemplateBenefitInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_conf: Option<TemplateOpenCardConf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdcode_notify_conf: Option<TemplateMdcodeNotifyConf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pub_channels: Option<Vec<PubChannel>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spi_app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_form_config: Option<TemplateFormConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_spec_tag: Option<String>,
+}
+
+/// AlipayMarketingCardTemplateCreateModel. The level list is `card_level_conf`
+/// (singular) in create and modify, `card_level_confs` in the query response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateCreateRequest {
+    pub request_id: String,
+    pub card_type: String,
+    #[serde(flatten)]
+    pub body: TemplateBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_level_conf: Option<Vec<TemplateCardLevelConf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_label_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateIdResponse {
+    #[serde(default)]
+    pub template_id: String,
+}
+api!(
+    TemplateCreateRequest,
+    "alipay.marketing.card.template.create",
+    TemplateIdResponse
+);
+
+/// AlipayMarketingCardTemplateModifyModel: create's fields minus `card_type` and
+/// `service_label_list`, plus `template_id`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateModifyRequest {
+    pub request_id: String,
+    pub template_id: String,
+    #[serde(flatten)]
+    pub body: TemplateBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_level_conf: Option<Vec<TemplateCardLevelConf>>,
+}
+api!(
+    TemplateModifyRequest,
+    "alipay.marketing.card.template.modify",
+    TemplateIdResponse
+);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateQueryRequest {
+    pub template_id: String,
+}
+
+/// AlipayMarketingCardTemplateQueryResponse (no `template_id`, no `write_off_type`
+/// in the SDK class; extra fields a gateway sends are ignored).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateQueryResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_type: Option<String>,
+    #[serde(flatten)]
+    pub body: TemplateBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_level_confs: Option<Vec<TemplateCardLevelConf>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_label_list: Option<Vec<String>>,
+}
+api!(
+    TemplateQueryRequest,
+    "alipay.marketing.card.template.query",
+    TemplateQueryResponse
+);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBatchQueryRequest {
+    pub page_no: i64,
+    pub page_size: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct McardTemplate {
+    #[serde(default)]
+    pub template_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gmt_create: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gmt_modified: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_style_info: Option<TemplateStyleInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TemplateBatchQueryResponse {
+    #[serde(default)]
+    pub mcard_template: Vec<McardTemplate>,
+    #[serde(default)]
+    pub template_total: i64,
+}
+api!(
+    TemplateBatchQueryRequest,
+    "alipay.marketing.card.template.batchquery",
+    TemplateBatchQueryResponse
+);
+
+// ---------------------------------------------------------------- form, URL
+
+/// OpenFormFieldDO: `required` and `optional` are strings holding JSON
+/// `{"common_fields":[...]}` (doubly encoded on the wire).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenFormField {
+    pub required: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<String>,
+}
+
+impl OpenFormField {
+    /// Encode field lists the way the gateway expects.
+    pub fn from_lists(required: &[String], optional: &[String]) -> Self {
+        let enc = |v: &[String]| serde_json::json!({ "common_fields": v }).to_string();
+        OpenFormField {
+            required: enc(required),
+            optional: (!optional.is_empty()).then(|| enc(optional)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FormTemplateSetRequest {
+    pub template_id: String,
+    pub fields: OpenFormField,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EmptyResponse {}
+api!(
+    FormTemplateSetRequest,
+    "alipay.marketing.card.formtemplate.set",
+    EmptyResponse
+);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateUrlApplyRequest {
+    pub template_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_app_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ActivateUrlApplyResponse {
+    /// URL-encoded by the gateway: decode once before use.
+    #[serde(default)]
+    pub apply_card_url: String,
+}
+api!(
+    ActivateUrlApplyRequest,
+    "alipay.marketing.card.activateurl.apply",
+    ActivateUrlApplyResponse
+);
+
+// ---------------------------------------------------------------- cards
+
+/// CardUserInfo
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardUserInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_uni_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_uni_id_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<String>,
+}
+
+/// CardFrontTextDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardFrontText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// MdCodeInfoDTO
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MdCodeInfo {
+    pub code_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<String>,
+    pub time_stamp: i64,
+}
+
+/// MerchantCard (`card_ext_info` in open, `card_info` elsewhere)
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantCard {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_card_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_card_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdcode_info: Option<MdCodeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_text_list: Option<Vec<CardFrontText>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_assets: Option<String>,
+}
+
+/// MerchantMenber (sic)
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantMenber {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// (sic) `gende`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gende: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardOpenRequest {
+    pub out_serial_no: String,
+    pub card_template_id: String,
+    pub card_user_info: CardUserInfo,
+    pub card_ext_info: MerchantCard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_ext_info: Option<MerchantMenber>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_channel_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CardOpenResponse {
+    #[serde(default)]
+    pub card_info: MerchantCard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_card_channel_id: Option<String>,
+}
+api!(
+    CardOpenRequest,
+    "alipay.marketing.card.open",
+    CardOpenResponse
+);
+
+/// MerchantCardMsgInfo
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantCardMsgInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_point: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardUpdateRequest {
+    pub target_card_no: String,
+    pub target_card_no_type: String,
+    pub occur_time: String,
+    pub card_info: MerchantCard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_card_msg_info: Option<MerchantCardMsgInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CardUpdateResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_code: Option<String>,
+}
+api!(
+    CardUpdateRequest,
+    "alipay.marketing.card.update",
+    CardUpdateResponse
+);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardQueryRequest {
+    pub target_card_no_type: String,
+    pub target_card_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_user_info: Option<CardUserInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CardQueryResponse {
+    #[serde(default)]
+    pub card_info: MerchantCard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_url: Option<String>,
+}
+api!(
+    CardQueryRequest,
+    "alipay.marketing.card.query",
+    CardQueryResponse
+);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardDeleteRequest {
+    pub out_serial_no: String,
+    pub target_card_no: String,
+    pub target_card_no_type: String,
+    pub reason_code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CardDeleteResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_serial_no: Option<String>,
+}
+api!(
+    CardDeleteRequest,
+    "alipay.marketing.card.delete",
+    CardDeleteResponse
+);
+
+/// Every method this client knows, for `cardform api` and the sandbox.
+pub const METHODS: &[&str] = &[
+    ImageUploadRequest::METHOD,
+    TemplateCreateRequest::METHOD,
+    TemplateModifyRequest::METHOD,
+    TemplateQueryRequest::METHOD,
+    TemplateBatchQueryRequest::METHOD,
+    FormTemplateSetRequest::METHOD,
+    ActivateUrlApplyRequest::METHOD,
+    CardOpenRequest::METHOD,
+    CardUpdateRequest::METHOD,
+    CardQueryRequest::METHOD,
+    CardDeleteRequest::METHOD,
+];

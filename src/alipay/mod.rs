@@ -1,0 +1,20 @@
+//! The Alipay OpenAPI gateway client (`gateway.do`, protocol v2).
+//!
+//! - [`keys`]: app private key / Alipay public key, every format Alipay hands out;
+//! - [`sign`]: string-to-sign and sign types;
+//! - [`client`]: request building, encoding, transport;
+//! - [`envelope`]: response node location and signature verification;
+//! - [`error`]: typed errors that say whether a retry can help;
+//! - [`methods`]: one typed request/response per method.
+
+pub mod client;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod methods;
+pub mod sign;
+
+pub use client::{Call, Client, FilePart, GatewayConfig};
+pub use error::{ApiError, ErrorClass, GatewayError};
+pub use keys::{AlipayPublicKey, AppPrivateKey, KeySource};
+pub use sign::SignType;

@@ -1,0 +1,83 @@
+//! Command-line structure (clap derive). Each command file holds an `Args`
+//! struct and an `exec` that resolves settings, calls one `ops::` function and
+//! hands the result to `render`. No business logic, no printing here.
+
+mod api;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::render;
+use crate::settings::GatewayFlags;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cardform",
+    version,
+    about = "Plan and apply Alipay membership-card programs from YAML manifests",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// State directory [env: CARDFORM_STATE] [default: ./state]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make one raw signed gateway call and print the verified response node
+    Api(api::Args),
+    /// Run the sandbox gateway
+    #[command(subcommand)]
+    Sandbox(sandbox::Command),
+}
+
+/// What a command asks the process to exit with.
+pub type Outcome = anyhow::Result<ExitCode>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            render::error(&anyhow::anyhow!("cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            render::error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Api(args) => api::exec(args, &cli.gateway, cli.state).await,
+        Command::Sandbox(cmd) => sandbox::exec(cmd).await,
+    }
+}
+
+/// Parse `name=value`.
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected name=value, got `{s}`"))
+}
+
+pub(crate) fn key_path(s: &str) -> Result<(String, PathBuf), String> {
+    key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
+}

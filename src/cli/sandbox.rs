@@ -1,0 +1,79 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{Outcome, key_path};
+use crate::ops;
+use crate::render;
+use crate::sandbox::Faults;
+use crate::sandbox::faults::parse_duration;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve POST /gateway.do until interrupted
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    pub listen: SocketAddr,
+    /// Data directory (platform keys, registered apps, images, templates, cards)
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Register an app and its public key file (repeatable)
+    #[arg(long = "app", value_name = "APP_ID=PATH", value_parser = key_path)]
+    pub apps: Vec<(String, PathBuf)>,
+    /// Added latency per call, e.g. 20ms
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    pub latency: Duration,
+    /// Fraction of calls answered 20000 isp.unknow-error
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of calls answered HTTP 502
+    #[arg(long, default_value_t = 0.0)]
+    pub http502_rate: f64,
+    /// Fraction of calls whose connection drops after the call took effect
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Calls per second admitted; above it, 40005 isv.app-call-limited
+    #[arg(long)]
+    pub throttle_rps: Option<f64>,
+}
+
+pub async fn exec(cmd: Command) -> Outcome {
+    match cmd {
+        Command::Serve(a) => {
+            for (name, rate) in [
+                ("--error-rate", a.error_rate),
+                ("--http502-rate", a.http502_rate),
+                ("--drop-rate", a.drop_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    anyhow::bail!("{name} takes a fraction from 0 to 1, got {rate}");
+                }
+            }
+            let faults = Faults {
+                latency: a.latency,
+                error_rate: a.error_rate,
+                http502_rate: a.http502_rate,
+                drop_rate: a.drop_rate,
+                throttle_rps: a.throttle_rps,
+            };
+            let running = ops::sandbox::serve(a.listen, a.data, a.apps, faults).await?;
+            render::line(&format!(
+                "sandbox listening on http://{}/gateway.do",
+                running.addr
+            ));
+            render::line(&format!(
+                "platform public key: {}",
+                running.platform_public_key_path().display()
+            ));
+            let _ = tokio::signal::ctrl_c().await;
+            running.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! cardform: declarative provisioning for Alipay membership-card programs.
+//!
+//! Module map (dependencies point inward: `cli -> ops -> everything else`):
+//!
+//! - [`cli`]: clap argument structs, one file per command; parse and dispatch only.
+//! - [`settings`]: flags + `CARDFORM_*` environment (+ manifest gateway block) into
+//!   one `Settings`; the only code that reads the environment.
+//! - [`ops`]: one function per user-visible operation; the only place that wires
+//!   concrete things (stores, HTTP transport, embedded sandbox) together.
+//! - [`render`]: human and JSON views; the only place that writes to the terminal.
+//! - [`alipay`]: the gateway client (keys, signing, envelope, typed methods).
+//! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
+//! - [`secret`]: a string that never prints.
+
+pub mod alipay;
+pub mod cli;
+pub mod ops;
+pub mod render;
+pub mod sandbox;
+pub mod secret;
+pub mod settings;

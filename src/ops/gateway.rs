@@ -1,0 +1,147 @@
+//! Connect to the configured gateway: read the keys, build the client, and for
+//! the `sandbox` endpoint start an in-process sandbox persisted under the state
+//! directory, with a development app key created on first use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::alipay::{AlipayPublicKey, AppPrivateKey, Client, GatewayConfig, KeySource};
+use crate::sandbox::{self, Faults, RunningSandbox, SandboxConfig};
+use crate::settings::{Endpoint, GatewaySettings};
+
+/// The app id the embedded sandbox uses when none is configured.
+pub const SANDBOX_APP_ID: &str = "9021000000000001";
+
+/// A client, and the embedded sandbox it talks to (kept alive with it).
+pub struct Connection {
+    pub client: Client,
+    pub sandbox: Option<RunningSandbox>,
+}
+
+impl Connection {
+    pub async fn close(self) {
+        if let Some(s) = self.sandbox {
+            s.stop().await;
+        }
+    }
+}
+
+fn read_key_file(path: &Path, role: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {role} from file `{}`", path.display()))
+}
+
+fn private_key(path: &Path) -> Result<AppPrivateKey> {
+    let text = read_key_file(path, "app private key")?;
+    Ok(AppPrivateKey::parse(
+        &text,
+        KeySource::File(path.to_path_buf()),
+    )?)
+}
+
+fn public_key(path: &Path) -> Result<AlipayPublicKey> {
+    let text = read_key_file(path, "Alipay public key")?;
+    Ok(AlipayPublicKey::parse(
+        &text,
+        KeySource::File(path.to_path_buf()),
+    )?)
+}
+
+fn config(
+    endpoint: url::Url,
+    app_id: String,
+    settings: &GatewaySettings,
+    key: AppPrivateKey,
+    alipay: AlipayPublicKey,
+) -> GatewayConfig {
+    GatewayConfig {
+        endpoint,
+        app_id,
+        sign_type: settings.sign_type,
+        private_key: Arc::new(key),
+        alipay_public_key: Arc::new(alipay),
+        connect_timeout: Duration::from_secs(3),
+        timeout: Duration::from_secs(15),
+    }
+}
+
+/// The embedded sandbox's data directory under a state directory.
+pub fn sandbox_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("sandbox")
+}
+
+pub async fn connect(
+    settings: &GatewaySettings,
+    state_dir: &Path,
+    faults: Faults,
+) -> Result<Connection> {
+    match &settings.endpoint {
+        Endpoint::Url(url) => {
+            let Some(app_id) = settings.app_id.clone() else {
+                bail!("no app id is configured\nhint: set --app-id or CARDFORM_APP_ID");
+            };
+            let Some(pk) = &settings.private_key else {
+                bail!(
+                    "no app private key is configured\nhint: set --private-key or CARDFORM_PRIVATE_KEY to the key file's path"
+                );
+            };
+            let Some(apk) = &settings.alipay_public_key else {
+                bail!(
+                    "no Alipay public key is configured\nhint: set --alipay-public-key or CARDFORM_ALIPAY_PUBLIC_KEY to the key file's path"
+                );
+            };
+            let client = Client::new(config(
+                url.clone(),
+                app_id,
+                settings,
+                private_key(pk)?,
+                public_key(apk)?,
+            ))?;
+            Ok(Connection {
+                client,
+                sandbox: None,
+            })
+        }
+        Endpoint::Embedded => {
+            let dir = sandbox_dir(state_dir);
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!("cannot create the sandbox directory `{}`", dir.display())
+            })?;
+            let key = match &settings.private_key {
+                Some(path) => private_key(path)?,
+                None => {
+                    let path = dir.join("dev_app_private.pem");
+                    if !path.exists() {
+                        sandbox::write_private(&path, AppPrivateKey::generate_pem().as_bytes())
+                            .with_context(|| format!("cannot write `{}`", path.display()))?;
+                    }
+                    private_key(&path)?
+                }
+            };
+            let app_id = settings
+                .app_id
+                .clone()
+                .unwrap_or_else(|| SANDBOX_APP_ID.to_string());
+            let running = sandbox::start(SandboxConfig {
+                listen: "127.0.0.1:0".parse().expect("valid address"),
+                data_dir: dir,
+                apps: vec![(app_id.clone(), key.public_key_base64())],
+                faults,
+            })
+            .await?;
+            let alipay = match &settings.alipay_public_key {
+                Some(path) => public_key(path)?,
+                None => public_key(&running.platform_public_key_path())?,
+            };
+            let url = url::Url::parse(&running.gateway_url()).expect("sandbox URL is valid");
+            let client = Client::new(config(url, app_id, settings, key, alipay))?;
+            Ok(Connection {
+                client,
+                sandbox: Some(running),
+            })
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! One function per user-visible operation. The only place that wires concrete
+//! things together: key files, the HTTP client, the embedded sandbox. Returns
+//! data; never prints.
+
+pub mod api;
+pub mod gateway;
+pub mod sandbox;

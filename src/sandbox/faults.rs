@@ -1,0 +1,123 @@
+//! Fault injection for tests and benchmarks: added latency, a fraction of calls
+//! answered 20000 isp.unknow-error, throttling above a rate (40005
+//! isv.app-call-limited), HTTP 502, and dropped connections.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use rand::Rng;
+
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub latency: Duration,
+    /// Fraction of calls answered 20000 isp.unknow-error (no effect).
+    pub error_rate: f64,
+    /// Fraction of calls answered HTTP 502 (no effect).
+    pub http502_rate: f64,
+    /// Fraction of calls whose connection drops after the call took effect.
+    pub drop_rate: f64,
+    /// Calls per second admitted; above it, 40005 isv.app-call-limited.
+    pub throttle_rps: Option<f64>,
+}
+
+impl Faults {
+    pub fn roll(&self, rate: f64) -> bool {
+        rate > 0.0 && rand::thread_rng().gen_bool(rate.clamp(0.0, 1.0))
+    }
+
+    /// Parse `latency=20ms,error_rate=0.1,http502_rate=0.05,drop_rate=0.05,throttle_rps=50`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut f = Faults::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("fault `{item}` is not name=value"))?;
+            let rate = |v: &str| -> Result<f64, String> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| format!("`{k}` takes a fraction from 0 to 1, got `{v}`"))
+            };
+            match k {
+                "latency" => f.latency = parse_duration(v)?,
+                "error_rate" => f.error_rate = rate(v)?,
+                "http502_rate" => f.http502_rate = rate(v)?,
+                "drop_rate" => f.drop_rate = rate(v)?,
+                "throttle_rps" => {
+                    f.throttle_rps =
+                        Some(v.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                            format!("`throttle_rps` takes a positive number, got `{v}`")
+                        })?)
+                }
+                other => {
+                    return Err(format!(
+                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps)"
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let err = || format!("`{v}` is not a duration (e.g. 20ms, 2s, 1m)");
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => v.split_at(i),
+        None => (v, "ms"),
+    };
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+/// A token bucket admitting `rps` calls per second with a burst of one second.
+pub struct Throttle {
+    rps: Option<f64>,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Throttle {
+    pub fn new(rps: Option<f64>) -> Self {
+        Throttle {
+            rps,
+            state: Mutex::new((rps.unwrap_or(0.0), Instant::now())),
+        }
+    }
+
+    pub fn admit(&self) -> bool {
+        let Some(rps) = self.rps else { return true };
+        let mut s = self.state.lock().expect("throttle lock poisoned");
+        let now = Instant::now();
+        let elapsed = now.duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * rps).min(rps.max(1.0));
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A response whose body fails after the headers: the client sees the
+/// connection drop mid-response.
+pub fn dropped() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected connection drop",
+        ))
+    });
+    Response::new(Body::from_stream(stream))
+}

@@ -1,0 +1,568 @@
+//! A faithful emulator of the Alipay `gateway.do` (axum on tokio): the same
+//! protocol (query + form/multipart parameters merged, absolute-form request
+//! targets, RSA request signatures checked against the registered app key with
+//! code of its own, responses signed with its platform key in the exact envelope
+//! the official SDKs verify), the card APIs' business rules, persistence under
+//! its data directory, and fault injection.
+//!
+//! It depends on nothing of the client side but the plain request/response data
+//! types in `alipay::methods`.
+
+mod business;
+pub mod faults;
+pub mod store;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{self as lc, RsaKeyPair};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{FixedOffset, NaiveDateTime, Utc};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use tokio::sync::Mutex;
+
+pub use faults::Faults;
+use store::Store;
+
+/// How far a request timestamp may be from the sandbox clock (the real gateway's
+/// tolerance is UNCONFIRMED; see the README).
+pub const TIMESTAMP_SKEW_MINUTES: i64 = 15;
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Apps to register: (app_id, public key text).
+    pub apps: Vec<(String, String)>,
+    pub faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot use the sandbox data directory `{dir}`: {reason}")]
+    DataDir { dir: String, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("app `{app_id}`: the public key is not RSA SubjectPublicKeyInfo (PEM or base64)")]
+    AppKey { app_id: String },
+}
+
+pub(crate) struct Shared {
+    store: Store,
+    platform: RsaKeyPair,
+    faults: Faults,
+    throttle: faults::Throttle,
+    /// Serializes mutating business calls, so idempotency checks are race-free.
+    write_lock: Mutex<()>,
+    base_url: String,
+}
+
+/// A sandbox serving in the background of this process.
+pub struct RunningSandbox {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningSandbox {
+    /// The gateway URL, e.g. `http://127.0.0.1:41234/gateway.do`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}/gateway.do", self.addr)
+    }
+
+    /// The platform public key clients verify responses with.
+    pub fn platform_public_key_path(&self) -> PathBuf {
+        self.data_dir.join("platform_public.pem")
+    }
+
+    /// Stop serving and wait until the data is flushed and closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Load or create the platform key pair in `dir`.
+fn platform_key(dir: &Path) -> Result<RsaKeyPair, SandboxError> {
+    let dd = |reason: String| SandboxError::DataDir {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let private = dir.join("platform_private.pem");
+    let public = dir.join("platform_public.pem");
+    let key = if private.exists() {
+        let text = std::fs::read_to_string(&private).map_err(|e| dd(e.to_string()))?;
+        rsa::RsaPrivateKey::from_pkcs8_pem(&text)
+            .map_err(|_| dd("platform_private.pem is not a PKCS#8 RSA key".into()))?
+    } else {
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+            .map_err(|e| dd(format!("key generation failed: {e}")))?;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| dd(e.to_string()))?;
+        write_private(&private, pem.as_bytes()).map_err(|e| dd(e.to_string()))?;
+        key
+    };
+    let pub_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| dd(e.to_string()))?;
+    std::fs::write(&public, pub_pem).map_err(|e| dd(e.to_string()))?;
+    let der = key.to_pkcs8_der().map_err(|e| dd(e.to_string()))?;
+    RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|_| dd("platform key rejected".into()))
+}
+
+/// Write a private key readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Register (or re-register) an app's public key in a sandbox data directory.
+pub fn register_app(store: &Store, app_id: &str, public_key: &str) -> Result<(), SandboxError> {
+    if verify::parse_app_key(public_key).is_none() {
+        return Err(SandboxError::AppKey {
+            app_id: app_id.to_string(),
+        });
+    }
+    store::put(&store.apps, app_id, &public_key.trim().to_string())?;
+    Ok(())
+}
+
+/// Bind, open the data directory and serve in the background.
+pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| SandboxError::DataDir {
+        dir: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let platform = platform_key(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    for (app_id, key) in &config.apps {
+        register_app(&store, app_id, key)?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| SandboxError::Bind {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| SandboxError::Bind {
+        addr: config.listen,
+        reason: e.to_string(),
+    })?;
+    let shared = Arc::new(Shared {
+        store,
+        platform,
+        throttle: faults::Throttle::new(config.faults.throttle_rps),
+        faults: config.faults.clone(),
+        write_lock: Mutex::new(()),
+        base_url: format!("http://{addr}"),
+    });
+    let app = Router::new()
+        .route("/gateway.do", post(gateway))
+        .route("/images/{id}", get(image))
+        .with_state(shared.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        let _ = shared.store.flush().await;
+    });
+    Ok(RunningSandbox {
+        addr,
+        data_dir: config.data_dir,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// A failed call, as the gateway reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct Fail {
+    pub code: &'static str,
+    pub msg: &'static str,
+    pub sub_code: String,
+    pub sub_msg: String,
+}
+
+impl Fail {
+    pub fn missing(sub_code: &str, sub_msg: &str) -> Self {
+        Fail {
+            code: "40001",
+            msg: "Missing Required Arguments",
+            sub_code: sub_code.into(),
+            sub_msg: sub_msg.into(),
+        }
+    }
+    pub fn invalid(sub_code: &str, sub_msg: impl Into<String>) -> Self {
+        Fail {
+            code: "40002",
+            msg: "Invalid Arguments",
+            sub_code: sub_code.into(),
+            sub_msg: sub_msg.into(),
+        }
+    }
+    pub fn business(sub_code: &str, sub_msg: impl Into<String>) -> Self {
+        Fail {
+            code: "40004",
+            msg: "Business Failed",
+            sub_code: sub_code.into(),
+            sub_msg: sub_msg.into(),
+        }
+    }
+    pub fn unavailable() -> Self {
+        Fail {
+            code: "20000",
+            msg: "Service Currently Unavailable",
+            sub_code: "isp.unknow-error".into(),
+            sub_msg: "The system is busy.".into(),
+        }
+    }
+    pub fn throttled() -> Self {
+        Fail {
+            code: "40005",
+            msg: "Call Limited",
+            sub_code: "isv.app-call-limited".into(),
+            sub_msg: "Call frequency exceeds the limit for this app.".into(),
+        }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Fail {
+            code: "20000",
+            msg: "Service Currently Unavailable",
+            sub_code: "isp.unknow-error".into(),
+            sub_msg: format!("sandbox storage error: {e}"),
+        }
+    }
+
+    fn node(&self) -> String {
+        serde_json::json!({
+            "code": self.code, "msg": self.msg,
+            "sub_code": self.sub_code, "sub_msg": self.sub_msg,
+        })
+        .to_string()
+    }
+}
+
+impl From<store::StoreError> for Fail {
+    fn from(e: store::StoreError) -> Self {
+        Fail::internal(e)
+    }
+}
+
+/// The merged request: query + body text params, and any file parts.
+pub(crate) struct Incoming {
+    pub params: Vec<(String, String)>,
+    pub files: BTreeMap<String, Bytes>,
+}
+
+impl Incoming {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+async fn read_request(req: Request) -> Result<Incoming, Fail> {
+    let mut params: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let mut files = BTreeMap::new();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}")))?;
+        loop {
+            let field = mp.next_field().await.map_err(|e| {
+                Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}"))
+            })?;
+            let Some(field) = field else { break };
+            let name = field.name().unwrap_or_default().to_string();
+            let is_file = field.file_name().is_some();
+            let data = field.bytes().await.map_err(|e| {
+                Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}"))
+            })?;
+            if is_file {
+                files.insert(name, data);
+            } else {
+                let text = String::from_utf8(data.to_vec()).map_err(|_| {
+                    Fail::invalid("isv.invalid-charset", format!("part `{name}` is not UTF-8"))
+                })?;
+                params.push((name, text));
+            }
+        }
+    } else {
+        let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+            .await
+            .map_err(|e| Fail::invalid("isv.invalid-parameter", format!("unreadable body: {e}")))?;
+        if !body.is_empty() {
+            params.extend(form_urlencoded::parse(&body).into_owned());
+        }
+    }
+    Ok(Incoming { params, files })
+}
+
+/// An unsigned `error_response` (the early failures seen unsigned in real logs).
+fn error_response(fail: Fail) -> Response {
+    json_response(format!("{{\"error_response\":{}}}", fail.node()))
+}
+
+fn json_response(body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html;charset=utf-8"),
+    );
+    r
+}
+
+impl Shared {
+    /// `{"<node>":<node>,"sign":"..."}`: compact, node first, `sign` last, the
+    /// signature over exactly the node bytes as emitted.
+    fn signed(&self, method: &str, sign_type: &str, node: &str) -> Response {
+        let mut sig = vec![0u8; self.platform.public_modulus_len()];
+        let ok = if sign_type == "RSA" {
+            // aws-lc-rs does not sign SHA-1; fall back to the rsa crate for legacy apps.
+            sign_sha1(&self.platform, node.as_bytes()).map(|s| sig = s)
+        } else {
+            self.platform
+                .sign(
+                    &lc::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    node.as_bytes(),
+                    &mut sig,
+                )
+                .ok()
+        };
+        if ok.is_none() {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        let name = format!("{}_response", method.replace('.', "_"));
+        json_response(format!(
+            "{{\"{name}\":{node},\"sign\":\"{}\"}}",
+            B64.encode(&sig)
+        ))
+    }
+}
+
+fn sign_sha1(pair: &RsaKeyPair, data: &[u8]) -> Option<Vec<u8>> {
+    use aws_lc_rs::encoding::AsDer;
+    use rsa::signature::{RandomizedSigner, SignatureEncoding};
+    let der = pair.as_der().ok()?;
+    let key = rsa::RsaPrivateKey::from_pkcs8_der(der.as_ref()).ok()?;
+    let signer = rsa::pkcs1v15::SigningKey::<sha1::Sha1>::new(key);
+    Some(signer.sign_with_rng(&mut rand::thread_rng(), data).to_vec())
+}
+
+fn parse_timestamp(ts: &str) -> Option<i64> {
+    let naive = NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S").ok()?;
+    if ts.len() != 19 {
+        return None;
+    }
+    let cst = FixedOffset::east_opt(8 * 3600)?;
+    Some(naive.and_local_timezone(cst).single()?.timestamp())
+}
+
+/// Protocol checks, in the order a gateway can make them. Returns the verified
+/// request and the sign type to answer with, or the response to send.
+fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), Response> {
+    let Some(method) = inc.get("method").map(str::to_string) else {
+        return Err(error_response(Fail::missing(
+            "isv.missing-method",
+            "method is required",
+        )));
+    };
+    let Some(app_id) = inc.get("app_id") else {
+        return Err(error_response(Fail::missing(
+            "isv.missing-app-id",
+            "app_id is required",
+        )));
+    };
+    let app_key = match store::get::<String>(&shared.store.apps, app_id) {
+        Ok(Some(k)) => verify::parse_app_key(&k),
+        _ => None,
+    };
+    let Some(app_key) = app_key else {
+        return Err(error_response(Fail::invalid(
+            "isv.invalid-app-id",
+            format!("app_id {app_id} is not registered with this gateway"),
+        )));
+    };
+    let sign_type = inc.get("sign_type").unwrap_or("RSA2").to_string();
+    let fail = |f: Fail| shared.signed(&method, "RSA2", &f.node());
+    let Some(sign) = inc.get("sign") else {
+        return Err(fail(Fail::missing(
+            "isv.missing-signature",
+            "sign is required",
+        )));
+    };
+    if inc.get("sign_type").is_none() {
+        return Err(fail(Fail::missing(
+            "isv.missing-signature-type",
+            "sign_type is required",
+        )));
+    }
+    if sign_type != "RSA2" && sign_type != "RSA" {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-signature-type",
+            format!("sign_type {sign_type} is not supported"),
+        )));
+    }
+    let Some(ts) = inc.get("timestamp") else {
+        return Err(fail(Fail::missing(
+            "isv.missing-timestamp",
+            "timestamp is required",
+        )));
+    };
+    match parse_timestamp(ts) {
+        None => {
+            return Err(fail(Fail::invalid(
+                "isv.invalid-timestamp",
+                format!("timestamp `{ts}` is not yyyy-MM-dd HH:mm:ss"),
+            )));
+        }
+        Some(t) if (t - Utc::now().timestamp()).abs() > TIMESTAMP_SKEW_MINUTES * 60 => {
+            return Err(fail(Fail::invalid(
+                "isv.invalid-timestamp",
+                format!(
+                    "timestamp `{ts}` is more than {TIMESTAMP_SKEW_MINUTES} minutes from gateway time (UTC+8)"
+                ),
+            )));
+        }
+        Some(_) => {}
+    }
+    if inc.get("version").is_none() {
+        return Err(fail(Fail::missing(
+            "isv.missing-version",
+            "version is required",
+        )));
+    }
+    if let Some(charset) = inc.get("charset")
+        && !charset.eq_ignore_ascii_case("utf-8")
+    {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-charset",
+            format!("charset {charset} is not supported by this gateway (use utf-8)"),
+        )));
+    }
+    if let Some(format) = inc.get("format")
+        && !format.eq_ignore_ascii_case("json")
+    {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-format",
+            format!("format {format} is not supported"),
+        )));
+    }
+    let content = verify::signed_content(&inc.params);
+    if !verify::verify(&app_key, &sign_type, &content, sign) {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-signature",
+            format!(
+                "invalid signature: the request was not signed by the private key matching the public key registered for app_id {}",
+                inc.get("app_id").unwrap_or_default()
+            ),
+        )));
+    }
+    if !business::knows(&method) {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-method",
+            format!("method {method} does not exist"),
+        )));
+    }
+    Ok((method, sign_type))
+}
+
+async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let faults = &shared.faults;
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if faults.roll(faults.http502_rate) {
+        return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
+    }
+    let inc = match read_request(req).await {
+        Ok(inc) => inc,
+        Err(fail) => return error_response(fail),
+    };
+    let (method, sign_type) = match check_protocol(&shared, &inc) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if !shared.throttle.admit() {
+        return shared.signed(&method, &sign_type, &Fail::throttled().node());
+    }
+    if faults.roll(faults.error_rate) {
+        return shared.signed(&method, &sign_type, &Fail::unavailable().node());
+    }
+    let node = match business::dispatch(&shared, &method, &inc).await {
+        Ok(node) => node,
+        Err(fail) => fail.node(),
+    };
+    if faults.roll(faults.drop_rate) {
+        // The call took effect; the answer is lost on the way (the ambiguous case
+        // idempotency keys exist for). Abort the body mid-flight.
+        return faults::dropped();
+    }
+    shared.signed(&method, &sign_type, &node)
+}
+
+async fn image(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    match shared.store.image_bytes.get(id.as_bytes()) {
+        Ok(Some(bytes)) => {
+            let mime = imagesize::image_type(&bytes)
+                .map(business::mime_of)
+                .unwrap_or("application/octet-stream");
+            ([(header::CONTENT_TYPE, mime)], bytes.to_vec()).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,73 @@
+//! The sandbox's persistent data, in a sled database under its data directory:
+//! registered apps, images (metadata and bytes), templates, idempotency records
+//! and issued cards. A restart loses nothing.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub struct Store {
+    db: sled::Db,
+    pub apps: sled::Tree,
+    pub images: sled::Tree,
+    pub image_bytes: sled::Tree,
+    pub templates: sled::Tree,
+    pub requests: sled::Tree,
+    pub cards: sled::Tree,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the sandbox data in `{dir}`: {reason}\nhint: is another sandbox (or cardform run) using this directory?"
+    )]
+    Open { dir: String, reason: String },
+    #[error("sandbox storage failed: {0}")]
+    Io(#[from] sled::Error),
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .open()
+            .map_err(|e| StoreError::Open {
+                dir: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Self {
+            apps: tree("apps")?,
+            images: tree("images")?,
+            image_bytes: tree("image_bytes")?,
+            templates: tree("templates")?,
+            requests: tree("requests")?,
+            cards: tree("cards")?,
+            db,
+        })
+    }
+
+    /// A persistent, monotonically increasing number (for generated ids).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Make everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+pub fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
+    Ok(tree
+        .get(key.as_bytes())?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+pub fn put<T: Serialize>(tree: &sled::Tree, key: &str, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).expect("bug: sandbox records always serialize");
+    tree.insert(key.as_bytes(), bytes)?;
+    Ok(())
+}

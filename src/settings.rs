@@ -1,0 +1,131 @@
+//! Settings: command-line flags, `CARDFORM_*` environment variables and (later)
+//! the manifest's gateway block, merged into one value. Flags win over the
+//! environment, which wins over the manifest. This is the only module that
+//! reads the environment.
+
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::alipay::SignType;
+use crate::secret::Secret;
+
+/// The gateway flags every gateway-using command accepts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayFlags {
+    /// Gateway URL, or `sandbox` for the embedded sandbox [env: CARDFORM_ENDPOINT]
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+    /// Alipay app id [env: CARDFORM_APP_ID]
+    #[arg(long, global = true)]
+    pub app_id: Option<String>,
+    /// Path of the app private key (PEM or one-line base64) [env: CARDFORM_PRIVATE_KEY]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub private_key: Option<PathBuf>,
+    /// Path of the Alipay public key [env: CARDFORM_ALIPAY_PUBLIC_KEY]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub alipay_public_key: Option<PathBuf>,
+    /// Sign type: RSA2 (SHA256withRSA) or legacy RSA (SHA1withRSA)
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub sign_type: Option<SignTypeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SignTypeArg {
+    #[value(name = "RSA2")]
+    Rsa2,
+    #[value(name = "RSA")]
+    Rsa,
+}
+
+/// Where calls go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An in-process sandbox persisted under the state directory.
+    Embedded,
+    Url(Url),
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub endpoint: Endpoint,
+    pub app_id: Option<String>,
+    pub private_key: Option<PathBuf>,
+    pub alipay_public_key: Option<PathBuf>,
+    pub app_auth_token: Option<Secret>,
+    pub sign_type: SignType,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub gateway: GatewaySettings,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "invalid endpoint `{value}` (from {origin}): {reason}\nhint: use an https:// URL, or `sandbox` for the embedded sandbox"
+    )]
+    Endpoint {
+        value: String,
+        origin: &'static str,
+        reason: String,
+    },
+}
+
+/// Read one environment variable; empty counts as unset.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+pub fn parse_endpoint(value: &str, origin: &'static str) -> Result<Endpoint, SettingsError> {
+    if value == "sandbox" {
+        return Ok(Endpoint::Embedded);
+    }
+    Url::parse(value)
+        .map(Endpoint::Url)
+        .map_err(|e| SettingsError::Endpoint {
+            value: value.into(),
+            origin,
+            reason: e.to_string(),
+        })
+}
+
+impl Settings {
+    /// Merge flags over the environment. `state_flag` is `--state`.
+    pub fn resolve(
+        flags: &GatewayFlags,
+        state_flag: Option<PathBuf>,
+    ) -> Result<Self, SettingsError> {
+        let (endpoint_value, origin) = match (&flags.endpoint, env("CARDFORM_ENDPOINT")) {
+            (Some(v), _) => (v.clone(), "--endpoint"),
+            (None, Some(v)) => (v, "CARDFORM_ENDPOINT"),
+            (None, None) => ("sandbox".to_string(), "the default"),
+        };
+        let endpoint = parse_endpoint(&endpoint_value, origin)?;
+        let sign_type = match flags.sign_type {
+            Some(SignTypeArg::Rsa) => SignType::Rsa,
+            _ => SignType::Rsa2,
+        };
+        Ok(Settings {
+            gateway: GatewaySettings {
+                endpoint,
+                app_id: flags.app_id.clone().or_else(|| env("CARDFORM_APP_ID")),
+                private_key: flags
+                    .private_key
+                    .clone()
+                    .or_else(|| env("CARDFORM_PRIVATE_KEY").map(PathBuf::from)),
+                alipay_public_key: flags
+                    .alipay_public_key
+                    .clone()
+                    .or_else(|| env("CARDFORM_ALIPAY_PUBLIC_KEY").map(PathBuf::from)),
+                app_auth_token: env("CARDFORM_APP_AUTH_TOKEN").map(Secret::new),
+                sign_type,
+            },
+            state_dir: state_flag
+                .or_else(|| env("CARDFORM_STATE").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("state")),
+        })
+    }
+}
