@@ -120,14 +120,14 @@ pub fn open(
 
     if code != "10000" || is_error_node {
         let text = |k: &str| node.get(k).and_then(Value::as_str).map(str::to_string);
-        return Err(GatewayError::Api(ApiError {
+        return Err(GatewayError::Api(Box::new(ApiError {
             method: method.to_string(),
             code,
             msg: text("msg").unwrap_or_default(),
             sub_code: text("sub_code"),
             sub_msg: text("sub_msg"),
             signed: sign.is_some(),
-        }));
+        })));
     }
     Ok(node)
 }

@@ -64,7 +64,7 @@ impl fmt::Display for ApiError {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     #[error("`{method}`: {what} talking to {endpoint}")]
     Transport {
         method: String,

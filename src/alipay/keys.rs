@@ -226,9 +226,20 @@ impl AlipayPublicKey {
                 "it is a private key; use the public key Alipay shows in its console",
             ));
         }
-        let key = rsa::RsaPublicKey::from_public_key_der(&der)
+        let key = match rsa::RsaPublicKey::from_public_key_der(&der)
             .or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&der))
-            .map_err(|_| invalid("it is not RSA public key data"))?;
+        {
+            Ok(key) => key,
+            Err(_)
+                if rsa::RsaPrivateKey::from_pkcs1_der(&der).is_ok()
+                    || rsa::RsaPrivateKey::from_pkcs8_der(&der).is_ok() =>
+            {
+                return Err(invalid(
+                    "it is a private key; use the public key Alipay shows in its console",
+                ));
+            }
+            Err(_) => return Err(invalid("it is not RSA public key data")),
+        };
         let bits = key.size() * 8;
         if bits < 2048 {
             return Err(KeyError::TooSmall {

@@ -361,7 +361,7 @@ fn image_upload(shared: &Shared, ns: &str, inc: &Incoming) -> Result<String, Fai
         .store
         .image_bytes
         .insert(image_id.as_bytes(), bytes.to_vec())
-        .map_err(|e| Fail::internal(e))?;
+        .map_err(Fail::internal)?;
     Ok(success(&ImageUploadResponse {
         image_url: format!("{}/images/{image_id}", shared.base_url),
         image_id,

@@ -195,6 +195,9 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     let app = Router::new()
         .route("/gateway.do", post(gateway))
         .route("/images/{id}", get(image))
+        // Let oversized uploads through to the gateway's own size check (40002
+        // isv.invalid-file-size) instead of axum's 2 MB default cut-off.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -412,17 +415,25 @@ fn parse_timestamp(ts: &str) -> Option<i64> {
     Some(naive.and_local_timezone(cst).single()?.timestamp())
 }
 
-/// Protocol checks, in the order a gateway can make them. Returns the verified
-/// request and the sign type to answer with, or the response to send.
-fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), Response> {
+/// Why a request was refused before its method ran.
+enum Rejection {
+    /// An early failure, answered as an unsigned `error_response`.
+    Early(Fail),
+    /// Answered in the method's node, signed.
+    InMethod(String, Fail),
+}
+
+/// Protocol checks, in the order a gateway can make them. Returns the method
+/// and the sign type to answer with.
+fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), Rejection> {
     let Some(method) = inc.get("method").map(str::to_string) else {
-        return Err(error_response(Fail::missing(
+        return Err(Rejection::Early(Fail::missing(
             "isv.missing-method",
             "method is required",
         )));
     };
     let Some(app_id) = inc.get("app_id") else {
-        return Err(error_response(Fail::missing(
+        return Err(Rejection::Early(Fail::missing(
             "isv.missing-app-id",
             "app_id is required",
         )));
@@ -432,13 +443,13 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
         _ => None,
     };
     let Some(app_key) = app_key else {
-        return Err(error_response(Fail::invalid(
+        return Err(Rejection::Early(Fail::invalid(
             "isv.invalid-app-id",
             format!("app_id {app_id} is not registered with this gateway"),
         )));
     };
     let sign_type = inc.get("sign_type").unwrap_or("RSA2").to_string();
-    let fail = |f: Fail| shared.signed(&method, "RSA2", &f.node());
+    let fail = |f: Fail| Rejection::InMethod(method.clone(), f);
     let Some(sign) = inc.get("sign") else {
         return Err(fail(Fail::missing(
             "isv.missing-signature",
@@ -535,7 +546,10 @@ async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let (method, sign_type) = match check_protocol(&shared, &inc) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(Rejection::Early(fail)) => return error_response(fail),
+        Err(Rejection::InMethod(method, fail)) => {
+            return shared.signed(&method, "RSA2", &fail.node());
+        }
     };
     if !shared.throttle.admit() {
         return shared.signed(&method, &sign_type, &Fail::throttled().node());

@@ -1,0 +1,4 @@
+//! The integration test suite: the real `cardform` binary against a real sandbox.
+
+mod api;
+mod support;

@@ -1,0 +1,227 @@
+//! Test support: run the real `cardform` binary, start a real sandbox process,
+//! make images. Waits on conditions (a line printed, a process exit), never on
+//! fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const APP_ID: &str = "2021000000000001";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cardform"))
+}
+
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// A `cardform` command with no CARDFORM_* variables inherited.
+pub fn cardform() -> Command {
+    let mut cmd = Command::new(bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDFORM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn fails(self) -> Self {
+        assert_ne!(
+            self.code, 0,
+            "expected failure\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn stderr_has(self, needle: &str) -> Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn stdout_has(self, needle: &str) -> Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    Run::from(cmd.output().expect("cardform runs"))
+}
+
+/// A `cardform sandbox serve` child process on a free loopback port.
+pub struct Sandbox {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn start(dir: &Path, extra: &[&str]) -> Sandbox {
+        let mut child = cardform()
+            .args(["sandbox", "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir)
+            .arg("--app")
+            .arg(format!(
+                "{APP_ID}={}",
+                data("keys/app_a_public_spki.txt").display()
+            ))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sandbox starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("sandbox prints its address").unwrap();
+        let url = first
+            .strip_prefix("sandbox listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Sandbox {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn platform_key(&self) -> PathBuf {
+        self.dir.join("platform_public.pem")
+    }
+
+    /// `cardform` pointed at this sandbox as app A.
+    pub fn cardform(&self) -> Command {
+        let mut cmd = cardform();
+        cmd.env("CARDFORM_ENDPOINT", &self.url)
+            .env("CARDFORM_APP_ID", APP_ID)
+            .env("CARDFORM_PRIVATE_KEY", data("keys/app_a_private_pkcs1.txt"))
+            .env("CARDFORM_ALIPAY_PUBLIC_KEY", self.platform_key());
+        cmd
+    }
+
+    pub fn api(&self, method: &str, biz: &str) -> Run {
+        run(self.cardform().args(["api", method, "--biz-content", biz]))
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A valid 1-bit grayscale PNG of the given size (stored deflate blocks).
+/// `seed` varies the pixels so that images of one size can differ in content.
+pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let row = width.div_ceil(8) as usize + 1;
+    let mut raw = Vec::with_capacity(row * height as usize);
+    for y in 0..height {
+        raw.push(0);
+        for x in 0..row - 1 {
+            raw.push(((x as u32 ^ y) as u8).wrapping_mul(31).wrapping_add(seed));
+        }
+    }
+    let mut z = vec![0x78, 0x01];
+    for (i, block) in raw.chunks(65535).enumerate() {
+        let last = (i + 1) * 65535 >= raw.len();
+        z.push(last as u8);
+        z.extend((block.len() as u16).to_le_bytes());
+        z.extend((!(block.len() as u16)).to_le_bytes());
+        z.extend(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + x as u32) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend(((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([1, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+pub fn write_png(path: &Path, width: u32, height: u32, seed: u8) {
+    std::fs::write(path, png(width, height, seed)).unwrap();
+}
