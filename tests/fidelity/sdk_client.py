@@ -1,0 +1,135 @@
+"""Drive the official Alipay Python SDK (alipay-sdk-python) against the cardform
+sandbox: its requests must be accepted, and its own response verification must
+accept the sandbox's answers (the SDK raises on a bad or missing signature).
+
+Usage: TZ=CST-8 python3 sdk_client.py <app_private_pkcs1_oneline> <platform_public.pem>
+The SDK connects to port 80 whatever URL it is given, so the sandbox listens there.
+"""
+import json
+import os
+import struct
+import sys
+import zlib
+
+from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
+from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.FileItem import FileItem
+from alipay.aop.api.domain.AlipayMarketingCardTemplateBatchqueryModel import AlipayMarketingCardTemplateBatchqueryModel
+from alipay.aop.api.domain.AlipayMarketingCardTemplateCreateModel import AlipayMarketingCardTemplateCreateModel
+from alipay.aop.api.domain.AlipayMarketingCardTemplateQueryModel import AlipayMarketingCardTemplateQueryModel
+from alipay.aop.api.domain.AlipayMarketingCardActivateurlApplyModel import AlipayMarketingCardActivateurlApplyModel
+from alipay.aop.api.domain.TemplateStyleInfoDTO import TemplateStyleInfoDTO
+from alipay.aop.api.domain.TemplateColumnInfoDTO import TemplateColumnInfoDTO
+from alipay.aop.api.domain.TemplateFieldRuleDTO import TemplateFieldRuleDTO
+from alipay.aop.api.request.AlipayMarketingCardTemplateBatchqueryRequest import AlipayMarketingCardTemplateBatchqueryRequest
+from alipay.aop.api.request.AlipayMarketingCardTemplateCreateRequest import AlipayMarketingCardTemplateCreateRequest
+from alipay.aop.api.request.AlipayMarketingCardTemplateQueryRequest import AlipayMarketingCardTemplateQueryRequest
+from alipay.aop.api.request.AlipayMarketingCardActivateurlApplyRequest import AlipayMarketingCardActivateurlApplyRequest
+from alipay.aop.api.request.AlipayOfflineMaterialImageUploadRequest import AlipayOfflineMaterialImageUploadRequest
+from alipay.aop.api.response.AlipayMarketingCardTemplateBatchqueryResponse import AlipayMarketingCardTemplateBatchqueryResponse
+from alipay.aop.api.response.AlipayMarketingCardTemplateCreateResponse import AlipayMarketingCardTemplateCreateResponse
+from alipay.aop.api.response.AlipayMarketingCardTemplateQueryResponse import AlipayMarketingCardTemplateQueryResponse
+from alipay.aop.api.response.AlipayMarketingCardActivateurlApplyResponse import AlipayMarketingCardActivateurlApplyResponse
+from alipay.aop.api.response.AlipayOfflineMaterialImageUploadResponse import AlipayOfflineMaterialImageUploadResponse
+
+
+def png(width, height, seed):
+    row = b"\x00" + bytes(((x * 7 + seed) % 256 for x in range(width)))
+    raw = row * height
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def main():
+    private_key = open(sys.argv[1]).read().strip()
+    public_pem = open(sys.argv[2]).read()
+    public_key = "".join(l for l in public_pem.splitlines() if not l.startswith("-----"))
+    config = AlipayClientConfig()
+    config.server_url = "http://127.0.0.1/gateway.do"
+    config.app_id = "2021000000000001"
+    config.app_private_key = private_key
+    config.alipay_public_key = public_key
+    client = DefaultAlipayClient(alipay_client_config=config)
+    checks = 0
+
+    def check(name, response):
+        nonlocal checks
+        if not response.is_success():
+            raise SystemExit(f"FAIL {name}: {response.code} {response.sub_code} {response.sub_msg}")
+        checks += 1
+        print(f"ok: official SDK {name}")
+
+    def upload(name, w, h, seed):
+        req = AlipayOfflineMaterialImageUploadRequest()
+        req.image_type = "png"
+        req.image_name = name
+        req.image_content = FileItem(file_name=name + ".png", file_content=png(w, h, seed))
+        resp = AlipayOfflineMaterialImageUploadResponse()
+        resp.parse_response_content(client.execute(req))
+        check("image.upload (multipart)", resp)
+        return resp.image_id
+
+    logo = upload("logo", 500, 500, 1)
+    background = upload("background", 1020, 643, 2)
+
+    model = AlipayMarketingCardTemplateCreateModel()
+    model.request_id = "sdk-" + os.urandom(6).hex()
+    model.card_type = "OUT_MEMBER_CARD"
+    model.biz_no_prefix = "SDK"
+    model.biz_no_suffix_len = "12"
+    model.write_off_type = "qrcode"
+    style = TemplateStyleInfoDTO()
+    style.card_show_name = "SDK 会员卡"
+    style.logo_id = logo
+    style.background_id = background
+    style.bg_color = "rgb(55,112,179)"
+    style.front_text_list_enable = True
+    model.template_style_info = style
+    col = TemplateColumnInfoDTO()
+    col.code = "BALANCE"
+    col.title = "Balance"
+    col.operate_type = "staticinfo"
+    model.column_info_list = [col]
+    rule = TemplateFieldRuleDTO()
+    rule.field_name = "Balance"
+    rule.rule_name = "ASSIGN_FROM_REQUEST"
+    rule.rule_value = "Balance"
+    model.field_rule_list = [rule]
+    req = AlipayMarketingCardTemplateCreateRequest(biz_model=model)
+    resp = AlipayMarketingCardTemplateCreateResponse()
+    resp.parse_response_content(client.execute(req))
+    check("template.create", resp)
+    template_id = resp.template_id
+
+    q = AlipayMarketingCardTemplateQueryModel()
+    q.template_id = template_id
+    resp = AlipayMarketingCardTemplateQueryResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardTemplateQueryRequest(biz_model=q)))
+    check("template.query", resp)
+    assert resp.template_style_info.card_show_name == "SDK 会员卡", resp.template_style_info
+
+    bq = AlipayMarketingCardTemplateBatchqueryModel()
+    bq.page_no = 1
+    bq.page_size = 20
+    resp = AlipayMarketingCardTemplateBatchqueryResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardTemplateBatchqueryRequest(biz_model=bq)))
+    check("template.batchquery", resp)
+
+    a = AlipayMarketingCardActivateurlApplyModel()
+    a.template_id = template_id
+    a.callback = "https://example.com/callback"
+    req = AlipayMarketingCardActivateurlApplyRequest(biz_model=a)
+    req.add_other_text_param("app_auth_token", "202405BBa1b2c3d4e5f6a7b8c9d0e1f2a3b4X01")
+    resp = AlipayMarketingCardActivateurlApplyResponse()
+    resp.parse_response_content(client.execute(req))
+    if resp.is_success() or resp.sub_code != "TEMPLATE_NOT_EXIT":
+        raise SystemExit("FAIL: another merchant's token must not see this template")
+    checks += 1
+    print("ok: official SDK app_auth_token call (signed business error verified)")
+    print(f"{checks} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
