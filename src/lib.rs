@@ -14,6 +14,8 @@
 
 pub mod alipay;
 pub mod cli;
+pub mod manifest;
+pub mod model;
 pub mod ops;
 pub mod render;
 pub mod sandbox;

@@ -4,6 +4,7 @@
 
 mod api;
 mod sandbox;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ pub enum Command {
     /// Run the sandbox gateway
     #[command(subcommand)]
     Sandbox(sandbox::Command),
+    /// Check manifests: schema, references, images, tiers; every problem located
+    Validate(validate::Args),
+    /// Print the manifest JSON Schema
+    Schema(validate::SchemaArgs),
 }
 
 /// What a command asks the process to exit with.
@@ -67,6 +72,8 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Api(args) => api::exec(args, &cli.gateway, cli.state).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
+        Command::Validate(args) => validate::exec(args),
+        Command::Schema(args) => validate::exec_schema(args),
     }
 }
 

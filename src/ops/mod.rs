@@ -5,3 +5,4 @@
 pub mod api;
 pub mod gateway;
 pub mod sandbox;
+pub mod validate;

@@ -48,3 +48,40 @@ pub fn gateway_error(err: &GatewayError) {
     }
     let _ = writeln!(e, "  retry: {}", err.retry_hint());
 }
+
+/// Manifest diagnostics, compiler style, on stderr.
+pub fn diagnostics(diags: &crate::manifest::Diagnostics) {
+    let mut e = std::io::stderr().lock();
+    for d in &diags.0 {
+        let _ = write!(e, "{}", format_diagnostic(d));
+    }
+}
+
+pub fn format_diagnostic(d: &crate::manifest::Diagnostic) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let sev = match d.severity {
+        crate::manifest::Severity::Error => "error",
+        crate::manifest::Severity::Warning => "warning",
+    };
+    let _ = writeln!(s, "{sev}: {}", d.message);
+    let _ = writeln!(s, "  --> {}", d.location());
+    if let Some(line) = &d.snippet {
+        let n = d.line.to_string();
+        let pad = " ".repeat(n.len());
+        let _ = writeln!(s, "{pad} |");
+        let _ = writeln!(s, "{n} | {line}");
+        let _ = writeln!(
+            s,
+            "{pad} | {}^",
+            " ".repeat(d.column.saturating_sub(1).min(line.len()))
+        );
+    }
+    if !d.path.is_empty() {
+        let _ = writeln!(s, "  = at: {}", d.path);
+    }
+    if let Some(h) = &d.hint {
+        let _ = writeln!(s, "  = hint: {h}");
+    }
+    s
+}

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{Outcome, key_value};
+use crate::ops;
+use crate::render;
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Project directory or manifest file
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Set a `${var:NAME}` value (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = key_value)]
+    pub vars: Vec<(String, String)>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+pub fn exec(args: Args) -> Outcome {
+    let report = ops::validate::validate(&args.path, args.vars.into_iter().collect());
+    match args.format {
+        Format::Json => render::json(&report),
+        Format::Human => {
+            render::diagnostics(&report.diagnostics);
+            if report.valid {
+                render::line(&format!(
+                    "{} is valid: {} file(s), {} merchant(s), {} resource(s)",
+                    args.path.display(),
+                    report.files.len(),
+                    report.merchants,
+                    report.resources
+                ));
+            } else {
+                render::note(&format!("error: {}", report.diagnostics));
+            }
+        }
+    }
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {}
+
+pub fn exec_schema(_: SchemaArgs) -> Outcome {
+    print!("{}", crate::manifest::schema_text());
+    Ok(ExitCode::SUCCESS)
+}

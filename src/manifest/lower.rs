@@ -1,0 +1,1314 @@
+//! Lowering: raw manifest sections -> `model::Desired`, checking meaning
+//! (references, uniqueness, enums and lengths, image files, tiers, cycles) and
+//! reporting every problem at its `file:line:col`.
+//!
+//! 1. merge the files' sections (gateway once; names unique across files);
+//! 2. per merchant: images (default + own), probed for format, size and hash;
+//! 3. per template: resolve `extends` (cycles refused), expand `tiers`,
+//!    interpolate `${var:..}` / `${env:..}`, check, and emit the template, its
+//!    form and its activation URL.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::Digest;
+
+use super::diag::{Diagnostic, Diagnostics, did_you_mean};
+use super::raw;
+use super::source::SourceFile;
+use crate::alipay::methods as api;
+use crate::model::*;
+
+/// Where something was written: file index and YAML path.
+#[derive(Debug, Clone)]
+struct At {
+    file: usize,
+    path: String,
+}
+
+struct Ctx<'a> {
+    files: &'a [(SourceFile, raw::Manifest)],
+    diags: &'a mut Diagnostics,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    images: HashMap<PathBuf, Result<ImageFacts, String>>,
+}
+
+#[derive(Debug, Clone)]
+struct ImageFacts {
+    format: &'static str,
+    width: usize,
+    height: usize,
+    bytes: u64,
+    sha256: String,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, at: &At, field: &str, msg: impl Into<String>) -> Diagnostic {
+        let path = if field.is_empty() {
+            at.path.clone()
+        } else {
+            format!("{}.{field}", at.path)
+        };
+        self.files[at.file].0.diag(&path, msg)
+    }
+    fn report(&mut self, at: &At, field: &str, msg: impl Into<String>) {
+        let d = self.err(at, field, msg);
+        self.diags.push(d);
+    }
+    fn dir(&self, file: usize) -> PathBuf {
+        self.files[file]
+            .0
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Read an image's header (format, pixels) and hash its bytes, once per file.
+    fn probe(&mut self, path: &Path) -> Result<ImageFacts, String> {
+        if let Some(r) = self.images.get(path) {
+            return r.clone();
+        }
+        let r = (|| {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            let format = match imagesize::image_type(&bytes) {
+                Ok(imagesize::ImageType::Png) => "png",
+                Ok(imagesize::ImageType::Jpeg) => "jpg",
+                Ok(imagesize::ImageType::Gif) => "gif",
+                Ok(imagesize::ImageType::Bmp) => "bmp",
+                _ => {
+                    return Err(format!(
+                        "`{}` is not a BMP, PNG, JPEG or GIF image",
+                        path.display()
+                    ));
+                }
+            };
+            let size = imagesize::blob_size(&bytes)
+                .map_err(|_| format!("`{}` has an unreadable image header", path.display()))?;
+            Ok(ImageFacts {
+                format,
+                width: size.width,
+                height: size.height,
+                bytes: bytes.len() as u64,
+                sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            })
+        })();
+        self.images.insert(path.to_path_buf(), r.clone());
+        r
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.len() <= 64
+}
+
+const NAME_HINT: &str = "names are lower-case letters, digits, `_` and `-`, starting with a letter or digit (they become addresses)";
+
+/// Replace `${var:NAME}` and `${env:NAME}`; `$${` is a literal `${`.
+pub fn interpolate(
+    s: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    if !s.contains("${") {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+        let expr = &after[..end];
+        let value = match expr.split_once(':') {
+            Some(("var", name)) => var(name).ok_or_else(|| {
+                format!("variable `{name}` is not set\nhint: set it under `variables:` (project or merchant) or with --var {name}=VALUE")
+            })?,
+            Some(("env", name)) => env(name)
+                .ok_or_else(|| format!("environment variable `{name}` is not set"))?,
+            _ => {
+                return Err(format!(
+                    "`${{{expr}}}` is not `${{var:NAME}}` or `${{env:NAME}}`\nhint: write `$${{` for a literal `${{`"
+                ));
+            }
+        };
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Deep-merge `over` onto `base`: mappings merge, everything else replaces.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(bv) => merge(bv, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Interpolate every string in a JSON value; errors name the field.
+fn interpolate_value(
+    v: &mut Value,
+    field: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(String, String)>,
+) {
+    match v {
+        Value::String(s) => match interpolate(s, var, env) {
+            Ok(n) => *s = n,
+            Err(e) => errors.push((field.to_string(), e)),
+        },
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate_value(x, &format!("{field}[{i}]"), var, env, errors);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let f = if field.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{field}.{k}")
+                };
+                interpolate_value(x, &f, var, env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn lower(
+    files: &[(SourceFile, raw::Manifest)],
+    cli_vars: &BTreeMap<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<Desired> {
+    let mut ctx = Ctx {
+        files,
+        diags,
+        env,
+        images: HashMap::new(),
+    };
+    // 1. merge sections
+    let mut gateway: Option<(At, raw::Gateway)> = None;
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut default_images: BTreeMap<String, (At, raw::Image)> = BTreeMap::new();
+    let mut default_templates: BTreeMap<String, (At, raw::Template)> = BTreeMap::new();
+    let mut merchants: BTreeMap<String, (At, raw::Merchant)> = BTreeMap::new();
+    let mut seen: HashMap<String, At> = HashMap::new();
+    for (i, (_, m)) in files.iter().enumerate() {
+        if let Some(g) = &m.gateway {
+            let at = At {
+                file: i,
+                path: "gateway".into(),
+            };
+            if let Some((first, _)) = &gateway {
+                let other = files[first.file].0.path.display().to_string();
+                ctx.report(
+                    &at,
+                    "",
+                    format!("the gateway is already set in `{other}`; set it in one file only"),
+                );
+            } else {
+                gateway = Some((at, g.clone()));
+            }
+        }
+        let mut unique = |ctx: &mut Ctx, section: &str, name: &str| -> Option<At> {
+            let key = format!("{section}.{name}");
+            let at = At {
+                file: i,
+                path: super::source::join(section, name),
+            };
+            if let Some(first) = seen.get(&key) {
+                let other = files[first.file].0.path.display().to_string();
+                ctx.report(
+                    &at,
+                    "",
+                    format!("`{name}` is already defined in `{other}` ({section})"),
+                );
+                return None;
+            }
+            seen.insert(key, at.clone());
+            Some(at)
+        };
+        for (k, v) in m.variables.iter().flatten() {
+            if unique(&mut ctx, "variables", k).is_some() {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(d) = &m.defaults {
+            for (k, v) in d.images.iter().flatten() {
+                if let Some(at) = unique(&mut ctx, "defaults.images", k) {
+                    default_images.insert(k.clone(), (at, v.clone()));
+                }
+            }
+            for (k, v) in d.templates.iter().flatten() {
+                if let Some(at) = unique(&mut ctx, "defaults.templates", k) {
+                    default_templates.insert(k.clone(), (at, v.clone()));
+                }
+            }
+        }
+        for (k, v) in m.merchants.iter().flatten() {
+            if let Some(at) = unique(&mut ctx, "merchants", k) {
+                if !valid_name(k) {
+                    let d = ctx
+                        .err(&at, "", format!("merchant name `{k}` is not a valid name"))
+                        .with_hint(NAME_HINT);
+                    ctx.diags.push(d);
+                }
+                merchants.insert(k.clone(), (at, v.clone()));
+            }
+        }
+    }
+    for (k, v) in cli_vars {
+        vars.insert(k.clone(), v.clone());
+    }
+
+    let mut desired = Desired::default();
+    if let Some((at, g)) = &gateway {
+        desired.gateway = lower_gateway(&mut ctx, at, g);
+    }
+    for (name, (at, _)) in &default_templates {
+        if let Some(cycle) = extends_cycle(name, &default_templates) {
+            ctx.report(
+                at,
+                "extends",
+                format!("`extends` forms a cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+    if merchants.is_empty() && !default_templates.is_empty() {
+        let at = default_templates
+            .values()
+            .next()
+            .map(|(a, _)| a.clone())
+            .unwrap_or(At {
+                file: 0,
+                path: String::new(),
+            });
+        let d = ctx
+            .err(&at, "", "templates are defined but no merchant uses them")
+            .warning();
+        ctx.diags.push(d);
+    }
+    for (mname, (mat, m)) in &merchants {
+        lower_merchant(
+            &mut ctx,
+            &mut desired,
+            mname,
+            mat,
+            m,
+            &vars,
+            cli_vars,
+            &default_images,
+            &default_templates,
+        );
+    }
+    Some(desired)
+}
+
+fn secret_ref(ctx: &mut Ctx, at: &At, field: &str, s: &raw::SecretSource) -> Option<SecretRef> {
+    match (&s.file, &s.env) {
+        (Some(f), None) => Some(SecretRef::File(ctx.dir(at.file).join(f))),
+        (None, Some(e)) => Some(SecretRef::Env(e.clone())),
+        _ => {
+            ctx.report(at, field, "give exactly one of `file` or `env`");
+            None
+        }
+    }
+}
+
+fn lower_gateway(ctx: &mut Ctx, at: &At, g: &raw::Gateway) -> GatewayBlock {
+    let no_var = |_: &str| None;
+    let text = |ctx: &mut Ctx, field: &str, v: &Option<String>| -> Option<String> {
+        let v = v.as_ref()?;
+        match interpolate(v, &no_var, ctx.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                ctx.report(at, field, e);
+                None
+            }
+        }
+    };
+    let endpoint = text(ctx, "endpoint", &g.endpoint);
+    if let Some(e) = &endpoint
+        && e != "sandbox"
+        && url::Url::parse(e)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+    {
+        ctx.report(
+            at,
+            "endpoint",
+            format!("`{e}` is not `sandbox` or an http(s) URL"),
+        );
+    }
+    let app_id = text(ctx, "app_id", &g.app_id);
+    GatewayBlock {
+        endpoint,
+        app_id,
+        private_key: g
+            .private_key
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "private_key", s)),
+        alipay_public_key: g
+            .alipay_public_key
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "alipay_public_key", s)),
+        sign_type: g.sign_type.map(|s| match s {
+            raw::SignType::Rsa2 => "RSA2".into(),
+            raw::SignType::Rsa => "RSA".into(),
+        }),
+    }
+}
+
+fn extends_cycle(
+    start: &str,
+    defaults: &BTreeMap<String, (At, raw::Template)>,
+) -> Option<Vec<String>> {
+    let mut chain = vec![start.to_string()];
+    let mut cur = start.to_string();
+    while let Some(next) = defaults.get(&cur).and_then(|(_, t)| t.extends.clone()) {
+        if chain.contains(&next) {
+            chain.push(next);
+            return Some(chain);
+        }
+        chain.push(next.clone());
+        cur = next;
+    }
+    None
+}
+
+fn role_name(r: raw::ImageRole) -> &'static str {
+    match r {
+        raw::ImageRole::Background => "background",
+        raw::ImageRole::Logo => "logo",
+        raw::ImageRole::CardFront => "card_front",
+        raw::ImageRole::LevelIcon => "level_icon",
+        raw::ImageRole::Other => "other",
+    }
+}
+
+/// Check an image against its role: pixels (at least, same proportions) and bytes.
+fn role_problem(role: raw::ImageRole, f: &ImageFacts) -> Option<String> {
+    const MB: u64 = 1024 * 1024;
+    let (min, max_bytes) = match role {
+        raw::ImageRole::Background => (Some((1020, 643)), 2 * MB),
+        raw::ImageRole::Logo => (Some((500, 500)), MB),
+        raw::ImageRole::CardFront => (Some((230, 295)), MB),
+        raw::ImageRole::LevelIcon | raw::ImageRole::Other => (None, MB),
+    };
+    if f.bytes > max_bytes {
+        return Some(format!(
+            "the {} image is {} bytes; at most {} ({} MB) are allowed",
+            role_name(role),
+            f.bytes,
+            max_bytes,
+            max_bytes / MB
+        ));
+    }
+    if let Some((w, h)) = min {
+        let same_ratio = (f.width * h).abs_diff(f.height * w) * 100 <= w * h;
+        if f.width < w || f.height < h || !same_ratio {
+            return Some(format!(
+                "the {} image is {}x{} pixels; it must be {w}x{h} (or larger in the same proportions)",
+                role_name(role),
+                f.width,
+                f.height
+            ));
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lower_merchant(
+    ctx: &mut Ctx,
+    desired: &mut Desired,
+    mname: &str,
+    mat: &At,
+    m: &raw::Merchant,
+    project_vars: &BTreeMap<String, String>,
+    cli_vars: &BTreeMap<String, String>,
+    default_images: &BTreeMap<String, (At, raw::Image)>,
+    default_templates: &BTreeMap<String, (At, raw::Template)>,
+) {
+    desired.merchants.insert(
+        mname.to_string(),
+        MerchantInfo {
+            display_name: m.display_name.clone(),
+            app_auth_token: m
+                .app_auth_token
+                .as_ref()
+                .and_then(|s| secret_ref(ctx, mat, "app_auth_token", s)),
+        },
+    );
+    // Images: defaults first, the merchant's own override by name.
+    let mut images: BTreeMap<String, (At, raw::Image)> = default_images.clone();
+    for (k, v) in m.images.iter().flatten() {
+        images.insert(
+            k.clone(),
+            (
+                At {
+                    file: mat.file,
+                    path: super::source::join(&format!("{}.images", mat.path), k),
+                },
+                v.clone(),
+            ),
+        );
+    }
+    let mut image_roles: BTreeMap<String, (raw::ImageRole, String)> = BTreeMap::new();
+    for (name, (at, img)) in &images {
+        if !valid_name(name) {
+            let d = ctx
+                .err(at, "", format!("image name `{name}` is not a valid name"))
+                .with_hint(NAME_HINT);
+            ctx.diags.push(d);
+            continue;
+        }
+        let path = ctx.dir(at.file).join(&img.file);
+        let facts = match ctx.probe(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                ctx.report(at, "file", e);
+                continue;
+            }
+        };
+        let ext = Path::new(&img.file)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let ext_format = match ext.as_str() {
+            "jpeg" | "jpg" => "jpg",
+            other => other,
+        };
+        if ext_format != facts.format {
+            ctx.report(
+                at,
+                "file",
+                format!(
+                    "`{}` is a {} file but its name ends in `.{ext}`",
+                    img.file,
+                    facts.format.to_uppercase()
+                ),
+            );
+            continue;
+        }
+        if let Some(p) = role_problem(img.role, &facts) {
+            ctx.report(at, "file", p);
+            continue;
+        }
+        let address = Address::new(mname, Kind::Image, name);
+        image_roles.insert(name.clone(), (img.role, facts.sha256.clone()));
+        desired.resources.insert(
+            address.clone(),
+            Resource {
+                address,
+                deps: Vec::new(),
+                attrs: Attrs::Image(ImageAttrs {
+                    file: path,
+                    role: role_name(img.role).into(),
+                    image_type: facts.format.into(),
+                    sha256: facts.sha256,
+                    width: facts.width,
+                    height: facts.height,
+                    bytes: facts.bytes,
+                }),
+            },
+        );
+    }
+    let merchant_vars = m.variables.clone().unwrap_or_default();
+    let var = |name: &str| -> Option<String> {
+        cli_vars
+            .get(name)
+            .or_else(|| merchant_vars.get(name))
+            .or_else(|| project_vars.get(name))
+            .cloned()
+    };
+    for (tname, t) in m.templates.iter().flatten() {
+        let at = At {
+            file: mat.file,
+            path: super::source::join(&format!("{}.templates", mat.path), tname),
+        };
+        if !valid_name(tname) {
+            let d = ctx
+                .err(
+                    &at,
+                    "",
+                    format!("template name `{tname}` is not a valid name"),
+                )
+                .with_hint(NAME_HINT);
+            ctx.diags.push(d);
+            continue;
+        }
+        // extends chain, outermost base first
+        let mut base = Value::Object(Default::default());
+        if let Some(ext) = &t.extends {
+            let mut chain = Vec::new();
+            let mut cur = Some(ext.clone());
+            while let Some(name) = cur {
+                if chain.contains(&name) {
+                    break; // reported once at the default
+                }
+                match default_templates.get(&name) {
+                    Some((_, d)) => {
+                        cur = d.extends.clone();
+                        chain.push(name);
+                    }
+                    None => {
+                        let d = ctx
+                            .err(
+                                &at,
+                                "extends",
+                                format!(
+                                    "`extends: {name}` names no template in `defaults.templates`"
+                                ),
+                            )
+                            .with_hint(
+                                did_you_mean(&name, default_templates.keys().map(String::as_str))
+                                    .unwrap_or_default(),
+                            );
+                        ctx.diags.push(d);
+                        chain.clear();
+                        break;
+                    }
+                }
+            }
+            for name in chain.iter().rev() {
+                let v =
+                    serde_json::to_value(&default_templates[name].1).expect("raw types serialize");
+                merge(&mut base, &v);
+            }
+        }
+        merge(
+            &mut base,
+            &serde_json::to_value(t).expect("raw types serialize"),
+        );
+        if let Value::Object(o) = &mut base {
+            o.remove("extends");
+        }
+        let tiers: Vec<Value> = base
+            .as_object_mut()
+            .and_then(|o| o.remove("tiers"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        interpolate_value(&mut base, "", &var, ctx.env, &mut errors);
+        for (field, e) in errors {
+            ctx.report(&at, &field, e);
+        }
+        for f in ["level", "level_name", "level_icon", "level_description"] {
+            if base.get(f).is_some() {
+                ctx.report(
+                    &at,
+                    f,
+                    format!("`{f}` belongs in a tier (under `tiers:`), not on the template"),
+                );
+            }
+        }
+        if tiers.is_empty() {
+            let tpl: raw::Template = match serde_json::from_value(base) {
+                Ok(t) => t,
+                Err(e) => {
+                    ctx.report(
+                        &at,
+                        "",
+                        format!("cannot combine the template with its base: {e}"),
+                    );
+                    continue;
+                }
+            };
+            emit_template(ctx, desired, mname, tname, &at, &tpl, None, &image_roles);
+            continue;
+        }
+        // Tiers: each is the base with the tier's overrides.
+        let mut levels: Vec<(raw::Template, At)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, tier) in tiers.iter().enumerate() {
+            let tat = At {
+                file: at.file,
+                path: format!("{}.tiers[{i}]", at.path),
+            };
+            let mut tier = tier.clone();
+            let mut errors = Vec::new();
+            interpolate_value(&mut tier, "", &var, ctx.env, &mut errors);
+            for (field, e) in errors {
+                ctx.report(&tat, &field, e);
+            }
+            for f in ["tiers", "extends"] {
+                if tier.get(f).is_some() {
+                    ctx.report(&tat, f, format!("`{f}` is not allowed inside a tier"));
+                }
+            }
+            let mut merged = base.clone();
+            merge(&mut merged, &tier);
+            let tpl: raw::Template = match serde_json::from_value(merged) {
+                Ok(t) => t,
+                Err(e) => {
+                    ctx.report(
+                        &tat,
+                        "",
+                        format!("cannot combine the tier with its template: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let Some(level) = tpl.level.clone() else {
+                ctx.report(
+                    &tat,
+                    "",
+                    "a tier needs `level` (its level code, also its address name)",
+                );
+                continue;
+            };
+            if !valid_name(&level) {
+                let d = ctx
+                    .err(
+                        &tat,
+                        "level",
+                        format!("level `{level}` is not a valid name"),
+                    )
+                    .with_hint(NAME_HINT);
+                ctx.diags.push(d);
+                continue;
+            }
+            if !seen.insert(level.clone()) {
+                ctx.report(
+                    &tat,
+                    "level",
+                    format!("level `{level}` appears twice in this template's tiers"),
+                );
+                continue;
+            }
+            levels.push((tpl, tat));
+        }
+        let mut conf = Vec::new();
+        for (tpl, tat) in &levels {
+            let level_icon = match &tpl.level_icon {
+                Some(icon) => image_ref(
+                    ctx,
+                    tat,
+                    "level_icon",
+                    icon,
+                    &image_roles,
+                    Some(raw::ImageRole::LevelIcon),
+                )
+                .map(|(a, _)| a),
+                None => None,
+            };
+            conf.push(api::TemplateCardLevelConf {
+                level: tpl.level.clone().unwrap_or_default(),
+                level_show_name: tpl.level_name.clone(),
+                level_icon,
+                level_desc: tpl.level_description.clone(),
+            });
+        }
+        for (tpl, tat) in &levels {
+            let level = tpl.level.clone().unwrap_or_default();
+            emit_template(
+                ctx,
+                desired,
+                mname,
+                &format!("{tname}.{level}"),
+                tat,
+                tpl,
+                Some(&conf),
+                &image_roles,
+            );
+        }
+    }
+}
+
+/// Resolve an image name to its address, checking the role where one is needed.
+fn image_ref(
+    ctx: &mut Ctx,
+    at: &At,
+    field: &str,
+    name: &str,
+    images: &BTreeMap<String, (raw::ImageRole, String)>,
+    want: Option<raw::ImageRole>,
+) -> Option<(String, String)> {
+    let Some((role, sha)) = images.get(name) else {
+        let hint = did_you_mean(name, images.keys().map(String::as_str)).unwrap_or_else(|| {
+            "declare it under the merchant's `images:` or `defaults.images`".into()
+        });
+        let d = ctx
+            .err(
+                at,
+                field,
+                format!("image `{name}` is not declared for this merchant"),
+            )
+            .with_hint(hint);
+        ctx.diags.push(d);
+        return None;
+    };
+    if let Some(w) = want
+        && *role != w
+    {
+        ctx.report(
+            at,
+            field,
+            format!(
+                "image `{name}` has role `{}`; this field needs an image with role `{}`",
+                role_name(*role),
+                role_name(w)
+            ),
+        );
+        return None;
+    }
+    let merchant = at.path.split('.').nth(1).unwrap_or_default().to_string();
+    Some((
+        Address::new(&merchant, Kind::Image, name).to_string(),
+        sha.clone(),
+    ))
+}
+
+fn is_http(u: &str) -> bool {
+    url::Url::parse(u)
+        .map(|u| matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(false)
+}
+
+fn is_datetime(s: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok() && s.len() == 19
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_template(
+    ctx: &mut Ctx,
+    desired: &mut Desired,
+    mname: &str,
+    name: &str,
+    at: &At,
+    t: &raw::Template,
+    levels: Option<&Vec<api::TemplateCardLevelConf>>,
+    images: &BTreeMap<String, (raw::ImageRole, String)>,
+) {
+    let before = ctx.diags.0.len();
+    let mut hashes = BTreeMap::new();
+    let mut img = |ctx: &mut Ctx,
+                   field: &str,
+                   n: &Option<String>,
+                   want: Option<raw::ImageRole>|
+     -> Option<String> {
+        let n = n.as_ref()?;
+        let (addr, sha) = image_ref(ctx, at, field, n, images, want)?;
+        hashes.insert(addr.clone(), sha);
+        Some(addr)
+    };
+    let Some(style) = &t.style else {
+        ctx.report(
+            at,
+            "style",
+            "a template needs `style` (at least name, logo and background)",
+        );
+        return;
+    };
+    for (f, v) in [
+        ("style.name", &style.name),
+        ("style.logo", &style.logo),
+        ("style.background", &style.background),
+    ] {
+        if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            ctx.report(at, f, format!("`{f}` is required"));
+        }
+    }
+    let logo = img(ctx, "style.logo", &style.logo, Some(raw::ImageRole::Logo));
+    let background = img(
+        ctx,
+        "style.background",
+        &style.background,
+        Some(raw::ImageRole::Background),
+    );
+    let slogan_img = img(ctx, "style.slogan_image", &style.slogan_image, None);
+    let banner_img = img(ctx, "style.banner_image", &style.banner_image, None);
+    if let Some(u) = &style.banner_url
+        && !is_http(u)
+    {
+        ctx.report(
+            at,
+            "style.banner_url",
+            format!("`{u}` is not an http(s) URL"),
+        );
+    }
+    let number = t.card_number.clone().unwrap_or_default();
+    let suffix = match number.suffix_length {
+        Some(n) if (8..=32).contains(&n) => Some(n),
+        Some(n) => {
+            ctx.report(
+                at,
+                "card_number.suffix_length",
+                format!("{n} is not from 8 to 32"),
+            );
+            None
+        }
+        None => {
+            ctx.report(
+                at,
+                "card_number.suffix_length",
+                "`card_number.suffix_length` is required (8 to 32; it cannot change later)",
+            );
+            None
+        }
+    };
+    if let Some(p) = &number.prefix {
+        if p.chars().count() > 10 {
+            ctx.report(
+                at,
+                "card_number.prefix",
+                format!("`{p}` is {} characters; at most 10", p.chars().count()),
+            );
+        } else if let Some(s) = suffix
+            && p.chars().count() + s as usize > 32
+        {
+            ctx.report(
+                at,
+                "card_number",
+                "prefix plus suffix_length exceeds 32 characters",
+            );
+        }
+    }
+    let write_off = match t.write_off {
+        Some(w) => Some(match w {
+            raw::WriteOff::Qrcode => "qrcode",
+            raw::WriteOff::Barcode => "barcode",
+            raw::WriteOff::DynamicQrcode => "dqrcode",
+            raw::WriteOff::DynamicBarcode => "dbarcode",
+            raw::WriteOff::MerchantDynamicQrcode => "mdqrcode",
+            raw::WriteOff::MerchantDynamicBarcode => "mdbarcode",
+        }),
+        None => {
+            ctx.report(at, "write_off", "`write_off` is required (qrcode, barcode, dynamic_qrcode, dynamic_barcode, merchant_dynamic_qrcode, merchant_dynamic_barcode)");
+            None
+        }
+    };
+    if matches!(write_off, Some("mdqrcode" | "mdbarcode")) {
+        match &t.dynamic_code_notify {
+            None => ctx.report(
+                at,
+                "dynamic_code_notify",
+                "merchant dynamic codes need `dynamic_code_notify` (an https URL)",
+            ),
+            Some(d) if !d.url.starts_with("https://") => ctx.report(
+                at,
+                "dynamic_code_notify.url",
+                format!("`{}` must be an https URL", d.url),
+            ),
+            _ => {}
+        }
+    }
+    let grid = style.column_layout == Some(raw::ColumnLayout::Grid);
+    let mut columns = Vec::new();
+    for (i, c) in t.columns.iter().flatten().enumerate() {
+        let f = |x: &str| format!("columns[{i}].{x}");
+        let op = match c.action.unwrap_or(raw::ColumnAction::Static) {
+            raw::ColumnAction::Static => "staticinfo",
+            raw::ColumnAction::Native => {
+                if c.more
+                    .as_ref()
+                    .and_then(|m| m.descriptions.as_ref())
+                    .is_none_or(|d| d.is_empty())
+                {
+                    ctx.report(
+                        at,
+                        &f("more.descriptions"),
+                        "`action: native` shows `more.descriptions`; give at least one",
+                    );
+                }
+                "openNative"
+            }
+            raw::ColumnAction::Web => {
+                match c.more.as_ref().and_then(|m| m.url.as_ref()) {
+                    Some(u) if is_http(u) => {}
+                    Some(u) => {
+                        ctx.report(at, &f("more.url"), format!("`{u}` is not an http(s) URL"))
+                    }
+                    None => ctx.report(
+                        at,
+                        &f("more.url"),
+                        "`action: web` opens `more.url`; give it",
+                    ),
+                }
+                "openWeb"
+            }
+        };
+        if grid && c.icon.is_none() {
+            ctx.report(
+                at,
+                &f("icon"),
+                "the grid layout needs an icon on every column",
+            );
+        }
+        let icon = img(ctx, &f("icon"), &c.icon, None);
+        columns.push(api::TemplateColumnInfo {
+            code: Some(c.code.clone()),
+            title: Some(c.title.clone()),
+            value: c.value.clone(),
+            operate_type: Some(op.into()),
+            more_info: c.more.as_ref().map(|m| api::MoreInfo {
+                title: m.title.clone(),
+                url: m.url.clone(),
+                params: m.params.clone(),
+                descs: m.descriptions.clone(),
+            }),
+            icon_id: icon,
+            tag: c.tag.clone(),
+            group_title: c.group_title.clone(),
+        });
+    }
+    let mut rules = Vec::new();
+    for (i, r) in t.field_rules.iter().flatten().enumerate() {
+        let field = serde_json::to_value(r.field)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let rule = match r.rule {
+            raw::RuleKind::FromRequest => {
+                if !["OpenDate", "ValidDate", "Level", "Point", "Balance"]
+                    .contains(&r.value.as_str())
+                {
+                    ctx.report(
+                        at,
+                        &format!("field_rules[{i}].value"),
+                        format!(
+                            "`{}` is not one of OpenDate, ValidDate, Level, Point, Balance",
+                            r.value
+                        ),
+                    );
+                }
+                "ASSIGN_FROM_REQUEST"
+            }
+            raw::RuleKind::DateInFuture => {
+                if !matches!(
+                    r.field,
+                    raw::CardField::OpenDate | raw::CardField::ValidDate
+                ) {
+                    ctx.report(
+                        at,
+                        &format!("field_rules[{i}].rule"),
+                        "`date_in_future` applies only to OpenDate and ValidDate",
+                    );
+                }
+                let v = &r.value;
+                let ok = v.len() >= 2
+                    && (v.ends_with('m') || v.ends_with('d'))
+                    && v[..v.len() - 1].chars().all(|c| c.is_ascii_digit());
+                if !ok {
+                    ctx.report(
+                        at,
+                        &format!("field_rules[{i}].value"),
+                        format!("`{v}` is not <n>m (months) or <n>d (days)"),
+                    );
+                }
+                "DATE_IN_FUTURE"
+            }
+            raw::RuleKind::Const => "CONST",
+        };
+        rules.push(api::TemplateFieldRule {
+            field_name: field,
+            rule_name: rule.into(),
+            rule_value: Some(r.value.clone()),
+        });
+    }
+    let actions = t.actions.clone().unwrap_or_default();
+    if actions.len() > 3 {
+        ctx.report(
+            at,
+            "actions",
+            format!("{} actions; a template may have at most 3", actions.len()),
+        );
+    }
+    let mut action_list = Vec::new();
+    for (i, a) in actions.iter().enumerate() {
+        match (&a.url, &a.mini_app) {
+            (Some(u), None) => {
+                if !is_http(u) && !u.starts_with("alipays://") {
+                    ctx.report(
+                        at,
+                        &format!("actions[{i}].url"),
+                        format!("`{u}` is not an http(s) or alipays:// URL"),
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+            _ => ctx.report(
+                at,
+                &format!("actions[{i}]"),
+                "give exactly one of `url` or `mini_app`",
+            ),
+        }
+        action_list.push(api::TemplateActionInfo {
+            code: Some(a.code.clone()),
+            text: Some(a.text.clone()),
+            url_type: Some(
+                if a.mini_app.is_some() {
+                    "miniAppUrl"
+                } else {
+                    "url"
+                }
+                .into(),
+            ),
+            url: a.url.clone(),
+            mini_app_url: a.mini_app.as_ref().map(|m| api::TemplateActionMiniAppUrl {
+                mini_app_id: Some(m.app_id.clone()),
+                mini_page_param: m.page.clone(),
+                mini_query_param: m.query.clone(),
+                display_on_list: m.show_on_list.map(|b| b.to_string()),
+            }),
+        });
+    }
+    let mut benefits = Vec::new();
+    for (i, b) in t.benefits.iter().flatten().enumerate() {
+        for (f, v) in [("start", &b.start), ("end", &b.end)] {
+            if let Some(v) = v
+                && !is_datetime(v)
+            {
+                ctx.report(
+                    at,
+                    &format!("benefits[{i}].{f}"),
+                    format!("`{v}` is not `yyyy-MM-dd HH:mm:ss`"),
+                );
+            }
+        }
+        benefits.push(api::TemplateBenefitInfo {
+            title: Some(b.title.clone()),
+            benefit_desc: b.descriptions.clone(),
+            start_date: b.start.clone(),
+            end_date: b.end.clone(),
+        });
+    }
+    let open_card = t.open_card.as_ref().map(|o| {
+        if let Some(u) = &o.url
+            && !is_http(u)
+        {
+            ctx.report(at, "open_card.url", format!("`{u}` is not an http(s) URL"));
+        }
+        let rights = o.rights.as_ref().map(|rs| {
+            rs.iter()
+                .enumerate()
+                .map(|(i, r)| api::TemplateRightsContent {
+                    title: Some(r.title.clone()),
+                    detail: r.detail.clone(),
+                    logo_id: img(ctx, &format!("open_card.rights[{i}].logo"), &r.logo, None),
+                })
+                .collect()
+        });
+        api::TemplateOpenCardConf {
+            open_card_source_type: o.operated_by.map(|op| match op {
+                raw::Operator::Isv => "ISV".into(),
+                raw::Operator::Merchant => "MER".into(),
+            }),
+            source_app_id: o.source_app_id.clone(),
+            open_card_url: o.url.clone(),
+            conf: None,
+            card_rights: rights,
+        }
+    });
+    let body = api::TemplateBody {
+        biz_no_prefix: number.prefix.clone(),
+        biz_no_suffix_len: suffix.map(|s| s.to_string()),
+        write_off_type: write_off.map(str::to_string),
+        template_style_info: Some(api::TemplateStyleInfo {
+            card_show_name: style.name.clone(),
+            logo_id: logo,
+            background_id: background,
+            bg_color: style.text_color.clone(),
+            color: None,
+            front_text_list_enable: style.show_front_text,
+            front_image_enable: style.show_front_image,
+            feature_descriptions: style.feature_descriptions.clone(),
+            slogan: style.slogan.clone(),
+            slogan_img_id: slogan_img,
+            brand_name: style.brand_name.clone(),
+            banner_img_id: banner_img,
+            banner_url: style.banner_url.clone(),
+            column_info_layout: style.column_layout.map(|l| match l {
+                raw::ColumnLayout::List => "list".into(),
+                raw::ColumnLayout::Grid => "grid".into(),
+            }),
+        }),
+        column_info_list: (!columns.is_empty()).then_some(columns),
+        field_rule_list: (!rules.is_empty()).then_some(rules),
+        card_action_list: (!action_list.is_empty()).then_some(action_list),
+        template_benefit_info: (!benefits.is_empty()).then_some(benefits),
+        open_card_conf: open_card,
+        mdcode_notify_conf: t
+            .dynamic_code_notify
+            .as_ref()
+            .map(|d| api::TemplateMdcodeNotifyConf {
+                url: Some(d.url.clone()),
+                ext_params: d.ext_params.clone(),
+            }),
+        shop_ids: t.shops.clone(),
+        pub_channels: t.channels.as_ref().map(|cs| {
+            cs.iter()
+                .map(|_| api::PubChannel {
+                    pub_channel: Some("SHOP_DETAIL".into()),
+                    ext_info: None,
+                })
+                .collect()
+        }),
+        spi_app_id: t.spi_app_id.clone(),
+        template_form_config: None,
+        access_version: None,
+        card_spec_tag: None,
+    };
+    if let Some(levels) = levels {
+        for l in levels {
+            if let Some(icon) = &l.level_icon
+                && let Some(sha) = images.get(icon.rsplit('.').next().unwrap_or_default())
+            {
+                hashes.insert(icon.clone(), sha.1.clone());
+            }
+        }
+    }
+    // Form and activation URL checks.
+    let form = t.form.as_ref().map(|f| {
+        let optional = f.optional.clone().unwrap_or_default();
+        if f.required.is_empty() {
+            ctx.report(
+                at,
+                "form.required",
+                "the form needs at least one required field",
+            );
+        }
+        if f.required.len() + optional.len() > 20 {
+            ctx.report(at, "form", "a form may have at most 20 fields");
+        }
+        for (i, o) in optional.iter().enumerate() {
+            if f.required.contains(o) {
+                ctx.report(
+                    at,
+                    &format!("form.optional[{i}]"),
+                    format!("`{}` is already required", form_name(*o)),
+                );
+            }
+        }
+        let all: Vec<_> = f.required.iter().chain(&optional).collect();
+        if all.iter().any(|x| **x == raw::FormField::Idcard)
+            && all
+                .iter()
+                .any(|x| matches!(x, raw::FormField::CertType | raw::FormField::CertNo))
+        {
+            ctx.report(
+                at,
+                "form",
+                "`idcard` cannot be combined with `cert_type` or `cert_no`",
+            );
+        }
+        (
+            f.required.iter().map(|x| form_name(*x)).collect::<Vec<_>>(),
+            optional.iter().map(|x| form_name(*x)).collect::<Vec<_>>(),
+        )
+    });
+    if let Some(u) = &t.activation_url {
+        if let Some(cb) = &u.callback {
+            if !is_http(cb) {
+                ctx.report(
+                    at,
+                    "activation_url.callback",
+                    format!("`{cb}` is not an http(s) URL"),
+                );
+            } else if cb.contains('?') {
+                ctx.report(at, "activation_url.callback", "the callback must not carry a query string\nhint: put per-link data in `out_string`");
+            }
+        }
+        if let Some(o) = &u.out_string
+            && o.chars().count() > 256
+        {
+            ctx.report(
+                at,
+                "activation_url.out_string",
+                format!("{} characters; at most 256", o.chars().count()),
+            );
+        }
+    }
+    if ctx.diags.0.len() > before {
+        return;
+    }
+    let address = Address::new(mname, Kind::Template, name);
+    let deps: Vec<Address> = hashes.keys().filter_map(|a| a.parse().ok()).collect();
+    desired.resources.insert(
+        address.clone(),
+        Resource {
+            address: address.clone(),
+            deps,
+            attrs: Attrs::Template(Box::new(TemplateAttrs {
+                card_type: "OUT_MEMBER_CARD".into(),
+                body,
+                card_level_conf: levels.cloned(),
+                image_hashes: hashes,
+            })),
+        },
+    );
+    let mut last = address.clone();
+    if let Some((required, optional)) = form {
+        let fa = address.with_kind(Kind::Form);
+        desired.resources.insert(
+            fa.clone(),
+            Resource {
+                address: fa.clone(),
+                deps: vec![address.clone()],
+                attrs: Attrs::Form(FormAttrs {
+                    template: address.clone(),
+                    required,
+                    optional,
+                }),
+            },
+        );
+        last = fa;
+    }
+    if let Some(u) = &t.activation_url {
+        let ua = address.with_kind(Kind::ActivationUrl);
+        let mut deps = vec![address.clone()];
+        if last != address {
+            deps.push(last);
+        }
+        desired.resources.insert(
+            ua.clone(),
+            Resource {
+                address: ua,
+                deps,
+                attrs: Attrs::ActivationUrl(ActivationUrlAttrs {
+                    template: address,
+                    callback: u.callback.clone(),
+                    out_string: u.out_string.clone(),
+                    follow_app_id: u.follow_app_id.clone(),
+                }),
+            },
+        );
+    }
+}
+
+fn form_name(f: raw::FormField) -> String {
+    let s = serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!("OPEN_FORM_FIELD_{}", s.to_uppercase())
+}

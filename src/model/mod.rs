@@ -1,0 +1,255 @@
+//! The pure domain: resource addresses and kinds, the desired attributes of each
+//! resource, and which changes the gateway cannot make in place. No I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alipay::methods::{TemplateBody, TemplateCardLevelConf};
+
+/// Resource kinds, in dependency order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Image,
+    Template,
+    Form,
+    ActivationUrl,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::Template => "template",
+            Kind::Form => "form",
+            Kind::ActivationUrl => "activation_url",
+        }
+    }
+}
+
+/// A stable address: `merchant.<merchant>/<kind>.<name>`, e.g.
+/// `merchant.brew/template.club.gold`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    pub merchant: String,
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Address {
+    pub fn new(merchant: &str, kind: Kind, name: &str) -> Self {
+        Address {
+            merchant: merchant.to_string(),
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    /// The same name under another kind (template -> its form / activation URL).
+    pub fn with_kind(&self, kind: Kind) -> Self {
+        Address {
+            kind,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "merchant.{}/{}.{}",
+            self.merchant,
+            self.kind.as_str(),
+            self.name
+        )
+    }
+}
+
+impl FromStr for Address {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not an address like merchant.<name>/template.<name>");
+        let rest = s.strip_prefix("merchant.").ok_or_else(bad)?;
+        let (merchant, res) = rest.split_once('/').ok_or_else(bad)?;
+        let (kind, name) = res.split_once('.').ok_or_else(bad)?;
+        let kind = match kind {
+            "image" => Kind::Image,
+            "template" => Kind::Template,
+            "form" => Kind::Form,
+            "activation_url" => Kind::ActivationUrl,
+            _ => return Err(bad()),
+        };
+        if merchant.is_empty() || name.is_empty() {
+            return Err(bad());
+        }
+        Ok(Address::new(merchant, kind, name))
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a secret comes from. The value itself never enters the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::File(p) => write!(f, "file `{}`", p.display()),
+            SecretRef::Env(n) => write!(f, "environment variable `{n}`"),
+        }
+    }
+}
+
+/// The manifest's gateway block, resolved to paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GatewayBlock {
+    pub endpoint: Option<String>,
+    pub app_id: Option<String>,
+    pub private_key: Option<SecretRef>,
+    pub alipay_public_key: Option<SecretRef>,
+    pub sign_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MerchantInfo {
+    pub display_name: Option<String>,
+    pub app_auth_token: Option<SecretRef>,
+}
+
+/// What an image resource is: its content, identified by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAttrs {
+    pub file: PathBuf,
+    pub role: String,
+    /// `image_type` as sent: png, jpg, gif, bmp.
+    pub image_type: String,
+    pub sha256: String,
+    pub width: usize,
+    pub height: usize,
+    pub bytes: u64,
+}
+
+/// A template as the gateway takes it, with image fields holding image
+/// *addresses* (resolved to image ids at apply time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateAttrs {
+    pub card_type: String,
+    #[serde(flatten)]
+    pub body: TemplateBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_level_conf: Option<Vec<TemplateCardLevelConf>>,
+    /// Content hashes of the images it uses: a new image means an update.
+    pub image_hashes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormAttrs {
+    pub template: Address,
+    pub required: Vec<String>,
+    pub optional: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationUrlAttrs {
+    pub template: Address,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_app_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Attrs {
+    Image(ImageAttrs),
+    Template(Box<TemplateAttrs>),
+    Form(FormAttrs),
+    ActivationUrl(ActivationUrlAttrs),
+}
+
+impl Attrs {
+    /// The attributes as JSON: what state stores and plans diff.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("bug: attributes always serialize")
+    }
+
+    /// sha256 of the canonical JSON.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.to_json().to_string().as_bytes()))
+    }
+
+    /// Why a change from `old` to `self` cannot be made in place, if it cannot.
+    pub fn replace_reason(&self, old: &serde_json::Value) -> Option<String> {
+        let Attrs::Template(new) = self else {
+            return None;
+        };
+        let old: TemplateAttrs = serde_json::from_value(old.clone()).ok()?;
+        if old.card_type != new.card_type {
+            return Some("card_type cannot change in place".into());
+        }
+        if old.body.biz_no_suffix_len != new.body.biz_no_suffix_len {
+            return Some(
+                "card_number.suffix_length (biz_no_suffix_len) cannot change in place".into(),
+            );
+        }
+        if old.body.field_rule_list != new.body.field_rule_list {
+            return Some("field_rules (field_rule_list) cannot change in place".into());
+        }
+        let new_shops = new.body.shop_ids.clone().unwrap_or_default();
+        let removed: Vec<String> = old
+            .body
+            .shop_ids
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !new_shops.contains(s))
+            .collect();
+        if !removed.is_empty() {
+            return Some(format!(
+                "shop ids cannot be removed in place ({})",
+                removed.join(", ")
+            ));
+        }
+        None
+    }
+}
+
+/// One desired resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub address: Address,
+    /// Addresses this resource needs first.
+    pub deps: Vec<Address>,
+    pub attrs: Attrs,
+}
+
+/// Everything the manifests ask for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Desired {
+    pub gateway: GatewayBlock,
+    pub merchants: BTreeMap<String, MerchantInfo>,
+    pub resources: BTreeMap<Address, Resource>,
+}
