@@ -13,11 +13,16 @@
 //! - [`secret`]: a string that never prints.
 
 pub mod alipay;
+pub mod apply;
 pub mod cli;
+pub mod graph;
 pub mod manifest;
 pub mod model;
 pub mod ops;
+pub mod plan;
+pub mod provider;
 pub mod render;
 pub mod sandbox;
 pub mod secret;
 pub mod settings;
+pub mod state;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use crate::alipay::SignType;
+use crate::model::{GatewayBlock, SecretRef};
 use crate::secret::Secret;
 
 /// The gateway flags every gateway-using command accepts.
@@ -50,10 +51,14 @@ pub enum Endpoint {
 pub struct GatewaySettings {
     pub endpoint: Endpoint,
     pub app_id: Option<String>,
-    pub private_key: Option<PathBuf>,
-    pub alipay_public_key: Option<PathBuf>,
+    /// A path, or (from a manifest) an environment variable holding the key.
+    pub private_key: Option<SecretRef>,
+    pub alipay_public_key: Option<SecretRef>,
     pub app_auth_token: Option<Secret>,
     pub sign_type: SignType,
+    /// Faults for the embedded sandbox (`CARDFORM_SANDBOX_FAULTS`, e.g.
+    /// `latency=20ms,error_rate=0.1`), for tests and demos.
+    pub sandbox_faults: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,39 +98,79 @@ pub fn parse_endpoint(value: &str, origin: &'static str) -> Result<Endpoint, Set
 }
 
 impl Settings {
-    /// Merge flags over the environment. `state_flag` is `--state`.
+    /// Merge flags over the environment (no manifest). `state_flag` is `--state`.
     pub fn resolve(
         flags: &GatewayFlags,
         state_flag: Option<PathBuf>,
     ) -> Result<Self, SettingsError> {
-        let (endpoint_value, origin) = match (&flags.endpoint, env("CARDFORM_ENDPOINT")) {
-            (Some(v), _) => (v.clone(), "--endpoint"),
-            (None, Some(v)) => (v, "CARDFORM_ENDPOINT"),
-            (None, None) => ("sandbox".to_string(), "the default"),
+        Self::resolve_with(flags, state_flag, &GatewayBlock::default())
+    }
+
+    /// Flags win over `CARDFORM_*` variables, which win over the manifest's
+    /// gateway block (how a pipeline points the same manifests elsewhere).
+    pub fn resolve_with(
+        flags: &GatewayFlags,
+        state_flag: Option<PathBuf>,
+        manifest: &GatewayBlock,
+    ) -> Result<Self, SettingsError> {
+        let (endpoint_value, origin) = match (
+            &flags.endpoint,
+            env("CARDFORM_ENDPOINT"),
+            &manifest.endpoint,
+        ) {
+            (Some(v), _, _) => (v.clone(), "--endpoint"),
+            (None, Some(v), _) => (v, "CARDFORM_ENDPOINT"),
+            (None, None, Some(v)) => (v.clone(), "the manifest's gateway.endpoint"),
+            (None, None, None) => ("sandbox".to_string(), "the default"),
         };
         let endpoint = parse_endpoint(&endpoint_value, origin)?;
-        let sign_type = match flags.sign_type {
-            Some(SignTypeArg::Rsa) => SignType::Rsa,
+        let sign_type = match (flags.sign_type, manifest.sign_type.as_deref()) {
+            (Some(SignTypeArg::Rsa), _) | (None, Some("RSA")) => SignType::Rsa,
             _ => SignType::Rsa2,
+        };
+        let path_ref = |flag: &Option<PathBuf>, var: &str, block: &Option<SecretRef>| {
+            flag.clone()
+                .or_else(|| env(var).map(PathBuf::from))
+                .map(SecretRef::File)
+                .or_else(|| block.clone())
         };
         Ok(Settings {
             gateway: GatewaySettings {
                 endpoint,
-                app_id: flags.app_id.clone().or_else(|| env("CARDFORM_APP_ID")),
-                private_key: flags
-                    .private_key
+                app_id: flags
+                    .app_id
                     .clone()
-                    .or_else(|| env("CARDFORM_PRIVATE_KEY").map(PathBuf::from)),
-                alipay_public_key: flags
-                    .alipay_public_key
-                    .clone()
-                    .or_else(|| env("CARDFORM_ALIPAY_PUBLIC_KEY").map(PathBuf::from)),
+                    .or_else(|| env("CARDFORM_APP_ID"))
+                    .or_else(|| manifest.app_id.clone()),
+                private_key: path_ref(
+                    &flags.private_key,
+                    "CARDFORM_PRIVATE_KEY",
+                    &manifest.private_key,
+                ),
+                alipay_public_key: path_ref(
+                    &flags.alipay_public_key,
+                    "CARDFORM_ALIPAY_PUBLIC_KEY",
+                    &manifest.alipay_public_key,
+                ),
                 app_auth_token: env("CARDFORM_APP_AUTH_TOKEN").map(Secret::new),
                 sign_type,
+                sandbox_faults: env("CARDFORM_SANDBOX_FAULTS"),
             },
             state_dir: state_flag
                 .or_else(|| env("CARDFORM_STATE").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("state")),
         })
+    }
+}
+
+/// Read a secret from where it is kept. Errors name the place, never the value.
+pub fn read_secret(r: &SecretRef, what: &str) -> Result<String, String> {
+    match r {
+        SecretRef::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("cannot read the {what} from file `{}`: {e}", p.display())),
+        SecretRef::Env(name) => env(name).ok_or_else(|| {
+            format!("the {what} comes from environment variable `{name}`, which is not set")
+        }),
     }
 }

@@ -181,9 +181,9 @@ impl Client {
         let method = call.method.as_str();
         let params = self.signed_params(call);
         let mut url = self.config.endpoint.clone();
-        let mut body = form_urlencoded::Serializer::new(String::new());
         let mut multipart = reqwest::multipart::Form::new();
-        {
+        let form_body = {
+            let mut body = form_urlencoded::Serializer::new(String::new());
             let mut query = url.query_pairs_mut();
             for (k, v) in &params {
                 if QUERY_PARAMS.contains(&k.as_str()) {
@@ -194,7 +194,8 @@ impl Client {
                     multipart = multipart.text(k.clone(), v.clone());
                 }
             }
-        }
+            body.finish()
+        };
         let request = self.http.post(url);
         let request = if call.files.is_empty() {
             request
@@ -202,7 +203,7 @@ impl Client {
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded;charset=utf-8",
                 )
-                .body(body.finish())
+                .body(form_body)
         } else {
             for f in &call.files {
                 let part = reqwest::multipart::Part::bytes(f.bytes.clone())

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use super::{Outcome, key_path, key_value};
 use crate::ops;
 use crate::render;
-use crate::sandbox::Faults;
 use crate::settings::{GatewayFlags, Settings};
 
 #[derive(Debug, clap::Args)]
@@ -24,8 +23,7 @@ pub struct Args {
 
 pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
     let settings = Settings::resolve(flags, state)?;
-    let conn =
-        ops::gateway::connect(&settings.gateway, &settings.state_dir, Faults::default()).await?;
+    let conn = ops::gateway::connect(&settings.gateway, &settings.state_dir).await?;
     let result = ops::api::call(
         &conn,
         ops::api::RawCall {

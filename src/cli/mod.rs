@@ -3,7 +3,10 @@
 //! hands the result to `render`. No business logic, no printing here.
 
 mod api;
+mod apply;
+mod plan;
 mod sandbox;
+mod state;
 mod validate;
 
 use std::path::PathBuf;
@@ -33,6 +36,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what apply would change, as a diff against the recorded state
+    Plan(plan::Args),
+    /// Make the gateway match the manifests (or apply a saved plan)
+    Apply(apply::Args),
+    /// Template ids and activation URLs per merchant (--qr writes QR codes)
+    Output(state::OutputArgs),
+    /// Inspect and edit the recorded state
+    State(state::Args),
     /// Make one raw signed gateway call and print the verified response node
     Api(api::Args),
     /// Run the sandbox gateway
@@ -62,7 +73,13 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            render::error(&err);
+            match err.downcast_ref::<crate::manifest::Diagnostics>() {
+                Some(diags) => {
+                    render::diagnostics(diags);
+                    render::note(&format!("error: {diags}"));
+                }
+                None => render::error(&err),
+            }
             ExitCode::FAILURE
         }
     }
@@ -70,6 +87,10 @@ pub fn main() -> ExitCode {
 
 pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
+        Command::Plan(args) => plan::exec(args, &cli.gateway, cli.state),
+        Command::Apply(args) => apply::exec(args, &cli.gateway, cli.state).await,
+        Command::Output(args) => state::exec_output(args, &cli.gateway, cli.state),
+        Command::State(args) => state::exec(args, &cli.gateway, cli.state),
         Command::Api(args) => api::exec(args, &cli.gateway, cli.state).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Validate(args) => validate::exec(args),

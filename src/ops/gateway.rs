@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::alipay::{AlipayPublicKey, AppPrivateKey, Client, GatewayConfig, KeySource};
+use crate::model::SecretRef;
 use crate::sandbox::{self, Faults, RunningSandbox, SandboxConfig};
-use crate::settings::{Endpoint, GatewaySettings};
+use crate::settings::{Endpoint, GatewaySettings, read_secret};
 
 /// The app id the embedded sandbox uses when none is configured.
 pub const SANDBOX_APP_ID: &str = "9021000000000001";
@@ -29,25 +30,21 @@ impl Connection {
     }
 }
 
-fn read_key_file(path: &Path, role: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {role} from file `{}`", path.display()))
+fn source_of(r: &SecretRef) -> KeySource {
+    match r {
+        SecretRef::File(p) => KeySource::File(p.clone()),
+        SecretRef::Env(n) => KeySource::Env(n.clone()),
+    }
 }
 
-fn private_key(path: &Path) -> Result<AppPrivateKey> {
-    let text = read_key_file(path, "app private key")?;
-    Ok(AppPrivateKey::parse(
-        &text,
-        KeySource::File(path.to_path_buf()),
-    )?)
+fn private_key(r: &SecretRef) -> Result<AppPrivateKey> {
+    let text = read_secret(r, "app private key").map_err(anyhow::Error::msg)?;
+    Ok(AppPrivateKey::parse(&text, source_of(r))?)
 }
 
-fn public_key(path: &Path) -> Result<AlipayPublicKey> {
-    let text = read_key_file(path, "Alipay public key")?;
-    Ok(AlipayPublicKey::parse(
-        &text,
-        KeySource::File(path.to_path_buf()),
-    )?)
+fn public_key(r: &SecretRef) -> Result<AlipayPublicKey> {
+    let text = read_secret(r, "Alipay public key").map_err(anyhow::Error::msg)?;
+    Ok(AlipayPublicKey::parse(&text, source_of(r))?)
 }
 
 fn config(
@@ -73,11 +70,13 @@ pub fn sandbox_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sandbox")
 }
 
-pub async fn connect(
-    settings: &GatewaySettings,
-    state_dir: &Path,
-    faults: Faults,
-) -> Result<Connection> {
+pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Connection> {
+    let faults = match &settings.sandbox_faults {
+        Some(spec) => {
+            Faults::parse(spec).map_err(|e| anyhow::anyhow!("CARDFORM_SANDBOX_FAULTS: {e}"))?
+        }
+        None => Faults::default(),
+    };
     match &settings.endpoint {
         Endpoint::Url(url) => {
             let Some(app_id) = settings.app_id.clone() else {
@@ -118,7 +117,7 @@ pub async fn connect(
                         sandbox::write_private(&path, AppPrivateKey::generate_pem().as_bytes())
                             .with_context(|| format!("cannot write `{}`", path.display()))?;
                     }
-                    private_key(&path)?
+                    private_key(&SecretRef::File(path))?
                 }
             };
             let app_id = settings
@@ -134,7 +133,7 @@ pub async fn connect(
             .await?;
             let alipay = match &settings.alipay_public_key {
                 Some(path) => public_key(path)?,
-                None => public_key(&running.platform_public_key_path())?,
+                None => public_key(&SecretRef::File(running.platform_public_key_path()))?,
             };
             let url = url::Url::parse(&running.gateway_url()).expect("sandbox URL is valid");
             let client = Client::new(config(url, app_id, settings, key, alipay))?;

@@ -3,6 +3,10 @@
 //! data; never prints.
 
 pub mod api;
+pub mod apply;
 pub mod gateway;
+pub mod plan;
+pub mod project;
 pub mod sandbox;
+pub mod state;
 pub mod validate;

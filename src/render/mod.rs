@@ -1,6 +1,10 @@
 //! Everything cardform shows people: results on stdout, messages on stderr.
 //! The only module that writes to the terminal.
 
+pub mod plan;
+pub mod progress;
+pub mod qr;
+
 use std::io::Write;
 
 use serde::Serialize;

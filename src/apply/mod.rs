@@ -1,0 +1,572 @@
+//! The executor: walks a plan in dependency order with bounded concurrency,
+//! retries what can be retried, commits state after every gateway success, and
+//! skips the dependents of a failure while independent work finishes.
+//!
+//! 1. changes run level by level (images, templates, forms, activation URLs;
+//!    retires last), up to `parallelism` calls at once within a level;
+//! 2. a change whose dependency failed or was skipped is skipped, not failed;
+//! 3. a create journals an intent (request_id + exact request) first; a crash
+//!    and re-run replays that request, so no duplicate and no lost id;
+//! 4. every success is committed (and flushed) before the next call starts;
+//! 5. retryable errors back off exponentially with jitter; throttling pauses
+//!    every worker; the report lists every failure with its gateway code.
+//!
+//! Capabilities (store, provider, progress) are handed in.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::alipay::{ErrorClass, GatewayError};
+use crate::model::{Address, Attrs, Desired, Kind, TemplateAttrs};
+use crate::plan::{Action, Change, Plan};
+use crate::provider::{self, ImageIds, Provider};
+use crate::secret::Secret;
+use crate::state::{Ids, Intent, ResourceState, Snapshot, StateStore, now_rfc3339};
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub parallelism: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallelism: 8,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Done {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Failed {
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sub_code: Option<String>,
+        retryable: bool,
+    },
+    Skipped {
+        because: Address,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultLine {
+    pub address: Address,
+    pub action: Action,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub results: Vec<ResultLine>,
+    pub calls: u64,
+    pub retries: u64,
+    pub elapsed_ms: u128,
+}
+
+impl Report {
+    pub fn failed(&self) -> impl Iterator<Item = &ResultLine> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    }
+    pub fn ok(&self) -> bool {
+        self.failed().next().is_none()
+    }
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.results.iter().filter(|r| f(&r.outcome)).count()
+    }
+}
+
+/// What the executor tells whoever shows progress.
+pub trait Progress: Send + Sync {
+    fn start(&self, _total: usize) {}
+    fn finished(&self, _line: &ResultLine) {}
+    fn retrying(&self, _address: &Address, _attempt: u32, _error: &GatewayError, _wait: Duration) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Per-merchant app_auth_token: resolved, absent, or an error to report.
+pub type Tokens = BTreeMap<String, Result<Option<Secret>, String>>;
+
+struct Shared {
+    store: Arc<dyn StateStore>,
+    provider: Arc<Provider>,
+    progress: Arc<dyn Progress>,
+    tokens: Tokens,
+    retry: RetryPolicy,
+    /// Current state of every resource (updated on each commit).
+    state: Mutex<BTreeMap<Address, ResourceState>>,
+    intents: BTreeMap<Address, Intent>,
+    /// Addresses that failed or were skipped.
+    broken: Mutex<BTreeMap<Address, Address>>,
+    /// All workers wait until this instant after a throttling answer.
+    pause_until: Mutex<Option<Instant>>,
+    calls: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+enum Failure {
+    Gateway(GatewayError),
+    Local(String),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Gateway(e)
+    }
+}
+impl From<crate::state::StateError> for Failure {
+    fn from(e: crate::state::StateError) -> Self {
+        Failure::Local(format!("recording state failed: {e}"))
+    }
+}
+impl From<provider::MissingImage> for Failure {
+    fn from(e: provider::MissingImage) -> Self {
+        Failure::Local(e.to_string())
+    }
+}
+
+impl Shared {
+    /// Run one gateway call with retries and shared throttling pauses.
+    async fn call<T, F, Fut>(&self, address: &Address, mut f: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let pause = *self.pause_until.lock().expect("pause lock");
+            if let Some(until) = pause {
+                let now = Instant::now();
+                if until > now {
+                    tokio::time::sleep(until - now).await;
+                }
+            }
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let err = match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let class = err.class();
+            if !class.can_retry() || attempt >= self.retry.attempts {
+                return Err(err);
+            }
+            let cap = self
+                .retry
+                .base
+                .saturating_mul(1 << attempt.min(16))
+                .min(self.retry.max);
+            let wait = cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+            if class == ErrorClass::Throttled {
+                let mut p = self.pause_until.lock().expect("pause lock");
+                let until = Instant::now() + wait;
+                if p.is_none_or(|u| u < until) {
+                    *p = Some(until);
+                }
+            }
+            self.retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.progress.retrying(address, attempt, &err, wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn token(&self, merchant: &str) -> Result<Option<&Secret>, Failure> {
+        match self.tokens.get(merchant) {
+            Some(Ok(t)) => Ok(t.as_ref()),
+            Some(Err(e)) => Err(Failure::Local(e.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn ids_of(&self, address: &Address) -> Ids {
+        self.state
+            .lock()
+            .expect("state lock")
+            .get(address)
+            .map(|r| r.ids.clone())
+            .unwrap_or_default()
+    }
+
+    fn image_ids(&self, merchant: &str) -> ImageIds {
+        self.state
+            .lock()
+            .expect("state lock")
+            .values()
+            .filter(|r| r.kind == Kind::Image && r.address.merchant == merchant)
+            .filter_map(|r| Some((r.address.to_string(), r.ids.image_id.clone()?)))
+            .collect()
+    }
+
+    fn commit(&self, address: &Address, ids: Ids, attrs: &Attrs) -> Result<(), Failure> {
+        let rec = ResourceState {
+            address: address.clone(),
+            kind: address.kind,
+            ids,
+            hash: attrs.hash(),
+            attrs: attrs.to_json(),
+            applied_at: now_rfc3339(),
+        };
+        self.store.commit(&rec)?;
+        self.state
+            .lock()
+            .expect("state lock")
+            .insert(address.clone(), rec);
+        Ok(())
+    }
+
+    async fn template_create(
+        &self,
+        address: &Address,
+        attrs: &TemplateAttrs,
+        token: Option<&Secret>,
+    ) -> Result<Option<String>, Failure> {
+        let desired = Attrs::Template(Box::new(attrs.clone()));
+        // Replay an interrupted create exactly, or journal a new one.
+        let intent = match self.intents.get(address) {
+            Some(i) => i.clone(),
+            None => {
+                let request_id = provider::new_request_id();
+                let req = provider::create_request(
+                    attrs,
+                    &request_id,
+                    &self.image_ids(&address.merchant),
+                )?;
+                let intent = Intent {
+                    address: address.clone(),
+                    request_id,
+                    request: serde_json::to_value(&req).expect("requests serialize"),
+                    hash: desired.hash(),
+                    attrs: desired.to_json(),
+                    started_at: now_rfc3339(),
+                };
+                self.store.begin(&intent)?;
+                intent
+            }
+        };
+        let result = self
+            .call(address, || {
+                self.provider.create_template(&intent.request, token)
+            })
+            .await;
+        let template_id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                if e.class() == ErrorClass::Permanent && e.api().is_some() {
+                    // The gateway refused it: nothing was created.
+                    self.store.abandon(address)?;
+                }
+                return Err(e.into());
+            }
+        };
+        let journalled: Attrs = serde_json::from_value(intent.attrs.clone())
+            .map_err(|e| Failure::Local(format!("journalled attributes unreadable: {e}")))?;
+        let ids = Ids {
+            template_id: Some(template_id.clone()),
+            ..Ids::default()
+        };
+        self.commit(address, ids, &journalled)?;
+        if intent.hash != desired.hash() {
+            // The manifests changed since the interrupted run: bring the
+            // replayed template up to date.
+            self.template_modify(address, &template_id, attrs, token)
+                .await?;
+            return Ok(Some(
+                "resumed an interrupted create, then updated it".into(),
+            ));
+        }
+        Ok(self
+            .intents
+            .contains_key(address)
+            .then(|| "resumed an interrupted create (same request_id, no duplicate)".into()))
+    }
+
+    async fn template_modify(
+        &self,
+        address: &Address,
+        template_id: &str,
+        attrs: &TemplateAttrs,
+        token: Option<&Secret>,
+    ) -> Result<(), Failure> {
+        let req = provider::modify_request(
+            attrs,
+            template_id,
+            &provider::new_request_id(),
+            &self.image_ids(&address.merchant),
+        )?;
+        self.call(address, || self.provider.modify_template(&req, token))
+            .await?;
+        let ids = Ids {
+            template_id: Some(template_id.to_string()),
+            ..Ids::default()
+        };
+        self.commit(address, ids, &Attrs::Template(Box::new(attrs.clone())))
+    }
+
+    fn template_id_of(&self, template: &Address) -> Result<String, Failure> {
+        self.ids_of(template)
+            .template_id
+            .ok_or_else(|| Failure::Local(format!("`{template}` has no template_id in state")))
+    }
+
+    async fn run(&self, change: &Change, desired: &Desired) -> Result<Option<String>, Failure> {
+        let address = &change.address;
+        if change.action == Action::Retire {
+            let old = self.ids_of(address);
+            self.store.forget(address)?;
+            self.state.lock().expect("state lock").remove(address);
+            let note = match (address.kind, old.template_id, old.image_id) {
+                (Kind::Template, Some(t), _) => {
+                    format!("template_id {t} stays at Alipay (no delete API)")
+                }
+                (Kind::Image, _, Some(i)) => {
+                    format!("image_id {i} stays at Alipay (no delete API)")
+                }
+                _ => "forgotten".to_string(),
+            };
+            return Ok(Some(note));
+        }
+        let resource = desired.resources.get(address).ok_or_else(|| {
+            Failure::Local(format!(
+                "`{address}` is in the plan but not in the manifests (bug)"
+            ))
+        })?;
+        let token = self.token(&address.merchant)?;
+        match (&resource.attrs, change.action) {
+            (Attrs::Image(img), _) => {
+                let old = self.ids_of(address).image_id;
+                let ids = self
+                    .call(address, || {
+                        self.provider.upload_image(&address.name, img, token)
+                    })
+                    .await?;
+                self.commit(address, ids, &resource.attrs)?;
+                Ok(old.map(|o| format!("previous image_id {o} stays at Alipay")))
+            }
+            (Attrs::Template(t), Action::Create | Action::Replace) => {
+                let old = self.ids_of(address).template_id;
+                let note = self.template_create(address, t, token).await?;
+                Ok(match (change.action, old) {
+                    (Action::Replace, Some(o)) => Some(format!(
+                        "replaced; old template_id {o} is retired (it stays at Alipay)"
+                    )),
+                    _ => note,
+                })
+            }
+            (Attrs::Template(t), _) => {
+                let tid = self.template_id_of(address)?;
+                self.template_modify(address, &tid, t, token).await?;
+                Ok(None)
+            }
+            (Attrs::Form(f), _) => {
+                let tid = self.template_id_of(&f.template)?;
+                self.call(address, || self.provider.set_form(&tid, f, token))
+                    .await?;
+                let ids = Ids {
+                    template_id: Some(tid),
+                    ..Ids::default()
+                };
+                self.commit(address, ids, &resource.attrs)?;
+                Ok(None)
+            }
+            (Attrs::ActivationUrl(u), _) => {
+                let tid = self.template_id_of(&u.template)?;
+                let url = self
+                    .call(address, || self.provider.apply_url(&tid, u, token))
+                    .await?;
+                let ids = Ids {
+                    template_id: Some(tid),
+                    apply_card_url: Some(url),
+                    ..Ids::default()
+                };
+                self.commit(address, ids, &resource.attrs)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn outcome_of(f: Failure) -> Outcome {
+    match f {
+        Failure::Gateway(e) => Outcome::Failed {
+            code: e.api().map(|a| a.code.clone()),
+            sub_code: e.api().and_then(|a| a.sub_code.clone()),
+            retryable: e.class().can_retry(),
+            error: e.to_string(),
+        },
+        Failure::Local(msg) => Outcome::Failed {
+            error: msg,
+            code: None,
+            sub_code: None,
+            retryable: false,
+        },
+    }
+}
+
+/// What the executor is handed: the store it commits to, the provider it
+/// calls, each merchant's token, and where progress goes.
+pub struct Capabilities {
+    pub store: Arc<dyn StateStore>,
+    pub provider: Arc<Provider>,
+    pub tokens: Tokens,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// Apply `plan`. Always returns a report, also when changes fail.
+pub async fn apply(
+    plan: &Plan,
+    desired: Arc<Desired>,
+    snapshot: Snapshot,
+    caps: Capabilities,
+    opts: &Options,
+) -> Report {
+    let started = Instant::now();
+    let Capabilities {
+        store,
+        provider,
+        tokens,
+        progress,
+    } = caps;
+    let shared = Arc::new(Shared {
+        store,
+        provider,
+        progress: progress.clone(),
+        tokens,
+        retry: opts.retry.clone(),
+        state: Mutex::new(snapshot.resources),
+        intents: snapshot.intents,
+        broken: Mutex::new(BTreeMap::new()),
+        pause_until: Mutex::new(None),
+        calls: Default::default(),
+        retries: Default::default(),
+    });
+    let work: Vec<Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .cloned()
+        .collect();
+    progress.start(work.len());
+    let level = |c: &Change| {
+        if c.action == Action::Retire {
+            4
+        } else {
+            c.kind as usize
+        }
+    };
+    let mut results = Vec::new();
+    let semaphore = Arc::new(Semaphore::new(opts.parallelism.max(1)));
+    for lvl in 0..=4 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for change in work.iter().filter(|c| level(c) == lvl).cloned() {
+            let blocked = {
+                let broken = shared.broken.lock().expect("broken lock");
+                change
+                    .deps
+                    .iter()
+                    .find(|d| broken.contains_key(*d))
+                    .cloned()
+            };
+            if let Some(dep) = blocked {
+                let line = ResultLine {
+                    address: change.address.clone(),
+                    action: change.action,
+                    outcome: Outcome::Skipped {
+                        because: dep.clone(),
+                    },
+                };
+                shared
+                    .broken
+                    .lock()
+                    .expect("broken lock")
+                    .insert(change.address.clone(), dep);
+                progress.finished(&line);
+                results.push(line);
+                continue;
+            }
+            let shared = shared.clone();
+            let desired = desired.clone();
+            let semaphore = semaphore.clone();
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+                let outcome = match shared.run(&change, &desired).await {
+                    Ok(note) => Outcome::Done { note },
+                    Err(f) => {
+                        shared
+                            .broken
+                            .lock()
+                            .expect("broken lock")
+                            .insert(change.address.clone(), change.address.clone());
+                        outcome_of(f)
+                    }
+                };
+                let line = ResultLine {
+                    address: change.address.clone(),
+                    action: change.action,
+                    outcome,
+                };
+                shared.progress.finished(&line);
+                line
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(line) => results.push(line),
+                Err(e) => results.push(ResultLine {
+                    address: Address::new("?", Kind::Image, "?"),
+                    action: Action::NoOp,
+                    outcome: Outcome::Failed {
+                        error: format!("bug: an apply task panicked: {e}"),
+                        code: None,
+                        sub_code: None,
+                        retryable: false,
+                    },
+                }),
+            }
+        }
+    }
+    results.sort_by(|a, b| (a.address.kind, &a.address).cmp(&(b.address.kind, &b.address)));
+    Report {
+        results,
+        calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
+        retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis(),
+    }
+}

@@ -1,0 +1,141 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Outcome;
+use crate::model::Address;
+use crate::ops;
+use crate::render;
+use crate::sandbox::faults::parse_duration;
+use crate::settings::{GatewayFlags, Settings};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// List recorded resources with their ids
+    List,
+    /// Show one resource's record
+    Show { address: Address },
+    /// Print the whole state as JSON
+    Export,
+    /// Replace the state with an export (refuses a foreign lineage or older serial unless --force)
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget a resource (it stays at Alipay)
+    Rm { address: Address },
+    /// Clear the lock record left by a crashed run
+    Unlock {
+        #[arg(long, required = true)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    /// How long to wait for another run's state lock
+    #[arg(long, value_parser = parse_duration, default_value = "0s", global = true)]
+    pub lock_timeout: Duration,
+}
+
+pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+    let dir = Settings::resolve(flags, state)?.state_dir;
+    let t = args.lock_timeout;
+    match args.command {
+        Command::List => {
+            let snap = ops::state::snapshot(&dir, t)?;
+            for r in snap.resources.values() {
+                let id = r
+                    .ids
+                    .template_id
+                    .as_deref()
+                    .or(r.ids.image_id.as_deref())
+                    .unwrap_or("-");
+                render::line(&format!("{}\t{id}", r.address));
+            }
+            for i in snap.intents.values() {
+                render::line(&format!(
+                    "{}\t(interrupted create, request_id {})",
+                    i.address, i.request_id
+                ));
+            }
+        }
+        Command::Show { address } => {
+            let snap = ops::state::snapshot(&dir, t)?;
+            match snap.resources.get(&address) {
+                Some(r) => render::json(r),
+                None => anyhow::bail!("`{address}` is not in the state"),
+            }
+        }
+        Command::Export => render::json(&ops::state::snapshot(&dir, t)?),
+        Command::Import { file, force } => {
+            let serial = ops::state::import(&dir, t, &file, force)?;
+            render::line(&format!(
+                "Imported {}; state serial is now {serial}.",
+                file.display()
+            ));
+        }
+        Command::Rm { address } => {
+            ops::state::remove(&dir, t, &address)?;
+            render::line(&format!(
+                "Removed {address} from the state (it stays at Alipay)."
+            ));
+        }
+        Command::Unlock { .. } => match ops::state::unlock(&dir)? {
+            Some(i) => render::line(&format!(
+                "Cleared the lock of `cardform {}` (pid {}) from {}.",
+                i.operation, i.pid, i.since
+            )),
+            None => render::line("The state was not locked."),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = super::validate::Format::Human)]
+    pub format: super::validate::Format,
+    /// Write a QR code PNG per activation URL into this directory
+    #[arg(long, value_name = "DIR")]
+    pub qr: Option<PathBuf>,
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+pub fn exec_output(args: OutputArgs, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+    let dir = Settings::resolve(flags, state)?.state_dir;
+    let snap = ops::state::snapshot(&dir, args.lock_timeout)?;
+    let outputs = ops::state::outputs(&snap);
+    if let Some(qr_dir) = &args.qr {
+        std::fs::create_dir_all(qr_dir)?;
+        for t in outputs.values().flatten() {
+            if let Some(url) = &t.apply_card_url {
+                let file = qr_dir.join(format!("{}-{}.png", t.address.merchant, t.address.name));
+                std::fs::write(&file, render::qr::qr_png(url).map_err(anyhow::Error::msg)?)?;
+            }
+        }
+    }
+    match args.format {
+        super::validate::Format::Json => render::json(&outputs),
+        super::validate::Format::Human => {
+            for (merchant, ts) in &outputs {
+                render::line(&format!("merchant.{merchant}"));
+                for t in ts {
+                    render::line(&format!(
+                        "  {}  template_id={}",
+                        t.address.name,
+                        t.template_id.as_deref().unwrap_or("-")
+                    ));
+                    if let Some(u) = &t.apply_card_url {
+                        render::line(&format!("    activation URL: {u}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

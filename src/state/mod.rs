@@ -1,0 +1,121 @@
+//! Recorded state: what was applied, with every id the gateway returned.
+//!
+//! [`Snapshot`] is the read-only view the planner takes; [`StateStore`] is the
+//! trait the executor writes through (sled today, a shared backend later).
+//! Never holds a secret.
+
+pub mod lock;
+pub mod sled;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{Address, Kind};
+
+/// The ids the gateway returned for a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Decoded once, ready to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_card_url: Option<String>,
+}
+
+/// One applied resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceState {
+    pub address: Address,
+    pub kind: Kind,
+    pub ids: Ids,
+    /// sha256 of the attributes last applied.
+    pub hash: String,
+    /// The attributes last applied.
+    pub attrs: Value,
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+}
+
+/// A create journalled before its call: a crash and re-run replays exactly
+/// this request (same request_id, same content), so the gateway never holds a
+/// duplicate and the returned id is not lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub address: Address,
+    pub request_id: String,
+    /// The exact biz_content sent.
+    pub request: Value,
+    /// Hash and attributes the request was built from.
+    pub hash: String,
+    pub attrs: Value,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Identifies this state's history; imports refuse a foreign lineage.
+    pub lineage: String,
+    /// Increases on every change.
+    pub serial: u64,
+}
+
+/// Everything recorded, read at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub meta: Meta,
+    pub resources: BTreeMap<Address, ResourceState>,
+    #[serde(default)]
+    pub intents: BTreeMap<Address, Intent>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot {
+            meta: Meta {
+                lineage: String::new(),
+                serial: 0,
+            },
+            resources: BTreeMap::new(),
+            intents: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
+    #[error("the state store in `{dir}` cannot be opened: {reason}")]
+    Open { dir: String, reason: String },
+    #[error("state store I/O failed: {0}")]
+    Io(String),
+    #[error("state record `{key}` is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Where state is kept. Every write is durable when it returns.
+pub trait StateStore: Send + Sync {
+    fn snapshot(&self) -> Result<Snapshot, StateError>;
+    /// Record an applied resource (clearing any intent for it); returns the new serial.
+    fn commit(&self, r: &ResourceState) -> Result<u64, StateError>;
+    /// Forget a resource (retire, `state rm`); returns the new serial.
+    fn forget(&self, address: &Address) -> Result<u64, StateError>;
+    /// Journal a create before its call.
+    fn begin(&self, intent: &Intent) -> Result<(), StateError>;
+    /// Drop an intent whose call definitely did not take effect.
+    fn abandon(&self, address: &Address) -> Result<(), StateError>;
+    /// Replace everything (state import).
+    fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError>;
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
