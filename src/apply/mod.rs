@@ -38,7 +38,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 6,
+            attempts: 8,
             base: Duration::from_millis(100),
             max: Duration::from_secs(5),
         }

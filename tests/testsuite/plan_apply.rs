@@ -1,0 +1,656 @@
+//! plan / apply / state / output: the real binary against sandbox processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const TOKENS: [(&str, &str, &str); 3] = [
+    (
+        "tea",
+        "TEA_APP_AUTH_TOKEN",
+        "202405BBtea0000000000000000000000000X01",
+    ),
+    (
+        "bakery",
+        "BAKERY_APP_AUTH_TOKEN",
+        "202405BBbakery00000000000000000000000X01",
+    ),
+    (
+        "noodles",
+        "NOODLES_APP_AUTH_TOKEN",
+        "202405BBnoodles0000000000000000000000X01",
+    ),
+];
+
+/// A copy of an example project in a temp dir, with its own state directory.
+struct Project {
+    tmp: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+impl Project {
+    fn example(name: &str) -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(name),
+            &tmp.path().join("project"),
+        );
+        Project { tmp }
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("project")
+    }
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+    fn edit(&self, name: &str, from: &str, to: &str) {
+        let p = self.file(name);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{from:?} not in {name}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+    /// `cardform` with this project's state, on the embedded sandbox.
+    fn cmd(&self) -> Command {
+        let mut c = cardform();
+        c.arg("--state").arg(self.state());
+        for (_, var, token) in TOKENS {
+            c.env(var, token);
+        }
+        c
+    }
+    /// The same, against a sandbox process.
+    fn cmd_at(&self, sb: &Sandbox) -> Command {
+        let mut c = self.cmd();
+        c.env("CARDFORM_ENDPOINT", &sb.url)
+            .env("CARDFORM_APP_ID", APP_ID)
+            .env("CARDFORM_PRIVATE_KEY", data("keys/app_a_private_pkcs1.txt"))
+            .env("CARDFORM_ALIPAY_PUBLIC_KEY", sb.platform_key());
+        c
+    }
+    fn plan(&self, c: &mut Command) -> Run {
+        run(c
+            .args(["plan", "-p"])
+            .arg(self.dir())
+            .arg("--detailed-exitcode"))
+    }
+    fn apply(&self, c: &mut Command) -> Run {
+        run(c.args(["apply", "--auto-approve", "-p"]).arg(self.dir()))
+    }
+    fn export(&self) -> Value {
+        run(self.cmd().args(["state", "export"])).ok().json()
+    }
+}
+
+fn template_ids(state: &Value) -> Vec<(String, String)> {
+    state["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v["ids"]["template_id"].as_str()?.to_string())))
+        .filter(|(k, _)| k.contains("/template."))
+        .collect()
+}
+
+#[test]
+fn create_then_no_changes_then_update_replace_retire_and_cascade() {
+    let p = Project::example("coffee");
+    // Create from empty.
+    let r = p.plan(&mut p.cmd());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("Plan: 14 to create, 0 to update, 0 to replace, 0 to retire."),
+        "{}",
+        r.stdout
+    );
+    p.apply(&mut p.cmd())
+        .ok()
+        .stderr_has("Apply complete: 14 done, 0 failed");
+    let r = p.plan(&mut p.cmd());
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("No changes."));
+    let first = p.export();
+    let ids = template_ids(&first);
+    assert_eq!(ids.len(), 3);
+    let out = run(p.cmd().args(["output", "--format", "json"]))
+        .ok()
+        .json();
+    let urls: Vec<&str> = out["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["apply_card_url"].as_str().unwrap())
+        .collect();
+    assert!(
+        urls.iter()
+            .all(|u| u.starts_with("https://memberprod.alipay.com/")),
+        "{out}"
+    );
+
+    // In-place update: a new card name on one tier.
+    p.edit(
+        "cardform.yaml",
+        "name: Brew Club Gold",
+        "name: Brew Club Gold Edition",
+    );
+    let r = p.plan(&mut p.cmd());
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout
+            .contains("~ merchant.brew/template.club.gold  (changed: template_style_info)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("-     \"card_show_name\": \"Brew Club Gold\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("+     \"card_show_name\": \"Brew Club Gold Edition\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to retire."),
+        "{}",
+        r.stdout
+    );
+    p.apply(&mut p.cmd()).ok();
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+    assert_eq!(
+        template_ids(&p.export()),
+        ids,
+        "an update keeps the template ids"
+    );
+
+    // Replace: the suffix length cannot change in place.
+    p.edit("cardform.yaml", "suffix_length: 12", "suffix_length: 14");
+    let r = p.plan(&mut p.cmd());
+    assert!(r.stdout.contains("must be replaced"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("suffix_length (biz_no_suffix_len) cannot change in place"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("Plan: 0 to create, 6 to update, 3 to replace, 0 to retire."),
+        "{}",
+        r.stdout
+    );
+    p.apply(&mut p.cmd()).ok().stderr_has("old template_id");
+    let replaced = template_ids(&p.export());
+    assert!(
+        replaced
+            .iter()
+            .all(|(a, id)| ids.iter().any(|(b, old)| a == b && id != old)),
+        "new ids: {replaced:?}"
+    );
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+
+    // An image's bytes change: it uploads anew and its templates update.
+    write_png(&p.file("images/background-gold.png"), 1020, 643, 77);
+    let r = p.plan(&mut p.cmd());
+    assert!(
+        r.stdout
+            .contains("-/+ merchant.brew/image.bg-gold  (the image content changed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("~ merchant.brew/template.club.gold  (an image it uses was uploaded anew)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("Plan: 0 to create, 1 to update, 1 to replace, 0 to retire."),
+        "{}",
+        r.stdout
+    );
+    p.apply(&mut p.cmd()).ok();
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+
+    // Retire: a tier leaves the manifest.
+    p.edit(
+        "cardform.yaml",
+        "          - level: platinum\n",
+        "          - level: diamond\n",
+    );
+    let r = p.plan(&mut p.cmd());
+    assert!(
+        r.stdout.contains("! merchant.brew/template.club.platinum"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("WARNING: 3 resource(s) will be retired"),
+        "{}",
+        r.stdout
+    );
+    p.apply(&mut p.cmd()).ok();
+    let state = p.export();
+    assert!(
+        state["resources"]
+            .get("merchant.brew/template.club.platinum")
+            .is_none()
+    );
+    assert!(
+        state["resources"]
+            .get("merchant.brew/template.club.diamond")
+            .is_some()
+    );
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+    assert!(state["meta"]["serial"].as_u64().unwrap() > first["meta"]["serial"].as_u64().unwrap());
+}
+
+#[test]
+fn saved_plans_apply_exactly_and_stale_plans_are_refused() {
+    let p = Project::example("coffee");
+    let plan_file = p.tmp.path().join("plan.json");
+    run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .arg("--out")
+        .arg(&plan_file))
+    .ok()
+    .stdout_has("Saved the plan");
+    let other = p.tmp.path().join("plan2.json");
+    run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .arg("--out")
+        .arg(&other))
+    .ok();
+    run(p.cmd().arg("apply").arg(&plan_file))
+        .ok()
+        .stderr_has("Apply complete: 14 done");
+    // The state moved on: the second saved plan is stale.
+    run(p.cmd().arg("apply").arg(&other))
+        .fails()
+        .stderr_has("the saved plan is stale: the state changed");
+    // The manifests moved on: stale too.
+    run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .arg("--out")
+        .arg(&plan_file))
+    .ok();
+    p.edit("cardform.yaml", "name: Brew Club Gold", "name: Gold!");
+    run(p.cmd().arg("apply").arg(&plan_file))
+        .fails()
+        .stderr_has("the manifests changed");
+    // JSON and Markdown views.
+    let j = run(p
+        .cmd()
+        .args(["plan", "--format", "json", "-p"])
+        .arg(p.dir()))
+    .ok()
+    .json();
+    assert_eq!(j["summary"]["update"], 1);
+    assert_eq!(
+        j["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] == "update")
+            .count(),
+        1
+    );
+    run(p
+        .cmd()
+        .args(["plan", "--format", "markdown", "-p"])
+        .arg(p.dir()))
+    .ok()
+    .stdout_has("| `~` | `merchant.brew/template.club.gold` | update |");
+    // --target limits the plan to an address and its dependencies.
+    let t = run(p
+        .cmd()
+        .args([
+            "plan",
+            "--format",
+            "json",
+            "--target",
+            "merchant.brew/template.club.gold",
+            "-p",
+        ])
+        .arg(p.dir()))
+    .ok()
+    .json();
+    let addrs: Vec<&str> = t["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert!(
+        addrs.contains(&"merchant.brew/image.bg-gold")
+            && !addrs.contains(&"merchant.brew/template.club.silver"),
+        "{addrs:?}"
+    );
+    // Without --auto-approve and without a terminal, apply refuses.
+    run(p
+        .cmd()
+        .args(["apply", "-p"])
+        .arg(p.dir())
+        .stdin(Stdio::null()))
+    .fails()
+    .stderr_has("refusing to apply without confirmation");
+}
+
+#[test]
+fn state_commands() {
+    let p = Project::example("coffee");
+    p.apply(&mut p.cmd()).ok();
+    let list = run(p.cmd().args(["state", "list"])).ok();
+    assert_eq!(list.stdout.lines().count(), 14);
+    let show = run(p
+        .cmd()
+        .args(["state", "show", "merchant.brew/template.club.gold"]))
+    .ok()
+    .json();
+    assert_eq!(show["ids"]["template_id"].as_str().unwrap().len(), 32);
+    let export = p.tmp.path().join("export.json");
+    std::fs::write(&export, run(p.cmd().args(["state", "export"])).ok().stdout).unwrap();
+    run(p
+        .cmd()
+        .args(["state", "rm", "merchant.brew/activation_url.club.gold"]))
+    .ok();
+    assert_eq!(
+        p.plan(&mut p.cmd()).code,
+        2,
+        "the forgotten URL is planned again"
+    );
+    // An older export is refused, then accepted with --force.
+    run(p.cmd().args(["state", "import"]).arg(&export))
+        .fails()
+        .stderr_has("refusing to import an older state");
+    run(p.cmd().args(["state", "import", "--force"]).arg(&export)).ok();
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+    // A foreign lineage is refused.
+    let other = Project::example("coffee");
+    other.apply(&mut other.cmd()).ok();
+    run(other.cmd().args(["state", "import"]).arg(&export))
+        .fails()
+        .stderr_has("another lineage");
+    // No secret ever lands in state.
+    let isv = Project::example("isv");
+    isv.apply(&mut isv.cmd()).ok();
+    let text = run(isv.cmd().args(["state", "export"])).ok().stdout;
+    assert!(!text.contains("202405BBtea"), "a token leaked into state");
+}
+
+#[test]
+fn multi_merchant_tokens_and_one_merchants_failure() {
+    let p = Project::example("isv");
+    let r = run(p
+        .cmd()
+        .env_remove("BAKERY_APP_AUTH_TOKEN")
+        .args(["apply", "--auto-approve", "-p"])
+        .arg(p.dir()))
+    .fails();
+    assert!(r.stderr.contains("BAKERY_APP_AUTH_TOKEN"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("202405BB"),
+        "a token leaked: {}",
+        r.stderr
+    );
+    let state = p.export();
+    let done: Vec<&String> = state["resources"].as_object().unwrap().keys().collect();
+    assert!(
+        done.iter().any(|a| a.starts_with("merchant.tea/template.")),
+        "{done:?}"
+    );
+    assert!(
+        done.iter()
+            .any(|a| a.starts_with("merchant.noodles/template.")),
+        "{done:?}"
+    );
+    assert!(
+        !done.iter().any(|a| a.starts_with("merchant.bakery/")),
+        "{done:?}"
+    );
+    p.apply(&mut p.cmd()).ok();
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+    // Each merchant's templates live under its own token at the gateway.
+    let state = p.export();
+    assert_eq!(template_ids(&state).len(), 4);
+}
+
+#[test]
+fn faults_are_retried_and_a_permanent_failure_stops_only_its_dependents() {
+    let p = Project::example("coffee");
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(
+        &tmp.path().join("sb"),
+        &[
+            "--error-rate",
+            "0.2",
+            "--http502-rate",
+            "0.05",
+            "--drop-rate",
+            "0.05",
+        ],
+    );
+    // The gateway allows at most 50 characters of card name; the manifest does not know that.
+    p.edit(
+        "cardform.yaml",
+        "name: Brew Club Gold",
+        &format!("name: {}", "G".repeat(60)),
+    );
+    let r = p.apply(&mut p.cmd_at(&sb)).fails();
+    assert!(
+        r.stderr
+            .contains("merchant.brew/template.club.gold (create)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("code 40004, sub_code INVALID_PARAMETER; retrying will not help"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("merchant.brew/form.club.gold: skipped, because `merchant.brew/template.club.gold` failed"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("merchant.brew/activation_url.club.gold: skipped"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("retrying in"),
+        "injected faults were retried: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("11 done, 1 failed, 2 skipped"),
+        "{}",
+        r.stderr
+    );
+    p.edit(
+        "cardform.yaml",
+        &format!("name: {}", "G".repeat(60)),
+        "name: Gold",
+    );
+    p.apply(&mut p.cmd_at(&sb)).ok();
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    // Drops after the call took effect never duplicated a template.
+    let bq = run(p.cmd_at(&sb).args([
+        "api",
+        "alipay.marketing.card.template.batchquery",
+        "--biz-content",
+        r#"{"page_no":1,"page_size":20}"#,
+    ]));
+    // (faults may hit this call too; retry it until it answers)
+    let bq = if bq.code == 0 {
+        bq
+    } else {
+        loop {
+            let r = run(p.cmd_at(&sb).args([
+                "api",
+                "alipay.marketing.card.template.batchquery",
+                "--biz-content",
+                r#"{"page_no":1,"page_size":20}"#,
+            ]));
+            if r.code == 0 {
+                break r;
+            }
+        }
+    };
+    assert_eq!(bq.json()["template_total"], 3, "{}", bq.stdout);
+}
+
+#[test]
+fn a_second_run_waits_for_or_reports_the_lock() {
+    let p = Project::example("coffee");
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "400ms"]);
+    let mut child = p
+        .cmd_at(&sb)
+        .args(["apply", "--auto-approve", "--parallelism", "1", "-p"])
+        .arg(p.dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first change is done: the apply holds the lock.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    let r = p.plan(&mut p.cmd_at(&sb)).fails();
+    assert!(
+        r.stderr.contains("is locked by `cardform apply`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("pid {}", child.id())),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--lock-timeout"), "{}", r.stderr);
+    // With a lock timeout, the plan waits for the apply to finish.
+    let r = run(p
+        .cmd_at(&sb)
+        .args(["plan", "--lock-timeout", "2m", "-p"])
+        .arg(p.dir()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+    child.wait().unwrap();
+    // A lock record left by a killed run is cleared by `state unlock --force`.
+    std::fs::write(
+        p.state().join("lock.json"),
+        r#"{"pid":999999,"host":"h","operation":"apply","since":"then"}"#,
+    )
+    .unwrap();
+    run(p.cmd().args(["state", "unlock", "--force"]))
+        .ok()
+        .stdout_has("Cleared the lock");
+}
+
+/// kill -9 at many points of an apply, then run it again: it converges with no
+/// duplicate template at the sandbox and no lost id.
+#[test]
+fn kill_9_at_many_points_then_converge() {
+    let p = Project::example("isv");
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(
+        &tmp.path().join("sb"),
+        &["--latency", "30ms", "--drop-rate", "0.15"],
+    );
+    let total = 18;
+    for stop_after in [0, 1, 3, 5, 8, 11, 14] {
+        let mut child = p
+            .cmd_at(&sb)
+            .args(["apply", "--auto-approve", "--parallelism", "3", "-p"])
+            .arg(p.dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut done = 0;
+        while done < stop_after {
+            match lines.next() {
+                Some(Ok(l)) if l.contains(" done") => done += 1,
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let r = p.apply(&mut p.cmd_at(&sb));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    let state = p.export();
+    assert_eq!(state["resources"].as_object().unwrap().len(), total);
+    assert!(state["intents"].as_object().unwrap().is_empty());
+    // Per merchant, the gateway holds exactly the templates in state.
+    let ids = template_ids(&state);
+    for (merchant, _, token) in TOKENS {
+        let mine: Vec<&String> = ids
+            .iter()
+            .filter(|(a, _)| a.starts_with(&format!("merchant.{merchant}/")))
+            .map(|(_, id)| id)
+            .collect();
+        let bq = loop {
+            let r = run(p.cmd_at(&sb).env("CARDFORM_APP_AUTH_TOKEN", token).args([
+                "api",
+                "alipay.marketing.card.template.batchquery",
+                "--biz-content",
+                r#"{"page_no":1,"page_size":20}"#,
+            ]));
+            if r.code == 0 {
+                break r.json();
+            }
+        };
+        let at_gateway: Vec<String> = bq["mcard_template"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["template_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            at_gateway.len(),
+            mine.len(),
+            "{merchant}: gateway {at_gateway:?} vs state {mine:?}"
+        );
+        for id in mine {
+            assert!(
+                at_gateway.contains(id),
+                "{merchant}: {id} in state but not at the gateway"
+            );
+        }
+    }
+}
