@@ -340,3 +340,22 @@ fn every_problem_is_listed_not_only_the_first() {
         .stderr_has("write_off: qr");
     assert!(h.stderr.contains("2 error(s)"));
 }
+
+#[test]
+fn the_readme_manifest_example_validates() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\n")
+        .expect("a yaml example in the README")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("images")).unwrap();
+    write_png(&tmp.path().join("images/logo.png"), 500, 500, 1);
+    write_png(&tmp.path().join("images/background.png"), 1020, 643, 2);
+    write_png(&tmp.path().join("images/background-gold.png"), 1020, 643, 3);
+    std::fs::write(tmp.path().join("cardform.yaml"), &readme[start..end]).unwrap();
+    let r = run(cardform().arg("validate").arg(tmp.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
