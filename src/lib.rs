@@ -15,6 +15,7 @@
 pub mod alipay;
 pub mod apply;
 pub mod cli;
+pub mod durable;
 pub mod graph;
 pub mod manifest;
 pub mod model;

@@ -241,10 +241,10 @@ impl Shared {
             kind: address.kind,
             ids,
             hash: attrs.hash(),
-            attrs: attrs.to_json(),
+            attrs: crate::state::raw_attrs(attrs),
             applied_at: now_rfc3339(),
         };
-        self.store.commit(&rec)?;
+        tokio::task::block_in_place(|| self.store.commit(&rec))?;
         self.state
             .lock()
             .expect("state lock")
@@ -277,7 +277,7 @@ impl Shared {
                     attrs: desired.to_json(),
                     started_at: now_rfc3339(),
                 };
-                self.store.begin(&intent)?;
+                tokio::task::block_in_place(|| self.store.begin(&intent))?;
                 intent
             }
         };
@@ -291,7 +291,7 @@ impl Shared {
             Err(e) => {
                 if e.class() == ErrorClass::Permanent && e.api().is_some() {
                     // The gateway refused it: nothing was created.
-                    self.store.abandon(address)?;
+                    tokio::task::block_in_place(|| self.store.abandon(address))?;
                 }
                 return Err(e.into());
             }
@@ -350,7 +350,7 @@ impl Shared {
         let address = &change.address;
         if change.action == Action::Retire {
             let old = self.ids_of(address);
-            self.store.forget(address)?;
+            tokio::task::block_in_place(|| self.store.forget(address))?;
             self.state.lock().expect("state lock").remove(address);
             let note = match (address.kind, old.template_id, old.image_id) {
                 (Kind::Template, Some(t), _) => {

@@ -4,6 +4,7 @@
 
 mod api;
 mod apply;
+mod bench;
 mod plan;
 mod sandbox;
 mod state;
@@ -53,6 +54,9 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the manifest JSON Schema
     Schema(validate::SchemaArgs),
+    /// Benchmarks: plan at scale, apply throughput (prints figures)
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// What a command asks the process to exit with.
@@ -95,6 +99,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Validate(args) => validate::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
+        Command::Bench(cmd) => bench::exec(cmd).await,
     }
 }
 

@@ -196,10 +196,11 @@ impl Attrs {
         serde_json::to_value(self).expect("bug: attributes always serialize")
     }
 
-    /// sha256 of the canonical JSON.
+    /// sha256 of the canonical (compact, field-ordered) JSON.
     pub fn hash(&self) -> String {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(self.to_json().to_string().as_bytes()))
+        let text = serde_json::to_string(self).expect("bug: attributes always serialize");
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
     }
 
     /// Why a change from `old` to `self` cannot be made in place, if it cannot.

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod bench;
 pub mod gateway;
 pub mod plan;
 pub mod project;

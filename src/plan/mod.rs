@@ -107,11 +107,20 @@ pub enum PlanError {
 
 /// The hash a saved plan is checked against.
 pub fn desired_hash(desired: &Desired) -> String {
+    let hashes: BTreeMap<&Address, String> = desired
+        .resources
+        .iter()
+        .map(|(a, r)| (a, r.attrs.hash()))
+        .collect();
+    desired_hash_from(desired, &hashes)
+}
+
+fn desired_hash_from(desired: &Desired, hashes: &BTreeMap<&Address, String>) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    for r in desired.resources.values() {
-        h.update(r.address.to_string().as_bytes());
-        h.update(r.attrs.hash().as_bytes());
+    for (address, hash) in hashes {
+        h.update(address.to_string().as_bytes());
+        h.update(hash.as_bytes());
     }
     for (name, m) in &desired.merchants {
         h.update(name.as_bytes());
@@ -141,12 +150,16 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         None => None,
     };
     let in_scope = |a: &Address| scope.as_ref().is_none_or(|s| s.contains(a));
+    let hashes: BTreeMap<&Address, String> = desired
+        .resources
+        .iter()
+        .map(|(a, r)| (a, r.attrs.hash()))
+        .collect();
     let mut actions: BTreeMap<Address, Action> = BTreeMap::new();
     let mut changes = Vec::new();
     for address in order.iter().filter(|a| in_scope(a)) {
         let res = &desired.resources[address];
-        let after = res.attrs.to_json();
-        let hash = res.attrs.hash();
+        let hash = &hashes[address];
         let (action, reason, before) = match snap.resources.get(address) {
             None => {
                 let reason = match snap.intents.get(address) {
@@ -159,45 +172,42 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                 (Action::Create, reason, None)
             }
             Some(old) => {
+                let old_attrs = || old.attrs_value();
                 let replaced_dep = res.deps.iter().find(|d| {
                     matches!(actions.get(*d), Some(Action::Create | Action::Replace))
                         && d.kind == Kind::Template
                 });
-                if old.hash != hash {
-                    match (&res.attrs, res.attrs.replace_reason(&old.attrs)) {
+                if &old.hash != hash {
+                    match (&res.attrs, res.attrs.replace_reason(&old_attrs())) {
                         (_, Some(why)) => (
                             Action::Replace,
                             format!("{why}: a new template is created; the old one cannot be deleted at Alipay and is retired"),
-                            Some(old.attrs.clone()),
+                            Some(old_attrs()),
                         ),
                         (Attrs::Image(_), None) => (
                             Action::Replace,
                             "the image content changed: it is uploaded anew (Alipay cannot change or delete an image)".to_string(),
-                            Some(old.attrs.clone()),
+                            Some(old_attrs()),
                         ),
                         _ => {
-                            let fields = changed_fields(&old.attrs, &after);
+                            let fields = changed_fields(&old_attrs(), &res.attrs.to_json());
                             let images_only = fields.iter().all(|f| f == "image_hashes");
                             let reason = if images_only {
                                 "an image it uses was uploaded anew".to_string()
                             } else {
                                 format!("changed: {}", fields.into_iter().filter(|f| f != "image_hashes").collect::<Vec<_>>().join(", "))
                             };
-                            (Action::Update, reason, Some(old.attrs.clone()))
+                            (Action::Update, reason, Some(old_attrs()))
                         }
                     }
                 } else if let Some(dep) = replaced_dep {
                     (
                         Action::Update,
                         format!("`{dep}` is replaced: set again on the new template"),
-                        Some(old.attrs.clone()),
+                        Some(old_attrs()),
                     )
                 } else {
-                    (
-                        Action::NoOp,
-                        "up to date".to_string(),
-                        Some(old.attrs.clone()),
-                    )
+                    (Action::NoOp, "up to date".to_string(), Some(old_attrs()))
                 }
             }
         };
@@ -208,7 +218,8 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             action,
             reason,
             before,
-            after: Some(after),
+            // No-ops carry no attributes: plans of large projects stay small.
+            after: (action != Action::NoOp).then(|| res.attrs.to_json()),
             deps: res.deps.clone(),
         });
     }
@@ -240,7 +251,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             kind: address.kind,
             action: Action::Retire,
             reason,
-            before: Some(old.attrs.clone()),
+            before: Some(old.attrs_value()),
             after: None,
             deps: Vec::new(),
         });
@@ -259,7 +270,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         format_version: 1,
         lineage: snap.meta.lineage.clone(),
         serial: snap.meta.serial,
-        desired_hash: desired_hash(desired),
+        desired_hash: desired_hash_from(desired, &hashes),
         target: opts.target.clone(),
         summary,
         changes,

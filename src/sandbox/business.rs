@@ -254,29 +254,33 @@ pub(crate) async fn dispatch(
             | "alipay.marketing.card.template.batchquery"
             | "alipay.marketing.card.query"
     );
-    let _guard = if read_only {
-        None
-    } else {
-        Some(shared.write_lock.lock().await)
-    };
     let st = &shared.store;
-    let node = match method {
-        "alipay.offline.material.image.upload" => image_upload(shared, &ns, inc)?,
-        "alipay.marketing.card.template.create" => template_create(st, &ns, inc)?,
-        "alipay.marketing.card.template.modify" => template_modify(st, &ns, inc)?,
-        "alipay.marketing.card.template.query" => template_query(st, &ns, inc)?,
-        "alipay.marketing.card.template.batchquery" => template_batchquery(st, &ns, inc)?,
-        "alipay.marketing.card.formtemplate.set" => formtemplate_set(st, &ns, inc)?,
-        "alipay.marketing.card.activateurl.apply" => activateurl_apply(st, &ns, inc)?,
-        "alipay.marketing.card.open" => card_open(st, &ns, inc)?,
-        "alipay.marketing.card.update" => card_update(st, &ns, inc)?,
-        "alipay.marketing.card.query" => card_query(st, &ns, inc)?,
-        "alipay.marketing.card.delete" => card_delete(st, &ns, inc)?,
-        other => {
-            return Err(Fail::invalid(
-                "isv.invalid-method",
-                format!("method {other} does not exist"),
-            ));
+    let node = {
+        // Mutations run one at a time (idempotency checks are race-free); the
+        // flush happens after the lock is released, shared between callers.
+        let _guard = if read_only {
+            None
+        } else {
+            Some(shared.write_lock.lock().await)
+        };
+        match method {
+            "alipay.offline.material.image.upload" => image_upload(shared, &ns, inc)?,
+            "alipay.marketing.card.template.create" => template_create(st, &ns, inc)?,
+            "alipay.marketing.card.template.modify" => template_modify(st, &ns, inc)?,
+            "alipay.marketing.card.template.query" => template_query(st, &ns, inc)?,
+            "alipay.marketing.card.template.batchquery" => template_batchquery(st, &ns, inc)?,
+            "alipay.marketing.card.formtemplate.set" => formtemplate_set(st, &ns, inc)?,
+            "alipay.marketing.card.activateurl.apply" => activateurl_apply(st, &ns, inc)?,
+            "alipay.marketing.card.open" => card_open(st, &ns, inc)?,
+            "alipay.marketing.card.update" => card_update(st, &ns, inc)?,
+            "alipay.marketing.card.query" => card_query(st, &ns, inc)?,
+            "alipay.marketing.card.delete" => card_delete(st, &ns, inc)?,
+            other => {
+                return Err(Fail::invalid(
+                    "isv.invalid-method",
+                    format!("method {other} does not exist"),
+                ));
+            }
         }
     };
     if !read_only {

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 pub struct Store {
     db: sled::Db,
+    group: std::sync::Arc<crate::durable::GroupFlush>,
     pub apps: sled::Tree,
     pub images: sled::Tree,
     pub image_bytes: sled::Tree,
@@ -44,6 +45,7 @@ impl Store {
             templates: tree("templates")?,
             requests: tree("requests")?,
             cards: tree("cards")?,
+            group: Default::default(),
             db,
         })
     }
@@ -55,7 +57,10 @@ impl Store {
 
     /// Make everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let (db, group) = (self.db.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || group.flush(|| db.flush().map(|_| ())))
+            .await
+            .map_err(|e| StoreError::Io(sled::Error::ReportableBug(e.to_string())))??;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::model::{Address, Kind};
 
@@ -29,17 +30,29 @@ pub struct Ids {
 }
 
 /// One applied resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResourceState {
     pub address: Address,
     pub kind: Kind,
     pub ids: Ids,
     /// sha256 of the attributes last applied.
     pub hash: String,
-    /// The attributes last applied.
-    pub attrs: Value,
+    /// The attributes last applied, kept as raw JSON text: reading state stays
+    /// cheap, and only the planner's diffs parse it.
+    pub attrs: Box<RawValue>,
     /// RFC 3339, UTC.
     pub applied_at: String,
+}
+
+impl ResourceState {
+    pub fn attrs_value(&self) -> Value {
+        serde_json::from_str(self.attrs.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Attributes as stored.
+pub fn raw_attrs(attrs: &crate::model::Attrs) -> Box<RawValue> {
+    serde_json::value::to_raw_value(attrs).expect("bug: attributes always serialize")
 }
 
 /// A create journalled before its call: a crash and re-run replays exactly
@@ -66,7 +79,7 @@ pub struct Meta {
 }
 
 /// Everything recorded, read at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: Meta,
     pub resources: BTreeMap<Address, ResourceState>,

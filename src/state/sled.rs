@@ -20,6 +20,7 @@ pub struct SledStore {
     intents: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
+    group: crate::durable::GroupFlush,
 }
 
 fn io(e: impl std::fmt::Display) -> StateError {
@@ -57,6 +58,7 @@ impl SledStore {
             meta: db.open_tree("meta").map_err(io)?,
             db,
             dir: dir.to_path_buf(),
+            group: Default::default(),
         };
         if store.meta.get("lineage").map_err(io)?.is_none() {
             store
@@ -85,9 +87,9 @@ impl SledStore {
         })
     }
 
+    /// Durable before returning; concurrent callers share one fsync.
     fn flush(&self) -> Result<(), StateError> {
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.group.flush(|| self.db.flush().map(|_| ()).map_err(io))
     }
 }
 

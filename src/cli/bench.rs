@@ -1,0 +1,77 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Outcome;
+use crate::ops;
+use crate::render;
+use crate::sandbox::faults::parse_duration;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Plan with no changes over a generated project (default 1,000 merchants x 5 templates)
+    Plan {
+        #[arg(long, default_value_t = 1000)]
+        merchants: usize,
+        #[arg(long, default_value_t = 5)]
+        templates: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Keep the generated project and state here instead of a temporary directory
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Apply new templates (with images, forms, URLs) against a sandbox with injected latency
+    Apply {
+        #[arg(long, default_value_t = 1000)]
+        templates: usize,
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        latency: Duration,
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+}
+
+pub async fn exec(cmd: Command) -> Outcome {
+    let work = tempfile::tempdir()?;
+    match cmd {
+        Command::Plan {
+            merchants,
+            templates,
+            runs,
+            dir,
+        } => {
+            let b = ops::bench::plan(
+                dir.as_deref().unwrap_or(work.path()),
+                merchants,
+                templates,
+                runs,
+            )?;
+            render::line(&format!(
+                "plan, no changes: {} merchants, {} resources: best {} ms of {:?} ms; peak memory {:.0} MB",
+                b.merchants, b.resources, b.best_ms, b.runs_ms, b.peak_rss_mb
+            ));
+            render::json(&b);
+        }
+        Command::Apply {
+            templates,
+            latency,
+            parallelism,
+        } => {
+            let b = ops::bench::apply(work.path(), templates, latency, parallelism).await?;
+            render::line(&format!(
+                "apply: {} templates, {} calls in {:.1} s = {:.0} calls/s; latency bound {:.0} calls/s ({:.0}%); client CPU {:.1} s, signing {:.0} us/call = {:.0}% of it",
+                b.templates,
+                b.calls,
+                b.wall_ms as f64 / 1000.0,
+                b.calls_per_s,
+                b.latency_bound_calls_per_s,
+                b.fraction_of_bound * 100.0,
+                b.client_cpu_ms as f64 / 1000.0,
+                b.sign_us,
+                b.signing_share_of_client_cpu * 100.0
+            ));
+            render::json(&b);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

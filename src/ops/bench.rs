@@ -1,0 +1,236 @@
+//! `cardform bench`: the documented benchmarks. They generate a project, then
+//! time the real binary as a child process (wall time, peak memory from
+//! getrusage). Figures are printed, never asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::alipay::{AppPrivateKey, KeySource, SignType};
+use crate::sandbox::{self, Faults, SandboxConfig};
+use crate::state::StateStore;
+
+/// A `1-bit` PNG, enough for the sandbox and the manifest checks.
+fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    crate::render::qr::png(width, height, |x, y| {
+        (x / 7 + y / 5 + seed as u32).is_multiple_of(3)
+    })
+}
+
+/// Write a project: `merchants` x `templates`, each template with a form and an
+/// activation URL, two images per merchant (shared files).
+pub fn generate(dir: &Path, merchants: usize, templates: usize) -> Result<()> {
+    std::fs::create_dir_all(dir.join("images"))?;
+    std::fs::write(dir.join("images/logo.png"), png(500, 500, 1))?;
+    std::fs::write(dir.join("images/background.png"), png(1020, 643, 2))?;
+    let mut y = String::from(
+        "gateway:\n  endpoint: sandbox\ndefaults:\n  images:\n    logo: { file: images/logo.png, role: logo }\n    background: { file: images/background.png, role: background }\n  templates:\n    standard:\n      card_number: { suffix_length: 16 }\n      write_off: qrcode\n      style: { name: \"${var:brand} Club\", logo: logo, background: background }\n      columns: [{ code: POINT, title: Points }]\n      field_rules: [{ field: Point, rule: from_request, value: Point }]\n      form: { required: [mobile], optional: [name] }\n      activation_url: { callback: \"https://cards.example.com/cb\" }\nmerchants:\n",
+    );
+    for m in 0..merchants {
+        y.push_str(&format!(
+            "  m{m:05}:\n    variables: {{ brand: Brand {m} }}\n    templates:\n"
+        ));
+        for t in 0..templates {
+            y.push_str(&format!(
+                "      t{t}: {{ extends: standard, card_number: {{ prefix: T{t} }} }}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("cardform.yaml"), y)?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanBench {
+    pub merchants: usize,
+    pub resources: usize,
+    pub runs_ms: Vec<u128>,
+    pub best_ms: u128,
+    pub peak_rss_mb: f64,
+}
+
+fn children_peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn children_cpu() -> Duration {
+    // SAFETY: as above.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn cardform() -> Result<Command> {
+    let mut c = Command::new(std::env::current_exe().context("cannot find the cardform binary")?);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDFORM_") {
+            c.env_remove(k);
+        }
+    }
+    Ok(c)
+}
+
+/// Plan with no changes on a generated project whose state already matches.
+pub fn plan(work: &Path, merchants: usize, templates: usize, runs: usize) -> Result<PlanBench> {
+    let project = work.join("project");
+    let state = work.join("state");
+    generate(&project, merchants, templates)?;
+    let desired = super::project::load(&project, &Default::default())?;
+    // Seed the state as if applied (ids are made up; plan never calls the gateway).
+    {
+        let store = crate::state::sled::SledStore::open(&state, "bench", Duration::ZERO)?;
+        let mut snap = store.snapshot()?;
+        for (i, r) in desired.resources.values().enumerate() {
+            let mut ids = crate::state::Ids::default();
+            match r.address.kind {
+                crate::model::Kind::Image => ids.image_id = Some(format!("{i:032}")),
+                _ => ids.template_id = Some(format!("{i:032}")),
+            }
+            snap.resources.insert(
+                r.address.clone(),
+                crate::state::ResourceState {
+                    address: r.address.clone(),
+                    kind: r.address.kind,
+                    ids,
+                    hash: r.attrs.hash(),
+                    attrs: crate::state::raw_attrs(&r.attrs),
+                    applied_at: crate::state::now_rfc3339(),
+                },
+            );
+        }
+        store.replace_all(&snap)?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let out = cardform()?
+            .arg("--state")
+            .arg(&state)
+            .args(["plan", "--detailed-exitcode", "-p"])
+            .arg(&project)
+            .output()?;
+        times.push(start.elapsed().as_millis());
+        if out.status.code() != Some(0) {
+            bail!(
+                "the benchmark plan did not come back empty (exit {:?}):\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(PlanBench {
+        merchants,
+        resources: desired.resources.len(),
+        best_ms: *times.iter().min().unwrap_or(&0),
+        runs_ms: times,
+        peak_rss_mb: children_peak_rss_mb(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApplyBench {
+    pub templates: usize,
+    pub calls: usize,
+    pub parallelism: usize,
+    pub latency_ms: u128,
+    pub wall_ms: u128,
+    pub calls_per_s: f64,
+    pub latency_bound_calls_per_s: f64,
+    pub fraction_of_bound: f64,
+    pub client_cpu_ms: u128,
+    pub sign_us: f64,
+    pub signing_share_of_client_cpu: f64,
+}
+
+/// Apply `templates` new templates (with images, forms, URLs) against a
+/// sandbox with injected latency, served from this process.
+pub async fn apply(
+    work: &Path,
+    templates: usize,
+    latency: Duration,
+    parallelism: usize,
+) -> Result<ApplyBench> {
+    let per = 5;
+    let merchants = templates.div_ceil(per);
+    let project = work.join("project");
+    let state = work.join("state");
+    generate(&project, merchants, per)?;
+    let key_pem = AppPrivateKey::generate_pem();
+    let key_path: PathBuf = work.join("app.pem");
+    std::fs::write(&key_path, &key_pem)?;
+    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
+    let running = sandbox::start(SandboxConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: work.join("sandbox"),
+        apps: vec![("2021000000000009".into(), key.public_key_base64())],
+        faults: Faults {
+            latency,
+            ..Faults::default()
+        },
+    })
+    .await?;
+    let calls = merchants * 2 + merchants * per * 3;
+    let cpu_before = children_cpu();
+    let start = Instant::now();
+    let mut cmd = cardform()?;
+    cmd.arg("--state")
+        .arg(&state)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            &parallelism.to_string(),
+            "-p",
+        ])
+        .arg(&project)
+        .env("CARDFORM_ENDPOINT", running.gateway_url())
+        .env("CARDFORM_APP_ID", "2021000000000009")
+        .env("CARDFORM_PRIVATE_KEY", &key_path)
+        .env(
+            "CARDFORM_ALIPAY_PUBLIC_KEY",
+            running.platform_public_key_path(),
+        );
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let wall = start.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu_before);
+    running.stop().await;
+    if !out.status.success() {
+        bail!(
+            "the benchmark apply failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Cost of one client signature (the request signing every call pays).
+    let msg = vec![b'x'; 600];
+    let n = 300;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(key.sign(SignType::Rsa2, &msg));
+    }
+    let sign = t.elapsed() / n;
+    let bound = parallelism as f64 / latency.as_secs_f64().max(1e-9);
+    let rate = calls as f64 / wall.as_secs_f64();
+    Ok(ApplyBench {
+        templates: merchants * per,
+        calls,
+        parallelism,
+        latency_ms: latency.as_millis(),
+        wall_ms: wall.as_millis(),
+        calls_per_s: rate,
+        latency_bound_calls_per_s: bound,
+        fraction_of_bound: rate / bound,
+        client_cpu_ms: cpu.as_millis(),
+        sign_us: sign.as_secs_f64() * 1e6,
+        signing_share_of_client_cpu: (sign.as_secs_f64() * calls as f64)
+            / cpu.as_secs_f64().max(1e-9),
+    })
+}
