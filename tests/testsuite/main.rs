@@ -2,5 +2,6 @@
 
 mod api;
 mod plan_apply;
+mod property;
 mod support;
 mod validate;
