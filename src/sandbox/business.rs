@@ -156,17 +156,21 @@ fn unknown_keys(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) 
     }
 }
 
-/// Parse `biz_content` into the SDK model type, refusing unknown field names.
-fn parse_biz<T: DeserializeOwned + Serialize>(inc: &Incoming) -> Result<(T, Value), Fail> {
+/// `biz_content` as JSON.
+fn biz_value(inc: &Incoming) -> Result<Value, Fail> {
     let raw = inc
         .get("biz_content")
         .ok_or_else(|| Fail::invalid("isv.invalid-parameter", "biz_content is required"))?;
-    let value: Value = serde_json::from_str(raw).map_err(|e| {
+    serde_json::from_str(raw).map_err(|e| {
         Fail::invalid(
             "isv.invalid-parameter",
             format!("biz_content is not JSON: {e}"),
         )
-    })?;
+    })
+}
+
+/// Read `biz_content` into the SDK model type, refusing unknown field names.
+fn typed_biz<T: DeserializeOwned + Serialize>(value: Value) -> Result<(T, Value), Fail> {
     let typed: T = serde_json::from_value(value.clone())
         .map_err(|e| Fail::invalid("isv.invalid-parameter", format!("biz_content: {e}")))?;
     let round = serde_json::to_value(&typed).expect("models serialize");
@@ -179,6 +183,10 @@ fn parse_biz<T: DeserializeOwned + Serialize>(inc: &Incoming) -> Result<(T, Valu
         ));
     }
     Ok((typed, value))
+}
+
+fn parse_biz<T: DeserializeOwned + Serialize>(inc: &Incoming) -> Result<(T, Value), Fail> {
+    typed_biz(biz_value(inc)?)
 }
 
 fn need<'a>(field: &str, v: &'a Option<String>) -> Result<&'a str, Fail> {
@@ -858,18 +866,9 @@ fn form_list(field: &str, v: &Value) -> Result<Vec<String>, Fail> {
 }
 
 fn formtemplate_set(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
-    let raw = inc
-        .get("biz_content")
-        .ok_or_else(|| Fail::invalid("isv.invalid-parameter", "biz_content is required"))?;
-    let value: Value = serde_json::from_str(raw).map_err(|e| {
-        Fail::invalid(
-            "isv.invalid-parameter",
-            format!("biz_content is not JSON: {e}"),
-        )
-    })?;
     // Accept required/optional as objects too (some public code sends them so);
     // normalize to the documented string form before the model check.
-    let mut normalized = value.clone();
+    let mut normalized = biz_value(inc)?;
     if let Some(fields) = normalized.get_mut("fields").and_then(Value::as_object_mut) {
         for k in ["required", "optional"] {
             if let Some(v) = fields.get_mut(k)
@@ -879,8 +878,7 @@ fn formtemplate_set(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail
             }
         }
     }
-    let req: FormTemplateSetRequest = serde_json::from_value(normalized)
-        .map_err(|e| Fail::invalid("isv.invalid-parameter", format!("biz_content: {e}")))?;
+    let (req, _): (FormTemplateSetRequest, Value) = typed_biz(normalized)?;
     let required = form_list(
         "fields.required",
         &Value::String(req.fields.required.clone()),

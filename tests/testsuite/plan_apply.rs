@@ -102,6 +102,27 @@ impl Project {
     }
 }
 
+/// The templates the sandbox holds for the app (or a merchant's token); faults
+/// may hit this call too, so it is repeated until it answers (bounded).
+fn batchquery(p: &Project, sb: &Sandbox, token: Option<&str>) -> Value {
+    for _ in 0..50 {
+        let mut c = p.cmd_at(sb);
+        if let Some(t) = token {
+            c.env("CARDFORM_APP_AUTH_TOKEN", t);
+        }
+        let r = run(c.args([
+            "api",
+            "alipay.marketing.card.template.batchquery",
+            "--biz-content",
+            r#"{"page_no":1,"page_size":20}"#,
+        ]));
+        if r.code == 0 {
+            return r.json();
+        }
+    }
+    panic!("batchquery never answered");
+}
+
 fn template_ids(state: &Value) -> Vec<(String, String)> {
     state["resources"]
         .as_object()
@@ -506,29 +527,7 @@ fn faults_are_retried_and_a_permanent_failure_stops_only_its_dependents() {
     p.apply(&mut p.cmd_at(&sb)).ok();
     assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
     // Drops after the call took effect never duplicated a template.
-    let bq = run(p.cmd_at(&sb).args([
-        "api",
-        "alipay.marketing.card.template.batchquery",
-        "--biz-content",
-        r#"{"page_no":1,"page_size":20}"#,
-    ]));
-    // (faults may hit this call too; retry it until it answers)
-    let bq = if bq.code == 0 {
-        bq
-    } else {
-        loop {
-            let r = run(p.cmd_at(&sb).args([
-                "api",
-                "alipay.marketing.card.template.batchquery",
-                "--biz-content",
-                r#"{"page_no":1,"page_size":20}"#,
-            ]));
-            if r.code == 0 {
-                break r;
-            }
-        }
-    };
-    assert_eq!(bq.json()["template_total"], 3, "{}", bq.stdout);
+    assert_eq!(batchquery(&p, &sb, None)["template_total"], 3);
 }
 
 #[test]
@@ -624,17 +623,7 @@ fn kill_9_at_many_points_then_converge() {
             .filter(|(a, _)| a.starts_with(&format!("merchant.{merchant}/")))
             .map(|(_, id)| id)
             .collect();
-        let bq = loop {
-            let r = run(p.cmd_at(&sb).env("CARDFORM_APP_AUTH_TOKEN", token).args([
-                "api",
-                "alipay.marketing.card.template.batchquery",
-                "--biz-content",
-                r#"{"page_no":1,"page_size":20}"#,
-            ]));
-            if r.code == 0 {
-                break r.json();
-            }
-        };
+        let bq = batchquery(&p, &sb, Some(token));
         let at_gateway: Vec<String> = bq["mcard_template"]
             .as_array()
             .unwrap()

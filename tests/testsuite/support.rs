@@ -165,61 +165,12 @@ impl Drop for Sandbox {
     }
 }
 
-/// A valid 1-bit grayscale PNG of the given size (stored deflate blocks).
+/// A valid 1-bit grayscale PNG of the given size (the library's own writer).
 /// `seed` varies the pixels so that images of one size can differ in content.
 pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend(&body);
-        out.extend(crc32(&body).to_be_bytes());
-    }
-    let row = width.div_ceil(8) as usize + 1;
-    let mut raw = Vec::with_capacity(row * height as usize);
-    for y in 0..height {
-        raw.push(0);
-        for x in 0..row - 1 {
-            raw.push(((x as u32 ^ y) as u8).wrapping_mul(31).wrapping_add(seed));
-        }
-    }
-    let mut z = vec![0x78, 0x01];
-    for (i, block) in raw.chunks(65535).enumerate() {
-        let last = (i + 1) * 65535 >= raw.len();
-        z.push(last as u8);
-        z.extend((block.len() as u16).to_le_bytes());
-        z.extend((!(block.len() as u16)).to_le_bytes());
-        z.extend(block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + x as u32) % 65521;
-        b = (b + a) % 65521;
-    }
-    z.extend(((b << 16) | a).to_be_bytes());
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(width.to_be_bytes());
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([1, 0, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
-    out
+    cardform::render::qr::png(width, height, |x, y| {
+        ((x ^ y) as u8).wrapping_mul(31).wrapping_add(seed) & 1 == 1
+    })
 }
 
 pub fn write_png(path: &Path, width: u32, height: u32, seed: u8) {
