@@ -201,6 +201,11 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // Answers go out at once (no Nagle delay waiting on the client's ACK).
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
