@@ -1,8 +1,8 @@
 //! plan / apply / state / output: the real binary against sandbox processes.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 use serde_json::Value;
 
@@ -530,21 +530,37 @@ fn faults_are_retried_and_a_permanent_failure_stops_only_its_dependents() {
     assert_eq!(batchquery(&p, &sb, None)["template_total"], 3);
 }
 
-#[test]
-fn a_second_run_waits_for_or_reports_the_lock() {
-    let p = Project::example("coffee");
-    let tmp = tempfile::tempdir().unwrap();
-    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "400ms"]);
+/// An apply in the background, with its progress lines (stderr) to wait on.
+fn spawn_apply(
+    p: &Project,
+    sb: &Sandbox,
+    parallelism: usize,
+) -> (Child, Lines<BufReader<ChildStderr>>) {
     let mut child = p
-        .cmd_at(&sb)
-        .args(["apply", "--auto-approve", "--parallelism", "1", "-p"])
+        .cmd_at(sb)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            &parallelism.to_string(),
+            "-p",
+        ])
         .arg(p.dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn a_second_run_waits_for_or_reports_the_lock() {
+    let p = Project::example("coffee");
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "400ms"]);
+    let (mut child, mut lines) = spawn_apply(&p, &sb, 1);
     // Wait until the first change is done: the apply holds the lock.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     lines.next().unwrap().unwrap();
     let r = p.plan(&mut p.cmd_at(&sb)).fails();
     assert!(
@@ -589,15 +605,7 @@ fn kill_9_at_many_points_then_converge() {
     );
     let total = 18;
     for stop_after in [0, 1, 3, 5, 8, 11, 14] {
-        let mut child = p
-            .cmd_at(&sb)
-            .args(["apply", "--auto-approve", "--parallelism", "3", "-p"])
-            .arg(p.dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut child, mut lines) = spawn_apply(&p, &sb, 3);
         let mut done = 0;
         while done < stop_after {
             match lines.next() {
