@@ -240,7 +240,18 @@ impl Client {
             .get("sign_type")
             .and_then(|s| s.parse().ok())
             .unwrap_or(self.config.sign_type);
-        envelope::open(method, text, &self.config.alipay_public_key, sign_type)
+        envelope::open(method, text, &self.config.alipay_public_key, sign_type).map_err(|e| match (
+            e,
+            &call.app_auth_token,
+        ) {
+            // The real gateway echoes the string it checked (app_auth_token
+            // included) in some sub_msgs: never let a token reach a message.
+            (GatewayError::Api(mut api), Some(token)) => {
+                api.redact(token.expose());
+                GatewayError::Api(api)
+            }
+            (e, _) => e,
+        })
     }
 
     /// A typed call: serialize the request, execute, deserialize the node.

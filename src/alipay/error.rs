@@ -33,6 +33,17 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Replace every occurrence of `secret` in the gateway's texts.
+    pub fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        self.msg = self.msg.replace(secret, "<redacted>");
+        if let Some(m) = self.sub_msg.as_mut() {
+            *m = m.replace(secret, "<redacted>");
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         let sub = self.sub_code.as_deref().unwrap_or("");
         if self.code == "40005" || sub.ends_with("-call-limited") {
@@ -112,5 +123,28 @@ impl GatewayError {
             ErrorClass::Throttled => "rate limited: a slower retry may succeed",
             ErrorClass::Permanent => "retrying will not help",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_tokens_are_redacted() {
+        let mut e = ApiError {
+            method: "m".into(),
+            code: "40002".into(),
+            msg: "Invalid Arguments".into(),
+            sub_code: Some("isv.invalid-signature".into()),
+            sub_msg: Some("checked: app_auth_token=202405BBsecret&app_id=1".into()),
+            signed: true,
+        };
+        e.redact("202405BBsecret");
+        assert_eq!(
+            e.sub_msg.as_deref(),
+            Some("checked: app_auth_token=<redacted>&app_id=1")
+        );
+        assert!(!e.to_string().contains("202405BBsecret"));
     }
 }
