@@ -66,7 +66,7 @@ pub fn unlock(dir: &Path) -> Result<Option<lock::LockInfo>> {
         && i.pid != std::process::id()
     {
         // The OS lock is still held by a live process: clearing the record would lie.
-        if SledProbe::held(dir) {
+        if project::open_state(dir, "state unlock", Duration::ZERO).is_err() {
             bail!(
                 "`cardform {}` (pid {}) is still running and holds the state lock\nhint: stop it first",
                 i.operation,
@@ -76,13 +76,6 @@ pub fn unlock(dir: &Path) -> Result<Option<lock::LockInfo>> {
     }
     let _ = std::fs::remove_file(lock::info_path(dir));
     Ok(info)
-}
-
-struct SledProbe;
-impl SledProbe {
-    fn held(dir: &Path) -> bool {
-        project::open_state(dir, "state unlock", Duration::ZERO).is_err()
-    }
 }
 
 #[derive(Debug, Serialize)]
