@@ -26,7 +26,7 @@ pub struct ServeArgs {
     /// Register an app and its public key file (repeatable)
     #[arg(long = "app", value_name = "APP_ID=PATH", value_parser = key_path)]
     pub apps: Vec<(String, PathBuf)>,
-    /// Added latency per call, e.g. 20ms
+    /// Time each call takes, e.g. 20ms: the answer leaves this long after the request arrived
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub latency: Duration,
     /// Fraction of calls answered 20000 isp.unknow-error

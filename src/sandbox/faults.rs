@@ -11,6 +11,8 @@ use rand::Rng;
 
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
+    /// How long each call takes, as the client sees it: the answer leaves this
+    /// long after the request arrived (the sandbox's own work included).
     pub latency: Duration,
     /// Fraction of calls answered 20000 isp.unknow-error (no effect).
     pub error_rate: f64,

@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     /// Serializes mutating business calls, so idempotency checks are race-free.
     write_lock: Mutex<()>,
     base_url: String,
+    /// Registered app keys, parsed on first use (apps are registered before
+    /// serving starts).
+    app_keys: std::sync::RwLock<std::collections::HashMap<String, verify::AppKey>>,
 }
 
 /// A sandbox serving in the background of this process.
@@ -191,6 +194,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         faults: config.faults.clone(),
         write_lock: Mutex::new(()),
         base_url: format!("http://{addr}"),
+        app_keys: Default::default(),
     });
     let app = Router::new()
         .route("/gateway.do", post(gateway))
@@ -374,6 +378,21 @@ fn json_response(body: String) -> Response {
 }
 
 impl Shared {
+    fn app_key(&self, app_id: &str) -> Option<verify::AppKey> {
+        let cached = self.app_keys.read().ok()?.get(app_id).cloned();
+        if cached.is_some() {
+            return cached;
+        }
+        let key = store::get::<String>(&self.store.apps, app_id)
+            .ok()
+            .flatten()
+            .and_then(|k| verify::parse_app_key(&k))?;
+        if let Ok(mut keys) = self.app_keys.write() {
+            keys.insert(app_id.to_string(), key.clone());
+        }
+        Some(key)
+    }
+
     /// `{"<node>":<node>,"sign":"..."}`: compact, node first, `sign` last, the
     /// signature over exactly the node bytes as emitted.
     fn signed(&self, method: &str, sign_type: &str, node: &str) -> Response {
@@ -443,11 +462,7 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
             "app_id is required",
         )));
     };
-    let app_key = match store::get::<String>(&shared.store.apps, app_id) {
-        Ok(Some(k)) => verify::parse_app_key(&k),
-        _ => None,
-    };
-    let Some(app_key) = app_key else {
+    let Some(app_key) = shared.app_key(app_id) else {
         return Err(Rejection::Early(Fail::invalid(
             "isv.invalid-app-id",
             format!("app_id {app_id} is not registered with this gateway"),
@@ -537,11 +552,18 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
     Ok((method, sign_type))
 }
 
+/// `POST /gateway.do`. With injected latency, the answer leaves that long after
+/// the request arrived: the sandbox's own work happens within the latency, as a
+/// remote gateway's does, so the latency is what a client sees per call.
 async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let answer_at = tokio::time::Instant::now() + shared.faults.latency;
+    let response = answer(&shared, req).await;
+    tokio::time::sleep_until(answer_at).await;
+    response
+}
+
+async fn answer(shared: &Shared, req: Request) -> Response {
     let faults = &shared.faults;
-    if !faults.latency.is_zero() {
-        tokio::time::sleep(faults.latency).await;
-    }
     if faults.roll(faults.http502_rate) {
         return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
     }
@@ -549,7 +571,7 @@ async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(inc) => inc,
         Err(fail) => return error_response(fail),
     };
-    let (method, sign_type) = match check_protocol(&shared, &inc) {
+    let (method, sign_type) = match check_protocol(shared, &inc) {
         Ok(v) => v,
         Err(Rejection::Early(fail)) => return error_response(fail),
         Err(Rejection::InMethod(method, fail)) => {
@@ -562,7 +584,7 @@ async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if faults.roll(faults.error_rate) {
         return shared.signed(&method, &sign_type, &Fail::unavailable().node());
     }
-    let node = match business::dispatch(&shared, &method, &inc).await {
+    let node = match business::dispatch(shared, &method, &inc).await {
         Ok(node) => node,
         Err(fail) => fail.node(),
     };
