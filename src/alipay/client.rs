@@ -119,6 +119,8 @@ pub fn timestamp_now() -> String {
 pub struct Client {
     http: reqwest::Client,
     config: Arc<GatewayConfig>,
+    /// Slots for calls in flight, if limited (see [`Client::with_max_in_flight`]).
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Client {
@@ -136,7 +138,17 @@ impl Client {
         Ok(Self {
             http,
             config: Arc::new(config),
+            in_flight: None,
         })
+    }
+
+    /// Allow at most `n` calls in flight at once (shared by every clone). A
+    /// call is built and signed before it waits for a slot and holds the slot
+    /// only while on the wire, so one call's signing overlaps the others'
+    /// round trips.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        self
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -217,6 +229,15 @@ impl Client {
             }
             request.multipart(multipart)
         };
+        let slot = match &self.in_flight {
+            Some(slots) => Some(
+                slots
+                    .acquire()
+                    .await
+                    .expect("bug: the slots are never closed"),
+            ),
+            None => None,
+        };
         let response = request
             .send()
             .await
@@ -232,6 +253,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| self.transport(method, &e))?;
+        drop(slot);
         let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::Malformed {
             method: method.into(),
             detail: "the body is not UTF-8".into(),

@@ -7,7 +7,8 @@
 //! 2. a change whose dependency failed or was skipped is skipped, not failed;
 //! 3. a create journals an intent (request_id + exact request) first; a crash
 //!    and re-run replays that request, so no duplicate and no lost id;
-//! 4. every success is committed (and flushed) before the next call starts;
+//! 4. every success is committed at once; it is flushed before the next call
+//!    unless a re-run recovers it without a duplicate (see `Durability`);
 //! 5. retryable errors back off exponentially with jitter; throttling pauses
 //!    every worker; the report lists every failure with its gateway code.
 //!
@@ -26,7 +27,7 @@ use crate::model::{Address, Attrs, Desired, Kind, TemplateAttrs};
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{self, ImageIds, Provider};
 use crate::secret::Secret;
-use crate::state::{Ids, Intent, ResourceState, Snapshot, StateStore, now_rfc3339};
+use crate::state::{Durability, Ids, Intent, ResourceState, Snapshot, StateStore, now_rfc3339};
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -235,7 +236,16 @@ impl Shared {
             .collect()
     }
 
-    fn commit(&self, address: &Address, ids: Ids, attrs: &Attrs) -> Result<(), Failure> {
+    /// Record a success at once. `Deferred` is for results a re-run recovers
+    /// without a duplicate (see [`Durability`]); that write is a few
+    /// microseconds of memory work, done on the runtime thread.
+    fn commit(
+        &self,
+        address: &Address,
+        ids: Ids,
+        attrs: &Attrs,
+        durability: Durability,
+    ) -> Result<(), Failure> {
         let rec = ResourceState {
             address: address.clone(),
             kind: address.kind,
@@ -244,7 +254,12 @@ impl Shared {
             attrs: crate::state::raw_attrs(attrs),
             applied_at: now_rfc3339(),
         };
-        tokio::task::block_in_place(|| self.store.commit(&rec))?;
+        match durability {
+            Durability::Flushed => {
+                tokio::task::block_in_place(|| self.store.commit(&rec, durability))?
+            }
+            Durability::Deferred => self.store.commit(&rec, durability)?,
+        };
         self.state
             .lock()
             .expect("state lock")
@@ -302,7 +317,9 @@ impl Shared {
             template_id: Some(template_id.clone()),
             ..Ids::default()
         };
-        self.commit(address, ids, &journalled)?;
+        // Deferred: until this commit is on disk the intent stays journalled,
+        // and a re-run replays it (same request_id: the same template comes back).
+        self.commit(address, ids, &journalled, Durability::Deferred)?;
         if intent.hash != desired.hash() {
             // The manifests changed since the interrupted run: bring the
             // replayed template up to date.
@@ -337,7 +354,14 @@ impl Shared {
             template_id: Some(template_id.to_string()),
             ..Ids::default()
         };
-        self.commit(address, ids, &Attrs::Template(Box::new(attrs.clone())))
+        // Deferred: if it is lost, the state keeps the old hash and a re-run
+        // sends the same modification again.
+        self.commit(
+            address,
+            ids,
+            &Attrs::Template(Box::new(attrs.clone())),
+            Durability::Deferred,
+        )
     }
 
     fn template_id_of(&self, template: &Address) -> Result<String, Failure> {
@@ -377,7 +401,9 @@ impl Shared {
                         self.provider.upload_image(&address.name, img, token)
                     })
                     .await?;
-                self.commit(address, ids, &resource.attrs)?;
+                // Flushed: an upload is not idempotent, so a lost image_id
+                // would mean a second image at the gateway.
+                self.commit(address, ids, &resource.attrs, Durability::Flushed)?;
                 Ok(old.map(|o| format!("previous image_id {o} stays at Alipay")))
             }
             (Attrs::Template(t), Action::Create | Action::Replace) => {
@@ -403,7 +429,8 @@ impl Shared {
                     template_id: Some(tid),
                     ..Ids::default()
                 };
-                self.commit(address, ids, &resource.attrs)?;
+                // Deferred: setting the same form again is idempotent.
+                self.commit(address, ids, &resource.attrs, Durability::Deferred)?;
                 Ok(None)
             }
             (Attrs::ActivationUrl(u), _) => {
@@ -416,7 +443,8 @@ impl Shared {
                     apply_card_url: Some(url),
                     ..Ids::default()
                 };
-                self.commit(address, ids, &resource.attrs)?;
+                // Deferred: asking again returns the same URL.
+                self.commit(address, ids, &resource.attrs, Durability::Deferred)?;
                 Ok(None)
             }
         }
@@ -492,7 +520,11 @@ pub async fn apply(
         }
     };
     let mut results = Vec::new();
-    let semaphore = Arc::new(Semaphore::new(opts.parallelism.max(1)));
+    // Calls in flight are bounded by the provider's client (`parallelism`
+    // slots, see `Client::with_max_in_flight`). Twice as many changes may be
+    // under way, so that building, signing and recording one change overlaps
+    // the other changes' round trips and no slot waits on local work.
+    let semaphore = Arc::new(Semaphore::new(opts.parallelism.max(1) * 2));
     for lvl in 0..=4 {
         let mut tasks = tokio::task::JoinSet::new();
         for change in work.iter().filter(|c| level(c) == lvl).cloned() {
@@ -561,6 +593,19 @@ pub async fn apply(
                 }),
             }
         }
+    }
+    // Everything recorded is on disk before the report goes out.
+    if let Err(e) = tokio::task::block_in_place(|| shared.store.flush()) {
+        results.push(ResultLine {
+            address: Address::new("?", Kind::Image, "?"),
+            action: Action::NoOp,
+            outcome: Outcome::Failed {
+                error: format!("flushing the state store failed: {e}"),
+                code: None,
+                sub_code: None,
+                retryable: false,
+            },
+        });
     }
     results.sort_by(|a, b| (a.address.kind, &a.address).cmp(&(b.address.kind, &b.address)));
     Report {

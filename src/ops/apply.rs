@@ -107,7 +107,10 @@ pub async fn run(
     let tokens = tokens(&desired);
     let conn = super::gateway::connect(&settings.gateway, &settings.state_dir).await?;
     let provider = Arc::new(Provider {
-        client: conn.client.clone(),
+        client: conn
+            .client
+            .clone()
+            .with_max_in_flight(req.options.parallelism),
     });
     let caps = apply::Capabilities {
         store,

@@ -136,78 +136,99 @@ pub fn plan(work: &Path, merchants: usize, templates: usize, runs: usize) -> Res
     })
 }
 
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ApplyRun {
+    pub wall_ms: u128,
+    pub calls_per_s: f64,
+    pub fraction_of_bound: f64,
+    pub client_cpu_ms: u128,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ApplyBench {
     pub templates: usize,
     pub calls: usize,
     pub parallelism: usize,
     pub latency_ms: u128,
-    pub wall_ms: u128,
-    pub calls_per_s: f64,
     pub latency_bound_calls_per_s: f64,
-    pub fraction_of_bound: f64,
-    pub client_cpu_ms: u128,
+    /// Each run from an empty state against an empty sandbox.
+    pub runs: Vec<ApplyRun>,
+    /// The median run (by wall time).
+    pub median: ApplyRun,
     pub sign_us: f64,
+    /// Signing time / client CPU time, in the median run.
     pub signing_share_of_client_cpu: f64,
 }
 
 /// Apply `templates` new templates (with images, forms, URLs) against a
-/// sandbox with injected latency, served from this process.
+/// sandbox with injected latency, served from this process; `runs` times,
+/// each from an empty state against an empty sandbox.
 pub async fn apply(
     work: &Path,
     templates: usize,
     latency: Duration,
     parallelism: usize,
+    runs: usize,
 ) -> Result<ApplyBench> {
     let per = 5;
     let merchants = templates.div_ceil(per);
     let project = work.join("project");
-    let state = work.join("state");
     generate(&project, merchants, per)?;
     let key_pem = AppPrivateKey::generate_pem();
     let key_path: PathBuf = work.join("app.pem");
     std::fs::write(&key_path, &key_pem)?;
     let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
-    let running = sandbox::start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: work.join("sandbox"),
-        apps: vec![("2021000000000009".into(), key.public_key_base64())],
-        faults: Faults {
-            latency,
-            ..Faults::default()
-        },
-    })
-    .await?;
     let calls = merchants * 2 + merchants * per * 3;
-    let cpu_before = children_cpu();
-    let start = Instant::now();
-    let mut cmd = cardform()?;
-    cmd.arg("--state")
-        .arg(&state)
-        .args([
-            "apply",
-            "--auto-approve",
-            "--parallelism",
-            &parallelism.to_string(),
-            "-p",
-        ])
-        .arg(&project)
-        .env("CARDFORM_ENDPOINT", running.gateway_url())
-        .env("CARDFORM_APP_ID", "2021000000000009")
-        .env("CARDFORM_PRIVATE_KEY", &key_path)
-        .env(
-            "CARDFORM_ALIPAY_PUBLIC_KEY",
-            running.platform_public_key_path(),
-        );
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    let wall = start.elapsed();
-    let cpu = children_cpu().saturating_sub(cpu_before);
-    running.stop().await;
-    if !out.status.success() {
-        bail!(
-            "the benchmark apply failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let bound = parallelism as f64 / latency.as_secs_f64().max(1e-9);
+    let mut results = Vec::new();
+    for run in 0..runs.max(1) {
+        let running = sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: work.join(format!("sandbox-{run}")),
+            apps: vec![("2021000000000009".into(), key.public_key_base64())],
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+        })
+        .await?;
+        let cpu_before = children_cpu();
+        let start = Instant::now();
+        let mut cmd = cardform()?;
+        cmd.arg("--state")
+            .arg(work.join(format!("state-{run}")))
+            .args([
+                "apply",
+                "--auto-approve",
+                "--parallelism",
+                &parallelism.to_string(),
+                "-p",
+            ])
+            .arg(&project)
+            .env("CARDFORM_ENDPOINT", running.gateway_url())
+            .env("CARDFORM_APP_ID", "2021000000000009")
+            .env("CARDFORM_PRIVATE_KEY", &key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                running.platform_public_key_path(),
+            );
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        let wall = start.elapsed();
+        let cpu = children_cpu().saturating_sub(cpu_before);
+        running.stop().await;
+        if !out.status.success() {
+            bail!(
+                "the benchmark apply failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let rate = calls as f64 / wall.as_secs_f64();
+        results.push(ApplyRun {
+            wall_ms: wall.as_millis(),
+            calls_per_s: rate,
+            fraction_of_bound: rate / bound,
+            client_cpu_ms: cpu.as_millis(),
+        });
     }
     // Cost of one client signature (the request signing every call pays).
     let msg = vec![b'x'; 600];
@@ -217,20 +238,19 @@ pub async fn apply(
         std::hint::black_box(key.sign(SignType::Rsa2, &msg));
     }
     let sign = t.elapsed() / n;
-    let bound = parallelism as f64 / latency.as_secs_f64().max(1e-9);
-    let rate = calls as f64 / wall.as_secs_f64();
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    order.sort_by_key(|&i| results[i].wall_ms);
+    let median = results[order[order.len() / 2]];
     Ok(ApplyBench {
         templates: merchants * per,
         calls,
         parallelism,
         latency_ms: latency.as_millis(),
-        wall_ms: wall.as_millis(),
-        calls_per_s: rate,
         latency_bound_calls_per_s: bound,
-        fraction_of_bound: rate / bound,
-        client_cpu_ms: cpu.as_millis(),
         sign_us: sign.as_secs_f64() * 1e6,
         signing_share_of_client_cpu: (sign.as_secs_f64() * calls as f64)
-            / cpu.as_secs_f64().max(1e-9),
+            / (median.client_cpu_ms as f64 / 1000.0).max(1e-9),
+        median,
+        runs: results,
     })
 }

@@ -123,3 +123,16 @@ pub fn dropped() -> Response {
     });
     Response::new(Body::from_stream(stream))
 }
+
+/// Sleep until `deadline`, to the microsecond where the OS allows it: tokio's
+/// own timer wakes on millisecond ticks, which would add up to a millisecond
+/// or more to every injected latency.
+pub async fn sleep_until(deadline: Instant) {
+    #[cfg(target_os = "linux")]
+    if let Ok(delay) = tokio_timerfd::Delay::new(deadline)
+        && delay.await.is_ok()
+    {
+        return;
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+}

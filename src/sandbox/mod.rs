@@ -556,9 +556,9 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
 /// the request arrived: the sandbox's own work happens within the latency, as a
 /// remote gateway's does, so the latency is what a client sees per call.
 async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let answer_at = tokio::time::Instant::now() + shared.faults.latency;
+    let answer_at = std::time::Instant::now() + shared.faults.latency;
     let response = answer(&shared, req).await;
-    tokio::time::sleep_until(answer_at).await;
+    faults::sleep_until(answer_at).await;
     response
 }
 

@@ -114,11 +114,30 @@ pub enum StateError {
     Refused(String),
 }
 
-/// Where state is kept. Every write is durable when it returns.
+/// How soon a write must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk before the call returns.
+    Flushed,
+    /// Written at once (readable, and kept if the process is killed after the
+    /// store's next flush); on disk within [`FLUSH_EVERY_MS`] or at the next
+    /// flushed write, whichever is first. Only for results that a re-run
+    /// recovers without a duplicate: a create whose intent stays journalled
+    /// until this commit lands, or an idempotent call.
+    Deferred,
+}
+
+/// The longest a [`Durability::Deferred`] write waits for its flush.
+pub const FLUSH_EVERY_MS: u64 = 200;
+
+/// Where state is kept. Every write is durable when it returns, except a
+/// commit the caller marks [`Durability::Deferred`].
 pub trait StateStore: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot, StateError>;
     /// Record an applied resource (clearing any intent for it); returns the new serial.
-    fn commit(&self, r: &ResourceState) -> Result<u64, StateError>;
+    fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError>;
+    /// Make every write so far durable.
+    fn flush(&self) -> Result<(), StateError>;
     /// Forget a resource (retire, `state rm`); returns the new serial.
     fn forget(&self, address: &Address) -> Result<u64, StateError>;
     /// Journal a create before its call.

@@ -2,8 +2,10 @@
 //!
 //! Trees: `resources` (address -> ResourceState JSON), `intents` (address ->
 //! Intent JSON), `meta` (lineage, serial). Each change is one transaction over
-//! the trees it touches, bumps the serial, and is flushed to disk before the
-//! call returns.
+//! the trees it touches and bumps the serial. It is flushed to disk before the
+//! call returns, unless it is a [`Durability::Deferred`] commit: sled then
+//! flushes it within [`FLUSH_EVERY_MS`], or with the next flushed write (sled's
+//! log is recovered in order, so a later flush covers every earlier write).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +13,9 @@ use std::time::Duration;
 use sled::Transactional;
 
 use super::lock::{self, LockInfo};
-use super::{Intent, Meta, ResourceState, Snapshot, StateError, StateStore};
+use super::{
+    Durability, FLUSH_EVERY_MS, Intent, Meta, ResourceState, Snapshot, StateError, StateStore,
+};
 use crate::model::Address;
 
 pub struct SledStore {
@@ -36,7 +40,11 @@ impl SledStore {
             reason: e.to_string(),
         })?;
         let db = lock::acquire(dir, timeout, || {
-            match sled::Config::new().path(dir.join("store")).open() {
+            match sled::Config::new()
+                .path(dir.join("store"))
+                .flush_every_ms(Some(FLUSH_EVERY_MS))
+                .open()
+            {
                 Ok(db) => Ok(Some(db)),
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock
@@ -85,11 +93,6 @@ impl SledStore {
             lineage,
             serial: read_serial(self.meta.get("serial").map_err(io)?),
         })
-    }
-
-    /// Durable before returning; concurrent callers share one fsync.
-    fn flush(&self) -> Result<(), StateError> {
-        self.group.flush(|| self.db.flush().map(|_| ()).map_err(io))
     }
 }
 
@@ -140,7 +143,12 @@ impl StateStore for SledStore {
         Ok(snap)
     }
 
-    fn commit(&self, r: &ResourceState) -> Result<u64, StateError> {
+    /// Durable before returning; concurrent callers share one fsync.
+    fn flush(&self) -> Result<(), StateError> {
+        self.group.flush(|| self.db.flush().map(|_| ()).map_err(io))
+    }
+
+    fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
         let key = r.address.to_string();
         let value = serde_json::to_vec(r).map_err(io)?;
         let serial = (&self.resources, &self.intents, &self.meta)
@@ -150,7 +158,9 @@ impl StateStore for SledStore {
                 bump(meta)
             })
             .map_err(|e| io(format!("{e:?}")))?;
-        self.flush()?;
+        if durability == Durability::Flushed {
+            self.flush()?;
+        }
         Ok(serial)
     }
 

@@ -1,0 +1,177 @@
+//! The worst crash the executor allows for, made deterministic: every commit
+//! marked `Durability::Deferred` is lost (as if `kill -9` came before sled's
+//! next flush), then apply runs again. It must converge with no duplicate at
+//! the gateway and every id in state.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardform::alipay::SignType;
+use cardform::alipay::methods::TemplateBatchQueryRequest;
+use cardform::apply::{self, Capabilities, NoProgress, Options};
+use cardform::model::{Address, Kind};
+use cardform::ops;
+use cardform::plan;
+use cardform::provider::Provider;
+use cardform::settings::{Endpoint, GatewaySettings};
+use cardform::state::sled::SledStore;
+use cardform::state::{Durability, Intent, ResourceState, Snapshot, StateError, StateStore};
+
+/// A sled store that drops every deferred commit: what a crash right after the
+/// run would leave on disk.
+struct LosesDeferredCommits(SledStore);
+
+impl StateStore for LosesDeferredCommits {
+    fn snapshot(&self) -> Result<Snapshot, StateError> {
+        self.0.snapshot()
+    }
+    fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
+        match durability {
+            Durability::Flushed => self.0.commit(r, durability),
+            Durability::Deferred => Ok(0),
+        }
+    }
+    fn flush(&self) -> Result<(), StateError> {
+        self.0.flush()
+    }
+    fn forget(&self, address: &Address) -> Result<u64, StateError> {
+        self.0.forget(address)
+    }
+    fn begin(&self, intent: &Intent) -> Result<(), StateError> {
+        self.0.begin(intent)
+    }
+    fn abandon(&self, address: &Address) -> Result<(), StateError> {
+        self.0.abandon(address)
+    }
+    fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
+        self.0.replace_all(snap)
+    }
+}
+
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(dir, "test", Duration::from_secs(10)).unwrap()
+}
+
+async fn apply_once(
+    project: &Path,
+    store: Arc<dyn StateStore>,
+    provider: &Arc<Provider>,
+) -> apply::Report {
+    let desired = ops::project::load(project, &Default::default()).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let plan = plan::plan(&desired, &snapshot, &Default::default()).unwrap();
+    let caps = Capabilities {
+        store,
+        provider: provider.clone(),
+        tokens: ops::apply::tokens(&desired),
+        progress: Arc::new(NoProgress),
+    };
+    apply::apply(
+        &plan,
+        Arc::new(desired),
+        snapshot,
+        caps,
+        &Options::default(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_every_deferred_commit_converges_without_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    crate::plan_apply::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
+        &project,
+    );
+    let state_dir = tmp.path().join("state");
+    let gateway = GatewaySettings {
+        endpoint: Endpoint::Embedded,
+        app_id: None,
+        private_key: None,
+        alipay_public_key: None,
+        app_auth_token: None,
+        sign_type: SignType::Rsa2,
+        sandbox_faults: None,
+    };
+    let conn = ops::gateway::connect(&gateway, &state_dir).await.unwrap();
+    let provider = Arc::new(Provider {
+        client: conn.client.clone().with_max_in_flight(8),
+    });
+
+    // The "crashed" run: the gateway did everything, the disk kept only the
+    // flushed writes.
+    let report = apply_once(
+        &project,
+        Arc::new(LosesDeferredCommits(open(&state_dir))),
+        &provider,
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.results);
+    let kept = open(&state_dir).snapshot().unwrap();
+    let templates: Vec<&Address> = report
+        .results
+        .iter()
+        .map(|r| &r.address)
+        .filter(|a| a.kind == Kind::Template)
+        .collect();
+    assert!(!templates.is_empty());
+    for t in &templates {
+        assert!(!kept.resources.contains_key(*t), "{t} was not lost");
+        assert!(kept.intents.contains_key(*t), "{t} has no intent left");
+    }
+    assert!(
+        kept.resources.keys().all(|a| a.kind == Kind::Image),
+        "only the flushed image ids survive: {:?}",
+        kept.resources.keys().collect::<Vec<_>>()
+    );
+
+    // The re-run replays every intent and repeats the idempotent calls.
+    let store: Arc<dyn StateStore> = Arc::new(open(&state_dir));
+    let report = apply_once(&project, store.clone(), &provider).await;
+    assert!(report.ok(), "{:?}", report.results);
+    let resumed = report
+        .results
+        .iter()
+        .filter(|r| format!("{:?}", r.outcome).contains("resumed an interrupted create"))
+        .count();
+    assert_eq!(resumed, templates.len());
+    let state = store.snapshot().unwrap();
+    assert!(state.intents.is_empty());
+    let desired = ops::project::load(&project, &Default::default()).unwrap();
+    assert!(
+        !plan::plan(&desired, &state, &Default::default())
+            .unwrap()
+            .has_changes()
+    );
+
+    // The gateway holds exactly the templates in state: no duplicate.
+    let listed = provider
+        .client
+        .call(
+            &TemplateBatchQueryRequest {
+                page_no: 1,
+                page_size: 20,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let mut at_gateway: Vec<String> = listed
+        .mcard_template
+        .into_iter()
+        .map(|t| t.template_id)
+        .collect();
+    let mut in_state: Vec<String> = state
+        .resources
+        .values()
+        .filter(|r| r.kind == Kind::Template)
+        .filter_map(|r| r.ids.template_id.clone())
+        .collect();
+    at_gateway.sort();
+    in_state.sort();
+    assert_eq!(at_gateway, in_state);
+    drop(store);
+    conn.close().await;
+}
