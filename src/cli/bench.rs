@@ -62,22 +62,35 @@ pub async fn exec(cmd: Command) -> Outcome {
             runs,
         } => {
             let b = ops::bench::apply(work.path(), templates, latency, parallelism, runs).await?;
-            let runs: Vec<String> = b
-                .runs
-                .iter()
-                .map(|r| format!("{:.0}%", r.fraction_of_bound * 100.0))
-                .collect();
+            let percent =
+                |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{:.0}%", f * 100.0));
             let m = &b.median;
+            let against = match b.latency_bound_calls_per_s {
+                Some(bound) => format!(
+                    "latency bound {bound:.0} calls/s ({}; runs {})",
+                    percent(m.fraction_of_bound),
+                    b.runs
+                        .iter()
+                        .map(|r| percent(r.fraction_of_bound))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "no latency, so no latency bound (runs {} calls/s)",
+                    b.runs
+                        .iter()
+                        .map(|r| format!("{:.0}", r.calls_per_s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             render::line(&format!(
-                "apply: {} templates, {} calls; median of {} runs: {:.1} s = {:.0} calls/s; latency bound {:.0} calls/s ({:.0}%; runs {}); client CPU {:.1} s, signing {:.0} us/call = {:.0}% of it",
+                "apply: {} templates, {} calls; median of {} runs: {:.1} s = {:.0} calls/s; {against}; client CPU {:.1} s, signing {:.0} us/call = {:.0}% of it",
                 b.templates,
                 b.calls,
                 b.runs.len(),
                 m.wall_ms as f64 / 1000.0,
                 m.calls_per_s,
-                b.latency_bound_calls_per_s,
-                m.fraction_of_bound * 100.0,
-                runs.join(", "),
                 m.client_cpu_ms as f64 / 1000.0,
                 b.sign_us,
                 b.signing_share_of_client_cpu * 100.0

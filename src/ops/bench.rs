@@ -140,7 +140,8 @@ pub fn plan(work: &Path, merchants: usize, templates: usize, runs: usize) -> Res
 pub struct ApplyRun {
     pub wall_ms: u128,
     pub calls_per_s: f64,
-    pub fraction_of_bound: f64,
+    /// Calls/s over the latency bound; none without latency.
+    pub fraction_of_bound: Option<f64>,
     pub client_cpu_ms: u128,
 }
 
@@ -150,7 +151,8 @@ pub struct ApplyBench {
     pub calls: usize,
     pub parallelism: usize,
     pub latency_ms: u128,
-    pub latency_bound_calls_per_s: f64,
+    /// parallelism / latency; none without latency (CPU-bound).
+    pub latency_bound_calls_per_s: Option<f64>,
     /// Each run from an empty state against an empty sandbox.
     pub runs: Vec<ApplyRun>,
     /// The median run (by wall time).
@@ -179,7 +181,7 @@ pub async fn apply(
     std::fs::write(&key_path, &key_pem)?;
     let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
     let calls = merchants * 2 + merchants * per * 3;
-    let bound = parallelism as f64 / latency.as_secs_f64().max(1e-9);
+    let bound = (!latency.is_zero()).then(|| parallelism as f64 / latency.as_secs_f64());
     let mut results = Vec::new();
     for run in 0..runs.max(1) {
         let running = sandbox::start(SandboxConfig {
@@ -226,7 +228,7 @@ pub async fn apply(
         results.push(ApplyRun {
             wall_ms: wall.as_millis(),
             calls_per_s: rate,
-            fraction_of_bound: rate / bound,
+            fraction_of_bound: bound.map(|b| rate / b),
             client_cpu_ms: cpu.as_millis(),
         });
     }

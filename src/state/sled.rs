@@ -1,15 +1,26 @@
 //! The sled-backed state store: the only file that imports sled for state.
 //!
-//! Trees: `resources` (address -> ResourceState JSON), `intents` (address ->
-//! Intent JSON), `meta` (lineage, serial). Each change is one transaction over
-//! the trees it touches and bumps the serial. It is flushed to disk before the
-//! call returns, unless it is a [`Durability::Deferred`] commit: sled then
-//! flushes it within [`FLUSH_EVERY_MS`], or with the next flushed write (sled's
-//! log is recovered in order, so a later flush covers every earlier write).
+//! Trees:
+//! - `records`: address -> one [`Record`] (JSON): the resource as applied and
+//!   the intent of a create under way, together, so that every change to an
+//!   address is a single-key write: atomic without a sled transaction;
+//! - `meta`: lineage, serial, and the layout `format`.
+//!
+//! A change bumps the serial first (an atomic update of its own key), then
+//! writes the record: a crash between the two leaves a serial that grew for
+//! nothing, which at worst makes a saved plan stale. sled transactions and
+//! batches are kept for the rare whole-store writes (import, migration): each
+//! one forces two log writes and a sync, which costs more than the change.
+//!
+//! A write is flushed to disk before the call returns, unless it is a
+//! [`Durability::Deferred`] commit: sled then flushes it within
+//! [`FLUSH_EVERY_MS`], or with the next flushed write (sled's log is recovered
+//! in order, so a later flush covers every earlier write).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::lock::{self, LockInfo};
@@ -18,10 +29,22 @@ use super::{
 };
 use crate::model::Address;
 
+/// The layout written by this version. Format 1 kept resources and intents in
+/// trees of their own; it is migrated on open.
+const FORMAT: u64 = 2;
+
+/// Everything recorded about one address.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resource: Option<ResourceState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    intent: Option<Intent>,
+}
+
 pub struct SledStore {
     db: sled::Db,
-    resources: sled::Tree,
-    intents: sled::Tree,
+    records: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
     group: crate::durable::GroupFlush,
@@ -29,6 +52,10 @@ pub struct SledStore {
 
 fn io(e: impl std::fmt::Display) -> StateError {
     StateError::Io(e.to_string())
+}
+
+fn tx_io<E: std::fmt::Debug>(e: sled::transaction::TransactionError<E>) -> StateError {
+    io(format!("{e:?}"))
 }
 
 impl SledStore {
@@ -61,8 +88,7 @@ impl SledStore {
         let info = serde_json::to_vec_pretty(&LockInfo::current(operation)).map_err(io)?;
         std::fs::write(lock::info_path(dir), info).map_err(io)?;
         let store = SledStore {
-            resources: db.open_tree("resources").map_err(io)?,
-            intents: db.open_tree("intents").map_err(io)?,
+            records: db.open_tree("records").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
             db,
             dir: dir.to_path_buf(),
@@ -77,9 +103,59 @@ impl SledStore {
                 .meta
                 .insert("serial", &0u64.to_be_bytes())
                 .map_err(io)?;
+            store
+                .meta
+                .insert("format", &FORMAT.to_be_bytes())
+                .map_err(io)?;
             store.db.flush().map_err(io)?;
         }
+        match read_u64(store.meta.get("format").map_err(io)?) {
+            FORMAT => {}
+            0 | 1 => store.migrate_from_format_1()?,
+            newer => {
+                return Err(StateError::Open {
+                    dir: dir.display().to_string(),
+                    reason: format!(
+                        "it was written by a newer cardform (state format {newer}, this version reads up to {FORMAT})"
+                    ),
+                });
+            }
+        }
         Ok(store)
+    }
+
+    /// Format 1: `resources` and `intents` trees. Moved into `records` in one
+    /// transaction; the old trees are then dropped.
+    fn migrate_from_format_1(&self) -> Result<(), StateError> {
+        let resources = self.db.open_tree("resources").map_err(io)?;
+        let intents = self.db.open_tree("intents").map_err(io)?;
+        let mut records: std::collections::BTreeMap<Vec<u8>, Record> = Default::default();
+        for item in resources.iter() {
+            let (k, v) = item.map_err(io)?;
+            records.entry(k.to_vec()).or_default().resource = Some(decode(&k, &v)?);
+        }
+        for item in intents.iter() {
+            let (k, v) = item.map_err(io)?;
+            records.entry(k.to_vec()).or_default().intent = Some(decode(&k, &v)?);
+        }
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records
+            .into_iter()
+            .map(|(k, r)| Ok((k, serde_json::to_vec(&r).map_err(io)?)))
+            .collect::<Result<_, StateError>>()?;
+        (&self.records, &self.meta)
+            .transaction(|(rec, meta)| {
+                for (k, v) in &encoded {
+                    rec.insert(k.as_slice(), v.as_slice())?;
+                }
+                meta.insert("format", &FORMAT.to_be_bytes())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_io)?;
+        self.db.flush().map_err(io)?;
+        self.db.drop_tree("resources").map_err(io)?;
+        self.db.drop_tree("intents").map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 
     fn meta(&self) -> Result<Meta, StateError> {
@@ -91,8 +167,48 @@ impl SledStore {
             .unwrap_or_default();
         Ok(Meta {
             lineage,
-            serial: read_serial(self.meta.get("serial").map_err(io)?),
+            serial: read_u64(self.meta.get("serial").map_err(io)?),
         })
+    }
+
+    /// The serial grows by one; returns the new value.
+    fn bump(&self) -> Result<u64, StateError> {
+        let new = self
+            .meta
+            .update_and_fetch("serial", |old| {
+                Some(
+                    (read_u64(old.map(sled::IVec::from)) + 1)
+                        .to_be_bytes()
+                        .to_vec(),
+                )
+            })
+            .map_err(io)?;
+        Ok(read_u64(new))
+    }
+
+    fn record(&self, key: &[u8]) -> Result<Record, StateError> {
+        match self.records.get(key).map_err(io)? {
+            Some(v) => decode(key, &v),
+            None => Ok(Record::default()),
+        }
+    }
+
+    /// Write (or, when empty, remove) the record of `key`.
+    fn put(&self, key: &[u8], record: &Record) -> Result<(), StateError> {
+        if record.resource.is_none() && record.intent.is_none() {
+            self.records.remove(key).map_err(io)?;
+        } else {
+            let value = serde_json::to_vec(record).map_err(io)?;
+            self.records.insert(key, value).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn flush_as(&self, durability: Durability) -> Result<(), StateError> {
+        match durability {
+            Durability::Flushed => self.flush(),
+            Durability::Deferred => Ok(()),
+        }
     }
 }
 
@@ -105,18 +221,10 @@ impl Drop for SledStore {
     }
 }
 
-fn read_serial(v: Option<sled::IVec>) -> u64 {
+fn read_u64(v: Option<sled::IVec>) -> u64 {
     v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
-}
-
-fn bump(
-    meta: &sled::transaction::TransactionalTree,
-) -> Result<u64, sled::transaction::ConflictableTransactionError<()>> {
-    let serial = read_serial(meta.get("serial")?) + 1;
-    meta.insert("serial", &serial.to_be_bytes())?;
-    Ok(serial)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
@@ -130,15 +238,15 @@ impl StateStore for SledStore {
     fn snapshot(&self) -> Result<Snapshot, StateError> {
         let mut snap = Snapshot::empty();
         snap.meta = self.meta()?;
-        for item in self.resources.iter() {
+        for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
-            let r: ResourceState = decode(&k, &v)?;
-            snap.resources.insert(r.address.clone(), r);
-        }
-        for item in self.intents.iter() {
-            let (k, v) = item.map_err(io)?;
-            let i: Intent = decode(&k, &v)?;
-            snap.intents.insert(i.address.clone(), i);
+            let record: Record = decode(&k, &v)?;
+            if let Some(r) = record.resource {
+                snap.resources.insert(r.address.clone(), r);
+            }
+            if let Some(i) = record.intent {
+                snap.intents.insert(i.address.clone(), i);
+            }
         }
         Ok(snap)
     }
@@ -149,91 +257,167 @@ impl StateStore for SledStore {
     }
 
     fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
-        let key = r.address.to_string();
-        let value = serde_json::to_vec(r).map_err(io)?;
-        let serial = (&self.resources, &self.intents, &self.meta)
-            .transaction(|(res, int, meta)| {
-                res.insert(key.as_bytes(), value.as_slice())?;
-                int.remove(key.as_bytes())?;
-                bump(meta)
-            })
-            .map_err(|e| io(format!("{e:?}")))?;
-        if durability == Durability::Flushed {
-            self.flush()?;
-        }
+        let serial = self.bump()?;
+        let record = Record {
+            resource: Some(r.clone()),
+            intent: None,
+        };
+        self.put(r.address.to_string().as_bytes(), &record)?;
+        self.flush_as(durability)?;
         Ok(serial)
     }
 
     fn forget(&self, address: &Address) -> Result<u64, StateError> {
-        let key = address.to_string();
-        let serial = (&self.resources, &self.intents, &self.meta)
-            .transaction(|(res, int, meta)| {
-                res.remove(key.as_bytes())?;
-                int.remove(key.as_bytes())?;
-                bump(meta)
-            })
-            .map_err(|e| io(format!("{e:?}")))?;
+        let serial = self.bump()?;
+        self.records
+            .remove(address.to_string().as_bytes())
+            .map_err(io)?;
         self.flush()?;
         Ok(serial)
     }
 
     fn begin(&self, intent: &Intent) -> Result<(), StateError> {
-        let value = serde_json::to_vec(intent).map_err(io)?;
-        self.intents
-            .insert(intent.address.to_string().as_bytes(), value)
-            .map_err(io)?;
+        let key = intent.address.to_string();
+        // Only this run writes (it holds the lock) and only one change works on
+        // an address at a time, so read-then-write cannot race.
+        let mut record = self.record(key.as_bytes())?;
+        record.intent = Some(intent.clone());
+        self.put(key.as_bytes(), &record)?;
         self.flush()
     }
 
     fn abandon(&self, address: &Address) -> Result<(), StateError> {
-        self.intents
-            .remove(address.to_string().as_bytes())
-            .map_err(io)?;
+        let key = address.to_string();
+        let mut record = self.record(key.as_bytes())?;
+        record.intent = None;
+        self.put(key.as_bytes(), &record)?;
         self.flush()
     }
 
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
-        let records: Vec<(String, Vec<u8>)> = snap
-            .resources
-            .values()
-            .map(|r| Ok((r.address.to_string(), serde_json::to_vec(r).map_err(io)?)))
+        let mut records: std::collections::BTreeMap<String, Record> = Default::default();
+        for r in snap.resources.values() {
+            records.entry(r.address.to_string()).or_default().resource = Some(r.clone());
+        }
+        for i in snap.intents.values() {
+            records.entry(i.address.to_string()).or_default().intent = Some(i.clone());
+        }
+        let encoded: Vec<(String, Vec<u8>)> = records
+            .iter()
+            .map(|(k, r)| Ok((k.clone(), serde_json::to_vec(r).map_err(io)?)))
             .collect::<Result<_, StateError>>()?;
-        let intents: Vec<(String, Vec<u8>)> = snap
-            .intents
-            .values()
-            .map(|i| Ok((i.address.to_string(), serde_json::to_vec(i).map_err(io)?)))
-            .collect::<Result<_, StateError>>()?;
-        let old_res: Vec<sled::IVec> = self
-            .resources
+        let old: Vec<sled::IVec> = self
+            .records
             .iter()
             .keys()
             .collect::<Result<_, _>>()
             .map_err(io)?;
-        let old_int: Vec<sled::IVec> = self
-            .intents
-            .iter()
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
-        (&self.resources, &self.intents, &self.meta)
-            .transaction(|(res, int, meta)| {
-                for k in &old_res {
-                    res.remove(k)?;
+        (&self.records, &self.meta)
+            .transaction(|(rec, meta)| {
+                for k in &old {
+                    rec.remove(k)?;
                 }
-                for k in &old_int {
-                    int.remove(k)?;
-                }
-                for (k, v) in &records {
-                    res.insert(k.as_bytes(), v.as_slice())?;
-                }
-                for (k, v) in &intents {
-                    int.insert(k.as_bytes(), v.as_slice())?;
+                for (k, v) in &encoded {
+                    rec.insert(k.as_bytes(), v.as_slice())?;
                 }
                 meta.insert("lineage", snap.meta.lineage.as_bytes())?;
                 meta.insert("serial", &snap.meta.serial.to_be_bytes())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| io(format!("{e:?}")))?;
+            .map_err(tx_io)?;
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    fn resource(address: &Address, template_id: &str) -> ResourceState {
+        ResourceState {
+            address: address.clone(),
+            kind: address.kind,
+            ids: crate::state::Ids {
+                template_id: Some(template_id.into()),
+                ..Default::default()
+            },
+            hash: "h".into(),
+            attrs: serde_json::value::to_raw_value(&serde_json::json!({"a": 1})).unwrap(),
+            applied_at: "2026-11-22T00:00:00Z".into(),
+        }
+    }
+
+    fn intent(address: &Address) -> Intent {
+        Intent {
+            address: address.clone(),
+            request_id: "r1".into(),
+            request: serde_json::json!({"request_id": "r1"}),
+            hash: "h2".into(),
+            attrs: serde_json::json!({}),
+            started_at: "2026-11-22T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_replace_keeps_the_old_resource_beside_its_intent_until_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), "test", Duration::ZERO).unwrap();
+        let a = Address::new("m", Kind::Template, "gold");
+        store
+            .commit(&resource(&a, "OLD"), Durability::Flushed)
+            .unwrap();
+        store.begin(&intent(&a)).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.resources[&a].ids.template_id.as_deref(), Some("OLD"));
+        assert_eq!(snap.intents[&a].request_id, "r1");
+        store
+            .commit(&resource(&a, "NEW"), Durability::Deferred)
+            .unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.resources[&a].ids.template_id.as_deref(), Some("NEW"));
+        assert!(snap.intents.is_empty());
+        assert_eq!(snap.meta.serial, 2);
+        store.forget(&a).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert!(snap.resources.is_empty());
+        assert_eq!(snap.meta.serial, 3);
+    }
+
+    #[test]
+    fn format_1_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Address::new("m", Kind::Template, "gold");
+        let b = Address::new("m", Kind::Template, "silver");
+        {
+            // Write a format 1 store by hand.
+            let db = sled::open(dir.path().join("store")).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert("lineage", "L1").unwrap();
+            meta.insert("serial", &7u64.to_be_bytes()).unwrap();
+            let resources = db.open_tree("resources").unwrap();
+            resources
+                .insert(
+                    a.to_string(),
+                    serde_json::to_vec(&resource(&a, "T1")).unwrap(),
+                )
+                .unwrap();
+            let intents = db.open_tree("intents").unwrap();
+            intents
+                .insert(b.to_string(), serde_json::to_vec(&intent(&b)).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), "test", Duration::ZERO).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.meta.lineage, "L1");
+        assert_eq!(snap.meta.serial, 7);
+        assert_eq!(snap.resources[&a].ids.template_id.as_deref(), Some("T1"));
+        assert_eq!(snap.intents[&b].request_id, "r1");
+        assert!(!store.db.tree_names().iter().any(|n| n == b"resources"));
+        drop(store);
+        // Opening again finds format 2 and changes nothing.
+        let store = SledStore::open(dir.path(), "test", Duration::ZERO).unwrap();
+        assert_eq!(store.snapshot().unwrap().resources.len(), 1);
     }
 }
