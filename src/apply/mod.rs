@@ -2,8 +2,9 @@
 //! retries what can be retried, commits state after every gateway success, and
 //! skips the dependents of a failure while independent work finishes.
 //!
-//! 1. changes run level by level (images, templates, forms, activation URLs;
-//!    retires last), up to `parallelism` calls at once within a level;
+//! 1. a change starts as soon as the changes it depends on have finished
+//!    (image -> template -> form, activation URL; retires last), with up to
+//!    `parallelism` calls in flight;
 //! 2. a change whose dependency failed or was skipped is skipped, not failed;
 //! 3. a create journals an intent (request_id + exact request) first; a crash
 //!    and re-run replays that request, so no duplicate and no lost id;
@@ -477,6 +478,150 @@ pub struct Capabilities {
     pub progress: Arc<dyn Progress>,
 }
 
+/// Run `work` in dependency order: a change starts as soon as every change it
+/// depends on has finished (a dependency outside `work` is already applied),
+/// retires once everything else has. A change whose dependency failed or was
+/// skipped is skipped. Up to `under_way` changes run at once; the calls they
+/// make are bounded separately, by the provider's client.
+async fn walk(
+    work: &[Change],
+    shared: &Arc<Shared>,
+    desired: &Arc<Desired>,
+    under_way: usize,
+) -> Vec<ResultLine> {
+    let position: BTreeMap<&Address, usize> = work
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (&c.address, i))
+        .collect();
+    let is_retire = |i: usize| work[i].action == Action::Retire;
+    // For each change: how many of its dependencies are still to finish, and
+    // which changes wait on it.
+    let mut pending = vec![0usize; work.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); work.len()];
+    for (i, change) in work.iter().enumerate() {
+        for dep in &change.deps {
+            if let Some(&d) = position.get(dep).filter(|&&d| !is_retire(d)) {
+                pending[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::VecDeque<usize> = (0..work.len())
+        .filter(|&i| pending[i] == 0 && !is_retire(i))
+        .collect();
+    let mut retires_started = false;
+    let semaphore = Arc::new(Semaphore::new(under_way));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut task_of = BTreeMap::new();
+    let mut results = Vec::with_capacity(work.len());
+    loop {
+        while let Some(i) = ready.pop_front() {
+            let change = work[i].clone();
+            let blocked = {
+                let broken = shared.broken.lock().expect("broken lock");
+                change
+                    .deps
+                    .iter()
+                    .find(|d| broken.contains_key(*d))
+                    .cloned()
+            };
+            if let Some(dep) = blocked {
+                let line = ResultLine {
+                    address: change.address.clone(),
+                    action: change.action,
+                    outcome: Outcome::Skipped {
+                        because: dep.clone(),
+                    },
+                };
+                shared
+                    .broken
+                    .lock()
+                    .expect("broken lock")
+                    .insert(change.address.clone(), dep);
+                shared.progress.finished(&line);
+                results.push(line);
+                release(i, &dependents, &mut pending, &mut ready);
+                continue;
+            }
+            let (shared, desired, semaphore) = (shared.clone(), desired.clone(), semaphore.clone());
+            let handle = tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+                let outcome = match shared.run(&change, &desired).await {
+                    Ok(note) => Outcome::Done { note },
+                    Err(f) => {
+                        shared
+                            .broken
+                            .lock()
+                            .expect("broken lock")
+                            .insert(change.address.clone(), change.address.clone());
+                        outcome_of(f)
+                    }
+                };
+                let line = ResultLine {
+                    address: change.address.clone(),
+                    action: change.action,
+                    outcome,
+                };
+                shared.progress.finished(&line);
+                line
+            });
+            task_of.insert(handle.id(), i);
+        }
+        let Some(joined) = tasks.join_next_with_id().await else {
+            if retires_started {
+                break;
+            }
+            // Everything else has finished: now the retires.
+            retires_started = true;
+            ready.extend((0..work.len()).filter(|&i| is_retire(i)));
+            continue;
+        };
+        let (id, line) = match joined {
+            Ok((id, line)) => (id, line),
+            Err(e) => {
+                let i = task_of[&e.id()];
+                let address = work[i].address.clone();
+                shared
+                    .broken
+                    .lock()
+                    .expect("broken lock")
+                    .insert(address.clone(), address.clone());
+                let line = ResultLine {
+                    address,
+                    action: work[i].action,
+                    outcome: Outcome::Failed {
+                        error: format!("bug: an apply task panicked: {e}"),
+                        code: None,
+                        sub_code: None,
+                        retryable: false,
+                    },
+                };
+                (e.id(), line)
+            }
+        };
+        let i = task_of.remove(&id).expect("every task is indexed");
+        results.push(line);
+        release(i, &dependents, &mut pending, &mut ready);
+    }
+    results
+}
+
+/// Change `i` has finished (or been skipped): its dependents wait on one less.
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    pending: &mut [usize],
+    ready: &mut std::collections::VecDeque<usize>,
+) {
+    for &d in &dependents[i] {
+        pending[d] -= 1;
+        if pending[d] == 0 {
+            ready.push_back(d);
+        }
+    }
+}
+
 /// Apply `plan`. Always returns a report, also when changes fail.
 pub async fn apply(
     plan: &Plan,
@@ -512,88 +657,11 @@ pub async fn apply(
         .cloned()
         .collect();
     progress.start(work.len());
-    let level = |c: &Change| {
-        if c.action == Action::Retire {
-            4
-        } else {
-            c.kind as usize
-        }
-    };
-    let mut results = Vec::new();
     // Calls in flight are bounded by the provider's client (`parallelism`
     // slots, see `Client::with_max_in_flight`). Twice as many changes may be
     // under way, so that building, signing and recording one change overlaps
     // the other changes' round trips and no slot waits on local work.
-    let semaphore = Arc::new(Semaphore::new(opts.parallelism.max(1) * 2));
-    for lvl in 0..=4 {
-        let mut tasks = tokio::task::JoinSet::new();
-        for change in work.iter().filter(|c| level(c) == lvl).cloned() {
-            let blocked = {
-                let broken = shared.broken.lock().expect("broken lock");
-                change
-                    .deps
-                    .iter()
-                    .find(|d| broken.contains_key(*d))
-                    .cloned()
-            };
-            if let Some(dep) = blocked {
-                let line = ResultLine {
-                    address: change.address.clone(),
-                    action: change.action,
-                    outcome: Outcome::Skipped {
-                        because: dep.clone(),
-                    },
-                };
-                shared
-                    .broken
-                    .lock()
-                    .expect("broken lock")
-                    .insert(change.address.clone(), dep);
-                progress.finished(&line);
-                results.push(line);
-                continue;
-            }
-            let shared = shared.clone();
-            let desired = desired.clone();
-            let semaphore = semaphore.clone();
-            tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-                let outcome = match shared.run(&change, &desired).await {
-                    Ok(note) => Outcome::Done { note },
-                    Err(f) => {
-                        shared
-                            .broken
-                            .lock()
-                            .expect("broken lock")
-                            .insert(change.address.clone(), change.address.clone());
-                        outcome_of(f)
-                    }
-                };
-                let line = ResultLine {
-                    address: change.address.clone(),
-                    action: change.action,
-                    outcome,
-                };
-                shared.progress.finished(&line);
-                line
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(line) => results.push(line),
-                Err(e) => results.push(ResultLine {
-                    address: Address::new("?", Kind::Image, "?"),
-                    action: Action::NoOp,
-                    outcome: Outcome::Failed {
-                        error: format!("bug: an apply task panicked: {e}"),
-                        code: None,
-                        sub_code: None,
-                        retryable: false,
-                    },
-                }),
-            }
-        }
-    }
+    let mut results = walk(&work, &shared, &desired, opts.parallelism.max(1) * 2).await;
     // Everything recorded is on disk before the report goes out.
     if let Err(e) = tokio::task::block_in_place(|| shared.store.flush()) {
         results.push(ResultLine {
