@@ -20,6 +20,16 @@ pub enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Generate the plan benchmark's project and matching state in --dir (run by `bench plan`)
+    #[command(hide = true)]
+    PreparePlan {
+        #[arg(long)]
+        merchants: usize,
+        #[arg(long)]
+        templates: usize,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Apply new templates (with images, forms, URLs) against a sandbox with injected latency
     Apply {
         #[arg(long, default_value_t = 1000)]
@@ -54,6 +64,14 @@ pub async fn exec(cmd: Command) -> Outcome {
                 b.merchants, b.resources, b.best_ms, b.runs_ms, b.peak_rss_mb
             ));
             render::json(&b);
+        }
+        Command::PreparePlan {
+            merchants,
+            templates,
+            dir,
+        } => {
+            let resources = ops::bench::prepare_plan(&dir, merchants, templates)?;
+            render::line(&resources.to_string());
         }
         Command::Apply {
             templates,

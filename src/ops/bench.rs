@@ -52,11 +52,22 @@ pub struct PlanBench {
     pub peak_rss_mb: f64,
 }
 
-fn children_peak_rss_mb() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
+/// Wait for `child` (spawned, not yet waited for) and return its exit code and
+/// its peak RSS in MB, from `wait4` on that child alone.
+fn wait_with_peak_rss(child: &std::process::Child) -> Result<(Option<i32>, f64)> {
+    let mut status = 0;
+    // SAFETY: wait4 only writes the status and the rusage it is given; the
+    // child is ours and has not been reaped.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    if pid < 0 {
+        bail!(
+            "waiting for the benchmark child failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Ok((code, usage.ru_maxrss as f64 / 1024.0))
 }
 
 fn children_cpu() -> Duration {
@@ -79,60 +90,94 @@ fn cardform() -> Result<Command> {
     Ok(c)
 }
 
+/// Generate the plan benchmark's project under `work` and seed a state that
+/// matches it, as if applied (ids are made up: plan never calls the gateway).
+/// Returns the number of resources. [`plan`] runs this in a child process.
+pub fn prepare_plan(work: &Path, merchants: usize, templates: usize) -> Result<usize> {
+    let project = work.join("project");
+    generate(&project, merchants, templates)?;
+    let desired = super::project::load(&project, &Default::default())?;
+    let store = crate::state::sled::SledStore::open(&work.join("state"), "bench", Duration::ZERO)?;
+    let mut snap = store.snapshot()?;
+    for (i, r) in desired.resources.values().enumerate() {
+        let mut ids = crate::state::Ids::default();
+        match r.address.kind {
+            crate::model::Kind::Image => ids.image_id = Some(format!("{i:032}")),
+            _ => ids.template_id = Some(format!("{i:032}")),
+        }
+        snap.resources.insert(
+            r.address.clone(),
+            crate::state::ResourceState {
+                address: r.address.clone(),
+                kind: r.address.kind,
+                ids,
+                hash: r.attrs.hash(),
+                attrs: crate::state::raw_attrs(&r.attrs),
+                applied_at: crate::state::now_rfc3339(),
+            },
+        );
+    }
+    store.replace_all(&snap)?;
+    Ok(desired.resources.len())
+}
+
 /// Plan with no changes on a generated project whose state already matches.
+///
+/// Peak memory is each plan process's own. The kernel charges a spawned child
+/// with its parent's peak RSS up to the child's exec, so the project is
+/// generated and the state seeded in a child of its own (`bench
+/// prepare-plan`), this process stays small, and each plan run is reaped with
+/// `wait4` for its own figures.
 pub fn plan(work: &Path, merchants: usize, templates: usize, runs: usize) -> Result<PlanBench> {
     let project = work.join("project");
     let state = work.join("state");
-    generate(&project, merchants, templates)?;
-    let desired = super::project::load(&project, &Default::default())?;
-    // Seed the state as if applied (ids are made up; plan never calls the gateway).
-    {
-        let store = crate::state::sled::SledStore::open(&state, "bench", Duration::ZERO)?;
-        let mut snap = store.snapshot()?;
-        for (i, r) in desired.resources.values().enumerate() {
-            let mut ids = crate::state::Ids::default();
-            match r.address.kind {
-                crate::model::Kind::Image => ids.image_id = Some(format!("{i:032}")),
-                _ => ids.template_id = Some(format!("{i:032}")),
-            }
-            snap.resources.insert(
-                r.address.clone(),
-                crate::state::ResourceState {
-                    address: r.address.clone(),
-                    kind: r.address.kind,
-                    ids,
-                    hash: r.attrs.hash(),
-                    attrs: crate::state::raw_attrs(&r.attrs),
-                    applied_at: crate::state::now_rfc3339(),
-                },
-            );
-        }
-        store.replace_all(&snap)?;
+    let prepared = cardform()?
+        .args(["bench", "prepare-plan", "--merchants"])
+        .arg(merchants.to_string())
+        .arg("--templates")
+        .arg(templates.to_string())
+        .arg("--dir")
+        .arg(work)
+        .output()?;
+    if !prepared.status.success() {
+        bail!(
+            "preparing the plan benchmark failed:\n{}",
+            String::from_utf8_lossy(&prepared.stderr)
+        );
     }
+    let resources: usize = String::from_utf8_lossy(&prepared.stdout)
+        .trim()
+        .parse()
+        .context("bench prepare-plan did not print a resource count")?;
     let mut times = Vec::new();
+    let mut peak_rss_mb: f64 = 0.0;
     for _ in 0..runs.max(1) {
         let start = Instant::now();
-        let out = cardform()?
+        let mut child = cardform()?
             .arg("--state")
             .arg(&state)
             .args(["plan", "--detailed-exitcode", "-p"])
             .arg(&project)
-            .output()?;
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+        }
+        let (code, rss) = wait_with_peak_rss(&child)?;
         times.push(start.elapsed().as_millis());
-        if out.status.code() != Some(0) {
-            bail!(
-                "the benchmark plan did not come back empty (exit {:?}):\n{}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        peak_rss_mb = peak_rss_mb.max(rss);
+        if code != Some(0) {
+            bail!("the benchmark plan did not come back empty (exit {code:?}):\n{stderr}");
         }
     }
     Ok(PlanBench {
         merchants,
-        resources: desired.resources.len(),
+        resources,
         best_ms: *times.iter().min().unwrap_or(&0),
         runs_ms: times,
-        peak_rss_mb: children_peak_rss_mb(),
+        peak_rss_mb,
     })
 }
 
