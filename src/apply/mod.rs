@@ -49,6 +49,9 @@ impl Default for RetryPolicy {
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Gateway calls in flight at once. The provider's client enforces it
+    /// (`Client::with_max_in_flight`); the executor keeps twice as many
+    /// changes under way so that local work overlaps the round trips.
     pub parallelism: usize,
     pub retry: RetryPolicy,
 }
