@@ -99,6 +99,10 @@ pub struct Report {
     pub calls: u64,
     pub retries: u64,
     pub elapsed_ms: u128,
+    /// The final flush of the state store failed: results recorded during the
+    /// run may not be on disk (a re-run recovers them; see `Durability`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 impl Report {
@@ -108,7 +112,7 @@ impl Report {
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
     }
     pub fn ok(&self) -> bool {
-        self.failed().next().is_none()
+        self.failed().next().is_none() && self.state_error.is_none()
     }
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.results.iter().filter(|r| f(&r.outcome)).count()
@@ -666,23 +670,15 @@ pub async fn apply(
     // the other changes' round trips and no slot waits on local work.
     let mut results = walk(&work, &shared, &desired, opts.parallelism.max(1) * 2).await;
     // Everything recorded is on disk before the report goes out.
-    if let Err(e) = tokio::task::block_in_place(|| shared.store.flush()) {
-        results.push(ResultLine {
-            address: Address::new("?", Kind::Image, "?"),
-            action: Action::NoOp,
-            outcome: Outcome::Failed {
-                error: format!("flushing the state store failed: {e}"),
-                code: None,
-                sub_code: None,
-                retryable: false,
-            },
-        });
-    }
+    let state_error = tokio::task::block_in_place(|| shared.store.flush())
+        .err()
+        .map(|e| format!("flushing the state store failed: {e}"));
     results.sort_by(|a, b| (a.address.kind, &a.address).cmp(&(b.address.kind, &b.address)));
     Report {
         results,
         calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
         retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis(),
+        state_error,
     }
 }

@@ -111,14 +111,16 @@ pub fn report(r: &Report) -> String {
             }
         }
     }
+    if let Some(e) = &r.state_error {
+        let _ = writeln!(
+            out,
+            "\nState: {e}\n  every result was recorded; run apply again to make sure it is on disk"
+        );
+    }
     let _ = writeln!(
         out,
         "\nApply {}: {done} done, {failed} failed, {skipped} skipped ({} gateway calls, {} retries, {:.1}s).",
-        if failed == 0 {
-            "complete"
-        } else {
-            "incomplete"
-        },
+        if r.ok() { "complete" } else { "incomplete" },
         r.calls,
         r.retries,
         r.elapsed_ms as f64 / 1000.0
