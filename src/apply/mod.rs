@@ -91,6 +91,9 @@ pub struct ResultLine {
     pub action: Action,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The ids recorded (for a retire: the ids forgotten, which stay at Alipay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Ids>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,10 +102,20 @@ pub struct Report {
     pub calls: u64,
     pub retries: u64,
     pub elapsed_ms: u128,
+    /// What was retired (forgotten from state), with the ids that stay at
+    /// Alipay: kept here so they are never only in a scrolled-away log.
+    pub retired: Vec<Retired>,
     /// The final flush of the state store failed: results recorded during the
     /// run may not be on disk (a re-run recovers them; see `Durability`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Retired {
+    pub address: Address,
+    #[serde(flatten)]
+    pub ids: Ids,
 }
 
 impl Report {
@@ -378,23 +391,32 @@ impl Shared {
             .ok_or_else(|| Failure::Local(format!("`{template}` has no template_id in state")))
     }
 
-    async fn run(&self, change: &Change, desired: &Desired) -> Result<Option<String>, Failure> {
+    /// Carry out one change; returns a note for people and the ids it
+    /// recorded (for a retire, the ids it forgot).
+    async fn run(
+        &self,
+        change: &Change,
+        desired: &Desired,
+    ) -> Result<(Option<String>, Ids), Failure> {
         let address = &change.address;
         if change.action == Action::Retire {
             let old = self.ids_of(address);
             tokio::task::block_in_place(|| self.store.forget(address))?;
             self.state.lock().expect("state lock").remove(address);
-            let note = match (address.kind, old.template_id, old.image_id) {
-                (Kind::Template, Some(t), _) => {
-                    format!("template_id {t} stays at Alipay (no delete API)")
+            let note = match (address.kind, &old.template_id, &old.image_id) {
+                (Kind::Template, Some(_), _) | (Kind::Image, _, Some(_)) => {
+                    "it stays at Alipay (no delete API)"
                 }
-                (Kind::Image, _, Some(i)) => {
-                    format!("image_id {i} stays at Alipay (no delete API)")
-                }
-                _ => "forgotten".to_string(),
+                _ => "forgotten",
             };
-            return Ok(Some(note));
+            return Ok((Some(note.to_string()), old));
         }
+        let note = self.change(change, desired).await?;
+        Ok((note, self.ids_of(address)))
+    }
+
+    async fn change(&self, change: &Change, desired: &Desired) -> Result<Option<String>, Failure> {
+        let address = &change.address;
         let resource = desired.resources.get(address).ok_or_else(|| {
             Failure::Local(format!(
                 "`{address}` is in the plan but not in the manifests (bug)"
@@ -540,6 +562,7 @@ async fn walk(
                     outcome: Outcome::Skipped {
                         because: dep.clone(),
                     },
+                    ids: None,
                 };
                 shared
                     .broken
@@ -554,21 +577,22 @@ async fn walk(
             let (shared, desired, semaphore) = (shared.clone(), desired.clone(), semaphore.clone());
             let handle = tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-                let outcome = match shared.run(&change, &desired).await {
-                    Ok(note) => Outcome::Done { note },
+                let (outcome, ids) = match shared.run(&change, &desired).await {
+                    Ok((note, ids)) => (Outcome::Done { note }, Some(ids)),
                     Err(f) => {
                         shared
                             .broken
                             .lock()
                             .expect("broken lock")
                             .insert(change.address.clone(), change.address.clone());
-                        outcome_of(f)
+                        (outcome_of(f), None)
                     }
                 };
                 let line = ResultLine {
                     address: change.address.clone(),
                     action: change.action,
                     outcome,
+                    ids,
                 };
                 shared.progress.finished(&line);
                 line
@@ -603,6 +627,7 @@ async fn walk(
                         sub_code: None,
                         retryable: false,
                     },
+                    ids: None,
                 };
                 (e.id(), line)
             }
@@ -674,7 +699,16 @@ pub async fn apply(
         .err()
         .map(|e| format!("flushing the state store failed: {e}"));
     results.sort_by(|a, b| (a.address.kind, &a.address).cmp(&(b.address.kind, &b.address)));
+    let retired = results
+        .iter()
+        .filter(|l| l.action == Action::Retire && matches!(l.outcome, Outcome::Done { .. }))
+        .map(|l| Retired {
+            address: l.address.clone(),
+            ids: l.ids.clone().unwrap_or_default(),
+        })
+        .collect();
     Report {
+        retired,
         results,
         calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
         retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),

@@ -1,5 +1,5 @@
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Outcome;
@@ -11,58 +11,96 @@ use crate::settings::GatewayFlags;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A plan saved with `cardform plan --out`: apply exactly it
-    pub plan_file: Option<PathBuf>,
+    /// A project (directory or .yaml/.yml file), or a plan saved with
+    /// `cardform plan --out` to apply exactly [default: the project in .]
+    #[arg(value_name = "PATH_OR_PLAN")]
+    pub path_or_plan: Option<PathBuf>,
     #[command(flatten)]
     pub project: ProjectArgs,
-    /// Do not ask for confirmation
+    /// Do not ask for confirmation (in CI). Retiring resources needs --allow-retire too
     #[arg(long)]
     pub auto_approve: bool,
+    /// With --auto-approve: allow the plan to retire (forget) resources
+    #[arg(long)]
+    pub allow_retire: bool,
     /// Gateway calls in flight at once
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
-    /// Print the report as JSON on stdout
+    /// Print the report as JSON on stdout (and everything else on stderr)
     #[arg(long)]
     pub json: bool,
 }
 
-fn confirm(plan: &crate::plan::Plan) -> bool {
-    print!("{}", render::plan::human(plan, true));
+/// A directory or a YAML file is a project; anything else a saved plan.
+fn is_project(path: &Path) -> bool {
+    path.is_dir()
+        || matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        )
+}
+
+fn confirm(plan: &crate::plan::Plan, to_stderr: bool) -> bool {
+    render::text_to(&render::plan::human(plan, true), to_stderr);
     if !std::io::stdin().is_terminal() {
         render::note(
             "error: refusing to apply without confirmation: stdin is not a terminal\nhint: pass --auto-approve, or apply a saved plan",
         );
         return false;
     }
-    print!("\nDo you want to perform these actions? Only 'yes' is accepted: ");
-    let _ = std::io::stdout().flush();
+    let retire = plan.summary.retire;
+    let question = if retire > 0 {
+        render::warning_text(&format!(
+            "\nThis plan RETIRES {retire} resource(s): cardform forgets them, they stay at Alipay and cannot be deleted there.\nDo you want to perform these actions, retiring {retire} resource(s)? Only 'yes' is accepted: "
+        ))
+    } else {
+        "\nDo you want to perform these actions? Only 'yes' is accepted: ".to_string()
+    };
+    render::prompt(&question, to_stderr);
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     answer.trim() == "yes"
 }
 
 pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
-    let auto = args.auto_approve;
+    let (positional_project, saved_plan) = match &args.path_or_plan {
+        Some(p) if is_project(p) => (Some(p.clone()), None),
+        Some(p) => (None, Some(p.clone())),
+        None => (None, None),
+    };
+    if positional_project.is_some() && args.project.project.is_some() {
+        anyhow::bail!(
+            "the project is given twice (as an argument and with -p)\nhint: give it once: `cardform apply PATH` or `cardform apply -p PATH`"
+        );
+    }
+    let (auto, json) = (args.auto_approve, args.json);
     let ask = move |plan: &crate::plan::Plan| {
         if auto {
-            print!("{}", render::plan::human(plan, false));
+            render::text_to(&render::plan::human(plan, true), json);
             true
         } else {
-            confirm(plan)
+            confirm(plan, json)
         }
     };
     let req = ops::apply::Request {
-        common: args.project.common(),
-        saved_plan: args.plan_file.clone(),
+        common: args.project.common(positional_project.as_ref()),
+        project_given: positional_project.is_some() || args.project.project.is_some(),
+        saved_plan,
         target: args.project.target.clone(),
+        auto_approve: args.auto_approve,
+        allow_retire: args.allow_retire,
         options: crate::apply::Options {
             parallelism: args.parallelism.max(1),
             ..Default::default()
         },
     };
-    match ops::apply::run(req, flags, state, &ask, render::progress::for_terminal()).await? {
+    let progress = render::progress::for_terminal();
+    match ops::apply::run(req, flags, state, &ask, progress).await? {
         Applied::NoChanges(plan) => {
-            render::line(&render::plan::summary_line(&plan));
+            if json {
+                render::json(&crate::apply::Report::default());
+            }
+            render::text_to(&format!("{}\n", render::plan::summary_line(&plan)), json);
             Ok(ExitCode::SUCCESS)
         }
         Applied::Declined(_) => {
@@ -70,10 +108,11 @@ pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> O
             Ok(ExitCode::FAILURE)
         }
         Applied::Done(_, report) => {
-            if args.json {
+            if json {
                 render::json(&report);
             }
             render::note(&render::progress::report(&report));
+            let _ = std::io::stderr().flush();
             Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {

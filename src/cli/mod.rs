@@ -63,7 +63,19 @@ pub enum Command {
 pub type Outcome = anyhow::Result<ExitCode>;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Every error exits 1, usage errors too (as Terraform does): 2 means only
+    // "changes present" under `plan --detailed-exitcode`.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

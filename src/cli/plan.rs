@@ -21,9 +21,9 @@ pub enum Format {
 /// What plan and apply share.
 #[derive(Debug, clap::Args)]
 pub struct ProjectArgs {
-    /// Project directory or manifest file
-    #[arg(long, short = 'p', default_value = ".")]
-    pub project: PathBuf,
+    /// Project directory or manifest file (also accepted as the first argument) [default: .]
+    #[arg(long, short = 'p', value_name = "PATH")]
+    pub project: Option<PathBuf>,
     /// Set a `${var:NAME}` value (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = key_value)]
     pub vars: Vec<(String, String)>,
@@ -36,9 +36,13 @@ pub struct ProjectArgs {
 }
 
 impl ProjectArgs {
-    pub fn common(&self) -> Common {
+    /// The project from `-p` or the positional `PATH` (clap refuses both).
+    pub fn common(&self, positional: Option<&PathBuf>) -> Common {
         Common {
-            project: self.project.clone(),
+            project: positional
+                .or(self.project.as_ref())
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(".")),
             vars: self.vars.iter().cloned().collect(),
             lock_timeout: self.lock_timeout,
         }
@@ -47,10 +51,17 @@ impl ProjectArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Project directory or manifest file (or use -p) [default: .]
+    #[arg(value_name = "PATH", conflicts_with = "project")]
+    pub path: Option<PathBuf>,
     #[command(flatten)]
     pub project: ProjectArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Markdown only: the most bytes to print (a pull-request comment's limit
+    /// is 65,536); larger plans are summarised per merchant and say what was left out
+    #[arg(long, value_name = "BYTES", default_value_t = 60_000)]
+    pub max_bytes: usize,
     /// Save the plan for `cardform apply <file>`
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -60,15 +71,15 @@ pub struct Args {
 }
 
 pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
-    let common = args.project.common();
+    let common = args.project.common(args.path.as_ref());
     let planned = ops::plan::run(&common, flags, state, args.project.target.clone())?;
     let plan = &planned.plan;
     if let Some(out) = &args.out {
-        ops::plan::save(out, &common, plan)?;
+        ops::plan::save(out, &common, &planned)?;
     }
     match args.format {
         Format::Human => {
-            print!("{}", render::plan::human(plan, true));
+            render::text(&render::plan::human(plan, true));
             if let Some(out) = &args.out {
                 render::line(&format!(
                     "\nSaved the plan to {}; apply exactly it with `cardform apply {}`.",
@@ -78,7 +89,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
             }
         }
         Format::Json => render::json(plan),
-        Format::Markdown => print!("{}", render::plan::markdown(plan)),
+        Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         ExitCode::from(2)

@@ -30,6 +30,18 @@ pub enum Command {
         #[arg(long, required = true)]
         force: bool,
     },
+    /// Record that this state belongs to this project and gateway (after a
+    /// rename, or when the same gateway moved to a new address)
+    Rebind {
+        /// Project directory or manifest file [default: .]
+        #[arg(value_name = "PATH", conflicts_with = "project")]
+        path: Option<PathBuf>,
+        #[arg(long, short = 'p', value_name = "PATH")]
+        project: Option<PathBuf>,
+        /// Set a `${var:NAME}` value (repeatable)
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = super::key_value)]
+        vars: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +54,30 @@ pub struct Args {
 }
 
 pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+    if let Command::Rebind {
+        path,
+        project,
+        vars,
+    } = &args.command
+    {
+        let project = path
+            .as_ref()
+            .or(project.as_ref())
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("."));
+        let vars = vars.iter().cloned().collect();
+        let (old, new) = ops::state::rebind(&project, &vars, flags, state, args.lock_timeout)?;
+        match old {
+            Some(old) if old == new => {
+                render::line(&format!("The state already belongs to {new}."))
+            }
+            Some(old) => render::line(&format!(
+                "The state belonged to {old}; it now belongs to {new}."
+            )),
+            None => render::line(&format!("The state now belongs to {new}.")),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = Settings::resolve(flags, state)?.state_dir;
     let t = args.lock_timeout;
     match args.command {
@@ -84,6 +120,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
                 "Removed {address} from the state (it stays at Alipay)."
             ));
         }
+        Command::Rebind { .. } => unreachable!("handled above"),
         Command::Unlock { .. } => match ops::state::unlock(&dir)? {
             Some(i) => render::line(&format!(
                 "Cleared the lock of `cardform {}` (pid {}) from {}.",
@@ -111,13 +148,15 @@ pub fn exec_output(args: OutputArgs, flags: &GatewayFlags, state: Option<PathBuf
     let snap = ops::state::snapshot(&dir, args.lock_timeout)?;
     let outputs = ops::state::outputs(&snap);
     if let Some(qr_dir) = &args.qr {
-        std::fs::create_dir_all(qr_dir)?;
-        for t in outputs.values().flatten() {
-            if let Some(url) = &t.apply_card_url {
-                let file = qr_dir.join(format!("{}-{}.png", t.address.merchant, t.address.name));
-                std::fs::write(&file, render::qr::qr_png(url).map_err(anyhow::Error::msg)?)?;
-            }
+        let written = ops::state::write_qr_codes(qr_dir, &outputs)?;
+        for (address, file) in &written {
+            render::note(&format!("wrote {} ({address})", file.display()));
         }
+        render::note(&format!(
+            "Wrote {} QR code(s) to {}.",
+            written.len(),
+            qr_dir.display()
+        ));
     }
     match args.format {
         super::validate::Format::Json => render::json(&outputs),

@@ -14,9 +14,12 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Project directory or manifest file (or use -p) [default: .]
+    #[arg(value_name = "PATH", conflicts_with = "project")]
+    pub path: Option<PathBuf>,
     /// Project directory or manifest file
-    #[arg(default_value = ".")]
-    pub path: PathBuf,
+    #[arg(long, short = 'p', value_name = "PATH")]
+    pub project: Option<PathBuf>,
     /// Set a `${var:NAME}` value (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = key_value)]
     pub vars: Vec<(String, String)>,
@@ -25,7 +28,11 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Outcome {
-    let report = ops::validate::validate(&args.path, args.vars.into_iter().collect());
+    let path = args
+        .path
+        .or(args.project)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let report = ops::validate::validate(&path, args.vars.into_iter().collect());
     match args.format {
         Format::Json => render::json(&report),
         Format::Human => {
@@ -33,7 +40,7 @@ pub fn exec(args: Args) -> Outcome {
             if report.valid {
                 render::line(&format!(
                     "{} is valid: {} file(s), {} merchant(s), {} resource(s)",
-                    args.path.display(),
+                    path.display(),
                     report.files.len(),
                     report.merchants,
                     report.resources

@@ -55,8 +55,27 @@ impl Diagnostic {
         self
     }
 
+    /// The source line to show; a line that sets a secret-bearing field
+    /// shows its key only.
     pub fn with_snippet(mut self, snippet: Option<String>) -> Self {
-        self.snippet = snippet;
+        self.snippet = snippet.map(|line| {
+            let key = line
+                .trim_start()
+                .trim_start_matches("- ")
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\'']);
+            let value = line.split_once(':').map(|(_, v)| v.trim()).unwrap_or("");
+            let names_a_source = value.is_empty()
+                || (value.starts_with('{') && (value.contains("file:") || value.contains("env:")));
+            if super::SECRET_FIELDS.contains(&key) && !names_a_source {
+                super::redact_line(&line)
+            } else {
+                line
+            }
+        });
         self
     }
 
@@ -111,7 +130,16 @@ pub fn did_you_mean<'a>(
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(word.len() / 4) && *d < c.len().max(word.len()))
+        .filter(|(d, c)| *d > 0 && *d <= 2.max(word.len() / 4) && *d < c.len().max(word.len()))
         .min()
         .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut: a quoted
+/// value never floods a message.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }

@@ -25,6 +25,20 @@ use crate::model::*;
 struct At {
     file: usize,
     path: String,
+    /// Where a field not written here may come from instead, nearest first
+    /// (a tier's template, then the `extends` chain): a mistake is reported
+    /// once, where it was written.
+    bases: Vec<At>,
+}
+
+impl At {
+    fn new(file: usize, path: impl Into<String>) -> Self {
+        At {
+            file,
+            path: path.into(),
+            bases: Vec::new(),
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -32,6 +46,11 @@ struct Ctx<'a> {
     diags: &'a mut Diagnostics,
     env: &'a dyn Fn(&str) -> Option<String>,
     images: HashMap<PathBuf, Result<ImageFacts, String>>,
+    /// The project root image paths are recorded relative to.
+    root: PathBuf,
+    /// `merchant/image` names that are declared but unusable (already
+    /// reported): references to them add no second error.
+    broken_images: BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,12 +64,20 @@ struct ImageFacts {
 
 impl Ctx<'_> {
     fn err(&mut self, at: &At, field: &str, msg: impl Into<String>) -> Diagnostic {
-        let path = if field.is_empty() {
-            at.path.clone()
-        } else {
-            format!("{}.{field}", at.path)
+        let full = |at: &At| {
+            if field.is_empty() {
+                at.path.clone()
+            } else {
+                format!("{}.{field}", at.path)
+            }
         };
-        self.files[at.file].0.diag(&path, msg)
+        // Where the field is written: here, else in the nearest base that
+        // writes it, else (nothing writes it) here.
+        let found = std::iter::once(at)
+            .chain(&at.bases)
+            .find(|a| self.files[a.file].0.has(&full(a)))
+            .unwrap_or(at);
+        self.files[found.file].0.diag(&full(found), msg)
     }
     fn report(&mut self, at: &At, field: &str, msg: impl Into<String>) {
         let d = self.err(at, field, msg);
@@ -205,6 +232,7 @@ pub fn lower(
     files: &[(SourceFile, raw::Manifest)],
     cli_vars: &BTreeMap<String, String>,
     env: &dyn Fn(&str) -> Option<String>,
+    project: &Project,
     diags: &mut Diagnostics,
 ) -> Option<Desired> {
     let mut ctx = Ctx {
@@ -212,9 +240,13 @@ pub fn lower(
         diags,
         env,
         images: HashMap::new(),
+        root: project.root.clone(),
+        broken_images: BTreeSet::new(),
     };
+    let mut project = project.clone();
     // 1. merge sections
     let mut gateway: Option<(At, raw::Gateway)> = None;
+    let mut project_at: Option<At> = None;
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut default_images: BTreeMap<String, (At, raw::Image)> = BTreeMap::new();
     let mut default_templates: BTreeMap<String, (At, raw::Template)> = BTreeMap::new();
@@ -222,10 +254,7 @@ pub fn lower(
     let mut seen: HashMap<String, At> = HashMap::new();
     for (i, (_, m)) in files.iter().enumerate() {
         if let Some(g) = &m.gateway {
-            let at = At {
-                file: i,
-                path: "gateway".into(),
-            };
+            let at = At::new(i, "gateway");
             if let Some((first, _)) = &gateway {
                 let other = files[first.file].0.path.display().to_string();
                 ctx.report(
@@ -237,12 +266,34 @@ pub fn lower(
                 gateway = Some((at, g.clone()));
             }
         }
+        if let Some(name) = &m.project {
+            let at = At::new(i, "project");
+            if let Some(first) = &project_at {
+                let other = files[first.file].0.path.display().to_string();
+                ctx.report(
+                    &at,
+                    "",
+                    format!(
+                        "the project name is already set in `{other}`; set it in one file only"
+                    ),
+                );
+            } else if !valid_name(name) {
+                let d = ctx
+                    .err(
+                        &at,
+                        "",
+                        format!("project name `{name}` is not a valid name"),
+                    )
+                    .with_hint(NAME_HINT);
+                ctx.diags.push(d);
+            } else {
+                project.name = name.clone();
+                project_at = Some(at);
+            }
+        }
         let mut unique = |ctx: &mut Ctx, section: &str, name: &str| -> Option<At> {
             let key = format!("{section}.{name}");
-            let at = At {
-                file: i,
-                path: super::source::join(section, name),
-            };
+            let at = At::new(i, super::source::join(section, name));
             if let Some(first) = seen.get(&key) {
                 let other = files[first.file].0.path.display().to_string();
                 ctx.report(
@@ -288,7 +339,10 @@ pub fn lower(
         vars.insert(k.clone(), v.clone());
     }
 
-    let mut desired = Desired::default();
+    let mut desired = Desired {
+        project,
+        ..Desired::default()
+    };
     if let Some((at, g)) = &gateway {
         desired.gateway = lower_gateway(&mut ctx, at, g);
     }
@@ -306,10 +360,7 @@ pub fn lower(
             .values()
             .next()
             .map(|(a, _)| a.clone())
-            .unwrap_or(At {
-                file: 0,
-                path: String::new(),
-            });
+            .unwrap_or(At::new(0, String::new()));
         let d = ctx
             .err(&at, "", "templates are defined but no merchant uses them")
             .warning();
@@ -473,10 +524,10 @@ fn lower_merchant(
         images.insert(
             k.clone(),
             (
-                At {
-                    file: mat.file,
-                    path: super::source::join(&format!("{}.images", mat.path), k),
-                },
+                At::new(
+                    mat.file,
+                    super::source::join(&format!("{}.images", mat.path), k),
+                ),
                 v.clone(),
             ),
         );
@@ -491,6 +542,9 @@ fn lower_merchant(
             continue;
         }
         let path = ctx.dir(at.file).join(&img.file);
+        // Any problem with the image itself is reported here, once; the
+        // templates that use it add no error of their own.
+        ctx.broken_images.insert((mname.to_string(), name.clone()));
         let facts = match ctx.probe(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -523,6 +577,7 @@ fn lower_merchant(
             ctx.report(at, "file", p);
             continue;
         }
+        ctx.broken_images.remove(&(mname.to_string(), name.clone()));
         let address = Address::new(mname, Kind::Image, name);
         image_roles.insert(name.clone(), (img.role, facts.sha256.clone()));
         desired.resources.insert(
@@ -531,7 +586,8 @@ fn lower_merchant(
                 address,
                 deps: Vec::new(),
                 attrs: Attrs::Image(ImageAttrs {
-                    file: path,
+                    file: super::relative_path(&ctx.root, &path),
+                    source: path,
                     role: role_name(img.role).into(),
                     image_type: facts.format.into(),
                     sha256: facts.sha256,
@@ -551,10 +607,10 @@ fn lower_merchant(
             .cloned()
     };
     for (tname, t) in m.templates.iter().flatten() {
-        let at = At {
-            file: mat.file,
-            path: super::source::join(&format!("{}.templates", mat.path), tname),
-        };
+        let mut at = At::new(
+            mat.file,
+            super::source::join(&format!("{}.templates", mat.path), tname),
+        );
         if !valid_name(tname) {
             let d = ctx
                 .err(
@@ -599,6 +655,11 @@ fn lower_merchant(
                     }
                 }
             }
+            // Fields not written on the template come from its bases.
+            at.bases = chain
+                .iter()
+                .map(|n| default_templates[n].0.clone())
+                .collect();
             for name in chain.iter().rev() {
                 let v =
                     serde_json::to_value(&default_templates[name].1).expect("raw types serialize");
@@ -650,10 +711,15 @@ fn lower_merchant(
         let mut levels: Vec<(raw::Template, At)> = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, tier) in tiers.iter().enumerate() {
-            let tat = At {
-                file: at.file,
-                path: format!("{}.tiers[{i}]", at.path),
-            };
+            let mut tat = At::new(at.file, format!("{}.tiers[{i}]", at.path));
+            // A tier's field may be written on the tier, the template, or a
+            // base (in the base's own tiers or on the base itself).
+            tat.bases.push(At::new(at.file, at.path.clone()));
+            for b in &at.bases {
+                tat.bases
+                    .push(At::new(b.file, format!("{}.tiers[{i}]", b.path)));
+                tat.bases.push(At::new(b.file, b.path.clone()));
+            }
             let mut tier = tier.clone();
             let mut errors = Vec::new();
             interpolate_value(&mut tier, "", &var, ctx.env, &mut errors);
@@ -753,7 +819,11 @@ fn image_ref(
     images: &BTreeMap<String, (raw::ImageRole, String)>,
     want: Option<raw::ImageRole>,
 ) -> Option<(String, String)> {
+    let merchant = at.path.split('.').nth(1).unwrap_or_default().to_string();
     let Some((role, sha)) = images.get(name) else {
+        if ctx.broken_images.contains(&(merchant, name.to_string())) {
+            return None; // reported at the image
+        }
         let hint = did_you_mean(name, images.keys().map(String::as_str)).unwrap_or_else(|| {
             "declare it under the merchant's `images:` or `defaults.images`".into()
         });
@@ -781,7 +851,6 @@ fn image_ref(
         );
         return None;
     }
-    let merchant = at.path.split('.').nth(1).unwrap_or_default().to_string();
     Some((
         Address::new(&merchant, Kind::Image, name).to_string(),
         sha.clone(),
@@ -854,6 +923,18 @@ fn emit_template(
             at,
             "style.banner_url",
             format!("`{u}` is not an http(s) URL"),
+        );
+    }
+    if let Some(c) = &style.text_color
+        && !api::is_rgb(c)
+    {
+        ctx.report(
+            at,
+            "style.text_color",
+            format!(
+                "`{}` is not a colour the gateway takes: write `rgb(r,g,b)` with each of r, g, b from 0 to 255, e.g. `rgb(55,112,179)`",
+                super::diag::clip(c, 60)
+            ),
         );
     }
     let number = t.card_number.clone().unwrap_or_default();

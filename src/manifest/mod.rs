@@ -92,6 +92,60 @@ pub fn project_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
+/// The project's root directory: the directory itself, or a file's directory;
+/// canonical where it exists, so that every spelling of the path agrees.
+pub fn project_root(path: &Path) -> PathBuf {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if canonical.is_file() {
+        canonical
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or(canonical)
+    } else {
+        canonical
+    }
+}
+
+/// The name a project has when its manifests set no `project:`: the
+/// directory's name; for a single-file project the file's name without its
+/// extension, or its directory's name when the file is `cardform.yaml`.
+pub fn default_project_name(path: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let stem = canonical
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = if canonical.is_file() && stem != "cardform" {
+        stem
+    } else {
+        project_root(path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    if name.is_empty() {
+        "project".into()
+    } else {
+        name
+    }
+}
+
+/// `path` relative to `root`, with `/` separators (`..` where it lies outside).
+pub fn relative_path(root: &Path, path: &Path) -> String {
+    use std::path::Component;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let a: Vec<Component> = root.components().collect();
+    let b: Vec<Component> = path.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); a.len() - common];
+    parts.extend(
+        b[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
 /// Looks up an environment variable.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -132,21 +186,30 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
             Err(d) => diags.push(d),
         }
     }
-    finish(sources, diags, files, opts)
+    let root = project_root(path);
+    let name = default_project_name(path);
+    finish(sources, diags, files, opts, (root, name))
 }
 
 /// Load files already in memory (paths still locate images and messages).
 pub fn load_bytes(inputs: Vec<(PathBuf, Vec<u8>)>, opts: &LoadOptions) -> Loaded {
     let mut sources = Vec::new();
     let mut diags = Diagnostics::default();
-    let files = inputs.iter().map(|(p, _)| p.clone()).collect();
+    let files: Vec<PathBuf> = inputs.iter().map(|(p, _)| p.clone()).collect();
     for (path, bytes) in inputs {
         match source::parse(&path, bytes) {
             Ok(v) => sources.push(v),
             Err(d) => diags.push(d),
         }
     }
-    finish(sources, diags, files, opts)
+    let first = files_first(&files);
+    let root = project_root(&first);
+    let name = default_project_name(&first);
+    finish(sources, diags, files, opts, (root, name))
+}
+
+fn files_first(files: &[PathBuf]) -> PathBuf {
+    files.first().cloned().unwrap_or_default()
 }
 
 fn finish(
@@ -154,6 +217,7 @@ fn finish(
     mut diags: Diagnostics,
     files: Vec<PathBuf>,
     opts: &LoadOptions,
+    (root, default_name): (PathBuf, String),
 ) -> Loaded {
     let validator =
         jsonschema::validator_for(validator_schema()).expect("bug: the generated schema compiles");
@@ -168,7 +232,11 @@ fn finish(
         None
     } else {
         let env = opts.env.unwrap_or(&|_: &str| None);
-        lower::lower(&parsed, &opts.vars, env, &mut diags)
+        let project = crate::model::Project {
+            name: default_name,
+            root,
+        };
+        lower::lower(&parsed, &opts.vars, env, &project, &mut diags)
     };
     diags.sort();
     let desired = if diags.has_errors() { None } else { desired };
@@ -179,18 +247,46 @@ fn finish(
     }
 }
 
-/// Every property name in the schema, for "did you mean".
-fn vocabulary(schema: &serde_json::Value, out: &mut Vec<String>) {
-    match schema {
-        serde_json::Value::Object(m) => {
-            if let Some(serde_json::Value::Object(props)) = m.get("properties") {
-                out.extend(props.keys().cloned());
-            }
-            m.values().for_each(|v| vocabulary(v, out));
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|v| vocabulary(v, out)),
-        _ => {}
+/// Fields whose value is a secret's source: a mistake there is reported
+/// without the value, which may be the secret itself.
+pub const SECRET_FIELDS: &[&str] = &["private_key", "alipay_public_key", "app_auth_token"];
+
+/// A source line with everything after its first `key:` replaced, so a
+/// secret written inline is not echoed.
+pub fn redact_line(line: &str) -> String {
+    match line.find(':') {
+        Some(i) => format!("{} <redacted>", &line[..=i]),
+        None => "<redacted>".to_string(),
     }
+}
+
+/// The property names allowed where an `additionalProperties` error was
+/// raised, found by walking its schema path (through `$ref`s).
+fn allowed_keys(schema_path: &str) -> Vec<String> {
+    let root = validator_schema();
+    let mut node = root;
+    let segs: Vec<&str> = schema_path.split('/').skip(1).collect();
+    for seg in segs.iter().take(segs.len().saturating_sub(1)) {
+        let next = if *seg == "$ref" {
+            node.get("$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix('#'))
+                .and_then(|p| root.pointer(p))
+        } else {
+            match node {
+                serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => node.get(*seg),
+            }
+        };
+        match next {
+            Some(n) => node = n,
+            None => return Vec::new(),
+        }
+    }
+    node.get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// JSON pointer segments to our YAML path form.
@@ -228,8 +324,6 @@ fn check_schema(
         )]);
     }
     let mut out = Vec::new();
-    let mut words = Vec::new();
-    vocabulary(validator_schema(), &mut words);
     for err in validator.iter_errors(&json) {
         let segs: Vec<String> = err
             .instance_path()
@@ -239,12 +333,44 @@ fn check_schema(
             .map(|s| s.replace("~1", "/").replace("~0", "~"))
             .collect();
         let path = yaml_path(&segs);
+        // A secret written where its source belongs: never echo the value.
+        if let Some(field) = segs.iter().find(|s| SECRET_FIELDS.contains(&s.as_str())) {
+            let at: Vec<String> = segs
+                .iter()
+                .take_while(|s| *s != field)
+                .chain(std::iter::once(field))
+                .cloned()
+                .collect();
+            let at = yaml_path(&at);
+            let mut d = src
+                .diag(
+                    &at,
+                    format!("`{field}` must say where the secret comes from, not hold it"),
+                )
+                .with_hint("write `{ file: path }` (relative to this manifest) or `{ env: NAME }`; never the secret itself");
+            d.snippet = d.snippet.as_deref().map(redact_line);
+            out.push(d);
+            continue;
+        }
         match err.kind() {
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let allowed = allowed_keys(err.schema_path().as_str());
                 for key in unexpected {
                     let p = source::join(&path, key);
                     let mut d = src.diag(&p, format!("unknown key `{key}`"));
-                    d.hint = diag::did_you_mean(key, words.iter().map(String::as_str));
+                    d.hint =
+                        diag::did_you_mean(key, allowed.iter().map(String::as_str)).or_else(|| {
+                            (!allowed.is_empty()).then(|| {
+                                format!(
+                                    "allowed here: {}",
+                                    allowed
+                                        .iter()
+                                        .map(|k| format!("`{k}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            })
+                        });
                     out.push(d);
                 }
             }

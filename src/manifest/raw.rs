@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 #[schemars(title = "cardform manifest")]
 pub struct Manifest {
+    /// The project's name, which its state is bound to (default: the project
+    /// directory's name). Set it where the directory's name is not stable,
+    /// as in CI checkouts. At most one file may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// Where the gateway is and which app calls it. At most one file may set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Gateway>,
@@ -82,7 +87,9 @@ pub struct Defaults {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Merchant {
-    /// A human name for messages and outputs.
+    /// A human name, shown beside the merchant's address in plans (the
+    /// per-merchant counts of the human and Markdown plans; `display_names`
+    /// in the JSON plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// The merchant's app_auth_token, when an ISV acts on its behalf (file or env, never inline).

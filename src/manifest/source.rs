@@ -53,6 +53,11 @@ impl SourceFile {
         }
     }
 
+    /// Whether this exact YAML path is written in the file.
+    pub fn has(&self, yaml_path: &str) -> bool {
+        self.index.contains_key(yaml_path)
+    }
+
     /// The text of a 1-based line.
     pub fn line_text(&self, line: usize) -> Option<&str> {
         self.text.lines().nth(line.saturating_sub(1))

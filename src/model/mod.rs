@@ -140,7 +140,13 @@ pub struct MerchantInfo {
 /// What an image resource is: its content, identified by hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageAttrs {
-    pub file: PathBuf,
+    /// The file, relative to the project's root with `/` separators: the same
+    /// however the project path was spelled or wherever cardform ran.
+    pub file: String,
+    /// Where to read the bytes on this machine. Not an attribute: never
+    /// hashed, stored or diffed.
+    #[serde(skip)]
+    pub source: PathBuf,
     pub role: String,
     /// `image_type` as sent: png, jpg, gif, bmp.
     pub image_type: String,
@@ -188,6 +194,16 @@ pub enum Attrs {
     Template(Box<TemplateAttrs>),
     Form(FormAttrs),
     ActivationUrl(ActivationUrlAttrs),
+}
+
+impl ImageAttrs {
+    /// Whether `old` (as recorded) holds the same image at the gateway: the
+    /// same bytes sent as the same type. The file's name or place does not
+    /// matter, so a moved or differently spelled path uploads nothing.
+    pub fn same_image(&self, old: &serde_json::Value) -> bool {
+        old.get("sha256").and_then(|v| v.as_str()) == Some(self.sha256.as_str())
+            && old.get("image_type").and_then(|v| v.as_str()) == Some(self.image_type.as_str())
+    }
 }
 
 impl Attrs {
@@ -247,9 +263,23 @@ pub struct Resource {
     pub attrs: Attrs,
 }
 
+/// Which project the manifests are: the name a state is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Project {
+    /// `project:` in the manifests, or derived from the project's directory
+    /// (see `manifest::project_name`). Stable across path spellings, working
+    /// directories and machines.
+    pub name: String,
+    /// The project's root directory (canonical), which image paths are
+    /// relative to. Not part of any hash.
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
 /// Everything the manifests ask for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Desired {
+    pub project: Project,
     pub gateway: GatewayBlock,
     pub merchants: BTreeMap<String, MerchantInfo>,
     pub resources: BTreeMap<Address, Resource>,

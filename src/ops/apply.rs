@@ -17,8 +17,13 @@ use crate::state::StateStore;
 
 pub struct Request {
     pub common: Common,
+    /// The project was named on the command line (else a saved plan's own is used).
+    pub project_given: bool,
     pub saved_plan: Option<PathBuf>,
     pub target: Option<Address>,
+    /// No one is asked: a plan that retires resources then needs `allow_retire`.
+    pub auto_approve: bool,
+    pub allow_retire: bool,
     pub options: apply::Options,
 }
 
@@ -54,11 +59,15 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<Applied> {
     let mut common = req.common.clone();
+    let mut saved_binding = None;
     let saved = match &req.saved_plan {
         Some(path) => {
             let saved = super::plan::read_saved(path)?;
-            common.project = saved.project.clone();
+            if !req.project_given {
+                common.project = super::plan::saved_project(path, &saved)?;
+            }
             common.vars = saved.vars.clone();
+            saved_binding = saved.binding;
             Some(saved.plan)
         }
         None => None,
@@ -71,6 +80,15 @@ pub async fn run(
         common.lock_timeout,
     )?);
     let snapshot = store.snapshot()?;
+    let binding = project::binding(&desired, &settings);
+    project::check_binding(&snapshot, &binding, &settings.state_dir)?;
+    if let Some(planned_for) = &saved_binding
+        && planned_for != &binding
+    {
+        bail!(
+            "the saved plan was made for {planned_for}; this run is {binding}\nhint: apply it with the same project and gateway settings, or run `cardform plan --out` again"
+        );
+    }
     let plan = match saved {
         Some(saved) => {
             if saved.lineage != snapshot.meta.lineage || saved.serial != snapshot.meta.serial {
@@ -95,6 +113,12 @@ pub async fn run(
                     target: req.target.clone(),
                 },
             )?;
+            if req.auto_approve && plan.summary.retire > 0 && !req.allow_retire {
+                bail!(
+                    "refusing to retire {} resource(s) without a review: --auto-approve alone does not retire\nhint: read the plan (`cardform plan`), then pass --allow-retire, or apply a plan saved with `cardform plan --out` after reviewing it",
+                    plan.summary.retire
+                );
+            }
             if plan.has_changes() && !confirm(&plan) {
                 return Ok(Applied::Declined(plan));
             }
@@ -103,6 +127,10 @@ pub async fn run(
     };
     if !plan.has_changes() {
         return Ok(Applied::NoChanges(plan));
+    }
+    if snapshot.meta.binding.is_none() {
+        // The first apply binds the state to this project and gateway.
+        store.bind(&binding)?;
     }
     let tokens = tokens(&desired);
     let conn = super::gateway::connect(&settings.gateway, &settings.state_dir).await?;

@@ -1,21 +1,30 @@
-//! `cardform plan`: load, read state, plan; optionally save the plan.
+//! `cardform plan`: load, read state, check it belongs to this project and
+//! gateway, plan; optionally save the plan.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::project::{self, Common};
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::settings::{GatewayFlags, Settings};
-use crate::state::StateStore;
+use crate::state::{Binding, StateStore};
 
 /// A plan saved with `--out`: the plan and how to find its project again.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedPlan {
+    /// The project as planned: canonical, for applying on the same machine.
     pub project: PathBuf,
+    /// The same project relative to the plan file's directory, for applying
+    /// where the checkout lives elsewhere (a CI artifact applied by a later job).
+    #[serde(default)]
+    pub project_from_plan: Option<PathBuf>,
     pub vars: std::collections::BTreeMap<String, String>,
+    /// The project and gateway the plan was made for.
+    #[serde(default)]
+    pub binding: Option<Binding>,
     pub plan: Plan,
 }
 
@@ -23,6 +32,7 @@ pub struct Planned {
     pub plan: Plan,
     pub desired: Desired,
     pub settings: Settings,
+    pub binding: Binding,
 }
 
 pub fn run(
@@ -36,19 +46,35 @@ pub fn run(
     let store = project::open_state(&settings.state_dir, "plan", common.lock_timeout)?;
     let snapshot = store.snapshot()?;
     drop(store);
+    let binding = project::binding(&desired, &settings);
+    project::check_binding(&snapshot, &binding, &settings.state_dir)?;
     let plan = plan::plan(&desired, &snapshot, &plan::Options { target })?;
     Ok(Planned {
         plan,
         desired,
         settings,
+        binding,
     })
 }
 
-pub fn save(path: &Path, common: &Common, plan: &Plan) -> Result<()> {
+/// `to` relative to the directory `from` (both made absolute first).
+fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
+    let from = std::fs::canonicalize(from).ok()?;
+    let to = std::fs::canonicalize(to).ok()?;
+    Some(PathBuf::from(crate::manifest::relative_path(&from, &to)))
+}
+
+pub fn save(path: &Path, common: &Common, planned: &Planned) -> Result<()> {
+    let plan_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let saved = SavedPlan {
         project: std::fs::canonicalize(&common.project).unwrap_or_else(|_| common.project.clone()),
+        project_from_plan: relative(&plan_dir, &common.project),
         vars: common.vars.clone(),
-        plan: plan.clone(),
+        binding: Some(planned.binding.clone()),
+        plan: planned.plan.clone(),
     };
     let text = serde_json::to_vec_pretty(&saved).expect("plans serialize");
     std::fs::write(path, text)
@@ -64,4 +90,29 @@ pub fn read_saved(path: &Path) -> Result<SavedPlan> {
             path.display()
         )
     })
+}
+
+/// Where a saved plan's project is now: as recorded, else relative to the
+/// plan file.
+pub fn saved_project(path: &Path, saved: &SavedPlan) -> Result<PathBuf> {
+    if saved.project.exists() {
+        return Ok(saved.project.clone());
+    }
+    if let Some(rel) = &saved.project_from_plan {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let candidate = dir.join(rel);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "the project of the saved plan `{}` is not at `{}`{}\nhint: pass the project with -p PATH",
+        path.display(),
+        saved.project.display(),
+        saved
+            .project_from_plan
+            .as_ref()
+            .map(|r| format!(" nor at `{}` beside the plan", r.display()))
+            .unwrap_or_default()
+    )
 }

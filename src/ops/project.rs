@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::model::Desired;
+use crate::settings::{Endpoint, Settings};
 use crate::state::sled::SledStore;
+use crate::state::{Binding, Snapshot};
 
 /// Load and lower the manifests; an invalid project is an error carrying
 /// every diagnostic (the CLI renders them).
@@ -29,4 +31,47 @@ pub struct Common {
     pub project: PathBuf,
     pub vars: BTreeMap<String, String>,
     pub lock_timeout: Duration,
+}
+
+/// The project and gateway this run is about, as a state records them.
+pub fn binding(desired: &Desired, settings: &Settings) -> Binding {
+    let gw = &settings.gateway;
+    let (gateway, default_app) = match &gw.endpoint {
+        Endpoint::Embedded => ("sandbox".to_string(), super::gateway::SANDBOX_APP_ID),
+        Endpoint::Url(u) => (u.host_str().unwrap_or("").to_string(), "(none)"),
+    };
+    Binding {
+        project: desired.project.name.clone(),
+        gateway,
+        app_id: gw.app_id.clone().unwrap_or_else(|| default_app.to_string()),
+    }
+}
+
+/// Refuse a state that belongs to another project or gateway: planning
+/// against it would retire the other project's resources, or find "no
+/// changes" at a gateway that holds none of its ids.
+pub fn check_binding(snapshot: &Snapshot, current: &Binding, state_dir: &Path) -> Result<()> {
+    let Some(recorded) = &snapshot.meta.binding else {
+        return Ok(());
+    };
+    let dir = state_dir.display();
+    if recorded.project != current.project {
+        bail!(
+            "the state in `{dir}` belongs to project `{}`, not to `{}`\nhint: planning `{}` against it would retire every resource of `{}`. Give each project its own state (--state DIR or CARDFORM_STATE), or if the project was renamed, record the new name with `cardform state rebind PATH`",
+            recorded.project,
+            current.project,
+            current.project,
+            recorded.project
+        );
+    }
+    if recorded.gateway != current.gateway || recorded.app_id != current.app_id {
+        bail!(
+            "the state in `{dir}` was applied to gateway `{}` as app `{}`; this run points at gateway `{}` as app `{}`\nhint: its ids mean nothing to another gateway or app. Use another state directory (--state DIR) for this one, or if it is the same gateway and app under a new address, record it with `cardform state rebind PATH`",
+            recorded.gateway,
+            recorded.app_id,
+            current.gateway,
+            current.app_id
+        );
+    }
+    Ok(())
 }

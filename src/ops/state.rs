@@ -9,8 +9,29 @@ use serde::Serialize;
 
 use super::project;
 use crate::model::{Address, Kind};
+use crate::settings::{GatewayFlags, Settings};
 use crate::state::lock;
-use crate::state::{Snapshot, StateStore};
+use crate::state::{Binding, Snapshot, StateStore};
+
+/// `state rebind`: bind the state to this project and gateway; returns the
+/// binding it had and the one it has now.
+pub fn rebind(
+    project_path: &Path,
+    vars: &BTreeMap<String, String>,
+    flags: &GatewayFlags,
+    state: Option<std::path::PathBuf>,
+    timeout: Duration,
+) -> Result<(Option<Binding>, Binding)> {
+    let desired = project::load(project_path, vars)?;
+    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
+    let store = project::open_state(&settings.state_dir, "state rebind", timeout)?;
+    let old = store.snapshot()?.meta.binding;
+    let new = project::binding(&desired, &settings);
+    if old.as_ref() != Some(&new) {
+        store.bind(&new)?;
+    }
+    Ok((old, new))
+}
 
 pub fn snapshot(dir: &Path, timeout: Duration) -> Result<Snapshot> {
     Ok(project::open_state(dir, "state", timeout)?.snapshot()?)
@@ -103,4 +124,25 @@ pub fn outputs(snap: &Snapshot) -> BTreeMap<String, Vec<TemplateOutput>> {
             });
     }
     out
+}
+
+/// One QR-code PNG per activation URL, named `<merchant>-<template>.png`;
+/// returns what was written.
+pub fn write_qr_codes(
+    dir: &Path,
+    outputs: &BTreeMap<String, Vec<TemplateOutput>>,
+) -> Result<Vec<(Address, std::path::PathBuf)>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory `{}`", dir.display()))?;
+    let mut written = Vec::new();
+    for t in outputs.values().flatten() {
+        if let Some(url) = &t.apply_card_url {
+            let file = dir.join(format!("{}-{}.png", t.address.merchant, t.address.name));
+            let png = crate::render::qr::qr_png(url).map_err(anyhow::Error::msg)?;
+            std::fs::write(&file, png)
+                .with_context(|| format!("cannot write `{}`", file.display()))?;
+            written.push((t.address.clone(), file));
+        }
+    }
+    Ok(written)
 }

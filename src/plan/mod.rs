@@ -81,6 +81,9 @@ pub struct Plan {
     pub desired_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Address>,
+    /// Merchants' `display_name`s, for people reading the plan.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub display_names: BTreeMap<String, String>,
     pub summary: Summary,
     /// Every resource considered, in dependency order; no-ops included.
     pub changes: Vec<Change>,
@@ -129,6 +132,39 @@ fn desired_hash_from(desired: &Desired, hashes: &BTreeMap<&Address, String>) -> 
     hex::encode(h.finalize())
 }
 
+/// The change a resource needs because `dep`, which it uses, gets a new id.
+fn renewed(
+    address: &Address,
+    dep: &Address,
+    old: &crate::state::ResourceState,
+    before: Value,
+) -> (Action, String, Option<Value>) {
+    match (address.kind, dep.kind) {
+        (Kind::ActivationUrl, _) => (
+            Action::Replace,
+            format!(
+                "`{dep}` is replaced: a NEW activation URL is issued for the new template{}. Reprint posters and QR codes that carry the old URL; members who already hold cards keep them on the old template",
+                old.ids
+                    .apply_card_url
+                    .as_ref()
+                    .map(|u| format!(" (the old URL was {u})"))
+                    .unwrap_or_default()
+            ),
+            Some(before),
+        ),
+        (Kind::Template, Kind::Image) => (
+            Action::Update,
+            format!("`{dep}` is uploaded anew: the template is updated to use the new image_id"),
+            Some(before),
+        ),
+        _ => (
+            Action::Update,
+            format!("`{dep}` is replaced: set again on the new template"),
+            Some(before),
+        ),
+    }
+}
+
 /// Top-level keys whose values differ, for the reason line.
 fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
     let (Value::Object(b), Value::Object(a)) = (before, after) else {
@@ -173,15 +209,25 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             }
             Some(old) => {
                 let old_attrs = || old.attrs_value();
-                let replaced_dep = res.deps.iter().find(|d| {
-                    matches!(actions.get(*d), Some(Action::Create | Action::Replace))
-                        && d.kind == Kind::Template
-                });
-                if &old.hash != hash {
+                // A dependency that gets a new id (an image uploaded anew, a
+                // template replaced) changes this resource at the gateway
+                // even when its own attributes are the same.
+                let renewed_dep = res
+                    .deps
+                    .iter()
+                    .find(|d| matches!(actions.get(*d), Some(Action::Create | Action::Replace)));
+                let same_image = match &res.attrs {
+                    Attrs::Image(img) => img.same_image(&old_attrs()),
+                    _ => false,
+                };
+                if &old.hash != hash && !same_image {
                     match (&res.attrs, res.attrs.replace_reason(&old_attrs())) {
                         (_, Some(why)) => (
                             Action::Replace,
-                            format!("{why}: a new template is created; the old one cannot be deleted at Alipay and is retired"),
+                            format!(
+                                "{why}: a new template is created; the old one{} cannot be deleted at Alipay and is retired. Members who already hold cards keep them on the old template",
+                                old.ids.template_id.as_ref().map(|t| format!(" (template_id {t})")).unwrap_or_default()
+                            ),
                             Some(old_attrs()),
                         ),
                         (Attrs::Image(_), None) => (
@@ -200,12 +246,8 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                             (Action::Update, reason, Some(old_attrs()))
                         }
                     }
-                } else if let Some(dep) = replaced_dep {
-                    (
-                        Action::Update,
-                        format!("`{dep}` is replaced: set again on the new template"),
-                        Some(old_attrs()),
-                    )
+                } else if let Some(dep) = renewed_dep {
+                    renewed(address, dep, old, old_attrs())
                 } else {
                     (Action::NoOp, "up to date".to_string(), Some(old_attrs()))
                 }
@@ -272,6 +314,11 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         serial: snap.meta.serial,
         desired_hash: desired_hash_from(desired, &hashes),
         target: opts.target.clone(),
+        display_names: desired
+            .merchants
+            .iter()
+            .filter_map(|(m, info)| Some((m.clone(), info.display_name.clone()?)))
+            .collect(),
         summary,
         changes,
     })

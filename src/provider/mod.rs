@@ -99,10 +99,24 @@ impl Provider {
         attrs: &ImageAttrs,
         token: Option<&Secret>,
     ) -> Result<Ids, GatewayError> {
-        let bytes = std::fs::read(&attrs.file).map_err(|e| GatewayError::Request {
+        let fail = |detail: String| GatewayError::Request {
             method: ImageUploadRequest::METHOD.into(),
-            detail: format!("cannot read `{}`: {e}", attrs.file.display()),
-        })?;
+            detail,
+        };
+        let bytes = std::fs::read(&attrs.source)
+            .map_err(|e| fail(format!("cannot read `{}`: {e}", attrs.file)))?;
+        // The bytes must be the ones planned: a file edited since is not
+        // uploaded under the old plan's name.
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        if sha != attrs.sha256 {
+            return Err(fail(format!(
+                "`{}` changed since the plan was made (sha256 {sha}, planned {})\nhint: run plan again",
+                attrs.file, attrs.sha256
+            )));
+        }
         let req = ImageUploadRequest {
             image_type: attrs.image_type.clone(),
             image_name: name.to_string(),

@@ -1,10 +1,12 @@
-//! Plans for people (Terraform-like), for CI (JSON) and for pull requests
-//! (Markdown).
+//! Plans for people (Terraform-like, coloured on a terminal), for CI (JSON)
+//! and for pull requests (Markdown, within a comment's size limit).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
+use super::{ADD, BOLD, CHANGE, DANGER, REPLACE, paint};
 use crate::plan::{Action, Change, Plan};
 
 fn symbol(a: Action) -> &'static str {
@@ -14,6 +16,16 @@ fn symbol(a: Action) -> &'static str {
         Action::Replace => "-/+",
         Action::Retire => "!",
         Action::NoOp => " ",
+    }
+}
+
+fn style(a: Action) -> anstyle::Style {
+    match a {
+        Action::Create => ADD,
+        Action::Update => CHANGE,
+        Action::Replace => REPLACE,
+        Action::Retire => DANGER,
+        Action::NoOp => anstyle::Style::new(),
     }
 }
 
@@ -33,33 +45,59 @@ fn pretty(v: &Option<serde_json::Value>) -> String {
         .unwrap_or_default()
 }
 
-/// The attribute diff, changed lines with a little context.
-pub fn diff(change: &Change) -> String {
+/// One line of an attribute diff: its sign and the JSON text (with its own
+/// indentation, which context lines keep too).
+type DiffLine = (char, String);
+
+/// The attribute diff: changed lines with a line of context; `None` marks a
+/// gap between groups.
+fn diff_lines(change: &Change) -> Vec<Option<DiffLine>> {
     let before = pretty(&change.before);
     let after = pretty(&change.after);
-    let mut out = String::new();
+    let mut out = Vec::new();
     if change.action == Action::Create {
-        for line in after.lines() {
-            let _ = writeln!(out, "      + {line}");
-        }
-        return out;
+        return after.lines().map(|l| Some(('+', l.to_string()))).collect();
     }
     let d = TextDiff::from_lines(&before, &after);
     for group in d.grouped_ops(1) {
         for op in group {
             for c in d.iter_changes(&op) {
                 let sign = match c.tag() {
-                    ChangeTag::Delete => "-",
-                    ChangeTag::Insert => "+",
-                    ChangeTag::Equal => " ",
+                    ChangeTag::Delete => '-',
+                    ChangeTag::Insert => '+',
+                    ChangeTag::Equal => ' ',
                 };
-                let _ = write!(out, "      {sign} {}", c.value());
-                if c.missing_newline() {
-                    out.push('\n');
-                }
+                out.push(Some((sign, c.value().trim_end_matches('\n').to_string())));
             }
         }
-        out.push_str("      ...\n");
+        out.push(None);
+    }
+    out
+}
+
+/// The attribute diff for a terminal, indented under its resource.
+pub fn diff(change: &Change) -> String {
+    let mut out = String::new();
+    for l in diff_lines(change) {
+        let _ = match l {
+            Some(('+', t)) => writeln!(out, "      {}", paint(ADD, &format!("+ {t}"))),
+            Some(('-', t)) => writeln!(out, "      {}", paint(DANGER, &format!("- {t}"))),
+            Some((_, t)) => writeln!(out, "        {t}"),
+            None => writeln!(out, "      ..."),
+        };
+    }
+    out
+}
+
+/// The attribute diff for a ```diff block: the sign in column one, the JSON
+/// indentation kept after it.
+fn diff_block(change: &Change) -> String {
+    let mut out = String::new();
+    for l in diff_lines(change) {
+        let _ = match l {
+            Some((sign, t)) => writeln!(out, "{sign} {t}"),
+            None => writeln!(out, "  ..."),
+        };
     }
     out
 }
@@ -75,6 +113,35 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
+fn retire_warning(n: usize) -> String {
+    format!(
+        "WARNING: {n} resource(s) will be RETIRED. Alipay has no delete API for templates or images: they stay at Alipay and cardform forgets them."
+    )
+}
+
+/// Counts per merchant: create, update, replace, retire.
+fn per_merchant(changes: &[&Change]) -> BTreeMap<String, [usize; 4]> {
+    let mut per: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for c in changes {
+        let e = per.entry(c.address.merchant.clone()).or_default();
+        match c.action {
+            Action::Create => e[0] += 1,
+            Action::Update => e[1] += 1,
+            Action::Replace => e[2] += 1,
+            Action::Retire => e[3] += 1,
+            Action::NoOp => {}
+        }
+    }
+    per
+}
+
+fn merchant_label(plan: &Plan, m: &str) -> String {
+    match plan.display_names.get(m) {
+        Some(d) => format!("merchant.{m} ({d})"),
+        None => format!("merchant.{m}"),
+    }
+}
+
 pub fn human(plan: &Plan, show_diffs: bool) -> String {
     let mut out = String::new();
     let changes: Vec<&Change> = plan
@@ -85,33 +152,52 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
     if !changes.is_empty() {
         out.push_str("cardform will perform these actions:\n\n");
     }
-    for c in changes {
-        let _ = writeln!(out, "  # {} {}", c.address, verb(c.action));
-        let _ = writeln!(out, "  {} {}  ({})", symbol(c.action), c.address, c.reason);
+    for c in &changes {
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(BOLD, &format!("# {} {}", c.address, verb(c.action)))
+        );
+        let _ = writeln!(
+            out,
+            "  {} {}  ({})",
+            paint(style(c.action), symbol(c.action)),
+            c.address,
+            c.reason
+        );
         if show_diffs && c.action != Action::Retire {
             out.push_str(&diff(c));
         }
         out.push('\n');
     }
-    let retired = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Retire)
-        .count();
-    if retired > 0 {
+    let per = per_merchant(&changes);
+    if per.len() > 1 {
+        out.push_str("Per merchant:\n");
+        for (m, [a, b, c, d]) in &per {
+            let _ = writeln!(
+                out,
+                "  {}: {a} to create, {b} to update, {c} to replace, {d} to retire",
+                merchant_label(plan, m)
+            );
+        }
+        out.push('\n');
+    }
+    if plan.summary.retire > 0 {
         let _ = writeln!(
             out,
-            "WARNING: {retired} resource(s) will be retired. Alipay has no delete API for templates or images: they stay at Alipay and cardform forgets them."
+            "{}",
+            paint(DANGER, &retire_warning(plan.summary.retire))
         );
     }
-    out.push_str(&summary_line(plan));
+    out.push_str(&paint(BOLD, &summary_line(plan)));
     out.push('\n');
     out
 }
 
-/// For a pull-request comment: full per-resource tables when small, per
-/// merchant counts when large.
-pub fn markdown(plan: &Plan) -> String {
+/// For a pull-request comment, at most `max_bytes` long: a table per
+/// resource when it fits, else per merchant; attribute diffs folded, as many
+/// as fit; and a line saying what was left out.
+pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### cardform plan\n\n**{}**\n", summary_line(plan));
     let changes: Vec<&Change> = plan
@@ -122,45 +208,116 @@ pub fn markdown(plan: &Plan) -> String {
     if changes.is_empty() {
         return out;
     }
-    if changes.len() <= 50 {
-        out.push_str("| | resource | action | why |\n|---|---|---|---|\n");
-        for c in &changes {
-            let _ = writeln!(
-                out,
-                "| `{}` | `{}` | {} | {} |",
-                symbol(c.action),
-                c.address,
-                c.action.as_str(),
-                c.reason.replace('|', "\\|")
-            );
-        }
-        out.push_str("\n<details><summary>attribute diffs</summary>\n\n```diff\n");
-        for c in changes
-            .iter()
-            .filter(|c| matches!(c.action, Action::Update | Action::Replace))
-        {
-            let _ = writeln!(out, "# {}", c.address);
-            for line in diff(c).lines() {
-                let _ = writeln!(out, "{}", line.trim_start());
+    // What is left out, said at the end (its length is reserved up front).
+    let reserve = 400;
+    let budget = max_bytes.saturating_sub(reserve);
+    let mut omitted: Vec<String> = Vec::new();
+
+    let retires: Vec<&&Change> = changes
+        .iter()
+        .filter(|c| c.action == Action::Retire)
+        .collect();
+    if !retires.is_empty() {
+        let _ = writeln!(out, "> [!WARNING]\n> {}", retire_warning(retires.len()));
+        let mut listed = 0;
+        for c in &retires {
+            let line = format!("> - `{}`: {}\n", c.address, escape(&c.reason));
+            if out.len() + line.len() > budget / 4 {
+                break;
             }
+            out.push_str(&line);
+            listed += 1;
         }
-        out.push_str("```\n\n</details>\n");
+        if listed < retires.len() {
+            omitted.push(format!(
+                "{} of {} retired addresses",
+                retires.len() - listed,
+                retires.len()
+            ));
+        }
+        out.push('\n');
+    }
+
+    let mut table = String::from("| | resource | action | why |\n|---|---|---|---|\n");
+    for c in &changes {
+        let _ = writeln!(
+            table,
+            "| `{}` | `{}` | {} | {} |",
+            symbol(c.action),
+            c.address,
+            c.action.as_str(),
+            escape(&c.reason)
+        );
+    }
+    if changes.len() <= 50 && out.len() + table.len() <= budget {
+        out.push_str(&table);
     } else {
-        let mut per: std::collections::BTreeMap<&str, [usize; 4]> = Default::default();
-        for c in &changes {
-            let e = per.entry(c.address.merchant.as_str()).or_default();
-            match c.action {
-                Action::Create => e[0] += 1,
-                Action::Update => e[1] += 1,
-                Action::Replace => e[2] += 1,
-                Action::Retire => e[3] += 1,
-                Action::NoOp => {}
-            }
-        }
         out.push_str("| merchant | create | update | replace | retire |\n|---|---|---|---|---|\n");
-        for (m, [a, b, c, d]) in per {
-            let _ = writeln!(out, "| `{m}` | {a} | {b} | {c} | {d} |");
+        let per = per_merchant(&changes);
+        let mut shown = 0;
+        for (m, [a, b, c, d]) in &per {
+            let row = format!(
+                "| {} | {a} | {b} | {c} | {d} |\n",
+                escape(&merchant_label(plan, m))
+            );
+            if out.len() + row.len() > budget {
+                break;
+            }
+            out.push_str(&row);
+            shown += 1;
+        }
+        if shown < per.len() {
+            omitted.push(format!(
+                "{} of {} merchants' rows",
+                per.len() - shown,
+                per.len()
+            ));
+        }
+        if changes.len() <= 50 {
+            omitted.push("the per-resource table".into());
         }
     }
+
+    let with_diffs: Vec<&&Change> = changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Update | Action::Replace))
+        .collect();
+    if !with_diffs.is_empty() {
+        let open = "\n<details><summary>attribute diffs</summary>\n\n```diff\n";
+        let close = "```\n\n</details>\n";
+        let mut body = String::new();
+        let mut shown = 0;
+        for c in &with_diffs {
+            let part = format!("# {}\n{}", c.address, diff_block(c));
+            if out.len() + open.len() + body.len() + part.len() + close.len() > budget {
+                continue;
+            }
+            body.push_str(&part);
+            shown += 1;
+        }
+        if shown > 0 {
+            out.push_str(open);
+            out.push_str(&body);
+            out.push_str(close);
+        }
+        if shown < with_diffs.len() {
+            omitted.push(format!(
+                "{} of {} attribute diffs",
+                with_diffs.len() - shown,
+                with_diffs.len()
+            ));
+        }
+    }
+    if !omitted.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n_Left out to stay under {max_bytes} bytes: {}. Run `cardform plan` for the whole plan._",
+            omitted.join("; ")
+        );
+    }
     out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
 }

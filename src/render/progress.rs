@@ -5,20 +5,57 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use super::{ADD, BOLD, CHANGE, DANGER, REPLACE, paint};
 use crate::alipay::GatewayError;
 use crate::apply::{Outcome, Progress, Report, ResultLine};
 use crate::model::Address;
+use crate::plan::Action;
+use crate::state::Ids;
+
+/// The ids a line shows, Terraform style: `[template_id=...]`.
+fn ids_text(ids: &Ids) -> String {
+    let mut parts = Vec::new();
+    if let Some(i) = &ids.image_id {
+        parts.push(format!("image_id={i}"));
+    }
+    if let Some(t) = &ids.template_id {
+        parts.push(format!("template_id={t}"));
+    }
+    if let Some(u) = &ids.apply_card_url {
+        parts.push(format!("url={u}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(" "))
+    }
+}
 
 pub fn line_for(l: &ResultLine) -> String {
     match &l.outcome {
-        Outcome::Done { note } => format!(
-            "{}: {} done{}",
-            l.address,
-            l.action.as_str(),
-            note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
-        ),
+        Outcome::Done { note } => {
+            let (style, what) = match l.action {
+                Action::Create => (ADD, "Creation complete"),
+                Action::Update => (CHANGE, "Modifications complete"),
+                Action::Replace => (REPLACE, "Replacement complete"),
+                Action::Retire => (DANGER, "Retired (forgotten from state)"),
+                Action::NoOp => (CHANGE, "Up to date"),
+            };
+            format!(
+                "{}: {}{}{}",
+                l.address,
+                paint(style, what),
+                l.ids.as_ref().map(ids_text).unwrap_or_default(),
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            )
+        }
         Outcome::Failed { error, .. } => {
-            format!("{}: {} FAILED: {error}", l.address, l.action.as_str())
+            format!(
+                "{}: {} {}: {error}",
+                l.address,
+                l.action.as_str(),
+                paint(DANGER, "FAILED")
+            )
         }
         Outcome::Skipped { because } => {
             format!("{}: skipped, because `{because}` failed", l.address)
@@ -31,33 +68,52 @@ pub struct Lines;
 
 impl Progress for Lines {
     fn finished(&self, l: &ResultLine) {
-        let _ = writeln!(std::io::stderr().lock(), "{}", line_for(l));
+        let _ = writeln!(anstream::stderr().lock(), "{}", line_for(l));
     }
     fn retrying(&self, address: &Address, attempt: u32, error: &GatewayError, wait: Duration) {
         let _ = writeln!(
-            std::io::stderr().lock(),
+            anstream::stderr().lock(),
             "{address}: attempt {attempt} failed ({error}); retrying in {wait:.1?}"
         );
     }
 }
 
-/// A progress bar; failures and retries printed above it.
-pub struct Bar(indicatif::ProgressBar);
+/// A progress bar on a terminal, every finished change printed above it
+/// with its ids (colour stripped when NO_COLOR asks for none).
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+    colour: bool,
+}
+
+impl Bar {
+    fn println(&self, text: String) {
+        if self.colour {
+            self.bar.println(text);
+        } else {
+            self.bar
+                .println(anstream::adapter::strip_str(&text).to_string());
+        }
+    }
+}
 
 impl Progress for Bar {
     fn start(&self, total: usize) {
-        self.0.set_length(total as u64);
+        self.bar.set_length(total as u64);
     }
     fn finished(&self, l: &ResultLine) {
-        if !matches!(l.outcome, Outcome::Done { .. }) {
-            self.0.println(line_for(l));
-        }
-        self.0.inc(1);
+        self.println(line_for(l));
+        self.bar.inc(1);
     }
     fn retrying(&self, address: &Address, attempt: u32, error: &GatewayError, wait: Duration) {
-        self.0.println(format!(
+        self.println(format!(
             "{address}: attempt {attempt} failed ({error}); retrying in {wait:.1?}"
         ));
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
     }
 }
 
@@ -70,7 +126,10 @@ pub fn for_terminal() -> std::sync::Arc<dyn Progress> {
         {
             bar.set_style(style);
         }
-        std::sync::Arc::new(Bar(bar))
+        std::sync::Arc::new(Bar {
+            bar,
+            colour: super::stderr_colour(),
+        })
     } else {
         std::sync::Arc::new(Lines)
     }
@@ -111,19 +170,41 @@ pub fn report(r: &Report) -> String {
             }
         }
     }
+    if !r.retired.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint(
+                DANGER,
+                &format!(
+                    "Retired {} resource(s): forgotten from state; they stay at Alipay:",
+                    r.retired.len()
+                )
+            )
+        );
+        for x in &r.retired {
+            let _ = writeln!(out, "  {}{}", x.address, ids_text(&x.ids));
+        }
+    }
     if let Some(e) = &r.state_error {
         let _ = writeln!(
             out,
-            "\nState: {e}\n  every result was recorded; run apply again to make sure it is on disk"
+            "\nState: {e}\n  results recorded during this run may not be on disk; a create whose result was lost is still journalled and is replayed by the next apply (same request_id, no duplicate): run apply again"
         );
     }
     let _ = writeln!(
         out,
-        "\nApply {}: {done} done, {failed} failed, {skipped} skipped ({} gateway calls, {} retries, {:.1}s).",
-        if r.ok() { "complete" } else { "incomplete" },
-        r.calls,
-        r.retries,
-        r.elapsed_ms as f64 / 1000.0
+        "\n{}",
+        paint(
+            BOLD,
+            &format!(
+                "Apply {}: {done} done, {failed} failed, {skipped} skipped ({} gateway calls, {} retries, {:.1}s).",
+                if r.ok() { "complete" } else { "incomplete" },
+                r.calls,
+                r.retries,
+                r.elapsed_ms as f64 / 1000.0
+            )
+        )
     );
     out
 }

@@ -466,6 +466,14 @@ fn validate_body(
         .ok_or_else(|| bad("template_style_info", "is required"))?;
     let name = need("template_style_info.card_show_name", &style.card_show_name)?;
     max_len("template_style_info.card_show_name", name, 50)?;
+    if let Some(c) = &style.bg_color
+        && !crate::alipay::methods::is_rgb(c)
+    {
+        return Err(bad(
+            "template_style_info.bg_color",
+            "must be rgb(r,g,b) with each value 0-255",
+        ));
+    }
     let logo = need("template_style_info.logo_id", &style.logo_id)?;
     check_image(st, ns, "template_style_info.logo_id", logo)?;
     let bg = need("template_style_info.background_id", &style.background_id)?;

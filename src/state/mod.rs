@@ -76,6 +76,30 @@ pub struct Meta {
     pub lineage: String,
     /// Increases on every change.
     pub serial: u64,
+    /// What this state belongs to, recorded by the first apply; plan and
+    /// apply refuse another project or gateway (`state rebind` changes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
+}
+
+/// The project and gateway a state belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The project's name (`project:` or its directory's name).
+    pub project: String,
+    /// The gateway: `sandbox` (embedded) or the endpoint URL's host.
+    pub gateway: String,
+    pub app_id: String,
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "project `{}` on gateway `{}` as app `{}`",
+            self.project, self.gateway, self.app_id
+        )
+    }
 }
 
 /// Everything recorded, read at once.
@@ -93,6 +117,7 @@ impl Snapshot {
             meta: Meta {
                 lineage: String::new(),
                 serial: 0,
+                binding: None,
             },
             resources: BTreeMap::new(),
             intents: BTreeMap::new(),
@@ -146,6 +171,8 @@ pub trait StateStore: Send + Sync {
     fn abandon(&self, address: &Address) -> Result<(), StateError>;
     /// Replace everything (state import).
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError>;
+    /// Record the project and gateway this state belongs to (flushed).
+    fn bind(&self, binding: &Binding) -> Result<(), StateError>;
 }
 
 pub fn now_rfc3339() -> String {

@@ -25,7 +25,8 @@ use sled::Transactional;
 
 use super::lock::{self, LockInfo};
 use super::{
-    Durability, FLUSH_EVERY_MS, Intent, Meta, ResourceState, Snapshot, StateError, StateStore,
+    Binding, Durability, FLUSH_EVERY_MS, Intent, Meta, ResourceState, Snapshot, StateError,
+    StateStore,
 };
 use crate::model::Address;
 
@@ -165,9 +166,14 @@ impl SledStore {
             .map_err(io)?
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default();
+        let binding = match self.meta.get("binding").map_err(io)? {
+            Some(v) => Some(decode("binding".as_bytes(), &v)?),
+            None => None,
+        };
         Ok(Meta {
             lineage,
             serial: read_u64(self.meta.get("serial").map_err(io)?),
+            binding,
         })
     }
 
@@ -306,6 +312,10 @@ impl StateStore for SledStore {
             .iter()
             .map(|(k, r)| Ok((k.clone(), serde_json::to_vec(r).map_err(io)?)))
             .collect::<Result<_, StateError>>()?;
+        let binding = match &snap.meta.binding {
+            Some(b) => Some(serde_json::to_vec(b).map_err(io)?),
+            None => None,
+        };
         let old: Vec<sled::IVec> = self
             .records
             .iter()
@@ -322,9 +332,20 @@ impl StateStore for SledStore {
                 }
                 meta.insert("lineage", snap.meta.lineage.as_bytes())?;
                 meta.insert("serial", &snap.meta.serial.to_be_bytes())?;
+                match &binding {
+                    Some(b) => meta.insert("binding", b.as_slice())?,
+                    None => meta.remove("binding")?,
+                };
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_io)?;
+        self.flush()
+    }
+
+    fn bind(&self, binding: &Binding) -> Result<(), StateError> {
+        self.bump()?;
+        let value = serde_json::to_vec(binding).map_err(io)?;
+        self.meta.insert("binding", value).map_err(io)?;
         self.flush()
     }
 }
@@ -416,8 +437,9 @@ mod tests {
         assert_eq!(snap.intents[&b].request_id, "r1");
         assert!(!store.db.tree_names().iter().any(|n| n == b"resources"));
         drop(store);
-        // Opening again finds format 2 and changes nothing.
-        let store = SledStore::open(dir.path(), "test", Duration::ZERO).unwrap();
+        // Opening again finds format 2 and changes nothing. (sled's threads
+        // may hold the file lock for a moment after the drop: wait for it.)
+        let store = SledStore::open(dir.path(), "test", Duration::from_secs(10)).unwrap();
         assert_eq!(store.snapshot().unwrap().resources.len(), 1);
     }
 }

@@ -16,7 +16,9 @@ use cardform::plan;
 use cardform::provider::Provider;
 use cardform::settings::{Endpoint, GatewaySettings};
 use cardform::state::sled::SledStore;
-use cardform::state::{Durability, Intent, ResourceState, Snapshot, StateError, StateStore};
+use cardform::state::{
+    Binding, Durability, Intent, ResourceState, Snapshot, StateError, StateStore,
+};
 
 /// A sled store that drops every deferred commit: what a crash right after the
 /// run would leave on disk.
@@ -46,6 +48,9 @@ impl StateStore for LosesDeferredCommits {
     }
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
         self.0.replace_all(snap)
+    }
+    fn bind(&self, binding: &Binding) -> Result<(), StateError> {
+        self.0.bind(binding)
     }
 }
 

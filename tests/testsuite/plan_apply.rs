@@ -221,7 +221,17 @@ fn create_then_no_changes_then_update_replace_retire_and_cascade() {
     );
     assert!(
         r.stdout
-            .contains("Plan: 0 to create, 6 to update, 3 to replace, 0 to retire."),
+            .contains("Plan: 0 to create, 3 to update, 6 to replace, 0 to retire."),
+        "{}",
+        r.stdout
+    );
+    // A replaced template's activation URL is replaced too, and the plan says
+    // what that means for posters and members.
+    assert!(
+        r.stdout.contains(
+            "merchant.brew/activation_url.club.gold  (`merchant.brew/template.club.gold` is replaced: a NEW activation URL is issued"
+        ) && r.stdout.contains("Reprint posters")
+            && r.stdout.contains("members who already hold cards keep them on the old template"),
         "{}",
         r.stdout
     );
@@ -272,11 +282,52 @@ fn create_then_no_changes_then_update_replace_retire_and_cascade() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("WARNING: 3 resource(s) will be retired"),
+        r.stdout.contains("WARNING: 3 resource(s) will be RETIRED"),
         "{}",
         r.stdout
     );
-    p.apply(&mut p.cmd()).ok();
+    // --auto-approve alone never retires: nothing is changed.
+    let serial = p.export()["meta"]["serial"].clone();
+    p.apply(&mut p.cmd())
+        .fails()
+        .stderr_has("refusing to retire 3 resource(s) without a review")
+        .stderr_has("--allow-retire");
+    assert_eq!(
+        p.export()["meta"]["serial"],
+        serial,
+        "a refused apply changed the state"
+    );
+    let r = run(p
+        .cmd()
+        .args(["apply", "--auto-approve", "--allow-retire", "--json", "-p"])
+        .arg(p.dir()))
+    .ok();
+    // The retired ids are in the report, not only in a log line.
+    let report = r.json();
+    let mut retired: Vec<&str> = report["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["address"].as_str().unwrap())
+        .collect();
+    retired.sort();
+    assert_eq!(
+        retired,
+        [
+            "merchant.brew/activation_url.club.platinum",
+            "merchant.brew/form.club.platinum",
+            "merchant.brew/template.club.platinum",
+        ],
+        "{report}"
+    );
+    let template = report["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == "merchant.brew/template.club.platinum")
+        .unwrap();
+    assert!(template["template_id"].as_str().is_some(), "{report}");
+    assert!(r.stderr.contains("Retired 3 resource(s)"), "{}", r.stderr);
     let state = p.export();
     assert!(
         state["resources"]

@@ -122,7 +122,7 @@ proptest! {
         let state = tmp.path().join("state");
         for p in [&first, &second] {
             std::fs::write(dir.join("cardform.yaml"), yaml(p)).unwrap();
-            let a = run(cardform().arg("--state").arg(&state).args(["apply", "--auto-approve", "-p"]).arg(&dir));
+            let a = run(cardform().arg("--state").arg(&state).args(["apply", "--auto-approve", "--allow-retire", "-p"]).arg(&dir));
             prop_assert_eq!(a.code, 0, "apply failed:\n{}\n{}", yaml(p), a.stderr);
             let r = run(cardform().arg("--state").arg(&state).args(["plan", "--detailed-exitcode", "-p"]).arg(&dir));
             prop_assert_eq!(r.code, 0, "plan after apply is not empty:\n{}\n{}", yaml(p), r.stdout);

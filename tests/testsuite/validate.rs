@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
         (
             "inline secret is refused",
             one(format!("gateway:\n  private_key: MIIEowIBAAKCAQEA\n{BASE}")),
-            "is not of type \"object\"",
+            "`private_key` must say where the secret comes from, not hold it",
             "cardform.yaml:2:3",
         ),
         (
