@@ -128,11 +128,16 @@ impl Settings {
             (Some(SignTypeArg::Rsa), _) | (None, Some("RSA")) => SignType::Rsa,
             _ => SignType::Rsa2,
         };
+        // The manifest's keys are for the gateway it names. The embedded
+        // sandbox signs with its own platform key and registers its own
+        // development app key, so the same manifests run on it unchanged;
+        // flags and CARDFORM_* still choose keys for it.
+        let embedded = endpoint == Endpoint::Embedded;
         let path_ref = |flag: &Option<PathBuf>, var: &str, block: &Option<SecretRef>| {
             flag.clone()
                 .or_else(|| env(var).map(PathBuf::from))
                 .map(SecretRef::File)
-                .or_else(|| block.clone())
+                .or_else(|| if embedded { None } else { block.clone() })
         };
         Ok(Settings {
             gateway: GatewaySettings {

@@ -13,6 +13,12 @@ use crate::sandbox::faults::parse_duration;
 pub enum Command {
     /// Serve POST /gateway.do until interrupted
     Serve(ServeArgs),
+    /// Make an app key pair: app_private.pem and app_public.txt (for --app)
+    Keygen {
+        /// Directory to write the two files into
+        #[arg(long, value_name = "DIR", default_value = "keys")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +51,19 @@ pub struct ServeArgs {
 
 pub async fn exec(cmd: Command) -> Outcome {
     match cmd {
+        Command::Keygen { out } => {
+            let (private, public) = ops::sandbox::keygen(&out)?;
+            render::line(&format!(
+                "Wrote the app private key to {} and its public key to {}.",
+                private.display(),
+                public.display()
+            ));
+            render::line(&format!(
+                "Register it: cardform sandbox serve --data sandbox-data --app 2021000000000001={}",
+                public.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(a) => {
             for (name, rate) in [
                 ("--error-rate", a.error_rate),

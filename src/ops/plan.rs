@@ -69,6 +69,8 @@ pub fn save(path: &Path, common: &Common, planned: &Planned) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    std::fs::create_dir_all(&plan_dir)
+        .with_context(|| format!("cannot create the directory `{}`", plan_dir.display()))?;
     let saved = SavedPlan {
         project: std::fs::canonicalize(&common.project).unwrap_or_else(|_| common.project.clone()),
         project_from_plan: relative(&plan_dir, &common.project),

@@ -133,22 +133,12 @@ fn desired_hash_from(desired: &Desired, hashes: &BTreeMap<&Address, String>) -> 
 }
 
 /// The change a resource needs because `dep`, which it uses, gets a new id.
-fn renewed(
-    address: &Address,
-    dep: &Address,
-    old: &crate::state::ResourceState,
-    before: Value,
-) -> (Action, String, Option<Value>) {
+fn renewed(address: &Address, dep: &Address, before: Value) -> (Action, String, Option<Value>) {
     match (address.kind, dep.kind) {
         (Kind::ActivationUrl, _) => (
             Action::Replace,
             format!(
-                "`{dep}` is replaced: a NEW activation URL is issued for the new template{}. Reprint posters and QR codes that carry the old URL; members who already hold cards keep them on the old template",
-                old.ids
-                    .apply_card_url
-                    .as_ref()
-                    .map(|u| format!(" (the old URL was {u})"))
-                    .unwrap_or_default()
+                "`{dep}` is replaced: a NEW activation URL is issued for the new template. Reprint posters and QR codes that carry the old URL; members who already hold cards keep them on the old template"
             ),
             Some(before),
         ),
@@ -239,7 +229,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                             let fields = changed_fields(&old_attrs(), &res.attrs.to_json());
                             let images_only = fields.iter().all(|f| f == "image_hashes");
                             let reason = if images_only {
-                                "an image it uses was uploaded anew".to_string()
+                                "an image it uses is uploaded anew: the template is updated to use the new image_id".to_string()
                             } else {
                                 format!("changed: {}", fields.into_iter().filter(|f| f != "image_hashes").collect::<Vec<_>>().join(", "))
                             };
@@ -247,7 +237,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                         }
                     }
                 } else if let Some(dep) = renewed_dep {
-                    renewed(address, dep, old, old_attrs())
+                    renewed(address, dep, old_attrs())
                 } else {
                     (Action::NoOp, "up to date".to_string(), Some(old_attrs()))
                 }

@@ -171,7 +171,7 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
         out.push('\n');
     }
     let per = per_merchant(&changes);
-    if per.len() > 1 {
+    if per.len() > 1 || per.keys().any(|m| plan.display_names.contains_key(m)) {
         out.push_str("Per merchant:\n");
         for (m, [a, b, c, d]) in &per {
             let _ = writeln!(

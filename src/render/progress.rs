@@ -8,21 +8,23 @@ use std::time::Duration;
 use super::{ADD, BOLD, CHANGE, DANGER, REPLACE, paint};
 use crate::alipay::GatewayError;
 use crate::apply::{Outcome, Progress, Report, ResultLine};
-use crate::model::Address;
+use crate::model::{Address, Kind};
 use crate::plan::Action;
 use crate::state::Ids;
 
-/// The ids a line shows, Terraform style: `[template_id=...]`.
-fn ids_text(ids: &Ids) -> String {
+/// The resource's own id, Terraform style: `[template_id=...]` (a form and
+/// an activation URL also record their template's id, not shown again).
+fn ids_text(kind: Kind, ids: &Ids) -> String {
     let mut parts = Vec::new();
-    if let Some(i) = &ids.image_id {
-        parts.push(format!("image_id={i}"));
-    }
-    if let Some(t) = &ids.template_id {
-        parts.push(format!("template_id={t}"));
-    }
-    if let Some(u) = &ids.apply_card_url {
-        parts.push(format!("url={u}"));
+    match kind {
+        Kind::Image => parts.extend(ids.image_id.as_ref().map(|i| format!("image_id={i}"))),
+        Kind::Template => {
+            parts.extend(ids.template_id.as_ref().map(|t| format!("template_id={t}")))
+        }
+        Kind::Form => {}
+        Kind::ActivationUrl => {
+            parts.extend(ids.apply_card_url.as_ref().map(|u| format!("url={u}")))
+        }
     }
     if parts.is_empty() {
         String::new()
@@ -45,7 +47,10 @@ pub fn line_for(l: &ResultLine) -> String {
                 "{}: {}{}{}",
                 l.address,
                 paint(style, what),
-                l.ids.as_ref().map(ids_text).unwrap_or_default(),
+                l.ids
+                    .as_ref()
+                    .map(|i| ids_text(l.address.kind, i))
+                    .unwrap_or_default(),
                 note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
             )
         }
@@ -183,7 +188,7 @@ pub fn report(r: &Report) -> String {
             )
         );
         for x in &r.retired {
-            let _ = writeln!(out, "  {}{}", x.address, ids_text(&x.ids));
+            let _ = writeln!(out, "  {}{}", x.address, ids_text(x.address.kind, &x.ids));
         }
     }
     if let Some(e) = &r.state_error {

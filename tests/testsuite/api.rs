@@ -460,3 +460,21 @@ fn embedded_sandbox_needs_no_setup() {
     assert_eq!(r.json()["code"], "10000");
     assert!(tmp.path().join("sandbox/platform_public.pem").exists());
 }
+
+#[test]
+fn the_sandbox_refuses_a_colour_the_gateway_does_not_document() {
+    let f = fixture(&[]);
+    for (i, colour) in ["brown", "#7a4a1e", "rgb(300,0,0)"].iter().enumerate() {
+        let mut biz = template_biz(&f, &format!("c-{i}"));
+        biz["template_style_info"]["bg_color"] = json!(colour);
+        let r = f
+            .sandbox
+            .api("alipay.marketing.card.template.create", &biz.to_string())
+            .fails();
+        assert!(
+            r.stderr.contains("INVALID_PARAMETER") && r.stderr.contains("bg_color"),
+            "{colour}: {}",
+            r.stderr
+        );
+    }
+}

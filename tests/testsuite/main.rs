@@ -2,7 +2,9 @@
 
 mod api;
 mod crash;
+mod everyday;
 mod plan_apply;
 mod property;
+mod snapshots;
 mod support;
 mod validate;

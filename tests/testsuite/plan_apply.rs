@@ -256,7 +256,7 @@ fn create_then_no_changes_then_update_replace_retire_and_cascade() {
     );
     assert!(
         r.stdout
-            .contains("~ merchant.brew/template.club.gold  (an image it uses was uploaded anew)"),
+            .contains("~ merchant.brew/template.club.gold  (an image it uses is uploaded anew: the template is updated to use the new image_id)"),
         "{}",
         r.stdout
     );
