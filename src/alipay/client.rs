@@ -25,6 +25,10 @@ use super::methods::ApiRequest;
 use super::sign::{SignType, string_to_sign};
 use crate::secret::Secret;
 
+/// The largest response body read: far above any card API answer (a
+/// batchquery page of 20 templates is a few KB; an activation URL at most 100 KB).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The protocol parameters that travel in the query string (PY placement).
 const QUERY_PARAMS: &[&str] = &[
     "app_id",
@@ -132,6 +136,11 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
+            // A redirect would carry the signed query (app_auth_token
+            // included) and the body to another origin: never follow one,
+            // never send a Referer.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("cardform/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::Http(e.to_string()))?;
@@ -243,16 +252,26 @@ impl Client {
             .await
             .map_err(|e| self.transport(method, &e))?;
         let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| crate::manifest::diag::clip(l, 200))
+                .unwrap_or_else(|| "(no Location)".into());
+            return Err(GatewayError::Redirect {
+                method: method.into(),
+                status: status.as_u16(),
+                location,
+            });
+        }
         if !status.is_success() {
             return Err(GatewayError::HttpStatus {
                 method: method.into(),
                 status: status.as_u16(),
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport(method, &e))?;
+        let bytes = self.read_body(method, response).await?;
         drop(slot);
         let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::Malformed {
             method: method.into(),
@@ -284,7 +303,38 @@ impl Client {
     ) -> Result<R::Response, GatewayError> {
         let call = request.to_call(app_auth_token.cloned());
         let node = self.execute(&call).await?;
-        decode_node(R::METHOD, node)
+        decode_checked::<R>(node)
+    }
+
+    /// The response body, at most [`MAX_RESPONSE_BYTES`]: a gateway answer
+    /// never takes unbounded memory.
+    async fn read_body(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let too_big = || GatewayError::Malformed {
+            method: method.into(),
+            detail: format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport(method, &e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport(&self, method: &str, e: &reqwest::Error) -> GatewayError {
@@ -318,6 +368,19 @@ pub fn decode_node<T: DeserializeOwned>(
         method: method.into(),
         detail: format!("unexpected response fields: {e}"),
     })
+}
+
+/// Deserialize a verified node and check that it carries what the method
+/// must return: a signed "Success" without its ids is a failed call.
+pub fn decode_checked<R: ApiRequest>(
+    node: Map<String, Value>,
+) -> Result<R::Response, GatewayError> {
+    let response = decode_node(R::METHOD, node)?;
+    R::check(&response).map_err(|detail| GatewayError::Malformed {
+        method: R::METHOD.into(),
+        detail: format!("a success without what the method returns: {detail}"),
+    })?;
+    Ok(response)
 }
 
 /// Compact JSON for `biz_content`.

@@ -86,6 +86,14 @@ pub enum GatewayError {
     #[error("`{method}`: the gateway answered HTTP {status}")]
     HttpStatus { method: String, status: u16 },
     #[error(
+        "`{method}`: the endpoint answered with a redirect (HTTP {status}) to `{location}`; redirects are never followed, since they would carry the signed request and app_auth_token elsewhere\nhint: set the endpoint to the gateway's own URL"
+    )]
+    Redirect {
+        method: String,
+        status: u16,
+        location: String,
+    },
+    #[error(
         "`{method}`: the response signature does not verify against the Alipay public key from {key_source}\nhint: check that the key is Alipay's public key for this app (not your app public key), and that the endpoint is the gateway you expect"
     )]
     BadSignature { method: String, key_source: String },
@@ -105,6 +113,22 @@ impl GatewayError {
             GatewayError::HttpStatus { status, .. } if *status == 429 => ErrorClass::Throttled,
             GatewayError::HttpStatus { status, .. } if *status >= 500 => ErrorClass::Retryable,
             _ => ErrorClass::Permanent,
+        }
+    }
+
+    /// Whether the call may have taken effect although it failed: the
+    /// request may have reached the gateway and no answer signed by Alipay
+    /// said it did not.
+    pub fn in_doubt(&self) -> bool {
+        match self {
+            GatewayError::Api(e) => !e.signed,
+            GatewayError::Transport { what, .. } => what != "could not connect",
+            GatewayError::HttpStatus { .. }
+            | GatewayError::Redirect { .. }
+            | GatewayError::BadSignature { .. }
+            | GatewayError::Unsigned { .. }
+            | GatewayError::Malformed { .. } => true,
+            GatewayError::Request { .. } => false,
         }
     }
 

@@ -37,6 +37,12 @@ pub trait ApiRequest: Serialize + Sized {
     const METHOD: &'static str;
     type Response: DeserializeOwned;
 
+    /// Whether a verified success carries what the method must return (its
+    /// ids, well-formed). A success without them is a failed call.
+    fn check(_response: &Self::Response) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The unsigned call. Default: the whole request is `biz_content`.
     fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
         Call {
@@ -55,6 +61,57 @@ macro_rules! api {
             type Response = $resp;
         }
     };
+    ($req:ty, $method:literal, $resp:ty, check = $check:expr) => {
+        impl ApiRequest for $req {
+            const METHOD: &'static str = $method;
+            type Response = $resp;
+            fn check(response: &Self::Response) -> Result<(), String> {
+                $check(response)
+            }
+        }
+    };
+}
+
+/// An id the gateway returns: present, at most `max` characters, and only
+/// letters, digits, `_` and `-` (never empty, never spaces or markup).
+pub fn check_id(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` is missing"));
+    }
+    if value.len() > max
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "`{field}` is not a well-formed id ({} characters)",
+            value.chars().count()
+        ));
+    }
+    Ok(())
+}
+
+/// An http(s) URL the gateway returns (`decoded` once when URL-encoded).
+pub fn check_url(field: &str, value: &str, encoded: bool) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` is missing"));
+    }
+    let decoded = if encoded {
+        percent_decode(value)
+    } else {
+        value.to_string()
+    };
+    match url::Url::parse(&decoded) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && value.len() <= 102_400 => Ok(()),
+        _ => Err(format!("`{field}` is not an http(s) URL")),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- image upload
@@ -81,6 +138,11 @@ pub struct ImageUploadResponse {
 impl ApiRequest for ImageUploadRequest {
     const METHOD: &'static str = "alipay.offline.material.image.upload";
     type Response = ImageUploadResponse;
+
+    fn check(r: &ImageUploadResponse) -> Result<(), String> {
+        check_id("image_id", &r.image_id, 128)?;
+        check_url("image_url", &r.image_url, false)
+    }
 
     fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
         let mut call = Call {
@@ -383,7 +445,8 @@ pub struct TemplateIdResponse {
 api!(
     TemplateCreateRequest,
     "alipay.marketing.card.template.create",
-    TemplateIdResponse
+    TemplateIdResponse,
+    check = |r: &TemplateIdResponse| check_id("template_id", &r.template_id, 128)
 );
 
 /// AlipayMarketingCardTemplateModifyModel: create's fields minus `card_type` and
@@ -521,7 +584,8 @@ pub struct ActivateUrlApplyResponse {
 api!(
     ActivateUrlApplyRequest,
     "alipay.marketing.card.activateurl.apply",
-    ActivateUrlApplyResponse
+    ActivateUrlApplyResponse,
+    check = |r: &ActivateUrlApplyResponse| check_url("apply_card_url", &r.apply_card_url, true)
 );
 
 // ---------------------------------------------------------------- cards

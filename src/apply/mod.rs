@@ -101,6 +101,10 @@ pub struct Report {
     pub results: Vec<ResultLine>,
     pub calls: u64,
     pub retries: u64,
+    /// Image uploads that failed in a way that may have taken effect (a
+    /// dropped connection, an answer not signed by Alipay): each may have left
+    /// an unused image at Alipay. Uploads cannot be made idempotent.
+    pub uploads_in_doubt: u64,
     pub elapsed_ms: u128,
     /// What was retired (forgotten from state), with the ids that stay at
     /// Alipay: kept here so they are never only in a scrolled-away log.
@@ -160,6 +164,7 @@ struct Shared {
     pause_until: Mutex<Option<Instant>>,
     calls: std::sync::atomic::AtomicU64,
     retries: std::sync::atomic::AtomicU64,
+    uploads_in_doubt: std::sync::atomic::AtomicU64,
 }
 
 enum Failure {
@@ -325,8 +330,12 @@ impl Shared {
         let template_id = match result {
             Ok(id) => id,
             Err(e) => {
-                if e.class() == ErrorClass::Permanent && e.api().is_some() {
-                    // The gateway refused it: nothing was created.
+                if e.class() == ErrorClass::Permanent && e.api().is_some_and(|a| a.signed) {
+                    // The gateway refused it, in an answer signed by Alipay's
+                    // key: nothing was created. An unsigned answer proves
+                    // nothing (anything between us and the gateway can send
+                    // one, after the call took effect): the intent stays and
+                    // the next run replays the same request_id.
                     tokio::task::block_in_place(|| self.store.abandon(address))?;
                 }
                 return Err(e.into());
@@ -427,8 +436,15 @@ impl Shared {
             (Attrs::Image(img), _) => {
                 let old = self.ids_of(address).image_id;
                 let ids = self
-                    .call(address, || {
-                        self.provider.upload_image(&address.name, img, token)
+                    .call(address, || async {
+                        let r = self.provider.upload_image(&address.name, img, token).await;
+                        if r.as_ref().is_err_and(GatewayError::in_doubt) {
+                            // An upload is not idempotent: this attempt may
+                            // have stored an image no state will know.
+                            self.uploads_in_doubt
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        r
                     })
                     .await?;
                 // Flushed: an upload is not idempotent, so a lost image_id
@@ -681,6 +697,7 @@ pub async fn apply(
         pause_until: Mutex::new(None),
         calls: Default::default(),
         retries: Default::default(),
+        uploads_in_doubt: Default::default(),
     });
     let work: Vec<Change> = plan
         .changes
@@ -712,6 +729,9 @@ pub async fn apply(
         results,
         calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
         retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),
+        uploads_in_doubt: shared
+            .uploads_in_doubt
+            .load(std::sync::atomic::Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis(),
         state_error,
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::alipay::methods::*;
-use crate::alipay::{Call, Client, GatewayError, client::decode_node};
+use crate::alipay::{Call, Client, GatewayError, client::decode_checked};
 use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, TemplateAttrs};
 use crate::secret::Secret;
 use crate::state::Ids;
@@ -144,7 +144,7 @@ impl Provider {
             ..Call::default()
         };
         let node = self.client.execute(&call).await?;
-        let resp: TemplateIdResponse = decode_node(TemplateCreateRequest::METHOD, node)?;
+        let resp: TemplateIdResponse = decode_checked::<TemplateCreateRequest>(node)?;
         Ok(resp.template_id)
     }
 

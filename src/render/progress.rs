@@ -191,6 +191,13 @@ pub fn report(r: &Report) -> String {
             let _ = writeln!(out, "  {}{}", x.address, ids_text(x.address.kind, &x.ids));
         }
     }
+    if r.uploads_in_doubt > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} image upload(s) failed after the request may have reached the gateway: they may have left unused images at Alipay (harmless, but an upload cannot be made idempotent, and Alipay cannot delete images).",
+            r.uploads_in_doubt
+        );
+    }
     if let Some(e) = &r.state_error {
         let _ = writeln!(
             out,

@@ -3,6 +3,7 @@
 mod api;
 mod crash;
 mod everyday;
+mod hostile;
 mod plan_apply;
 mod property;
 mod snapshots;
