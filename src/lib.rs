@@ -11,9 +11,11 @@
 //! - [`alipay`]: the gateway client (keys, signing, envelope, typed methods).
 //! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
 //! - [`secret`]: a string that never prints.
+//! - [`bounded`]: reading user-named files within a size limit.
 
 pub mod alipay;
 pub mod apply;
+pub mod bounded;
 pub mod cli;
 pub mod durable;
 pub mod graph;

@@ -171,9 +171,9 @@ impl Settings {
 /// Read a secret from where it is kept. Errors name the place, never the value.
 pub fn read_secret(r: &SecretRef, what: &str) -> Result<String, String> {
     match r {
-        SecretRef::File(p) => std::fs::read_to_string(p)
+        SecretRef::File(p) => crate::bounded::read_text(p, crate::bounded::MAX_SECRET_BYTES)
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read the {what} from file `{}`: {e}", p.display())),
+            .map_err(|e| format!("cannot read the {what}: {e}")),
         SecretRef::Env(name) => env(name).ok_or_else(|| {
             format!("the {what} comes from environment variable `{name}`, which is not set")
         }),

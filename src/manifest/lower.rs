@@ -98,8 +98,7 @@ impl Ctx<'_> {
             return r.clone();
         }
         let r = (|| {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            let bytes = crate::bounded::read(path, MAX_IMAGE_BYTES)?;
             let format = match imagesize::image_type(&bytes) {
                 Ok(imagesize::ImageType::Png) => "png",
                 Ok(imagesize::ImageType::Jpeg) => "jpg",
@@ -126,6 +125,10 @@ impl Ctx<'_> {
         r
     }
 }
+
+/// The largest image read: what the gateway takes (5 MB); each role's own
+/// limit (at most 2 MB) is checked after, with its own message.
+const MAX_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -384,7 +387,33 @@ pub fn lower(
 
 fn secret_ref(ctx: &mut Ctx, at: &At, field: &str, s: &raw::SecretSource) -> Option<SecretRef> {
     match (&s.file, &s.env) {
-        (Some(f), None) => Some(SecretRef::File(ctx.dir(at.file).join(f))),
+        (Some(f), None) => {
+            let path = ctx.dir(at.file).join(f);
+            // Not read here (the embedded sandbox does not need it); but a
+            // file that is there must be one a key can be read from.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if !meta.is_file() {
+                    ctx.report(
+                        at,
+                        &format!("{field}.file"),
+                        format!(
+                            "`{f}` is not a regular file (a directory, device, FIFO or socket)"
+                        ),
+                    );
+                } else if meta.len() > crate::bounded::MAX_SECRET_BYTES {
+                    ctx.report(
+                        at,
+                        &format!("{field}.file"),
+                        format!(
+                            "`{f}` is {} bytes; a key or token file is at most {} bytes",
+                            meta.len(),
+                            crate::bounded::MAX_SECRET_BYTES
+                        ),
+                    );
+                }
+            }
+            Some(SecretRef::File(path))
+        }
         (None, Some(e)) => Some(SecretRef::Env(e.clone())),
         _ => {
             ctx.report(at, field, "give exactly one of `file` or `env`");

@@ -213,7 +213,7 @@ fn files_first(files: &[PathBuf]) -> PathBuf {
 }
 
 fn finish(
-    sources: Vec<(SourceFile, serde_yaml::Value)>,
+    sources: Vec<(SourceFile, serde_json::Value)>,
     mut diags: Diagnostics,
     files: Vec<PathBuf>,
     opts: &LoadOptions,
@@ -223,7 +223,7 @@ fn finish(
         jsonschema::validator_for(validator_schema()).expect("bug: the generated schema compiles");
     let mut parsed: Vec<(SourceFile, raw::Manifest)> = Vec::new();
     for (src, value) in sources {
-        match check_schema(&validator, &src, &value) {
+        match check_schema(&validator, &src, value) {
             Ok(manifest) => parsed.push((src, manifest)),
             Err(ds) => ds.into_iter().for_each(|d| diags.push(d)),
         }
@@ -246,6 +246,9 @@ fn finish(
         files,
     }
 }
+
+/// Schema errors reported per file at most.
+pub const MAX_SCHEMA_ERRORS: usize = 100;
 
 /// Fields whose value is a secret's source: a mistake there is reported
 /// without the value, which may be the secret itself.
@@ -305,18 +308,8 @@ fn yaml_path(pointer_segments: &[String]) -> String {
 fn check_schema(
     validator: &jsonschema::Validator,
     src: &SourceFile,
-    value: &serde_yaml::Value,
+    json: serde_json::Value,
 ) -> Result<raw::Manifest, Vec<Diagnostic>> {
-    let json: serde_json::Value = match serde_json::to_value(value) {
-        Ok(j) => j,
-        Err(e) => {
-            return Err(
-                vec![src.diag("", format!("the YAML cannot be read as data: {e}")).with_hint(
-                "mapping keys must be strings; numbers and other values are not allowed as keys",
-            )],
-            );
-        }
-    };
     if !json.is_object() {
         return Err(vec![src.diag(
             "",
@@ -324,7 +317,18 @@ fn check_schema(
         )]);
     }
     let mut out = Vec::new();
+    let mut shown = 0;
     for err in validator.iter_errors(&json) {
+        // A file with a hundred thousand mistakes is one mistake repeated:
+        // report the first ones, and say how many more there are.
+        shown += 1;
+        if shown > MAX_SCHEMA_ERRORS {
+            out.push(src.diag(
+                "",
+                format!("… more schema errors in this file, not shown (the first {MAX_SCHEMA_ERRORS} are)"),
+            ));
+            break;
+        }
         let segs: Vec<String> = err
             .instance_path()
             .as_str()
@@ -410,12 +414,12 @@ fn validator_schema() -> &'static serde_json::Value {
 
 /// Shorten jsonschema's messages, which repeat the whole offending value.
 fn schema_message(msg: &str) -> String {
-    if msg.len() > 300 {
+    if msg.len() > 600 {
         format!(
             "{}…",
             &msg[..msg
                 .char_indices()
-                .nth(300)
+                .nth(600)
                 .map(|(i, _)| i)
                 .unwrap_or(msg.len())]
         )

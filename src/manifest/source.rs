@@ -15,7 +15,10 @@ use super::diag::Diagnostic;
 
 pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
-pub const MAX_NODES: usize = 2_000_000;
+pub const MAX_NODES: usize = 600_000;
+/// Scalar bytes after alias expansion: a small file whose aliases repeat a
+/// large string is refused before anything expands it.
+pub const MAX_EXPANDED_BYTES: usize = 32 * 1024 * 1024;
 
 /// A position in a file: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +32,34 @@ pub struct Pos {
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
-    index: HashMap<String, Pos>,
+    index: PathIndex,
+}
+
+/// YAML path -> position. Keyed by a 64-bit hash of the path, not the path
+/// itself: a file of a million nodes indexes in tens of MB, not hundreds.
+#[derive(Debug, Default)]
+struct PathIndex(HashMap<u64, Pos>);
+
+impl PathIndex {
+    fn key(path: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same path always gives the same key.
+        let mut h = std::hash::DefaultHasher::new();
+        path.hash(&mut h);
+        h.finish()
+    }
+    fn get(&self, path: &str) -> Option<&Pos> {
+        self.0.get(&Self::key(path))
+    }
+    fn contains_key(&self, path: &str) -> bool {
+        self.0.contains_key(&Self::key(path))
+    }
+    fn insert(&mut self, path: String, pos: Pos) {
+        self.0.insert(Self::key(&path), pos);
+    }
+    fn insert_new(&mut self, path: String, pos: Pos) {
+        self.0.entry(Self::key(&path)).or_insert(pos);
+    }
 }
 
 impl SourceFile {
@@ -91,23 +121,29 @@ enum Frame {
         key: Option<String>,
         anchor: usize,
         start_nodes: usize,
+        start_bytes: usize,
     },
     Seq {
         path: String,
         next: usize,
         anchor: usize,
         start_nodes: usize,
+        start_bytes: usize,
     },
 }
 
 struct Indexer {
     stack: Vec<Frame>,
-    index: HashMap<String, Pos>,
-    /// Node count of each anchored node, for alias expansion accounting.
-    anchor_sizes: HashMap<usize, usize>,
+    index: PathIndex,
+    /// Node count and scalar bytes of each anchored node, for alias
+    /// expansion accounting.
+    anchor_sizes: HashMap<usize, (usize, usize)>,
     nodes: usize,
+    bytes: usize,
     documents: usize,
     error: Option<String>,
+    /// Where the error is, when it has a place.
+    error_pos: Option<Pos>,
     /// A sequence item that is a mapping is positioned at its first key.
     pending_item: Option<String>,
 }
@@ -137,22 +173,47 @@ impl Indexer {
         }
     }
 
-    fn count(&mut self, n: usize) {
+    fn count(&mut self, n: usize, bytes: usize) {
         self.nodes = self.nodes.saturating_add(n);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES && self.error.is_none() {
             self.error = Some(format!(
                 "the document expands to more than {MAX_NODES} nodes (anchors and aliases included); refusing to load it"
             ));
         }
+        if self.bytes > MAX_EXPANDED_BYTES && self.error.is_none() {
+            self.error = Some(format!(
+                "the document expands to more than {MAX_EXPANDED_BYTES} bytes of text (anchors and aliases included); refusing to load it"
+            ));
+        }
+    }
+
+    /// Tags (`!!binary`, `!custom`) have no meaning in a manifest: refused
+    /// where they are, rather than silently read as something else.
+    fn refuse_tag(&mut self, tag: &Option<yaml_rust2::parser::Tag>, mark: Marker) {
+        if let Some(t) = tag
+            && self.error.is_none()
+        {
+            let shown = match t.handle.as_str() {
+                "tag:yaml.org,2002:" => format!("!!{}", t.suffix),
+                h => format!("{h}{}", t.suffix),
+            };
+            self.error = Some(format!(
+                "YAML tags are not allowed in a manifest (found `{}`)\nhint: remove the tag; write the value as plain text",
+                super::diag::clip(&shown, 40)
+            ));
+            self.error_pos = Some(Self::pos(mark));
+        }
     }
 
     fn open(&mut self, anchor: usize, mark: Marker, is_map: bool) {
+        let start_bytes = self.bytes;
         let path = self.next_path().unwrap_or_default();
-        self.index.entry(path.clone()).or_insert(Self::pos(mark));
+        self.index.insert_new(path.clone(), Self::pos(mark));
         if is_map && matches!(self.stack.last(), Some(Frame::Seq { .. })) {
             self.pending_item = Some(path.clone());
         }
-        self.count(1);
+        self.count(1, 0);
         let start_nodes = self.nodes;
         if self.stack.len() >= MAX_DEPTH && self.error.is_none() {
             self.error = Some(format!("nesting is deeper than {MAX_DEPTH} levels"));
@@ -163,6 +224,7 @@ impl Indexer {
                 key: None,
                 anchor,
                 start_nodes,
+                start_bytes,
             }
         } else {
             Frame::Seq {
@@ -170,27 +232,35 @@ impl Indexer {
                 next: 0,
                 anchor,
                 start_nodes,
+                start_bytes,
             }
         });
     }
 
     fn close(&mut self) {
-        let (anchor, start) = match self.stack.pop() {
+        let (anchor, start, start_bytes) = match self.stack.pop() {
             Some(Frame::Map {
                 anchor,
                 start_nodes,
+                start_bytes,
                 ..
             })
             | Some(Frame::Seq {
                 anchor,
                 start_nodes,
+                start_bytes,
                 ..
-            }) => (anchor, start_nodes),
+            }) => (anchor, start_nodes, start_bytes),
             None => return,
         };
         if anchor != 0 {
-            self.anchor_sizes
-                .insert(anchor, self.nodes.saturating_sub(start) + 1);
+            self.anchor_sizes.insert(
+                anchor,
+                (
+                    self.nodes.saturating_sub(start) + 1,
+                    self.bytes.saturating_sub(start_bytes),
+                ),
+            );
         }
     }
 }
@@ -210,13 +280,20 @@ impl MarkedEventReceiver for Indexer {
                     );
                 }
             }
-            Event::MappingStart(anchor, _) => self.open(anchor, mark, true),
-            Event::SequenceStart(anchor, _) => self.open(anchor, mark, false),
+            Event::MappingStart(anchor, tag) => {
+                self.refuse_tag(&tag, mark);
+                self.open(anchor, mark, true)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                self.refuse_tag(&tag, mark);
+                self.open(anchor, mark, false)
+            }
             Event::MappingEnd | Event::SequenceEnd => self.close(),
-            Event::Scalar(value, _, anchor, _) => {
-                self.count(1);
+            Event::Scalar(value, _, anchor, tag) => {
+                self.refuse_tag(&tag, mark);
+                self.count(1, value.len());
                 if anchor != 0 {
-                    self.anchor_sizes.insert(anchor, 1);
+                    self.anchor_sizes.insert(anchor, (1, value.len()));
                 }
                 if self.expecting_key() {
                     let pos = Self::pos(mark);
@@ -229,12 +306,12 @@ impl MarkedEventReceiver for Indexer {
                         self.index.insert(item, pos);
                     }
                 } else if let Some(path) = self.next_path() {
-                    self.index.entry(path).or_insert(Self::pos(mark));
+                    self.index.insert_new(path, Self::pos(mark));
                 }
             }
             Event::Alias(id) => {
-                let size = self.anchor_sizes.get(&id).copied().unwrap_or(1);
-                self.count(size);
+                let (nodes, bytes) = self.anchor_sizes.get(&id).copied().unwrap_or((1, 0));
+                self.count(nodes, bytes);
                 if self.expecting_key() {
                     if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
                         *key = Some("*alias".into());
@@ -249,7 +326,7 @@ impl MarkedEventReceiver for Indexer {
 }
 
 /// Read and index one file. The returned YAML value is parsed by yaml_serde.
-pub fn read(path: &Path) -> Result<(SourceFile, serde_yaml::Value), Diagnostic> {
+pub fn read(path: &Path) -> Result<(SourceFile, serde_json::Value), Diagnostic> {
     let at_file = |msg: String| Diagnostic::new(path, Pos { line: 1, col: 1 }, "", msg);
     let meta =
         std::fs::metadata(path).map_err(|e| at_file(format!("cannot read the file: {e}")))?;
@@ -264,7 +341,7 @@ pub fn read(path: &Path) -> Result<(SourceFile, serde_yaml::Value), Diagnostic> 
 }
 
 /// Parse bytes already in memory (also used by the fuzz tests).
-pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<(SourceFile, serde_yaml::Value), Diagnostic> {
+pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<(SourceFile, serde_json::Value), Diagnostic> {
     let at = |pos: Pos, msg: String| Diagnostic::new(path, pos, "", msg);
     let start = Pos { line: 1, col: 1 };
     if bytes.len() > MAX_FILE_BYTES {
@@ -300,28 +377,48 @@ pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<(SourceFile, serde_yaml::Val
     }
     let mut indexer = Indexer {
         stack: Vec::new(),
-        index: HashMap::new(),
+        index: PathIndex::default(),
         anchor_sizes: HashMap::new(),
         nodes: 0,
+        bytes: 0,
         documents: 0,
         error: None,
+        error_pos: None,
         pending_item: None,
     };
+    // Driven event by event, so that a limit stops the parse at once instead
+    // of after the whole hostile file.
     let mut parser = Parser::new_from_str(&text);
-    if let Err(e) = parser.load(&mut indexer, true) {
-        let m = e.marker();
-        return Err(at(
-            Pos {
-                line: m.line(),
-                col: m.col() + 1,
-            },
-            format!("invalid YAML: {}", e.info()),
-        ));
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => indexer.on_event(ev, mark),
+            Err(e) => {
+                let m = e.marker();
+                return Err(at(
+                    Pos {
+                        line: m.line(),
+                        col: m.col() + 1,
+                    },
+                    format!("invalid YAML: {}", e.info()),
+                ));
+            }
+        }
+        if indexer.error.is_some() {
+            break;
+        }
     }
     if let Some(err) = indexer.error {
-        return Err(at(start, err));
+        let pos = indexer.error_pos.unwrap_or(start);
+        let snippet = text
+            .lines()
+            .nth(pos.line.saturating_sub(1))
+            .map(|l| super::diag::clip(l, 200));
+        return Err(at(pos, err).with_snippet(snippet));
     }
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+    // Straight into JSON values (what the schema checks): no YAML value tree
+    // in between, half the memory for a large file.
+    let value: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| {
         let pos = e
             .location()
             .map(|l| Pos {

@@ -18,12 +18,8 @@ pub async fn serve(
 ) -> Result<RunningSandbox> {
     let mut keys = Vec::new();
     for (app_id, path) in apps {
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read the public key of app `{app_id}` from `{}`",
-                path.display()
-            )
-        })?;
+        let text = crate::bounded::read_text(&path, crate::bounded::MAX_SECRET_BYTES)
+            .map_err(|e| anyhow::anyhow!("the public key of app `{app_id}`: {e}"))?;
         keys.push((app_id, text));
     }
     Ok(sandbox::start(SandboxConfig {

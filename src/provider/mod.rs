@@ -103,8 +103,8 @@ impl Provider {
             method: ImageUploadRequest::METHOD.into(),
             detail,
         };
-        let bytes = std::fs::read(&attrs.source)
-            .map_err(|e| fail(format!("cannot read `{}`: {e}", attrs.file)))?;
+        // Any size the gateway takes; the content check below says if it changed.
+        let bytes = crate::bounded::read(&attrs.source, 5 * 1024 * 1024).map_err(fail)?;
         // The bytes must be the ones planned: a file edited since is not
         // uploaded under the old plan's name.
         let sha = {

@@ -199,22 +199,13 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     let app = Router::new()
         .route("/gateway.do", post(gateway))
         .route("/images/{id}", get(image))
-        // Let oversized uploads through to the gateway's own size check (40002
-        // isv.invalid-file-size) instead of axum's 2 MB default cut-off.
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        // Uploads a little over the gateway's 5 MB reach its own size check
+        // (40002 isv.invalid-file-size); anything larger is 413.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        // Answers go out at once (no Nagle delay waiting on the client's ACK).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        serve(listener, app, rx).await;
         let _ = shared.store.flush().await;
     });
     Ok(RunningSandbox {
@@ -223,6 +214,58 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+/// The largest request body: the largest legal upload (5 MB) with room for
+/// its multipart framing and parameters. Larger is answered 413 before it is
+/// read.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Connections served at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client must send a request's head within this long, and its body
+/// within [`BODY_TIMEOUT`]; a slow client is closed, not waited on.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Accept and serve connections until `stop` fires: at most
+/// [`MAX_CONNECTIONS`] at once, each closed if its request head is slower
+/// than [`HEADER_TIMEOUT`]; then let the open ones finish (briefly).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("bug: the slots are never closed"),
+            _ = &mut stop => break,
+        };
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                // Out of file descriptors and the like: the connection is
+                // lost, the server is not.
+                Err(_) => continue,
+            },
+            _ = &mut stop => break,
+        };
+        // Answers go out at once (no Nagle delay waiting on the client's ACK).
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 /// A failed call, as the gateway reports it.
@@ -316,7 +359,36 @@ impl Incoming {
     }
 }
 
-async fn read_request(req: Request) -> Result<Incoming, Fail> {
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request bodies may be at most {MAX_BODY_BYTES} bytes"),
+    )
+        .into_response()
+}
+
+/// Why a request could not be read: a gateway failure, or a body over the limit.
+enum Unreadable {
+    Fail(Fail),
+    TooLarge,
+}
+
+impl From<Fail> for Unreadable {
+    fn from(f: Fail) -> Self {
+        Unreadable::Fail(f)
+    }
+}
+
+fn body_error(e: impl std::fmt::Display, what: &str) -> Unreadable {
+    let text = e.to_string();
+    if text.contains("length limit") || text.contains("too large") {
+        Unreadable::TooLarge
+    } else {
+        Unreadable::Fail(Fail::invalid("isv.upload-fail", format!("{what}: {text}")))
+    }
+}
+
+async fn read_request(req: Request) -> Result<Incoming, Unreadable> {
     let mut params: Vec<(String, String)> = req
         .uri()
         .query()
@@ -332,17 +404,19 @@ async fn read_request(req: Request) -> Result<Incoming, Fail> {
     if content_type.starts_with("multipart/form-data") {
         let mut mp = Multipart::from_request(req, &())
             .await
-            .map_err(|e| Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}")))?;
+            .map_err(|e| body_error(e, "bad multipart body"))?;
         loop {
-            let field = mp.next_field().await.map_err(|e| {
-                Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}"))
-            })?;
+            let field = mp
+                .next_field()
+                .await
+                .map_err(|e| body_error(e, "bad multipart body"))?;
             let Some(field) = field else { break };
             let name = field.name().unwrap_or_default().to_string();
             let is_file = field.file_name().is_some();
-            let data = field.bytes().await.map_err(|e| {
-                Fail::invalid("isv.upload-fail", format!("bad multipart body: {e}"))
-            })?;
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| body_error(e, "bad multipart body"))?;
             if is_file {
                 files.insert(name, data);
             } else {
@@ -353,9 +427,9 @@ async fn read_request(req: Request) -> Result<Incoming, Fail> {
             }
         }
     } else {
-        let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
-            .map_err(|e| Fail::invalid("isv.invalid-parameter", format!("unreadable body: {e}")))?;
+            .map_err(|e| body_error(e, "unreadable body"))?;
         if !body.is_empty() {
             params.extend(form_urlencoded::parse(&body).into_owned());
         }
@@ -517,9 +591,15 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
             "version is required",
         )));
     }
-    if let Some(charset) = inc.get("charset")
-        && !charset.eq_ignore_ascii_case("utf-8")
-    {
+    // The reference marks `charset` required (it decides the bytes that are
+    // signed) and `format` optional (JSON is the only one).
+    let Some(charset) = inc.get("charset") else {
+        return Err(fail(Fail::invalid(
+            "isv.invalid-charset",
+            "charset is required (utf-8)",
+        )));
+    };
+    if !charset.eq_ignore_ascii_case("utf-8") {
         return Err(fail(Fail::invalid(
             "isv.invalid-charset",
             format!("charset {charset} is not supported by this gateway (use utf-8)"),
@@ -557,7 +637,18 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
 /// remote gateway's does, so the latency is what a client sees per call.
 async fn gateway(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let answer_at = std::time::Instant::now() + shared.faults.latency;
-    let response = answer(&shared, req).await;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let response = match tokio::time::timeout(BODY_TIMEOUT, answer(&shared, req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+    };
     faults::sleep_until(answer_at).await;
     response
 }
@@ -569,7 +660,8 @@ async fn answer(shared: &Shared, req: Request) -> Response {
     }
     let inc = match read_request(req).await {
         Ok(inc) => inc,
-        Err(fail) => return error_response(fail),
+        Err(Unreadable::Fail(fail)) => return error_response(fail),
+        Err(Unreadable::TooLarge) => return too_large(),
     };
     let (method, sign_type) = match check_protocol(shared, &inc) {
         Ok(v) => v,

@@ -1,5 +1,6 @@
 //! The integration test suite: the real `cardform` binary against a real sandbox.
 
+mod abuse;
 mod api;
 mod crash;
 mod everyday;

@@ -134,6 +134,10 @@ impl Sandbox {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn platform_key(&self) -> PathBuf {
         self.dir.join("platform_public.pem")
     }
