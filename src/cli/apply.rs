@@ -23,6 +23,10 @@ pub struct Args {
     /// With --auto-approve: allow the plan to retire (forget) resources
     #[arg(long)]
     pub allow_retire: bool,
+    /// Create a merchant's first templates although the gateway already holds
+    /// templates this state does not know
+    #[arg(long)]
+    pub allow_unmanaged: bool,
     /// Gateway calls in flight at once
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
@@ -89,6 +93,7 @@ pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> O
         target: args.project.target.clone(),
         auto_approve: args.auto_approve,
         allow_retire: args.allow_retire,
+        allow_unmanaged: args.allow_unmanaged,
         options: crate::apply::Options {
             parallelism: args.parallelism.max(1),
             ..Default::default()

@@ -30,6 +30,13 @@ pub enum Command {
         #[arg(long, required = true)]
         force: bool,
     },
+    /// Rebuild a damaged state from the backup saved after the last
+    /// successful apply, listing what it cannot restore
+    Recover {
+        /// Replace a state that is not damaged too
+        #[arg(long)]
+        force: bool,
+    },
     /// Record that this state belongs to this project and gateway (after a
     /// rename, or when the same gateway moved to a new address)
     Rebind {
@@ -121,6 +128,25 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
             ));
         }
         Command::Rebind { .. } => unreachable!("handled above"),
+        Command::Recover { force } => {
+            let r = ops::state::recover(&dir, force)?;
+            render::line(&format!(
+                "Recovered the state from {}: {} resource(s), serial {}. The damaged store is kept at {}.",
+                r.backup.display(),
+                r.restored,
+                r.serial,
+                r.moved_to.display()
+            ));
+            if !r.not_restored.is_empty() {
+                render::note(&render::warning_text(&format!(
+                    "Not restored ({}): the damaged store shows these, the backup does not. Check them at the gateway before applying:",
+                    r.not_restored.len()
+                )));
+                for n in &r.not_restored {
+                    render::note(&format!("  {n}"));
+                }
+            }
+        }
         Command::Unlock { .. } => match ops::state::unlock(&dir)? {
             Some(i) => render::line(&format!(
                 "Cleared the lock of `cardform {}` (pid {}) from {}.",

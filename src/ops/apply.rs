@@ -24,6 +24,9 @@ pub struct Request {
     /// No one is asked: a plan that retires resources then needs `allow_retire`.
     pub auto_approve: bool,
     pub allow_retire: bool,
+    /// Create templates for a merchant although the gateway holds templates
+    /// this state does not know.
+    pub allow_unmanaged: bool,
     pub options: apply::Options,
 }
 
@@ -140,13 +143,124 @@ pub async fn run(
             .clone()
             .with_max_in_flight(req.options.parallelism),
     });
+    if !req.allow_unmanaged {
+        refuse_unmanaged(&plan, &snapshot, &provider, &tokens).await?;
+    }
     let caps = apply::Capabilities {
-        store,
+        store: store.clone(),
         provider,
         tokens,
         progress,
     };
-    let report = apply::apply(&plan, Arc::new(desired), snapshot, caps, &req.options).await;
+    let mut report = apply::apply(&plan, Arc::new(desired), snapshot, caps, &req.options).await;
     conn.close().await;
+    if report.ok() {
+        // The last known good state, for `cardform state recover`.
+        let saved = store
+            .snapshot()
+            .map_err(|e| e.to_string())
+            .and_then(|snap| {
+                crate::state::backup::write(&settings.state_dir, &snap).map_err(|e| {
+                    format!(
+                        "cannot write `{}`: {e}",
+                        crate::state::backup::file(&settings.state_dir).display()
+                    )
+                })
+            });
+        if let Err(e) = saved {
+            report.state_error = Some(format!("the backup of the state was not saved: {e}"));
+        }
+    }
     Ok(Applied::Done(plan, report))
+}
+
+/// Defence in depth before the first templates of a merchant: when the state
+/// knows no template of it (and no create is in doubt), ask the gateway. A
+/// merchant that already holds templates this state does not know means a
+/// lost or foreign state, and creating would make duplicates that Alipay
+/// cannot delete.
+async fn refuse_unmanaged(
+    plan: &Plan,
+    snapshot: &crate::state::Snapshot,
+    provider: &Provider,
+    tokens: &Tokens,
+) -> Result<()> {
+    use crate::model::Kind;
+    let knows = |m: &str| {
+        snapshot
+            .resources
+            .keys()
+            .chain(snapshot.intents.keys())
+            .any(|a| a.merchant == m && a.kind == Kind::Template)
+    };
+    let mut merchants: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == Kind::Template && c.action == plan::Action::Create)
+        .map(|c| c.address.merchant.as_str())
+        .filter(|m| !knows(m))
+        .collect();
+    merchants.sort();
+    merchants.dedup();
+    let known_ids: std::collections::BTreeSet<&str> = snapshot
+        .resources
+        .values()
+        .filter_map(|r| r.ids.template_id.as_deref())
+        .chain(snapshot.forgotten.keys().map(String::as_str))
+        .collect();
+    let known_ids = &known_ids;
+    // Pages of 20 read per merchant at most.
+    const MAX_PAGES: i64 = 10;
+    let checks = merchants.iter().map(|m| async move {
+        let token = match tokens.get(*m) {
+            Some(Ok(t)) => t.clone(),
+            // A merchant whose token cannot be read fails on its own later.
+            Some(Err(_)) => return Ok(None),
+            None => None,
+        };
+        // Merchants without a token share the app's own namespace at the
+        // gateway: a template the state knows under any merchant is known.
+        let mut unknown = Vec::new();
+        let mut total = 0;
+        for page in 1..=MAX_PAGES {
+            let (n, ids) = provider
+                .templates_at_gateway(token.as_ref(), page)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot check whether merchant `{m}` already holds templates at the gateway: {e}"
+                    )
+                })?;
+            total = n;
+            let last = ids.len() < 20;
+            unknown.extend(ids.into_iter().filter(|id| !known_ids.contains(id.as_str())));
+            if !unknown.is_empty() || last || page * 20 >= n {
+                break;
+            }
+        }
+        Ok(if unknown.is_empty() {
+            None
+        } else {
+            Some((m.to_string(), total, unknown))
+        })
+    });
+    let found: Vec<(String, i64, Vec<String>)> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some((m, n, ids)) = found.first() {
+        let more = if found.len() > 1 {
+            format!(" (and {} other merchant(s))", found.len() - 1)
+        } else {
+            String::new()
+        };
+        bail!(
+            "merchant `{m}` already holds template(s) at the gateway that this state does not know ({n} in all; e.g. {}){more}; creating its templates now would make second copies, which Alipay cannot delete\nhint: if this state was lost or damaged, `cardform state recover`; if the templates were made elsewhere, import them; to create anyway, pass --allow-unmanaged",
+            ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
 }

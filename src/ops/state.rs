@@ -146,3 +146,116 @@ pub fn write_qr_codes(
     }
     Ok(written)
 }
+
+/// What `state recover` did.
+#[derive(Debug, Serialize)]
+pub struct Recovered {
+    /// The backup the state was rebuilt from.
+    pub backup: std::path::PathBuf,
+    /// Where the damaged store was moved (kept for inspection).
+    pub moved_to: std::path::PathBuf,
+    /// Resources restored from the backup.
+    pub restored: usize,
+    /// The new serial (saved plans made before are stale).
+    pub serial: u64,
+    /// What the damaged store still shows that the backup does not have:
+    /// ids recorded after the backup, and creates in doubt.
+    pub not_restored: Vec<String>,
+}
+
+/// `state recover`: rebuild the state from the backup written after the last
+/// successful apply, moving the damaged store aside, and list what the
+/// damaged store still shows that the backup lacks.
+pub fn recover(dir: &Path, force: bool) -> Result<Recovered> {
+    if let Some(i) = lock::read_info(dir)
+        && i.alive()
+        && i.pid != std::process::id()
+    {
+        bail!(
+            "`cardform {}` (pid {}) is running on this state\nhint: stop it first",
+            i.operation,
+            i.pid
+        );
+    }
+    let backup_path = crate::state::backup::file(dir);
+    let Some(backup) = crate::state::backup::read(dir).map_err(anyhow::Error::msg)? else {
+        bail!(
+            "there is no backup to recover from (`{}`: one is written after every successful apply)\nhint: if the templates exist at the gateway, they must be brought back into a new state by hand (`cardform state import`)",
+            backup_path.display()
+        );
+    };
+    match project::open_state(dir, "state recover", Duration::ZERO) {
+        Ok(_) if !force => bail!(
+            "the state in `{}` is not damaged; recovering would replace it with the backup\nhint: pass --force to do so anyway",
+            dir.display()
+        ),
+        Ok(store) => drop(store),
+        Err(e)
+            if e.downcast_ref::<crate::state::StateError>()
+                .is_some_and(|e| matches!(e, crate::state::StateError::Damaged { .. })) => {}
+        Err(e) => return Err(e),
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let moved_to = dir.join(format!("store.damaged-{stamp}"));
+    let store_dir = dir.join("store");
+    if store_dir.exists() {
+        std::fs::rename(&store_dir, &moved_to)
+            .with_context(|| format!("cannot move `{}` aside", store_dir.display()))?;
+    }
+    let integrity = crate::state::integrity::file(dir);
+    if integrity.exists() {
+        std::fs::rename(
+            &integrity,
+            dir.join(format!("integrity.json.damaged-{stamp}")),
+        )
+        .with_context(|| format!("cannot move `{}` aside", integrity.display()))?;
+    }
+    let salvaged = crate::state::sled::salvage(&moved_to);
+    let store = project::open_state(dir, "state recover", Duration::ZERO)?;
+    let mut restored = backup.clone();
+    restored.meta.serial = backup.meta.serial.max(salvaged.meta.serial) + 1;
+    store.replace_all(&restored)?;
+    let mut not_restored = Vec::new();
+    for (address, r) in &salvaged.resources {
+        match backup.resources.get(address) {
+            Some(b) if b.ids == r.ids => {}
+            _ => not_restored.push(format!(
+                "{address}: {} (in the damaged store, not in the backup)",
+                ids_text(&r.ids)
+            )),
+        }
+    }
+    for (address, i) in &salvaged.intents {
+        if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
+            not_restored.push(format!(
+                "{address}: a create in doubt (request_id {}); it may exist at Alipay",
+                i.request_id
+            ));
+        }
+    }
+    Ok(Recovered {
+        backup: backup_path,
+        moved_to,
+        restored: restored.resources.len(),
+        serial: restored.meta.serial,
+        not_restored,
+    })
+}
+
+fn ids_text(ids: &crate::state::Ids) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &ids.template_id {
+        parts.push(format!("template_id {t}"));
+    }
+    if let Some(i) = &ids.image_id {
+        parts.push(format!("image_id {i}"));
+    }
+    if let Some(u) = &ids.apply_card_url {
+        parts.push(format!("activation URL {u}"));
+    }
+    if parts.is_empty() {
+        "no ids".into()
+    } else {
+        parts.join(", ")
+    }
+}

@@ -131,6 +131,27 @@ impl Provider {
         })
     }
 
+    /// One page (of 20) of the templates the gateway holds for the merchant
+    /// (`token`): their total and this page's ids.
+    pub async fn templates_at_gateway(
+        &self,
+        token: Option<&Secret>,
+        page_no: i64,
+    ) -> Result<(i64, Vec<String>), GatewayError> {
+        let req = TemplateBatchQueryRequest {
+            page_no,
+            page_size: 20,
+        };
+        let resp = self.client.call(&req, token).await?;
+        Ok((
+            resp.template_total.max(resp.mcard_template.len() as i64),
+            resp.mcard_template
+                .into_iter()
+                .map(|t| t.template_id)
+                .collect(),
+        ))
+    }
+
     /// Send a template.create exactly as journalled.
     pub async fn create_template(
         &self,

@@ -4,6 +4,8 @@
 //! trait the executor writes through (sled today, a shared backend later).
 //! Never holds a secret.
 
+pub mod backup;
+pub mod integrity;
 pub mod lock;
 pub mod sled;
 
@@ -109,6 +111,10 @@ pub struct Snapshot {
     pub resources: BTreeMap<Address, ResourceState>,
     #[serde(default)]
     pub intents: BTreeMap<Address, Intent>,
+    /// Template ids this state forgot (retired, `state rm`): they stay at
+    /// Alipay, known, so that they never look like someone else's templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forgotten: BTreeMap<String, Address>,
 }
 
 impl Snapshot {
@@ -121,6 +127,7 @@ impl Snapshot {
             },
             resources: BTreeMap::new(),
             intents: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +140,10 @@ pub enum StateError {
     Open { dir: String, reason: String },
     #[error("state store I/O failed: {0}")]
     Io(String),
+    #[error(
+        "the state in `{dir}` is damaged: {reason}; refusing to use it (a damaged state read as empty would create duplicate templates at Alipay)\nhint: `cardform state recover` restores the state saved after the last successful apply (`{dir}/backup.json`) and lists what it cannot restore"
+    )]
+    Damaged { dir: String, reason: String },
     #[error("state record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("{0}")]

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+use super::integrity::{self, Checkpoint, Hash, Tally};
 use super::lock::{self, LockInfo};
 use super::{
     Binding, Durability, FLUSH_EVERY_MS, Intent, Meta, ResourceState, Snapshot, StateError,
@@ -31,8 +32,9 @@ use super::{
 use crate::model::Address;
 
 /// The layout written by this version. Format 1 kept resources and intents in
-/// trees of their own; it is migrated on open.
-const FORMAT: u64 = 2;
+/// trees of their own; format 2 had no integrity checkpoint. Both are
+/// migrated on open.
+const FORMAT: u64 = 3;
 
 /// Everything recorded about one address.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -41,14 +43,47 @@ struct Record {
     resource: Option<ResourceState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     intent: Option<Intent>,
+    /// The write's sequence number (see [`integrity`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    stamp: u64,
+    /// Hex of the hash this key had at the last checkpoint ("" for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    was: Option<String>,
+    /// A forgotten address, until the next checkpoint drops it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The running integrity account (see [`integrity`]): kept in memory by the
+/// one process that holds the store, updated with every write.
+#[derive(Default)]
+struct Live {
+    /// Count and digest of the live records now.
+    tally: Tally,
+    /// The hash of each live record now.
+    hashes: std::collections::HashMap<Vec<u8>, Hash>,
+    /// Keys written since the last checkpoint, with their hash at it.
+    at_checkpoint: std::collections::HashMap<Vec<u8>, Option<Hash>>,
+    /// Keys forgotten since the last checkpoint (tombstones on disk).
+    tombstones: Vec<Vec<u8>>,
+    /// The last write's stamp.
+    stamp: u64,
 }
 
 pub struct SledStore {
     db: sled::Db,
     records: sled::Tree,
     meta: sled::Tree,
+    /// template_id -> address, for templates forgotten (see `Snapshot::forgotten`).
+    forgotten: sled::Tree,
     dir: PathBuf,
     group: crate::durable::GroupFlush,
+    lineage: String,
+    live: std::sync::Mutex<Live>,
 }
 
 fn io(e: impl std::fmt::Display) -> StateError {
@@ -63,6 +98,12 @@ impl SledStore {
     /// Open (creating if needed) and lock the store in `dir` for `operation`,
     /// waiting up to `timeout` for another holder.
     pub fn open(dir: &Path, operation: &str, timeout: Duration) -> Result<Self, StateError> {
+        // A damaged store can make the storage library panic: that is a
+        // damaged store, reported as one, never a crash.
+        guarded(dir, || Self::open_unguarded(dir, operation, timeout))
+    }
+
+    fn open_unguarded(dir: &Path, operation: &str, timeout: Duration) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
             dir: dir.display().to_string(),
             reason: e.to_string(),
@@ -88,14 +129,36 @@ impl SledStore {
         })?;
         let info = serde_json::to_vec_pretty(&LockInfo::current(operation)).map_err(io)?;
         std::fs::write(lock::info_path(dir), info).map_err(io)?;
-        let store = SledStore {
+        let mut store = SledStore {
             records: db.open_tree("records").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
+            forgotten: db.open_tree("forgotten").map_err(io)?,
             db,
             dir: dir.to_path_buf(),
             group: Default::default(),
+            lineage: String::new(),
+            live: Default::default(),
         };
         if store.meta.get("lineage").map_err(io)?.is_none() {
+            // A new store, or one whose files were lost: the checkpoint
+            // beside it tells which.
+            if let Some(cp) = integrity::read(dir).map_err(|e| damaged(dir, e))?
+                && cp.count > 0
+            {
+                return Err(damaged(
+                    dir,
+                    format!(
+                        "its database is missing or empty, but it held {} record(s) when last written",
+                        cp.count
+                    ),
+                ));
+            }
+            if !store.records.is_empty() {
+                return Err(damaged(
+                    dir,
+                    "it holds records but no lineage or serial".into(),
+                ));
+            }
             store
                 .meta
                 .insert("lineage", uuid::Uuid::new_v4().to_string().as_bytes())
@@ -108,11 +171,24 @@ impl SledStore {
                 .meta
                 .insert("format", &FORMAT.to_be_bytes())
                 .map_err(io)?;
-            store.db.flush().map_err(io)?;
+            store.lineage = store.meta()?.lineage;
+            store.flush_now()?;
         }
+        store.lineage = store.meta()?.lineage;
         match read_u64(store.meta.get("format").map_err(io)?) {
-            FORMAT => {}
-            0 | 1 => store.migrate_from_format_1()?,
+            FORMAT => store.verify()?,
+            v @ 0..=2 => {
+                if v < 2 {
+                    store.migrate_from_format_1()?;
+                }
+                // Format 2 had no checkpoint: take the first one now.
+                store.account()?;
+                store
+                    .meta
+                    .insert("format", &FORMAT.to_be_bytes())
+                    .map_err(io)?;
+                store.flush_now()?;
+            }
             newer => {
                 return Err(StateError::Open {
                     dir: dir.display().to_string(),
@@ -148,7 +224,7 @@ impl SledStore {
                 for (k, v) in &encoded {
                     rec.insert(k.as_slice(), v.as_slice())?;
                 }
-                meta.insert("format", &FORMAT.to_be_bytes())?;
+                meta.insert("format", &2u64.to_be_bytes())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_io)?;
@@ -199,15 +275,165 @@ impl SledStore {
         }
     }
 
-    /// Write (or, when empty, remove) the record of `key`.
-    fn put(&self, key: &[u8], record: &Record) -> Result<(), StateError> {
-        if record.resource.is_none() && record.intent.is_none() {
-            self.records.remove(key).map_err(io)?;
+    /// Write the record of `key` (an empty one is a tombstone until the
+    /// next checkpoint), keeping the integrity account.
+    fn put(&self, key: &[u8], mut record: Record) -> Result<(), StateError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = live.hashes.get(key).copied();
+        let was = *live.at_checkpoint.entry(key.to_vec()).or_insert(prev);
+        live.stamp += 1;
+        record.stamp = live.stamp;
+        record.was = Some(was.map(hex::encode).unwrap_or_default());
+        record.gone = record.resource.is_none() && record.intent.is_none();
+        let value = serde_json::to_vec(&record).map_err(io)?;
+        self.records.insert(key, value.as_slice()).map_err(io)?;
+        if let Some(p) = prev {
+            live.tally.remove(&p);
+            live.hashes.remove(key);
+        }
+        if record.gone {
+            live.tombstones.push(key.to_vec());
         } else {
-            let value = serde_json::to_vec(record).map_err(io)?;
-            self.records.insert(key, value).map_err(io)?;
+            let h = integrity::record_hash(key, &value);
+            live.tally.add(&h);
+            live.hashes.insert(key.to_vec(), h);
         }
         Ok(())
+    }
+
+    /// Rebuild the integrity account from the records on disk.
+    fn account(&self) -> Result<(), StateError> {
+        let mut live = Live {
+            // Stamps never go back, whatever the records now say.
+            stamp: self.live.lock().unwrap_or_else(|p| p.into_inner()).stamp,
+            ..Live::default()
+        };
+        for item in self.records.iter() {
+            let (k, v) = item.map_err(io)?;
+            let r: Record = decode(&k, &v)?;
+            live.stamp = live.stamp.max(r.stamp);
+            if r.gone {
+                live.tombstones.push(k.to_vec());
+            } else {
+                let h = integrity::record_hash(&k, &v);
+                live.tally.add(&h);
+                live.hashes.insert(k.to_vec(), h);
+            }
+        }
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+        Ok(())
+    }
+
+    /// Check the records against the checkpoints (in the store and beside
+    /// it), then take up the account where it was.
+    fn verify(&self) -> Result<(), StateError> {
+        let dir = &self.dir;
+        let Some(cp) = self.meta.get("checkpoint").map_err(io)? else {
+            return Err(damaged(dir, "its integrity checkpoint is missing".into()));
+        };
+        let cp: Checkpoint = decode(b"checkpoint", &cp)?;
+        if cp.lineage != self.lineage {
+            return Err(damaged(
+                dir,
+                "its checkpoint belongs to another state".into(),
+            ));
+        }
+        match integrity::read(dir).map_err(|e| damaged(dir, e))? {
+            Some(outside) if outside.lineage != cp.lineage => {
+                return Err(damaged(
+                    dir,
+                    "`integrity.json` belongs to another state (lineage differs)".into(),
+                ));
+            }
+            Some(outside) if outside.stamp > cp.stamp => {
+                return Err(damaged(
+                    dir,
+                    format!(
+                        "it lost writes that were on disk: its last checkpoint is write {}, `integrity.json` saw write {} ({} record(s))",
+                        cp.stamp, outside.stamp, outside.count
+                    ),
+                ));
+            }
+            Some(outside) if outside.stamp == cp.stamp && outside != cp => {
+                return Err(damaged(
+                    dir,
+                    "its checkpoint differs from `integrity.json` for the same write".into(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                return Err(damaged(
+                    dir,
+                    format!("`{}` is missing", integrity::file(dir).display()),
+                ));
+            }
+        }
+        let mut rows = Vec::new();
+        for item in self.records.iter() {
+            let (k, v) = item.map_err(io)?;
+            let r: Record = decode(&k, &v)?;
+            rows.push((integrity::record_hash(&k, &v), r));
+        }
+        integrity::verify(
+            &cp,
+            rows.iter().map(|(h, r)| integrity::Seen {
+                hash: *h,
+                stamp: r.stamp,
+                was: r.was.as_deref(),
+                gone: r.gone,
+            }),
+        )
+        .map_err(|e| damaged(dir, e))?;
+        self.account()?;
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.stamp = live.stamp.max(cp.stamp);
+        for item in self.records.iter() {
+            let (k, v) = item.map_err(io)?;
+            let r: Record = decode(&k, &v)?;
+            if r.stamp > cp.stamp {
+                let was = match r.was.as_deref() {
+                    Some("") | None => None,
+                    Some(w) => {
+                        let mut h = [0u8; 32];
+                        hex::decode_to_slice(w, &mut h).map_err(io)?;
+                        Some(h)
+                    }
+                };
+                live.at_checkpoint.insert(k.to_vec(), was);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop the tombstones and record a checkpoint of every write so far
+    /// (in the store; `integrity.json` follows once it is on disk).
+    fn checkpoint(&self) -> Result<Checkpoint, StateError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for k in std::mem::take(&mut live.tombstones) {
+            if !live.hashes.contains_key(&k) {
+                self.records.remove(&k).map_err(io)?;
+            }
+        }
+        live.at_checkpoint.clear();
+        // The lineage as recorded now (an import may have replaced it).
+        let lineage = self.meta()?.lineage;
+        let cp = Checkpoint::new(&lineage, live.stamp, &live.tally);
+        self.meta
+            .insert("checkpoint", serde_json::to_vec(&cp).map_err(io)?)
+            .map_err(io)?;
+        Ok(cp)
+    }
+
+    /// Checkpoint, flush, then write `integrity.json`.
+    fn flush_now(&self) -> Result<(), StateError> {
+        let cp = self.checkpoint()?;
+        self.db.flush().map_err(io)?;
+        integrity::write(&self.dir, &cp).map_err(|e| {
+            StateError::Io(format!(
+                "cannot write `{}`: {e}",
+                integrity::file(&self.dir).display()
+            ))
+        })
     }
 
     fn flush_as(&self, durability: Durability) -> Result<(), StateError> {
@@ -220,7 +446,15 @@ impl SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        let _ = self.db.flush();
+        let dirty = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            !live.at_checkpoint.is_empty() || !live.tombstones.is_empty()
+        };
+        let _ = if dirty {
+            self.flush_now()
+        } else {
+            self.db.flush().map(|_| ()).map_err(io)
+        };
         if lock::read_info(&self.dir).is_some_and(|i| i.pid == std::process::id()) {
             let _ = std::fs::remove_file(lock::info_path(&self.dir));
         }
@@ -233,6 +467,61 @@ fn read_u64(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
+/// What can still be read from a store database that will not open
+/// cleanly (at `path`, moved aside by `state recover`): every record that
+/// decodes; errors and panics end the reading, never the caller.
+pub fn salvage(path: &Path) -> Snapshot {
+    let mut snap = Snapshot::empty();
+    let _ = guarded(path, || {
+        let db = sled::Config::new().path(path).open().map_err(io)?;
+        let records = db.open_tree("records").map_err(io)?;
+        for item in records.iter() {
+            let Ok((k, v)) = item else { break };
+            let Ok(record) = decode::<Record>(&k, &v) else {
+                continue;
+            };
+            if let Some(r) = record.resource {
+                snap.resources.insert(r.address.clone(), r);
+            }
+            if let Some(i) = record.intent {
+                snap.intents.insert(i.address.clone(), i);
+            }
+        }
+        Ok(())
+    });
+    snap
+}
+
+fn damaged(dir: &Path, reason: String) -> StateError {
+    StateError::Damaged {
+        dir: dir.display().to_string(),
+        reason,
+    }
+}
+
+/// Run `f`, turning a panic inside the storage library into a damaged-store
+/// error (the panic's own report is kept off the terminal).
+fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(damaged(
+            dir,
+            format!(
+                "the storage library failed reading it ({})",
+                crate::manifest::diag::clip(&what, 200)
+            ),
+        ))
+    })
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(v).map_err(|e| StateError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -240,10 +529,18 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, Sta
     })
 }
 
-impl StateStore for SledStore {
-    fn snapshot(&self) -> Result<Snapshot, StateError> {
+impl SledStore {
+    fn snapshot_unguarded(&self) -> Result<Snapshot, StateError> {
         let mut snap = Snapshot::empty();
+
         snap.meta = self.meta()?;
+        for item in self.forgotten.iter() {
+            let (k, v) = item.map_err(io)?;
+            if let Ok(a) = String::from_utf8_lossy(&v).parse() {
+                snap.forgotten
+                    .insert(String::from_utf8_lossy(&k).into_owned(), a);
+            }
+        }
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
             let record: Record = decode(&k, &v)?;
@@ -256,28 +553,43 @@ impl StateStore for SledStore {
         }
         Ok(snap)
     }
+}
+
+impl StateStore for SledStore {
+    fn snapshot(&self) -> Result<Snapshot, StateError> {
+        guarded(&self.dir, || self.snapshot_unguarded())
+    }
 
     /// Durable before returning; concurrent callers share one fsync.
     fn flush(&self) -> Result<(), StateError> {
-        self.group.flush(|| self.db.flush().map(|_| ()).map_err(io))
+        self.group.flush(|| self.flush_now())
     }
 
     fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
         let serial = self.bump()?;
         let record = Record {
             resource: Some(r.clone()),
-            intent: None,
+            ..Record::default()
         };
-        self.put(r.address.to_string().as_bytes(), &record)?;
+        self.put(r.address.to_string().as_bytes(), record)?;
         self.flush_as(durability)?;
         Ok(serial)
     }
 
     fn forget(&self, address: &Address) -> Result<u64, StateError> {
         let serial = self.bump()?;
-        self.records
-            .remove(address.to_string().as_bytes())
-            .map_err(io)?;
+        let key = address.to_string();
+        if let Some(t) = self
+            .record(key.as_bytes())?
+            .resource
+            .and_then(|r| r.ids.template_id)
+            .filter(|_| address.kind == crate::model::Kind::Template)
+        {
+            self.forgotten
+                .insert(t.as_bytes(), key.as_bytes())
+                .map_err(io)?;
+        }
+        self.put(key.as_bytes(), Record::default())?;
         self.flush()?;
         Ok(serial)
     }
@@ -288,7 +600,7 @@ impl StateStore for SledStore {
         // an address at a time, so read-then-write cannot race.
         let mut record = self.record(key.as_bytes())?;
         record.intent = Some(intent.clone());
-        self.put(key.as_bytes(), &record)?;
+        self.put(key.as_bytes(), record)?;
         self.flush()
     }
 
@@ -296,7 +608,7 @@ impl StateStore for SledStore {
         let key = address.to_string();
         let mut record = self.record(key.as_bytes())?;
         record.intent = None;
-        self.put(key.as_bytes(), &record)?;
+        self.put(key.as_bytes(), record)?;
         self.flush()
     }
 
@@ -339,7 +651,15 @@ impl StateStore for SledStore {
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_io)?;
-        self.flush()
+        self.forgotten.clear().map_err(io)?;
+        for (t, a) in &snap.forgotten {
+            self.forgotten
+                .insert(t.as_bytes(), a.to_string().as_bytes())
+                .map_err(io)?;
+        }
+        // The records were written whole: account for them afresh.
+        self.account()?;
+        self.flush_now()
     }
 
     fn bind(&self, binding: &Binding) -> Result<(), StateError> {
