@@ -37,6 +37,34 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+impl RetryPolicy {
+    /// How long to wait before attempt `attempt + 1`: exponential, capped,
+    /// with jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
+        cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    /// Run a gateway call, retrying what can be retried.
+    pub async fn run<T, F, Fut>(&self, mut f: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.class().can_retry() && attempt + 1 < self.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -113,6 +141,10 @@ pub struct Report {
     /// run may not be on disk (a re-run recovers them; see `Durability`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
+    /// Results recorded in the store but not known to be on disk (a flush
+    /// failed after them). Everything else recorded is on disk.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_on_disk: Vec<Address>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +197,10 @@ struct Shared {
     calls: std::sync::atomic::AtomicU64,
     retries: std::sync::atomic::AtomicU64,
     uploads_in_doubt: std::sync::atomic::AtomicU64,
+    /// Deferred commits so far (their sequence numbers).
+    writes: std::sync::atomic::AtomicU64,
+    /// Deferred commits not yet covered by a successful flush.
+    unflushed: Mutex<Vec<(u64, Address)>>,
 }
 
 enum Failure {
@@ -179,7 +215,9 @@ impl From<GatewayError> for Failure {
 }
 impl From<crate::state::StateError> for Failure {
     fn from(e: crate::state::StateError) -> Self {
-        Failure::Local(format!("recording state failed: {e}"))
+        Failure::Local(format!(
+            "recording state failed: {e} (a gateway call before it may have taken effect; the next apply resolves it)"
+        ))
     }
 }
 impl From<provider::MissingImage> for Failure {
@@ -215,12 +253,7 @@ impl Shared {
             if !class.can_retry() || attempt >= self.retry.attempts {
                 return Err(err);
             }
-            let cap = self
-                .retry
-                .base
-                .saturating_mul(1 << attempt.min(16))
-                .min(self.retry.max);
-            let wait = cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+            let wait = self.retry.backoff(attempt);
             if class == ErrorClass::Throttled {
                 let mut p = self.pause_until.lock().expect("pause lock");
                 let until = Instant::now() + wait;
@@ -233,6 +266,21 @@ impl Shared {
             self.progress.retrying(address, attempt, &err, wait);
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A store operation that flushes: it also puts on disk every deferred
+    /// commit written before it began.
+    fn flushed<T>(
+        &self,
+        op: impl FnOnce() -> Result<T, crate::state::StateError>,
+    ) -> Result<T, crate::state::StateError> {
+        let before = self.writes.load(std::sync::atomic::Ordering::SeqCst);
+        let out = tokio::task::block_in_place(op)?;
+        self.unflushed
+            .lock()
+            .expect("unflushed lock")
+            .retain(|(seq, _)| *seq >= before);
+        Ok(out)
     }
 
     fn token(&self, merchant: &str) -> Result<Option<&Secret>, Failure> {
@@ -281,10 +329,19 @@ impl Shared {
             applied_at: now_rfc3339(),
         };
         match durability {
-            Durability::Flushed => {
-                tokio::task::block_in_place(|| self.store.commit(&rec, durability))?
+            Durability::Flushed => self.flushed(|| self.store.commit(&rec, durability))?,
+            Durability::Deferred => {
+                self.store.commit(&rec, durability)?;
+                // Written, not yet known to be on disk: the next flush says.
+                let seq = self
+                    .writes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.unflushed
+                    .lock()
+                    .expect("unflushed lock")
+                    .push((seq, address.clone()));
+                seq
             }
-            Durability::Deferred => self.store.commit(&rec, durability)?,
         };
         self.state
             .lock()
@@ -318,7 +375,7 @@ impl Shared {
                     attrs: desired.to_json(),
                     started_at: now_rfc3339(),
                 };
-                tokio::task::block_in_place(|| self.store.begin(&intent))?;
+                self.flushed(|| self.store.begin(&intent))?;
                 intent
             }
         };
@@ -336,7 +393,7 @@ impl Shared {
                     // nothing (anything between us and the gateway can send
                     // one, after the call took effect): the intent stays and
                     // the next run replays the same request_id.
-                    tokio::task::block_in_place(|| self.store.abandon(address))?;
+                    self.flushed(|| self.store.abandon(address))?;
                 }
                 return Err(e.into());
             }
@@ -410,7 +467,7 @@ impl Shared {
         let address = &change.address;
         if change.action == Action::Retire {
             let old = self.ids_of(address);
-            tokio::task::block_in_place(|| self.store.forget(address))?;
+            self.flushed(|| self.store.forget(address))?;
             self.state.lock().expect("state lock").remove(address);
             let note = match (address.kind, &old.template_id, &old.image_id) {
                 (Kind::Template, Some(_), _) | (Kind::Image, _, Some(_)) => {
@@ -698,6 +755,8 @@ pub async fn apply(
         calls: Default::default(),
         retries: Default::default(),
         uploads_in_doubt: Default::default(),
+        writes: Default::default(),
+        unflushed: Default::default(),
     });
     let work: Vec<Change> = plan
         .changes
@@ -712,9 +771,20 @@ pub async fn apply(
     // the other changes' round trips and no slot waits on local work.
     let mut results = walk(&work, &shared, &desired, opts.parallelism.max(1) * 2).await;
     // Everything recorded is on disk before the report goes out.
-    let state_error = tokio::task::block_in_place(|| shared.store.flush())
+    let state_error = shared
+        .flushed(|| shared.store.flush())
         .err()
         .map(|e| format!("flushing the state store failed: {e}"));
+    // What was recorded but may not have reached the disk.
+    let mut not_on_disk: Vec<Address> = shared
+        .unflushed
+        .lock()
+        .expect("unflushed lock")
+        .iter()
+        .map(|(_, a)| a.clone())
+        .collect();
+    not_on_disk.sort();
+    not_on_disk.dedup();
     results.sort_by(|a, b| (a.address.kind, &a.address).cmp(&(b.address.kind, &b.address)));
     let retired = results
         .iter()
@@ -726,6 +796,7 @@ pub async fn apply(
         .collect();
     Report {
         retired,
+        not_on_disk,
         results,
         calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
         retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),

@@ -144,7 +144,7 @@ pub async fn run(
             .with_max_in_flight(req.options.parallelism),
     });
     if !req.allow_unmanaged {
-        refuse_unmanaged(&plan, &snapshot, &provider, &tokens).await?;
+        refuse_unmanaged(&plan, &snapshot, &provider, &tokens, &req.options.retry).await?;
     }
     let caps = apply::Capabilities {
         store: store.clone(),
@@ -184,6 +184,7 @@ async fn refuse_unmanaged(
     snapshot: &crate::state::Snapshot,
     provider: &Provider,
     tokens: &Tokens,
+    retry: &apply::RetryPolicy,
 ) -> Result<()> {
     use crate::model::Kind;
     let knows = |m: &str| {
@@ -223,8 +224,8 @@ async fn refuse_unmanaged(
         let mut unknown = Vec::new();
         let mut total = 0;
         for page in 1..=MAX_PAGES {
-            let (n, ids) = provider
-                .templates_at_gateway(token.as_ref(), page)
+            let (n, ids) = retry
+                .run(|| provider.templates_at_gateway(token.as_ref(), page))
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(

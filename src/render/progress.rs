@@ -199,10 +199,26 @@ pub fn report(r: &Report) -> String {
         );
     }
     if let Some(e) = &r.state_error {
-        let _ = writeln!(
-            out,
-            "\nState: {e}\n  results recorded during this run may not be on disk; a create whose result was lost is still journalled and is replayed by the next apply (same request_id, no duplicate): run apply again"
-        );
+        let _ = writeln!(out, "\n{}", paint(DANGER, &format!("State: {e}")));
+        if r.not_on_disk.is_empty() {
+            let _ = writeln!(
+                out,
+                "  every result before it is on disk; run apply again once the cause is fixed"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {} result(s) were recorded but may not be on disk:",
+                r.not_on_disk.len()
+            );
+            for a in &r.not_on_disk {
+                let _ = writeln!(out, "    {a}");
+            }
+            let _ = writeln!(
+                out,
+                "  every other result is on disk. Run apply again once the cause is fixed: a create whose result was lost is still journalled and is replayed with the same request_id (no duplicate); forms and activation URLs are set again"
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -180,3 +180,144 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
     drop(store);
     conn.close().await;
 }
+
+/// A disk that fills up after `room` flushed operations: from then on every
+/// flush fails (ENOSPC), and deferred commits are taken in memory but never
+/// reach the disk.
+struct FillsUp {
+    inner: SledStore,
+    room: std::sync::atomic::AtomicI64,
+    lost: std::sync::Mutex<Vec<Address>>,
+}
+
+impl FillsUp {
+    fn full(&self) -> Result<(), StateError> {
+        if self.room.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+            return Err(StateError::Io(
+                "No space left on device (os error 28)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StateStore for FillsUp {
+    fn snapshot(&self) -> Result<Snapshot, StateError> {
+        self.inner.snapshot()
+    }
+    fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
+        match durability {
+            Durability::Flushed => {
+                self.full()?;
+                self.inner.commit(r, durability)
+            }
+            Durability::Deferred => {
+                if self.room.load(std::sync::atomic::Ordering::SeqCst) <= 0 {
+                    self.lost.lock().unwrap().push(r.address.clone());
+                    Ok(0)
+                } else {
+                    self.inner.commit(r, durability)
+                }
+            }
+        }
+    }
+    fn flush(&self) -> Result<(), StateError> {
+        self.full()?;
+        self.inner.flush()
+    }
+    fn forget(&self, address: &Address) -> Result<u64, StateError> {
+        self.full()?;
+        self.inner.forget(address)
+    }
+    fn begin(&self, intent: &Intent) -> Result<(), StateError> {
+        self.full()?;
+        self.inner.begin(intent)
+    }
+    fn abandon(&self, address: &Address) -> Result<(), StateError> {
+        self.full()?;
+        self.inner.abandon(address)
+    }
+    fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
+        self.inner.replace_all(snap)
+    }
+    fn bind(&self, binding: &Binding) -> Result<(), StateError> {
+        self.inner.bind(binding)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    crate::plan_apply::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
+        &project,
+    );
+    let state_dir = tmp.path().join("state");
+    let gateway = GatewaySettings {
+        endpoint: Endpoint::Embedded,
+        app_id: None,
+        private_key: None,
+        alipay_public_key: None,
+        app_auth_token: None,
+        sign_type: SignType::Rsa2,
+        sandbox_faults: None,
+    };
+    let conn = ops::gateway::connect(&gateway, &state_dir).await.unwrap();
+    let provider = Arc::new(Provider {
+        client: conn.client.clone().with_max_in_flight(8),
+    });
+    // Room for the five image uploads and the three intents; the disk is
+    // full before the templates' results (deferred) are flushed.
+    let store = Arc::new(FillsUp {
+        inner: open(&state_dir),
+        room: std::sync::atomic::AtomicI64::new(8),
+        lost: Default::default(),
+    });
+    let report = apply_once(&project, store.clone(), &provider).await;
+    assert!(!report.ok());
+    assert!(
+        report
+            .state_error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left on device")),
+        "{:?}",
+        report.state_error
+    );
+    // Every write the disk did not keep is named as not on disk.
+    let lost = store.lost.lock().unwrap().clone();
+    assert!(!lost.is_empty());
+    for a in &lost {
+        assert!(report.not_on_disk.contains(a), "{a} lost but not reported");
+    }
+    let text = cardform::render::progress::report(&report);
+    assert!(!text.contains("every result was recorded"), "{text}");
+    assert!(text.contains("may not be on disk"), "{text}");
+    drop(store);
+
+    // With room again, the re-run converges: no duplicate at the gateway.
+    let store: Arc<dyn StateStore> = Arc::new(open(&state_dir));
+    let report = apply_once(&project, store.clone(), &provider).await;
+    assert!(report.ok(), "{:?}", report.results);
+    let state = store.snapshot().unwrap();
+    let listed = provider
+        .client
+        .call(
+            &TemplateBatchQueryRequest {
+                page_no: 1,
+                page_size: 20,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.template_total, 3, "no duplicate template");
+    assert_eq!(
+        state
+            .resources
+            .values()
+            .filter(|r| r.kind == Kind::Template)
+            .count(),
+        3
+    );
+}

@@ -3,6 +3,7 @@
 mod abuse;
 mod api;
 mod crash;
+mod damage;
 mod everyday;
 mod hostile;
 mod plan_apply;
