@@ -463,7 +463,8 @@ pub struct TemplateModifyRequest {
 api!(
     TemplateModifyRequest,
     "alipay.marketing.card.template.modify",
-    TemplateIdResponse
+    TemplateIdResponse,
+    check = |r: &TemplateIdResponse| check_id("template_id", &r.template_id, 128)
 );
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -522,7 +523,12 @@ pub struct TemplateBatchQueryResponse {
 api!(
     TemplateBatchQueryRequest,
     "alipay.marketing.card.template.batchquery",
-    TemplateBatchQueryResponse
+    TemplateBatchQueryResponse,
+    check = |r: &TemplateBatchQueryResponse| {
+        r.mcard_template
+            .iter()
+            .try_for_each(|t| check_id("mcard_template[].template_id", &t.template_id, 128))
+    }
 );
 
 // ---------------------------------------------------------------- form, URL
@@ -696,7 +702,12 @@ pub struct CardOpenResponse {
 api!(
     CardOpenRequest,
     "alipay.marketing.card.open",
-    CardOpenResponse
+    CardOpenResponse,
+    check = |r: &CardOpenResponse| check_id(
+        "card_info.biz_card_no",
+        r.card_info.biz_card_no.as_deref().unwrap_or(""),
+        128
+    )
 );
 
 /// MerchantCardMsgInfo
