@@ -82,15 +82,15 @@ async fn apply_once(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_every_deferred_commit_converges_without_duplicates() {
+/// The coffee example in a temp dir (`project`, `state`), and a provider on
+/// the embedded sandbox under its state (kept alive by the connection).
+async fn coffee_on_embedded_sandbox() -> (tempfile::TempDir, ops::gateway::Connection, Arc<Provider>)
+{
     let tmp = tempfile::tempdir().unwrap();
-    let project = tmp.path().join("project");
     crate::plan_apply::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
-        &project,
+        &tmp.path().join("project"),
     );
-    let state_dir = tmp.path().join("state");
     let gateway = GatewaySettings {
         endpoint: Endpoint::Embedded,
         app_id: None,
@@ -100,10 +100,19 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
         sign_type: SignType::Rsa2,
         sandbox_faults: None,
     };
-    let conn = ops::gateway::connect(&gateway, &state_dir).await.unwrap();
+    let conn = ops::gateway::connect(&gateway, &tmp.path().join("state"))
+        .await
+        .unwrap();
     let provider = Arc::new(Provider {
         client: conn.client.clone().with_max_in_flight(8),
     });
+    (tmp, conn, provider)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_every_deferred_commit_converges_without_duplicates() {
+    let (tmp, conn, provider) = coffee_on_embedded_sandbox().await;
+    let (project, state_dir) = (tmp.path().join("project"), tmp.path().join("state"));
 
     // The "crashed" run: the gateway did everything, the disk kept only the
     // flushed writes.
@@ -247,26 +256,8 @@ impl StateStore for FillsUp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
-    let tmp = tempfile::tempdir().unwrap();
-    let project = tmp.path().join("project");
-    crate::plan_apply::copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
-        &project,
-    );
-    let state_dir = tmp.path().join("state");
-    let gateway = GatewaySettings {
-        endpoint: Endpoint::Embedded,
-        app_id: None,
-        private_key: None,
-        alipay_public_key: None,
-        app_auth_token: None,
-        sign_type: SignType::Rsa2,
-        sandbox_faults: None,
-    };
-    let conn = ops::gateway::connect(&gateway, &state_dir).await.unwrap();
-    let provider = Arc::new(Provider {
-        client: conn.client.clone().with_max_in_flight(8),
-    });
+    let (tmp, conn, provider) = coffee_on_embedded_sandbox().await;
+    let (project, state_dir) = (tmp.path().join("project"), tmp.path().join("state"));
     // Room for the five image uploads and the three intents; the disk is
     // full before the templates' results (deferred) are flushed.
     let store = Arc::new(FillsUp {
