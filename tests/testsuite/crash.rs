@@ -256,7 +256,7 @@ impl StateStore for FillsUp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
-    let (tmp, conn, provider) = coffee_on_embedded_sandbox().await;
+    let (tmp, _conn, provider) = coffee_on_embedded_sandbox().await;
     let (project, state_dir) = (tmp.path().join("project"), tmp.path().join("state"));
     // Room for the five image uploads and the three intents; the disk is
     // full before the templates' results (deferred) are flushed.
