@@ -54,6 +54,17 @@ struct Record {
     gone: bool,
 }
 
+/// A record's integrity fields alone: read without building the resource.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    stamp: u64,
+    #[serde(default)]
+    was: Option<String>,
+    #[serde(default)]
+    gone: bool,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -310,7 +321,7 @@ impl SledStore {
         };
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
-            let r: Record = decode(&k, &v)?;
+            let r: Head = decode(&k, &v)?;
             live.stamp = live.stamp.max(r.stamp);
             if r.gone {
                 live.tombstones.push(k.to_vec());
@@ -368,15 +379,17 @@ impl SledStore {
                 ));
             }
         }
+        // One pass: check the records against the checkpoint and take up
+        // the account where it was.
         let mut rows = Vec::new();
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
-            let r: Record = decode(&k, &v)?;
-            rows.push((integrity::record_hash(&k, &v), r));
+            let head: Head = decode(&k, &v)?;
+            rows.push((k.to_vec(), integrity::record_hash(&k, &v), head));
         }
         integrity::verify(
             &cp,
-            rows.iter().map(|(h, r)| integrity::Seen {
+            rows.iter().map(|(_, h, r)| integrity::Seen {
                 hash: *h,
                 stamp: r.stamp,
                 was: r.was.as_deref(),
@@ -384,22 +397,26 @@ impl SledStore {
             }),
         )
         .map_err(|e| damaged(dir, e))?;
-        self.account()?;
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.stamp = live.stamp.max(cp.stamp);
-        for item in self.records.iter() {
-            let (k, v) = item.map_err(io)?;
-            let r: Record = decode(&k, &v)?;
+        live.stamp = cp.stamp;
+        for (k, h, r) in rows {
+            live.stamp = live.stamp.max(r.stamp);
             if r.stamp > cp.stamp {
                 let was = match r.was.as_deref() {
                     Some("") | None => None,
                     Some(w) => {
-                        let mut h = [0u8; 32];
-                        hex::decode_to_slice(w, &mut h).map_err(io)?;
-                        Some(h)
+                        let mut b = [0u8; 32];
+                        hex::decode_to_slice(w, &mut b).map_err(io)?;
+                        Some(b)
                     }
                 };
-                live.at_checkpoint.insert(k.to_vec(), was);
+                live.at_checkpoint.insert(k.clone(), was);
+            }
+            if r.gone {
+                live.tombstones.push(k);
+            } else {
+                live.tally.add(&h);
+                live.hashes.insert(k, h);
             }
         }
         Ok(())
@@ -723,6 +740,36 @@ mod tests {
         let snap = store.snapshot().unwrap();
         assert!(snap.resources.is_empty());
         assert_eq!(snap.meta.serial, 3);
+    }
+
+    #[test]
+    fn a_panic_in_the_storage_library_is_a_damaged_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let r: Result<(), StateError> =
+            guarded(dir.path(), || panic!("tried to serialize Uninitialized"));
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("is damaged"), "{e}");
+        assert!(e.contains("tried to serialize Uninitialized"), "{e}");
+    }
+
+    #[test]
+    fn a_state_reopens_after_writes_forgets_and_reopens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Address::new("m", Kind::Template, "gold");
+        let b = Address::new("m", Kind::Template, "silver");
+        {
+            let store = SledStore::open(dir.path(), "test", Duration::from_secs(10)).unwrap();
+            store.commit(&resource(&a, "A"), Durability::Flushed).unwrap();
+            store.commit(&resource(&b, "B"), Durability::Deferred).unwrap();
+            store.forget(&a).unwrap();
+            // Deferred writes after the last checkpoint, then a drop.
+            store.commit(&resource(&b, "B2"), Durability::Deferred).unwrap();
+        }
+        let store = SledStore::open(dir.path(), "test", Duration::from_secs(10)).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.resources.len(), 1);
+        assert_eq!(snap.resources[&b].ids.template_id.as_deref(), Some("B2"));
+        assert_eq!(snap.forgotten.get("A"), Some(&a));
     }
 
     #[test]
