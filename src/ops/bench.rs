@@ -225,7 +225,9 @@ pub async fn apply(
     let key_path: PathBuf = work.join("app.pem");
     std::fs::write(&key_path, &key_pem)?;
     let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
-    let calls = merchants * 2 + merchants * per * 3;
+    // Per merchant: one batchquery (are there templates this state does not
+    // know?), two image uploads, and per template a create, a form, a URL.
+    let calls = merchants * 3 + merchants * per * 3;
     let bound = (!latency.is_zero()).then(|| parallelism as f64 / latency.as_secs_f64());
     let mut results = Vec::new();
     for run in 0..runs.max(1) {
