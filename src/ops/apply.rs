@@ -175,10 +175,15 @@ pub async fn run(
 }
 
 /// Defence in depth before the first templates of a merchant: when the state
-/// knows no template of it (and no create is in doubt), ask the gateway. A
-/// merchant that already holds templates this state does not know means a
-/// lost or foreign state, and creating would make duplicates that Alipay
-/// cannot delete.
+/// knows no template of it, ask the gateway. Templates there that this state
+/// cannot account for mean a lost or foreign state, and creating would make
+/// duplicates that Alipay cannot delete.
+///
+/// The gateway keeps templates per namespace: a merchant's app_auth_token,
+/// or the app's own when there is none (shared by every merchant without a
+/// token). A namespace's templates are accounted for by the template ids
+/// the state holds or forgot, and by its creates in doubt (journalled
+/// intents, which may have taken effect): a crash never blocks its re-run.
 async fn refuse_unmanaged(
     plan: &Plan,
     snapshot: &crate::state::Snapshot,
@@ -187,6 +192,16 @@ async fn refuse_unmanaged(
     retry: &apply::RetryPolicy,
 ) -> Result<()> {
     use crate::model::Kind;
+    use std::collections::{BTreeMap, BTreeSet};
+    // The namespace of a merchant: its token's text (never printed), or "".
+    let namespace = |m: &str| -> Option<String> {
+        match tokens.get(m) {
+            Some(Ok(Some(t))) => Some(t.expose().to_string()),
+            Some(Ok(None)) | None => Some(String::new()),
+            // A merchant whose token cannot be read fails on its own later.
+            Some(Err(_)) => None,
+        }
+    };
     let knows = |m: &str| {
         snapshot
             .resources
@@ -194,33 +209,32 @@ async fn refuse_unmanaged(
             .chain(snapshot.intents.keys())
             .any(|a| a.merchant == m && a.kind == Kind::Template)
     };
-    let mut merchants: Vec<&str> = plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == Kind::Template && c.action == plan::Action::Create)
-        .map(|c| c.address.merchant.as_str())
-        .filter(|m| !knows(m))
-        .collect();
-    merchants.sort();
-    merchants.dedup();
-    let known_ids: std::collections::BTreeSet<&str> = snapshot
+    // Namespace -> a merchant in it the state knows no template of.
+    let mut to_check: BTreeMap<String, &str> = BTreeMap::new();
+    for c in &plan.changes {
+        let m = c.address.merchant.as_str();
+        if c.kind == Kind::Template && c.action == plan::Action::Create && !knows(m) {
+            if let Some(ns) = namespace(m) {
+                to_check.entry(ns).or_insert(m);
+            }
+        }
+    }
+    let known_ids: BTreeSet<&str> = snapshot
         .resources
         .values()
         .filter_map(|r| r.ids.template_id.as_deref())
         .chain(snapshot.forgotten.keys().map(String::as_str))
         .collect();
     let known_ids = &known_ids;
-    // Pages of 20 read per merchant at most.
-    const MAX_PAGES: i64 = 10;
-    let checks = merchants.iter().map(|m| async move {
-        let token = match tokens.get(*m) {
-            Some(Ok(t)) => t.clone(),
-            // A merchant whose token cannot be read fails on its own later.
-            Some(Err(_)) => return Ok(None),
-            None => None,
-        };
-        // Merchants without a token share the app's own namespace at the
-        // gateway: a template the state knows under any merchant is known.
+    // Pages of 20 read per namespace at most.
+    const MAX_PAGES: i64 = 50;
+    let checks = to_check.into_iter().map(|(ns, m)| async move {
+        let in_doubt = snapshot
+            .intents
+            .keys()
+            .filter(|a| a.kind == Kind::Template && namespace(&a.merchant).as_ref() == Some(&ns))
+            .count();
+        let token = tokens.get(m).and_then(|t| t.as_ref().ok()).cloned().flatten();
         let mut unknown = Vec::new();
         let mut total = 0;
         for page in 1..=MAX_PAGES {
@@ -235,15 +249,11 @@ async fn refuse_unmanaged(
             total = n;
             let last = ids.len() < 20;
             unknown.extend(ids.into_iter().filter(|id| !known_ids.contains(id.as_str())));
-            if !unknown.is_empty() || last || page * 20 >= n {
+            if unknown.len() > in_doubt || last || page * 20 >= n {
                 break;
             }
         }
-        Ok(if unknown.is_empty() {
-            None
-        } else {
-            Some((m.to_string(), total, unknown))
-        })
+        Ok((unknown.len() > in_doubt).then(|| (m.to_string(), total, unknown)))
     });
     let found: Vec<(String, i64, Vec<String>)> = futures_util::future::join_all(checks)
         .await
