@@ -759,11 +759,17 @@ mod tests {
         let b = Address::new("m", Kind::Template, "silver");
         {
             let store = SledStore::open(dir.path(), "test", Duration::from_secs(10)).unwrap();
-            store.commit(&resource(&a, "A"), Durability::Flushed).unwrap();
-            store.commit(&resource(&b, "B"), Durability::Deferred).unwrap();
+            store
+                .commit(&resource(&a, "A"), Durability::Flushed)
+                .unwrap();
+            store
+                .commit(&resource(&b, "B"), Durability::Deferred)
+                .unwrap();
             store.forget(&a).unwrap();
             // Deferred writes after the last checkpoint, then a drop.
-            store.commit(&resource(&b, "B2"), Durability::Deferred).unwrap();
+            store
+                .commit(&resource(&b, "B2"), Durability::Deferred)
+                .unwrap();
         }
         let store = SledStore::open(dir.path(), "test", Duration::from_secs(10)).unwrap();
         let snap = store.snapshot().unwrap();

@@ -343,3 +343,26 @@ fn a_signed_success_without_its_ids_is_a_failed_call() {
         r.stderr
     );
 }
+
+#[test]
+fn creates_in_doubt_never_block_their_own_rerun() {
+    // Two merchants without tokens share the app's namespace at the gateway.
+    let s = Setup::new();
+    cardform::ops::bench::generate(&s.tmp.path().join("two"), 2, 1).unwrap();
+    let hostile = Hostile::start(Mode::UnsignedErrorAfterEffect, &s.sandbox, "");
+    // Only the first merchant's template goes out: it takes effect, its
+    // result is lost, its create stays in doubt.
+    run(s.at(&hostile.url).args([
+        "apply",
+        "two",
+        "--auto-approve",
+        "--target",
+        "merchant.m00000/template.t0",
+    ]))
+    .fails();
+    assert_eq!(s.templates_at_gateway(), 1);
+    // The second merchant's first template: the gateway holds one the state
+    // has no id for, but the create in doubt accounts for it.
+    run(s.at(&s.sandbox.url).args(["apply", "two", "--auto-approve"])).ok();
+    assert_eq!(s.templates_at_gateway(), 2, "replayed, no duplicate");
+}
