@@ -363,6 +363,9 @@ fn creates_in_doubt_never_block_their_own_rerun() {
     assert_eq!(s.templates_at_gateway(), 1);
     // The second merchant's first template: the gateway holds one the state
     // has no id for, but the create in doubt accounts for it.
-    run(s.at(&s.sandbox.url).args(["apply", "two", "--auto-approve"])).ok();
+    run(s
+        .at(&s.sandbox.url)
+        .args(["apply", "two", "--auto-approve"]))
+    .ok();
     assert_eq!(s.templates_at_gateway(), 2, "replayed, no duplicate");
 }
