@@ -213,10 +213,12 @@ async fn refuse_unmanaged(
     let mut to_check: BTreeMap<String, &str> = BTreeMap::new();
     for c in &plan.changes {
         let m = c.address.merchant.as_str();
-        if c.kind == Kind::Template && c.action == plan::Action::Create && !knows(m) {
-            if let Some(ns) = namespace(m) {
-                to_check.entry(ns).or_insert(m);
-            }
+        if c.kind == Kind::Template
+            && c.action == plan::Action::Create
+            && !knows(m)
+            && let Some(ns) = namespace(m)
+        {
+            to_check.entry(ns).or_insert(m);
         }
     }
     let known_ids: BTreeSet<&str> = snapshot
