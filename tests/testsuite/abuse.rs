@@ -245,6 +245,27 @@ fn the_sandbox_bounds_bodies_connections_and_slow_clients() {
     // for the close).
     let answer = raw(&sb, b"POST /gateway.do HTTP/1.1\r\nhost: x\r\n");
     assert!(!answer.contains("200 OK"), "{answer}");
+    // `charset` is required (the reference marks it so); `format` is not.
+    let q = r#"{"page_no":1,"page_size":20}"#;
+    run(sb.cardform().args([
+        "api",
+        "alipay.marketing.card.template.batchquery",
+        "--biz-content",
+        q,
+        "--param",
+        "charset=",
+    ]))
+    .fails()
+    .stderr_has("isv.invalid-charset");
+    run(sb.cardform().args([
+        "api",
+        "alipay.marketing.card.template.batchquery",
+        "--biz-content",
+        q,
+        "--param",
+        "format=",
+    ]))
+    .ok();
     // And the sandbox still answers properly.
     sb.api(
         "alipay.marketing.card.template.batchquery",
