@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{FixedOffset, Utc};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
@@ -21,7 +20,8 @@ use url::Url;
 use super::envelope;
 use super::error::GatewayError;
 use super::keys::{AlipayPublicKey, AppPrivateKey};
-use super::methods::ApiRequest;
+use super::methods::{ApiRequest, Encoding};
+pub use super::methods::{FilePart, biz_json};
 use super::sign::{SignType, string_to_sign};
 use crate::secret::Secret;
 
@@ -45,15 +45,6 @@ const QUERY_PARAMS: &[&str] = &[
     "return_url",
     "encrypt_type",
 ];
-
-/// A file part of a multipart upload (never signed).
-#[derive(Debug, Clone)]
-pub struct FilePart {
-    pub field: String,
-    pub filename: String,
-    pub mime: String,
-    pub bytes: Vec<u8>,
-}
 
 /// One gateway call, before signing.
 #[derive(Debug, Clone, Default)]
@@ -301,7 +292,7 @@ impl Client {
         request: &R,
         app_auth_token: Option<&Secret>,
     ) -> Result<R::Response, GatewayError> {
-        let call = request.to_call(app_auth_token.cloned());
+        let call = call_for(request, app_auth_token.cloned());
         let node = self.execute(&call).await?;
         decode_checked::<R>(node)
     }
@@ -383,7 +374,20 @@ pub fn decode_checked<R: ApiRequest>(
     Ok(response)
 }
 
-/// Compact JSON for `biz_content`.
-pub fn biz_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("bug: request types always serialize")
+/// The unsigned call for a typed request: the wire type says how its fields
+/// travel, the client owns turning that into a call.
+pub fn call_for<R: ApiRequest>(request: &R, app_auth_token: Option<Secret>) -> Call {
+    let mut call = Call {
+        method: R::METHOD.to_string(),
+        app_auth_token,
+        ..Call::default()
+    };
+    match request.encoding() {
+        Encoding::BizContent(biz) => call.biz_content = Some(biz),
+        Encoding::TopLevel { params, files } => {
+            call.params.extend(params);
+            call.files = files;
+        }
+    }
+    call
 }

@@ -13,9 +13,6 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::client::{Call, FilePart, biz_json};
-use crate::secret::Secret;
-
 /// Whether `s` is a colour as the gateway documents it for `bg_color`:
 /// `rgb(r,g,b)`, each 0-255 in decimal (spaces after commas tolerated).
 pub fn is_rgb(s: &str) -> bool {
@@ -43,15 +40,37 @@ pub trait ApiRequest: Serialize + Sized {
         Ok(())
     }
 
-    /// The unsigned call. Default: the whole request is `biz_content`.
-    fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
-        Call {
-            method: Self::METHOD.to_string(),
-            biz_content: Some(biz_json(self)),
-            app_auth_token,
-            ..Call::default()
-        }
+    /// How the request travels. Default: the whole request is `biz_content`.
+    fn encoding(&self) -> Encoding {
+        Encoding::BizContent(biz_json(self))
     }
+}
+
+/// How a request's fields travel to the gateway (the client signs and sends
+/// them; this is plain data).
+#[derive(Debug, Clone)]
+pub enum Encoding {
+    /// One `biz_content` parameter holding the request as JSON.
+    BizContent(String),
+    /// Top-level text parameters and file parts (image upload).
+    TopLevel {
+        params: Vec<(String, String)>,
+        files: Vec<FilePart>,
+    },
+}
+
+/// A file part of a multipart upload (never signed).
+#[derive(Debug, Clone)]
+pub struct FilePart {
+    pub field: String,
+    pub filename: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Compact JSON for `biz_content`.
+pub fn biz_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("bug: request types always serialize")
 }
 
 macro_rules! api {
@@ -144,26 +163,23 @@ impl ApiRequest for ImageUploadRequest {
         check_url("image_url", &r.image_url, false)
     }
 
-    fn to_call(&self, app_auth_token: Option<Secret>) -> Call {
-        let mut call = Call {
-            method: Self::METHOD.to_string(),
-            app_auth_token,
-            ..Call::default()
-        };
-        call.params
-            .insert("image_type".into(), self.image_type.clone());
-        call.params
-            .insert("image_name".into(), self.image_name.clone());
+    fn encoding(&self) -> Encoding {
+        let mut params = vec![
+            ("image_type".to_string(), self.image_type.clone()),
+            ("image_name".to_string(), self.image_name.clone()),
+        ];
         if let Some(pid) = &self.image_pid {
-            call.params.insert("image_pid".into(), pid.clone());
+            params.push(("image_pid".into(), pid.clone()));
         }
-        call.files.push(FilePart {
-            field: "image_content".into(),
-            filename: format!("{}.{}", self.image_name, self.image_type.to_lowercase()),
-            mime: mime_for(&self.image_type).into(),
-            bytes: self.image_content.clone(),
-        });
-        call
+        Encoding::TopLevel {
+            params,
+            files: vec![FilePart {
+                field: "image_content".into(),
+                filename: format!("{}.{}", self.image_name, self.image_type.to_lowercase()),
+                mime: mime_for(&self.image_type).into(),
+                bytes: self.image_content.clone(),
+            }],
+        }
     }
 }
 
