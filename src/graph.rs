@@ -68,3 +68,64 @@ pub fn closure(desired: &Desired, target: &Address) -> BTreeSet<Address> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attrs, FormAttrs, Kind, Resource};
+
+    /// A resource named `name` of `kind` depending on `deps` (attributes
+    /// do not matter to the graph).
+    fn r(kind: Kind, name: &str, deps: &[(Kind, &str)]) -> Resource {
+        Resource {
+            address: Address::new("m", kind, name),
+            deps: deps.iter().map(|(k, n)| Address::new("m", *k, n)).collect(),
+            attrs: Attrs::Form(FormAttrs {
+                template: Address::new("m", Kind::Template, name),
+                required: Vec::new(),
+                optional: Vec::new(),
+            }),
+        }
+    }
+
+    fn desired(rs: Vec<Resource>) -> Desired {
+        Desired {
+            resources: rs.into_iter().map(|r| (r.address.clone(), r)).collect(),
+            ..Desired::default()
+        }
+    }
+
+    #[test]
+    fn dependencies_first_closures_and_cycles() {
+        let d = desired(vec![
+            r(Kind::ActivationUrl, "a", &[(Kind::Template, "a")]),
+            r(Kind::Template, "a", &[(Kind::Image, "logo")]),
+            r(Kind::Form, "a", &[(Kind::Template, "a")]),
+            r(Kind::Image, "logo", &[]),
+            r(Kind::Template, "b", &[]),
+        ]);
+        let names: Vec<String> = order(&d).unwrap().iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "merchant.m/image.logo",
+                "merchant.m/template.a",
+                "merchant.m/template.b",
+                "merchant.m/form.a",
+                "merchant.m/activation_url.a"
+            ]
+        );
+        let c = closure(&d, &Address::new("m", Kind::ActivationUrl, "a"));
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert!(!c.contains(&Address::new("m", Kind::Template, "b")));
+        // A dependency that is not there is a bug, said as one.
+        let dangling = desired(vec![r(Kind::Template, "a", &[(Kind::Image, "gone")])]);
+        assert!(matches!(order(&dangling), Err(GraphError::Dangling { .. })));
+        // A cycle is refused.
+        let cycle = desired(vec![
+            r(Kind::Template, "a", &[(Kind::Template, "b")]),
+            r(Kind::Template, "b", &[(Kind::Template, "a")]),
+        ]);
+        assert!(matches!(order(&cycle), Err(GraphError::Cycle(_))));
+    }
+}

@@ -7,8 +7,21 @@
 //!   one `Settings`; the only code that reads the environment.
 //! - [`ops`]: one function per user-visible operation; the only place that wires
 //!   concrete things (stores, HTTP transport, embedded sandbox) together.
-//! - [`render`]: human and JSON views; the only place that writes to the terminal.
-//! - [`alipay`]: the gateway client (keys, signing, envelope, typed methods).
+//! - [`render`]: human, JSON and Markdown views, progress, QR codes; the only
+//!   place that writes to the terminal.
+//! - [`manifest`]: raw YAML types, safe reading with positions, schema, lowering
+//!   to [`model::Desired`] with located diagnostics.
+//! - [`model`]: the pure domain: addresses, kinds, desired attributes.
+//! - [`graph`]: the dependency graph of desired resources (order, closure).
+//! - [`plan`]: the pure planner: desired + snapshot -> changes with reasons.
+//! - [`apply`]: the executor: walks a plan in dependency order, retries,
+//!   commits every success, skips the dependents of failures.
+//! - [`provider`]: per resource kind, desired attributes <-> gateway calls.
+//! - [`state`]: snapshots, the `StateStore` trait, the sled store, locking,
+//!   integrity checkpoints and the last-known-good backup.
+//! - [`durable`]: group commit (many writers, few fsyncs).
+//! - [`alipay`]: the gateway client (keys, signing, envelope, errors) and the
+//!   plain wire types of each method.
 //! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
 //! - [`secret`]: a string that never prints.
 //! - [`bounded`]: reading user-named files within a size limit.

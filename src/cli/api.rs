@@ -1,3 +1,5 @@
+//! `cardform api`: one raw signed call, arguments and dispatch.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,3 +1,6 @@
+//! `cardform apply`: arguments (a project or a saved plan), the
+//! confirmation prompt, dispatch to `ops::apply`, the report.
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

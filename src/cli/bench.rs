@@ -1,3 +1,5 @@
+//! `cardform bench plan | apply`: arguments and dispatch to `ops::bench`.
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! `cardform plan`: arguments (shared project arguments too) and dispatch.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

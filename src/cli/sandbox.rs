@@ -1,3 +1,5 @@
+//! `cardform sandbox serve | keygen`: arguments and dispatch.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

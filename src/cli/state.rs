@@ -1,3 +1,6 @@
+//! `cardform state ...` and `cardform output`: arguments, dispatch to
+//! `ops::state`, and what to show.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! `cardform validate` and `cardform schema`: arguments and dispatch.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

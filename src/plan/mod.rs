@@ -313,3 +313,271 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         changes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every action and its reason, from hand-built desired states and
+    //! snapshots (no files, no store).
+
+    use super::*;
+    use crate::alipay::methods::{TemplateBody, TemplateStyleInfo};
+    use crate::model::{ActivationUrlAttrs, ImageAttrs, Resource, TemplateAttrs};
+    use crate::state::{Ids, Intent, ResourceState};
+
+    const M: &str = "brew";
+
+    fn image(name: &str, sha: &str, file: &str) -> Resource {
+        let address = Address::new(M, Kind::Image, name);
+        Resource {
+            address,
+            deps: Vec::new(),
+            attrs: Attrs::Image(ImageAttrs {
+                file: file.into(),
+                source: Default::default(),
+                role: "logo".into(),
+                image_type: "png".into(),
+                sha256: sha.into(),
+                width: 500,
+                height: 500,
+                bytes: 100,
+            }),
+        }
+    }
+
+    fn template(name: &str, card_name: &str, suffix: &str, logo_sha: &str) -> Resource {
+        let logo = Address::new(M, Kind::Image, "logo");
+        Resource {
+            address: Address::new(M, Kind::Template, name),
+            deps: vec![logo.clone()],
+            attrs: Attrs::Template(Box::new(TemplateAttrs {
+                card_type: "OUT_MEMBER_CARD".into(),
+                body: TemplateBody {
+                    biz_no_suffix_len: Some(suffix.into()),
+                    template_style_info: Some(TemplateStyleInfo {
+                        card_show_name: Some(card_name.into()),
+                        logo_id: Some(logo.to_string()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                card_level_conf: None,
+                image_hashes: [(logo.to_string(), logo_sha.to_string())].into(),
+            })),
+        }
+    }
+
+    fn url(name: &str) -> Resource {
+        let t = Address::new(M, Kind::Template, name);
+        Resource {
+            address: t.with_kind(Kind::ActivationUrl),
+            deps: vec![t.clone()],
+            attrs: Attrs::ActivationUrl(ActivationUrlAttrs {
+                template: t,
+                callback: None,
+                out_string: None,
+                follow_app_id: None,
+            }),
+        }
+    }
+
+    fn desired(resources: Vec<Resource>) -> Desired {
+        Desired {
+            resources: resources
+                .into_iter()
+                .map(|r| (r.address.clone(), r))
+                .collect(),
+            ..Desired::default()
+        }
+    }
+
+    /// The state `d` would leave once applied, with made-up ids.
+    fn applied(d: &Desired) -> Snapshot {
+        let mut snap = Snapshot::empty();
+        for (i, r) in d.resources.values().enumerate() {
+            let mut ids = Ids::default();
+            match r.address.kind {
+                Kind::Image => ids.image_id = Some(format!("IMG{i}")),
+                Kind::ActivationUrl => ids.apply_card_url = Some(format!("https://u/{i}")),
+                _ => ids.template_id = Some(format!("T{i}")),
+            }
+            snap.resources.insert(
+                r.address.clone(),
+                ResourceState {
+                    address: r.address.clone(),
+                    kind: r.address.kind,
+                    ids,
+                    hash: r.attrs.hash(),
+                    attrs: crate::state::raw_attrs(&r.attrs),
+                    applied_at: String::new(),
+                },
+            );
+        }
+        snap
+    }
+
+    fn base() -> Desired {
+        desired(vec![
+            image("logo", "aaa", "images/logo.png"),
+            template("club", "Brew Club", "12", "aaa"),
+            url("club"),
+        ])
+    }
+
+    /// (address, action, a piece of its reason) for every change.
+    fn actions(d: &Desired, s: &Snapshot) -> Vec<(String, Action, String)> {
+        plan(d, s, &Options::default())
+            .unwrap()
+            .changes
+            .into_iter()
+            .map(|c| (c.address.to_string(), c.action, c.reason))
+            .collect()
+    }
+
+    #[track_caller]
+    fn expect(got: &[(String, Action, String)], want: &[(&str, Action, &str)]) {
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for ((a, act, why), (wa, wact, wwhy)) in got.iter().zip(want) {
+            assert_eq!((a.as_str(), act), (*wa, wact), "{got:#?}");
+            assert!(why.contains(wwhy), "{a}: {why:?} lacks {wwhy:?}");
+        }
+    }
+
+    const LOGO: &str = "merchant.brew/image.logo";
+    const CLUB: &str = "merchant.brew/template.club";
+    const URL: &str = "merchant.brew/activation_url.club";
+
+    #[test]
+    fn every_action_with_its_reason() {
+        let d = base();
+        let s = applied(&d);
+        // From nothing: everything is created.
+        expect(
+            &actions(&d, &Snapshot::empty()),
+            &[
+                (LOGO, Action::Create, "not in state"),
+                (CLUB, Action::Create, "not in state"),
+                (URL, Action::Create, "not in state"),
+            ],
+        );
+        // As applied: nothing to do.
+        expect(
+            &actions(&d, &s),
+            &[
+                (LOGO, Action::NoOp, "up to date"),
+                (CLUB, Action::NoOp, "up to date"),
+                (URL, Action::NoOp, "up to date"),
+            ],
+        );
+        // The same image under another path: still nothing to do.
+        let moved = desired(vec![
+            image("logo", "aaa", "assets/logo.png"),
+            template("club", "Brew Club", "12", "aaa"),
+            url("club"),
+        ]);
+        expect(
+            &actions(&moved, &s),
+            &[
+                (LOGO, Action::NoOp, "up to date"),
+                (CLUB, Action::NoOp, "up to date"),
+                (URL, Action::NoOp, "up to date"),
+            ],
+        );
+        // A new name: an update in place.
+        let renamed = desired(vec![
+            image("logo", "aaa", "images/logo.png"),
+            template("club", "Brew Rewards", "12", "aaa"),
+            url("club"),
+        ]);
+        expect(
+            &actions(&renamed, &s),
+            &[
+                (LOGO, Action::NoOp, "up to date"),
+                (CLUB, Action::Update, "changed: template_style_info"),
+                (URL, Action::NoOp, "up to date"),
+            ],
+        );
+        // New image bytes: a new upload, and the template follows.
+        let new_logo = desired(vec![
+            image("logo", "bbb", "images/logo.png"),
+            template("club", "Brew Club", "12", "bbb"),
+            url("club"),
+        ]);
+        expect(
+            &actions(&new_logo, &s),
+            &[
+                (LOGO, Action::Replace, "the image content changed"),
+                (CLUB, Action::Update, "uploaded anew"),
+                (URL, Action::NoOp, "up to date"),
+            ],
+        );
+        // A change the gateway cannot make: a new template, a new URL.
+        let resized = desired(vec![
+            image("logo", "aaa", "images/logo.png"),
+            template("club", "Brew Club", "14", "aaa"),
+            url("club"),
+        ]);
+        expect(
+            &actions(&resized, &s),
+            &[
+                (LOGO, Action::NoOp, "up to date"),
+                (CLUB, Action::Replace, "the old one (template_id T"),
+                (URL, Action::Replace, "a NEW activation URL"),
+            ],
+        );
+        // Left the manifests: retired, last, with its id.
+        let gone = desired(vec![image("logo", "aaa", "images/logo.png")]);
+        expect(
+            &actions(&gone, &s),
+            &[
+                (LOGO, Action::NoOp, "up to date"),
+                (URL, Action::Retire, "forgotten from state"),
+                (CLUB, Action::Retire, "template_id T"),
+            ],
+        );
+    }
+
+    #[test]
+    fn an_interrupted_create_is_replayed_and_targets_scope_the_plan() {
+        let d = base();
+        let mut s = applied(&d);
+        let club = Address::new(M, Kind::Template, "club");
+        s.resources.remove(&club);
+        s.intents.insert(
+            club.clone(),
+            Intent {
+                address: club.clone(),
+                request_id: "R1".into(),
+                request: serde_json::json!({}),
+                hash: String::new(),
+                attrs: serde_json::json!({}),
+                started_at: String::new(),
+            },
+        );
+        let p = plan(&d, &s, &Options::default()).unwrap();
+        let c = p.changes.iter().find(|c| c.address == club).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert!(c.reason.contains("request_id R1"), "{}", c.reason);
+        // A target plans it and what it needs, nothing else.
+        let p = plan(
+            &d,
+            &Snapshot::empty(),
+            &Options {
+                target: Some(club.clone()),
+            },
+        )
+        .unwrap();
+        let planned: Vec<String> = p.changes.iter().map(|c| c.address.to_string()).collect();
+        assert_eq!(planned, [LOGO, CLUB]);
+        let unknown = Address::new(M, Kind::Template, "nope");
+        assert!(matches!(
+            plan(
+                &d,
+                &s,
+                &Options {
+                    target: Some(unknown)
+                }
+            ),
+            Err(PlanError::UnknownTarget(_))
+        ));
+    }
+}
