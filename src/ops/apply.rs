@@ -12,7 +12,7 @@ use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
 use crate::secret::Secret;
-use crate::settings::{GatewayFlags, Settings, read_secret};
+use crate::settings::{GatewayFlags, read_secret};
 use crate::state::StateStore;
 
 pub struct Request {
@@ -75,16 +75,14 @@ pub async fn run(
         }
         None => None,
     };
-    let desired = project::load(&common.project, &common.vars)?;
-    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
-    let store = Arc::new(project::open_state(
-        &settings.state_dir,
-        "apply",
-        common.lock_timeout,
-    )?);
-    let snapshot = store.snapshot()?;
-    let binding = project::binding(&desired, &settings);
-    project::check_binding(&snapshot, &binding, &settings.state_dir)?;
+    let project::Opened {
+        desired,
+        settings,
+        store,
+        snapshot,
+        binding,
+    } = project::open(&common, flags, state, "apply")?;
+    let store = Arc::new(store);
     if let Some(planned_for) = &saved_binding
         && planned_for != &binding
     {

@@ -10,7 +10,7 @@ use super::project::{self, Common};
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::settings::{GatewayFlags, Settings};
-use crate::state::{Binding, StateStore};
+use crate::state::Binding;
 
 /// A plan saved with `--out`: the plan and how to find its project again.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,13 +41,14 @@ pub fn run(
     state: Option<PathBuf>,
     target: Option<Address>,
 ) -> Result<Planned> {
-    let desired = project::load(&common.project, &common.vars)?;
-    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
-    let store = project::open_state(&settings.state_dir, "plan", common.lock_timeout)?;
-    let snapshot = store.snapshot()?;
+    let project::Opened {
+        desired,
+        settings,
+        store,
+        snapshot,
+        binding,
+    } = project::open(common, flags, state, "plan")?;
     drop(store);
-    let binding = project::binding(&desired, &settings);
-    project::check_binding(&snapshot, &binding, &settings.state_dir)?;
     let plan = plan::plan(&desired, &snapshot, &plan::Options { target })?;
     Ok(Planned {
         plan,

@@ -26,6 +26,40 @@ pub fn open_state(dir: &Path, operation: &str, lock_timeout: Duration) -> Result
     Ok(SledStore::open(dir, operation, lock_timeout)?)
 }
 
+/// A project loaded against its state: what plan and apply both start from.
+pub struct Opened {
+    pub desired: Desired,
+    pub settings: Settings,
+    /// Locked for this run until dropped.
+    pub store: SledStore,
+    pub snapshot: Snapshot,
+    /// This run's project and gateway, checked against the state's.
+    pub binding: Binding,
+}
+
+/// Load the manifests, resolve settings, lock the state, read it, and refuse
+/// a state of another project or gateway: the one path plan and apply share.
+pub fn open(
+    common: &Common,
+    flags: &crate::settings::GatewayFlags,
+    state: Option<PathBuf>,
+    operation: &str,
+) -> Result<Opened> {
+    let desired = load(&common.project, &common.vars)?;
+    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
+    let store = open_state(&settings.state_dir, operation, common.lock_timeout)?;
+    let snapshot = crate::state::StateStore::snapshot(&store)?;
+    let binding = binding(&desired, &settings);
+    check_binding(&snapshot, &binding, &settings.state_dir)?;
+    Ok(Opened {
+        desired,
+        settings,
+        store,
+        snapshot,
+        binding,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Common {
     pub project: PathBuf,
