@@ -267,7 +267,7 @@ pub struct Resource {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Project {
     /// `project:` in the manifests, or derived from the project's directory
-    /// (see `manifest::project_name`). Stable across path spellings, working
+    /// (see `manifest::default_project_name`). Stable across path spellings, working
     /// directories and machines.
     pub name: String,
     /// The project's root directory (canonical), which image paths are

@@ -20,7 +20,6 @@ pub const CHANGE: anstyle::Style = anstyle::AnsiColor::Yellow.on_default();
 pub const REPLACE: anstyle::Style = anstyle::AnsiColor::Magenta.on_default();
 pub const DANGER: anstyle::Style = anstyle::AnsiColor::Red.on_default().bold();
 pub const BOLD: anstyle::Style = anstyle::Style::new().bold();
-pub const DIM: anstyle::Style = anstyle::Style::new().dimmed();
 
 /// `text` in `style` (ANSI codes; stripped on output where colour is off).
 pub fn paint(style: anstyle::Style, text: &str) -> String {
