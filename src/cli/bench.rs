@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::Outcome;
 use crate::ops;
 use crate::render;
-use crate::sandbox::faults::parse_duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -36,7 +35,7 @@ pub enum Command {
     Apply {
         #[arg(long, default_value_t = 1000)]
         templates: usize,
-        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        #[arg(long, value_parser = super::duration, default_value = "20ms")]
         latency: Duration,
         #[arg(long, default_value_t = 8)]
         parallelism: usize,

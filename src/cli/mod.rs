@@ -123,6 +123,11 @@ pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected name=value, got `{s}`"))
 }
 
+/// A duration argument such as `30s` or `5m` (humantime's syntax).
+pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (e.g. 20ms, 30s, 5m)"))
+}
+
 pub(crate) fn key_path(s: &str) -> Result<(String, PathBuf), String> {
     key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
 }

@@ -9,7 +9,6 @@ use crate::model::Address;
 use crate::ops;
 use crate::ops::project::Common;
 use crate::render;
-use crate::sandbox::faults::parse_duration;
 use crate::settings::GatewayFlags;
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -30,7 +29,7 @@ pub struct ProjectArgs {
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = key_value)]
     pub vars: Vec<(String, String)>,
     /// How long to wait for another run's state lock, e.g. 30s, 5m
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = super::duration, default_value = "0s")]
     pub lock_timeout: Duration,
     /// Only this address and what it depends on
     #[arg(long)]

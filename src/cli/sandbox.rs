@@ -9,7 +9,6 @@ use super::{Outcome, key_path};
 use crate::ops;
 use crate::render;
 use crate::sandbox::Faults;
-use crate::sandbox::faults::parse_duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -35,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long = "app", value_name = "APP_ID=PATH", value_parser = key_path)]
     pub apps: Vec<(String, PathBuf)>,
     /// Time each call takes, e.g. 20ms: the answer leaves this long after the request arrived
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    #[arg(long, value_parser = super::duration, default_value = "0ms")]
     pub latency: Duration,
     /// Fraction of calls answered 20000 isp.unknow-error
     #[arg(long, default_value_t = 0.0)]

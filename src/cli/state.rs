@@ -9,7 +9,6 @@ use super::Outcome;
 use crate::model::Address;
 use crate::ops;
 use crate::render;
-use crate::sandbox::faults::parse_duration;
 use crate::settings::{GatewayFlags, Settings};
 
 #[derive(Debug, clap::Subcommand)]
@@ -59,7 +58,7 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Command,
     /// How long to wait for another run's state lock
-    #[arg(long, value_parser = parse_duration, default_value = "0s", global = true)]
+    #[arg(long, value_parser = super::duration, default_value = "0s", global = true)]
     pub lock_timeout: Duration,
 }
 
@@ -168,7 +167,7 @@ pub struct OutputArgs {
     /// Write a QR code PNG per activation URL into this directory
     #[arg(long, value_name = "DIR")]
     pub qr: Option<PathBuf>,
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = super::duration, default_value = "0s")]
     pub lock_timeout: Duration,
 }
 

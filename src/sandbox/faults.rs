@@ -64,22 +64,10 @@ impl Faults {
     }
 }
 
-/// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let v = v.trim();
-    let err = || format!("`{v}` is not a duration (e.g. 20ms, 2s, 1m)");
-    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => v.split_at(i),
-        None => (v, "ms"),
-    };
-    let n: f64 = num.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(err()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| err())
+/// A duration such as `20ms`, `2s` or `1m` (humantime's syntax).
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v.trim())
+        .map_err(|e| format!("`{v}` is not a duration ({e}; e.g. 20ms, 2s, 1m)"))
 }
 
 /// A token bucket admitting `rps` calls per second with a burst of one second.
