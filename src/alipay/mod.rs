@@ -18,6 +18,3 @@ pub use client::{Call, Client, FilePart, GatewayConfig};
 pub use error::{ApiError, ErrorClass, GatewayError};
 pub use keys::{AlipayPublicKey, AppPrivateKey, KeySource};
 pub use sign::SignType;
-
-#[cfg(test)]
-mod known_answers;

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod everyday;
 mod hostile;
+mod known_answers;
 mod plan_apply;
 mod property;
 mod snapshots;

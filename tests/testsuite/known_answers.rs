@@ -1,13 +1,14 @@
 //! Known-answer tests: the worked example of reference/gateway.md §11, computed
-//! with the official Python SDK's own functions, reproduced byte for byte.
+//! with the official Python SDK's own functions, reproduced byte for byte by
+//! the client's public API (and checked by the sandbox's own verifier).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::Digest;
 
-use super::*;
-use crate::secret::Secret;
+use cardform::alipay::*;
+use cardform::secret::Secret;
 
 fn data(name: &str) -> String {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -109,16 +110,17 @@ fn pkcs8_and_pem_forms_of_key_a_sign_identically() {
 
 #[test]
 fn the_sandbox_verifier_accepts_the_worked_example_independently() {
-    let key = crate::sandbox::verify::parse_app_key(&data("keys/app_a_public_spki.txt")).unwrap();
+    let key =
+        cardform::sandbox::verify::parse_app_key(&data("keys/app_a_public_spki.txt")).unwrap();
     let sts = data("worked_example_string_to_sign.txt");
     let sign = data("worked_example_sign.txt");
-    assert!(crate::sandbox::verify::verify(
+    assert!(cardform::sandbox::verify::verify(
         &key,
         "RSA2",
         &sts,
         sign.trim()
     ));
-    assert!(!crate::sandbox::verify::verify(
+    assert!(!cardform::sandbox::verify::verify(
         &key,
         "RSA2",
         &sts.replace("10:00:00", "10:00:01"),
