@@ -116,7 +116,7 @@ pub fn check_url(field: &str, value: &str, encoded: bool) -> Result<(), String> 
         return Err(format!("`{field}` is missing"));
     }
     let decoded = if encoded {
-        percent_decode(value)
+        decode_once(value)
     } else {
         value.to_string()
     };
@@ -126,11 +126,12 @@ pub fn check_url(field: &str, value: &str, encoded: bool) -> Result<(), String> 
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+/// A URL the gateway sent URL-encoded, decoded once (as a form value).
+pub fn decode_once(s: &str) -> String {
+    form_urlencoded::parse(format!("u={s}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+        .unwrap_or_else(|| s.to_string())
 }
 
 // ---------------------------------------------------------------- image upload

@@ -145,7 +145,15 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
                     r.not_restored.len()
                 )));
                 for n in &r.not_restored {
-                    render::note(&format!("  {n}"));
+                    render::note(&match n {
+                        ops::state::NotRestored::Ids(a, ids) => format!(
+                            "  {a}{} (in the damaged store, not in the backup)",
+                            render::progress::ids_text(a.kind, ids)
+                        ),
+                        ops::state::NotRestored::InDoubt(a, request_id) => format!(
+                            "  {a}: a create in doubt (request_id {request_id}); it may exist at Alipay"
+                        ),
+                    });
                 }
             }
         }

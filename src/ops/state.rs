@@ -158,9 +158,17 @@ pub struct Recovered {
     pub restored: usize,
     /// The new serial (saved plans made before are stale).
     pub serial: u64,
-    /// What the damaged store still shows that the backup does not have:
-    /// ids recorded after the backup, and creates in doubt.
-    pub not_restored: Vec<String>,
+    /// What the damaged store still shows that the backup does not have.
+    pub not_restored: Vec<NotRestored>,
+}
+
+/// A record the damaged store shows and the backup lacks.
+#[derive(Debug, Serialize)]
+pub enum NotRestored {
+    /// Ids recorded after the backup was written.
+    Ids(Address, crate::state::Ids),
+    /// A create in doubt: it may exist at Alipay.
+    InDoubt(Address, String),
 }
 
 /// `state recover`: rebuild the state from the backup written after the last
@@ -217,20 +225,13 @@ pub fn recover(dir: &Path, force: bool) -> Result<Recovered> {
     store.replace_all(&restored)?;
     let mut not_restored = Vec::new();
     for (address, r) in &salvaged.resources {
-        match backup.resources.get(address) {
-            Some(b) if b.ids == r.ids => {}
-            _ => not_restored.push(format!(
-                "{address}: {} (in the damaged store, not in the backup)",
-                ids_text(&r.ids)
-            )),
+        if backup.resources.get(address).is_none_or(|b| b.ids != r.ids) {
+            not_restored.push(NotRestored::Ids(address.clone(), r.ids.clone()));
         }
     }
     for (address, i) in &salvaged.intents {
         if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
-            not_restored.push(format!(
-                "{address}: a create in doubt (request_id {}); it may exist at Alipay",
-                i.request_id
-            ));
+            not_restored.push(NotRestored::InDoubt(address.clone(), i.request_id.clone()));
         }
     }
     Ok(Recovered {
@@ -240,22 +241,4 @@ pub fn recover(dir: &Path, force: bool) -> Result<Recovered> {
         serial: restored.meta.serial,
         not_restored,
     })
-}
-
-fn ids_text(ids: &crate::state::Ids) -> String {
-    let mut parts = Vec::new();
-    if let Some(t) = &ids.template_id {
-        parts.push(format!("template_id {t}"));
-    }
-    if let Some(i) = &ids.image_id {
-        parts.push(format!("image_id {i}"));
-    }
-    if let Some(u) = &ids.apply_card_url {
-        parts.push(format!("activation URL {u}"));
-    }
-    if parts.is_empty() {
-        "no ids".into()
-    } else {
-        parts.join(", ")
-    }
 }

@@ -204,11 +204,6 @@ impl Provider {
             follow_app_id: attrs.follow_app_id.clone(),
         };
         let resp = self.client.call(&req, token).await?;
-        Ok(
-            url::form_urlencoded::parse(format!("u={}", resp.apply_card_url).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or(resp.apply_card_url),
-        )
+        Ok(decode_once(&resp.apply_card_url))
     }
 }

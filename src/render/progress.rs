@@ -14,7 +14,7 @@ use crate::state::Ids;
 
 /// The resource's own id, Terraform style: `[template_id=...]` (a form and
 /// an activation URL also record their template's id, not shown again).
-fn ids_text(kind: Kind, ids: &Ids) -> String {
+pub fn ids_text(kind: Kind, ids: &Ids) -> String {
     let mut parts = Vec::new();
     match kind {
         Kind::Image => parts.extend(ids.image_id.as_ref().map(|i| format!("image_id={i}"))),

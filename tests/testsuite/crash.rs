@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cardform::alipay::SignType;
-use cardform::alipay::methods::TemplateBatchQueryRequest;
 use cardform::apply::{self, Capabilities, NoProgress, Options};
 use cardform::model::{Address, Kind};
 use cardform::ops;
@@ -161,22 +160,7 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
     );
 
     // The gateway holds exactly the templates in state: no duplicate.
-    let listed = provider
-        .client
-        .call(
-            &TemplateBatchQueryRequest {
-                page_no: 1,
-                page_size: 20,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    let mut at_gateway: Vec<String> = listed
-        .mcard_template
-        .into_iter()
-        .map(|t| t.template_id)
-        .collect();
+    let (_, mut at_gateway) = provider.templates_at_gateway(None, 1).await.unwrap();
     let mut in_state: Vec<String> = state
         .resources
         .values()
@@ -291,18 +275,8 @@ async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
     let report = apply_once(&project, store.clone(), &provider).await;
     assert!(report.ok(), "{:?}", report.results);
     let state = store.snapshot().unwrap();
-    let listed = provider
-        .client
-        .call(
-            &TemplateBatchQueryRequest {
-                page_no: 1,
-                page_size: 20,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.template_total, 3, "no duplicate template");
+    let (total, _) = provider.templates_at_gateway(None, 1).await.unwrap();
+    assert_eq!(total, 3, "no duplicate template");
     assert_eq!(
         state
             .resources

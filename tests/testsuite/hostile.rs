@@ -200,8 +200,7 @@ impl Setup {
     fn at(&self, endpoint: &str) -> std::process::Command {
         let mut c = self.sandbox.cardform();
         c.current_dir(self.tmp.path())
-            .env("CARDFORM_ENDPOINT", endpoint)
-            .env("CARDFORM_APP_AUTH_TOKEN", "202405BBsecret-token");
+            .env("CARDFORM_ENDPOINT", endpoint);
         c
     }
     fn templates_at_gateway(&self) -> usize {
@@ -228,8 +227,21 @@ fn redirects_are_never_followed_and_carry_nothing_elsewhere() {
         let s = Setup::new();
         let (thief_url, hits) = thief();
         let hostile = Hostile::start(Mode::Redirect(status), &s.sandbox, &thief_url);
+        // The merchant acts through a token: what a redirect would carry away.
+        let manifest = s.tmp.path().join("coffee/cardform.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replacen(
+                "  brew:\n",
+                "  brew:\n    app_auth_token: { env: BREW_TOKEN }\n",
+                1,
+            ),
+        )
+        .unwrap();
         let r = run(s
             .at(&hostile.url)
+            .env("BREW_TOKEN", "202405BBsecret-token")
             .args(["apply", "coffee", "--auto-approve"]))
         .fails();
         assert!(
@@ -243,7 +255,10 @@ fn redirects_are_never_followed_and_carry_nothing_elsewhere() {
         // Nothing reached the redirect's target, and no request carried a Referer.
         assert_eq!(hits.load(Ordering::SeqCst), 0, "HTTP {status} was followed");
         let heads = hostile.heads.lock().unwrap();
-        assert!(!heads.is_empty());
+        assert!(
+            heads.iter().any(|h| h.contains("secret-token")),
+            "the token was in play: {heads:?}"
+        );
         assert!(
             heads
                 .iter()
