@@ -31,6 +31,7 @@ pub mod apply;
 pub mod bounded;
 pub mod cli;
 pub mod durable;
+pub mod gateway;
 pub mod graph;
 pub mod manifest;
 pub mod model;

@@ -10,70 +10,30 @@
 //!    and re-run replays that request, so no duplicate and no lost id;
 //! 4. every success is committed at once; it is flushed before the next call
 //!    unless a re-run recovers it without a duplicate (see `Durability`);
-//! 5. retryable errors back off exponentially with jitter; throttling pauses
-//!    every worker; the report lists every failure with its gateway code.
+//! 5. retrying, backoff and throttle pauses are the gateway seam's (see
+//!    `gateway::governor`: per merchant); the report lists every failure with
+//!    its gateway code.
 //!
-//! Capabilities (store, provider, progress) are handed in.
+//! Capabilities (store, provider, progress) are handed in. The walk itself
+//! (`walk::Schedule`) is pure and tested on its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::alipay::{ErrorClass, GatewayError};
+use crate::gateway::Scope;
+use crate::gateway::governor::Observer;
 use crate::model::{Address, Attrs, Desired, Kind, TemplateAttrs};
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{self, ImageIds, Provider};
 use crate::secret::Secret;
 use crate::state::{Durability, Ids, Intent, ResourceState, Snapshot, StateStore, now_rfc3339};
 
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// How long to wait before attempt `attempt + 1`: exponential, capped,
-    /// with jitter.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
-        cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
-    }
-
-    /// Run a gateway call, retrying what can be retried.
-    pub async fn run<T, F, Fut>(&self, mut f: F) -> Result<T, GatewayError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, GatewayError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.class().can_retry() && attempt + 1 < self.attempts => {
-                    attempt += 1;
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
+pub use crate::gateway::governor::RetryPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -81,6 +41,7 @@ pub struct Options {
     /// (`Client::with_max_in_flight`); the executor keeps twice as many
     /// changes under way so that local work overlaps the round trips.
     pub parallelism: usize,
+    /// Handed to the governor that the provider calls through.
     pub retry: RetryPolicy,
 }
 
@@ -134,6 +95,10 @@ pub struct Report {
     /// an unused image at Alipay. Uploads cannot be made idempotent.
     pub uploads_in_doubt: u64,
     pub elapsed_ms: u128,
+    /// Merchants whose calls were throttled (40005): how often, and how long
+    /// their calls waited. Only those merchants slowed down.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttled: BTreeMap<String, crate::gateway::governor::Throttled>,
     /// What was retired (forgotten from state), with the ids that stay at
     /// Alipay: kept here so they are never only in a scrolled-away log.
     pub retired: Vec<Retired>,
@@ -168,12 +133,14 @@ impl Report {
     }
 }
 
-/// What the executor tells whoever shows progress.
-pub trait Progress: Send + Sync {
+/// What the executor tells whoever shows progress (retries come from the
+/// gateway seam, hence the [`Observer`] half).
+pub trait Progress: Observer {
     fn start(&self, _total: usize) {}
     fn finished(&self, _line: &ResultLine) {}
-    fn retrying(&self, _address: &Address, _attempt: u32, _error: &GatewayError, _wait: Duration) {}
 }
+
+impl Observer for NoProgress {}
 
 pub struct NoProgress;
 impl Progress for NoProgress {}
@@ -186,17 +153,11 @@ struct Shared {
     provider: Arc<Provider>,
     progress: Arc<dyn Progress>,
     tokens: Tokens,
-    retry: RetryPolicy,
     /// Current state of every resource (updated on each commit).
     state: Mutex<BTreeMap<Address, ResourceState>>,
     intents: BTreeMap<Address, Intent>,
     /// Addresses that failed or were skipped.
     broken: Mutex<BTreeMap<Address, Address>>,
-    /// All workers wait until this instant after a throttling answer.
-    pause_until: Mutex<Option<Instant>>,
-    calls: std::sync::atomic::AtomicU64,
-    retries: std::sync::atomic::AtomicU64,
-    uploads_in_doubt: std::sync::atomic::AtomicU64,
     /// Deferred commits so far (their sequence numbers).
     writes: std::sync::atomic::AtomicU64,
     /// Deferred commits not yet covered by a successful flush.
@@ -227,47 +188,6 @@ impl From<provider::MissingImage> for Failure {
 }
 
 impl Shared {
-    /// Run one gateway call with retries and shared throttling pauses.
-    async fn call<T, F, Fut>(&self, address: &Address, mut f: F) -> Result<T, GatewayError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, GatewayError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            let pause = *self.pause_until.lock().expect("pause lock");
-            if let Some(until) = pause {
-                let now = Instant::now();
-                if until > now {
-                    tokio::time::sleep(until - now).await;
-                }
-            }
-            self.calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let err = match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            attempt += 1;
-            let class = err.class();
-            if !class.can_retry() || attempt >= self.retry.attempts {
-                return Err(err);
-            }
-            let wait = self.retry.backoff(attempt);
-            if class == ErrorClass::Throttled {
-                let mut p = self.pause_until.lock().expect("pause lock");
-                let until = Instant::now() + wait;
-                if p.is_none_or(|u| u < until) {
-                    *p = Some(until);
-                }
-            }
-            self.retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.progress.retrying(address, attempt, &err, wait);
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     /// A store operation that flushes: it also puts on disk every deferred
     /// commit written before it began.
     fn flushed<T>(
@@ -283,12 +203,14 @@ impl Shared {
         Ok(out)
     }
 
-    fn token(&self, merchant: &str) -> Result<Option<&Secret>, Failure> {
-        match self.tokens.get(merchant) {
-            Some(Ok(t)) => Ok(t.as_ref()),
-            Some(Err(e)) => Err(Failure::Local(e.clone())),
-            None => Ok(None),
-        }
+    /// Who the calls for `address` are made for.
+    fn scope(&self, address: &Address) -> Result<Scope, Failure> {
+        let token: Option<&Secret> = match self.tokens.get(&address.merchant) {
+            Some(Ok(t)) => t.as_ref(),
+            Some(Err(e)) => return Err(Failure::Local(e.clone())),
+            None => None,
+        };
+        Ok(Scope::merchant(&address.merchant, token).about(address))
     }
 
     fn ids_of(&self, address: &Address) -> Ids {
@@ -354,7 +276,7 @@ impl Shared {
         &self,
         address: &Address,
         attrs: &TemplateAttrs,
-        token: Option<&Secret>,
+        at: &Scope,
     ) -> Result<Option<String>, Failure> {
         let desired = Attrs::Template(Box::new(attrs.clone()));
         // Replay an interrupted create exactly, or journal a new one.
@@ -379,11 +301,7 @@ impl Shared {
                 intent
             }
         };
-        let result = self
-            .call(address, || {
-                self.provider.create_template(&intent.request, token)
-            })
-            .await;
+        let result = self.provider.create_template(at, &intent.request).await;
         let template_id = match result {
             Ok(id) => id,
             Err(e) => {
@@ -410,7 +328,7 @@ impl Shared {
         if intent.hash != desired.hash() {
             // The manifests changed since the interrupted run: bring the
             // replayed template up to date.
-            self.template_modify(address, &template_id, attrs, token)
+            self.template_modify(address, &template_id, attrs, at)
                 .await?;
             return Ok(Some(
                 "resumed an interrupted create, then updated it".into(),
@@ -427,7 +345,7 @@ impl Shared {
         address: &Address,
         template_id: &str,
         attrs: &TemplateAttrs,
-        token: Option<&Secret>,
+        at: &Scope,
     ) -> Result<(), Failure> {
         let req = provider::modify_request(
             attrs,
@@ -435,8 +353,7 @@ impl Shared {
             &provider::new_request_id(),
             &self.image_ids(&address.merchant),
         )?;
-        self.call(address, || self.provider.modify_template(&req, token))
-            .await?;
+        self.provider.modify_template(at, &req).await?;
         let ids = Ids {
             template_id: Some(template_id.to_string()),
             ..Ids::default()
@@ -488,22 +405,11 @@ impl Shared {
                 "`{address}` is in the plan but not in the manifests (bug)"
             ))
         })?;
-        let token = self.token(&address.merchant)?;
+        let at = &self.scope(address)?;
         match (&resource.attrs, change.action) {
             (Attrs::Image(img), _) => {
                 let old = self.ids_of(address).image_id;
-                let ids = self
-                    .call(address, || async {
-                        let r = self.provider.upload_image(&address.name, img, token).await;
-                        if r.as_ref().is_err_and(GatewayError::in_doubt) {
-                            // An upload is not idempotent: this attempt may
-                            // have stored an image no state will know.
-                            self.uploads_in_doubt
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        r
-                    })
-                    .await?;
+                let ids = self.provider.upload_image(at, &address.name, img).await?;
                 // Flushed: an upload is not idempotent, so a lost image_id
                 // would mean a second image at the gateway.
                 self.commit(address, ids, &resource.attrs, Durability::Flushed)?;
@@ -511,7 +417,7 @@ impl Shared {
             }
             (Attrs::Template(t), Action::Create | Action::Replace) => {
                 let old = self.ids_of(address).template_id;
-                let note = self.template_create(address, t, token).await?;
+                let note = self.template_create(address, t, at).await?;
                 Ok(match (change.action, old) {
                     (Action::Replace, Some(o)) => Some(format!(
                         "replaced; old template_id {o} is retired (it stays at Alipay)"
@@ -521,13 +427,12 @@ impl Shared {
             }
             (Attrs::Template(t), _) => {
                 let tid = self.template_id_of(address)?;
-                self.template_modify(address, &tid, t, token).await?;
+                self.template_modify(address, &tid, t, at).await?;
                 Ok(None)
             }
             (Attrs::Form(f), _) => {
                 let tid = self.template_id_of(&f.template)?;
-                self.call(address, || self.provider.set_form(&tid, f, token))
-                    .await?;
+                self.provider.set_form(at, &tid, f).await?;
                 let ids = Ids {
                     template_id: Some(tid),
                     ..Ids::default()
@@ -538,9 +443,7 @@ impl Shared {
             }
             (Attrs::ActivationUrl(u), _) => {
                 let tid = self.template_id_of(&u.template)?;
-                let url = self
-                    .call(address, || self.provider.apply_url(&tid, u, token))
-                    .await?;
+                let url = self.provider.apply_url(at, &tid, u).await?;
                 let ids = Ids {
                     template_id: Some(tid),
                     apply_card_url: Some(url),
@@ -742,19 +645,15 @@ pub async fn apply(
         tokens,
         progress,
     } = caps;
+    let before = provider.gateway.stats();
     let shared = Arc::new(Shared {
         store,
         provider,
         progress: progress.clone(),
         tokens,
-        retry: opts.retry.clone(),
         state: Mutex::new(snapshot.resources),
         intents: snapshot.intents,
         broken: Mutex::new(BTreeMap::new()),
-        pause_until: Mutex::new(None),
-        calls: Default::default(),
-        retries: Default::default(),
-        uploads_in_doubt: Default::default(),
         writes: Default::default(),
         unflushed: Default::default(),
     });
@@ -794,15 +693,15 @@ pub async fn apply(
             ids: l.ids.clone().unwrap_or_default(),
         })
         .collect();
+    let stats = shared.provider.gateway.stats().since(&before);
     Report {
         retired,
         not_on_disk,
         results,
-        calls: shared.calls.load(std::sync::atomic::Ordering::Relaxed),
-        retries: shared.retries.load(std::sync::atomic::Ordering::Relaxed),
-        uploads_in_doubt: shared
-            .uploads_in_doubt
-            .load(std::sync::atomic::Ordering::Relaxed),
+        calls: stats.calls,
+        retries: stats.retries,
+        uploads_in_doubt: stats.uploads_in_doubt,
+        throttled: stats.throttled,
         elapsed_ms: started.elapsed().as_millis(),
         state_error,
     }

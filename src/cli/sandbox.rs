@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Calls per second admitted; above it, 40005 isv.app-call-limited
     #[arg(long)]
     pub throttle_rps: Option<f64>,
+    /// Throttle only calls with this app_auth_token (repeatable)
+    #[arg(long, value_name = "TOKEN", requires = "throttle_rps")]
+    pub throttle_token: Vec<String>,
 }
 
 pub async fn exec(cmd: Command) -> Outcome {
@@ -81,6 +84,7 @@ pub async fn exec(cmd: Command) -> Outcome {
                 http502_rate: a.http502_rate,
                 drop_rate: a.drop_rate,
                 throttle_rps: a.throttle_rps,
+                throttle_tokens: a.throttle_token,
             };
             let running = ops::sandbox::serve(a.listen, a.data, a.apps, faults).await?;
             render::line(&format!(

@@ -8,6 +8,8 @@ use anyhow::{Result, bail};
 
 use super::project::{self, Common};
 use crate::apply::{self, Progress, Report, Tokens};
+use crate::gateway::Scope;
+use crate::gateway::governor::Governor;
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
@@ -135,14 +137,15 @@ pub async fn run(
     }
     let tokens = tokens(&desired);
     let conn = super::gateway::connect(&settings.gateway, &settings.state_dir).await?;
-    let provider = Arc::new(Provider {
-        client: conn
-            .client
-            .clone()
-            .with_max_in_flight(req.options.parallelism),
-    });
+    let client = conn
+        .client
+        .clone()
+        .with_max_in_flight(req.options.parallelism);
+    let governor =
+        Governor::new(Arc::new(client), req.options.retry.clone()).observed_by(progress.clone());
+    let provider = Arc::new(Provider::new(Arc::new(governor)));
     if !req.allow_unmanaged {
-        refuse_unmanaged(&plan, &snapshot, &provider, &tokens, &req.options.retry).await?;
+        refuse_unmanaged(&plan, &snapshot, &provider, &tokens).await?;
     }
     let caps = apply::Capabilities {
         store: store.clone(),
@@ -187,7 +190,6 @@ async fn refuse_unmanaged(
     snapshot: &crate::state::Snapshot,
     provider: &Provider,
     tokens: &Tokens,
-    retry: &apply::RetryPolicy,
 ) -> Result<()> {
     use crate::model::Kind;
     use std::collections::{BTreeMap, BTreeSet};
@@ -235,11 +237,12 @@ async fn refuse_unmanaged(
             .filter(|a| a.kind == Kind::Template && namespace(&a.merchant).as_ref() == Some(&ns))
             .count();
         let token = tokens.get(m).and_then(|t| t.as_ref().ok()).cloned().flatten();
+        let at = Scope::merchant(m, token.as_ref());
         let mut unknown = Vec::new();
         let mut total = 0;
         for page in 1..=MAX_PAGES {
-            let (n, ids) = retry
-                .run(|| provider.templates_at_gateway(token.as_ref(), page))
+            let (n, ids) = provider
+                .templates_at_gateway(&at, page)
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(

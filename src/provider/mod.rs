@@ -2,13 +2,15 @@
 //! requests (resolving image addresses to image ids) and reads ids back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::alipay::GatewayError;
 use crate::alipay::methods::*;
-use crate::alipay::{Call, Client, GatewayError, client::decode_checked};
+use crate::gateway::governor::Governor;
+use crate::gateway::{Gateway, Scope};
 use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, TemplateAttrs};
-use crate::secret::Secret;
 use crate::state::Ids;
 
 /// Image address -> image_id, for the image fields of a template.
@@ -88,16 +90,22 @@ pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The domain's side of the gateway: builds each typed request from desired
+/// attributes and reads the ids back, through the governed gateway.
 pub struct Provider {
-    pub client: Client,
+    pub gateway: Arc<Governor>,
 }
 
 impl Provider {
+    pub fn new(gateway: Arc<Governor>) -> Self {
+        Provider { gateway }
+    }
+
     pub async fn upload_image(
         &self,
+        at: &Scope,
         name: &str,
         attrs: &ImageAttrs,
-        token: Option<&Secret>,
     ) -> Result<Ids, GatewayError> {
         let fail = |detail: String| GatewayError::Request {
             method: ImageUploadRequest::METHOD.into(),
@@ -123,7 +131,7 @@ impl Provider {
             image_pid: None,
             image_content: bytes,
         };
-        let resp = self.client.call(&req, token).await?;
+        let resp = self.gateway.upload_image(at, &req).await?;
         Ok(Ids {
             image_id: Some(resp.image_id),
             image_url: Some(resp.image_url),
@@ -135,14 +143,14 @@ impl Provider {
     /// (`token`): their total and this page's ids.
     pub async fn templates_at_gateway(
         &self,
-        token: Option<&Secret>,
+        at: &Scope,
         page_no: i64,
     ) -> Result<(i64, Vec<String>), GatewayError> {
         let req = TemplateBatchQueryRequest {
             page_no,
             page_size: 20,
         };
-        let resp = self.client.call(&req, token).await?;
+        let resp = self.gateway.list_templates(at, &req).await?;
         Ok((
             resp.template_total.max(resp.mcard_template.len() as i64),
             resp.mcard_template
@@ -155,47 +163,39 @@ impl Provider {
     /// Send a template.create exactly as journalled.
     pub async fn create_template(
         &self,
+        at: &Scope,
         request: &Value,
-        token: Option<&Secret>,
     ) -> Result<String, GatewayError> {
-        let call = Call {
-            method: TemplateCreateRequest::METHOD.into(),
-            biz_content: Some(request.to_string()),
-            app_auth_token: token.cloned(),
-            ..Call::default()
-        };
-        let node = self.client.execute(&call).await?;
-        let resp: TemplateIdResponse = decode_checked::<TemplateCreateRequest>(node)?;
-        Ok(resp.template_id)
+        Ok(self.gateway.create_template(at, request).await?.template_id)
     }
 
     pub async fn modify_template(
         &self,
+        at: &Scope,
         req: &TemplateModifyRequest,
-        token: Option<&Secret>,
     ) -> Result<(), GatewayError> {
-        self.client.call(req, token).await.map(|_| ())
+        self.gateway.modify_template(at, req).await.map(|_| ())
     }
 
     pub async fn set_form(
         &self,
+        at: &Scope,
         template_id: &str,
         attrs: &FormAttrs,
-        token: Option<&Secret>,
     ) -> Result<(), GatewayError> {
         let req = FormTemplateSetRequest {
             template_id: template_id.to_string(),
             fields: OpenFormField::from_lists(&attrs.required, &attrs.optional),
         };
-        self.client.call(&req, token).await.map(|_| ())
+        self.gateway.set_form(at, &req).await.map(|_| ())
     }
 
     /// Returns the URL decoded once (the gateway sends it URL-encoded).
     pub async fn apply_url(
         &self,
+        at: &Scope,
         template_id: &str,
         attrs: &ActivationUrlAttrs,
-        token: Option<&Secret>,
     ) -> Result<String, GatewayError> {
         let req = ActivateUrlApplyRequest {
             template_id: template_id.to_string(),
@@ -203,7 +203,7 @@ impl Provider {
             out_string: attrs.out_string.clone(),
             follow_app_id: attrs.follow_app_id.clone(),
         };
-        let resp = self.client.call(&req, token).await?;
+        let resp = self.gateway.apply_url(at, &req).await?;
         Ok(decode_once(&resp.apply_card_url))
     }
 }

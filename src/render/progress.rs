@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::{ADD, BOLD, CHANGE, DANGER, REPLACE, paint};
 use crate::alipay::GatewayError;
 use crate::apply::{Outcome, Progress, Report, ResultLine};
-use crate::model::{Address, Kind};
+use crate::gateway::Scope;
+use crate::gateway::governor::Observer;
+use crate::model::Kind;
 use crate::plan::Action;
 use crate::state::Ids;
 
@@ -68,6 +70,26 @@ pub fn line_for(l: &ResultLine) -> String {
     }
 }
 
+/// A retry, named by the resource it serves (else the merchant and method).
+fn retry_line(
+    at: &Scope,
+    method: &str,
+    attempt: u32,
+    error: &GatewayError,
+    wait: Duration,
+) -> String {
+    let who = match &at.subject {
+        Some(address) => address.to_string(),
+        None => format!("merchant `{}` ({method})", at.merchant),
+    };
+    let what = if error.class() == crate::alipay::ErrorClass::Throttled {
+        format!("; merchant `{}` slows down", at.merchant)
+    } else {
+        String::new()
+    };
+    format!("{who}: attempt {attempt} failed ({error}); retrying in {wait:.1?}{what}")
+}
+
 /// Plain lines on stderr, one per finished change.
 pub struct Lines;
 
@@ -75,10 +97,21 @@ impl Progress for Lines {
     fn finished(&self, l: &ResultLine) {
         let _ = writeln!(anstream::stderr().lock(), "{}", line_for(l));
     }
-    fn retrying(&self, address: &Address, attempt: u32, error: &GatewayError, wait: Duration) {
+}
+
+impl Observer for Lines {
+    fn retrying(
+        &self,
+        at: &Scope,
+        method: &str,
+        attempt: u32,
+        error: &GatewayError,
+        wait: Duration,
+    ) {
         let _ = writeln!(
             anstream::stderr().lock(),
-            "{address}: attempt {attempt} failed ({error}); retrying in {wait:.1?}"
+            "{}",
+            retry_line(at, method, attempt, error, wait)
         );
     }
 }
@@ -109,10 +142,18 @@ impl Progress for Bar {
         self.println(line_for(l));
         self.bar.inc(1);
     }
-    fn retrying(&self, address: &Address, attempt: u32, error: &GatewayError, wait: Duration) {
-        self.println(format!(
-            "{address}: attempt {attempt} failed ({error}); retrying in {wait:.1?}"
-        ));
+}
+
+impl Observer for Bar {
+    fn retrying(
+        &self,
+        at: &Scope,
+        method: &str,
+        attempt: u32,
+        error: &GatewayError,
+        wait: Duration,
+    ) {
+        self.println(retry_line(at, method, attempt, error, wait));
     }
 }
 
@@ -197,6 +238,20 @@ pub fn report(r: &Report) -> String {
             "\n{} image upload(s) failed after the request may have reached the gateway: they may have left unused images at Alipay (harmless, but an upload cannot be made idempotent, and Alipay cannot delete images).",
             r.uploads_in_doubt
         );
+    }
+    if !r.throttled.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThrottled by the gateway (40005); only these merchants slowed down:"
+        );
+        for (m, t) in &r.throttled {
+            let _ = writeln!(
+                out,
+                "  merchant `{m}`: {} throttling answer(s), its calls waited {:.1}s in all",
+                t.answers,
+                t.waited_ms as f64 / 1000.0
+            );
+        }
     }
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "\n{}", paint(DANGER, &format!("State: {e}")));

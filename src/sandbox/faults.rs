@@ -22,6 +22,9 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Calls per second admitted; above it, 40005 isv.app-call-limited.
     pub throttle_rps: Option<f64>,
+    /// If any: `throttle_rps` holds only for calls made with one of these
+    /// app_auth_tokens (each its own bucket); every other call is admitted.
+    pub throttle_tokens: Vec<String>,
 }
 
 impl Faults {
@@ -29,7 +32,8 @@ impl Faults {
         rate > 0.0 && rand::thread_rng().gen_bool(rate.clamp(0.0, 1.0))
     }
 
-    /// Parse `latency=20ms,error_rate=0.1,http502_rate=0.05,drop_rate=0.05,throttle_rps=50`.
+    /// Parse `latency=20ms,error_rate=0.1,http502_rate=0.05,drop_rate=0.05,throttle_rps=50`
+    /// (and `throttle_token=T`, repeatable, to throttle only those merchants).
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -53,9 +57,10 @@ impl Faults {
                             format!("`throttle_rps` takes a positive number, got `{v}`")
                         })?)
                 }
+                "throttle_token" => f.throttle_tokens.push(v.to_string()),
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps)"
+                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps, throttle_token)"
                     ));
                 }
             }
@@ -97,6 +102,34 @@ impl Throttle {
         } else {
             false
         }
+    }
+}
+
+/// The throttle: one bucket for every call, or one per throttled merchant.
+pub struct Throttles {
+    all: Throttle,
+    per_token: std::collections::HashMap<String, Throttle>,
+}
+
+impl Throttles {
+    pub fn new(faults: &Faults) -> Self {
+        let scoped = !faults.throttle_tokens.is_empty();
+        Throttles {
+            all: Throttle::new(faults.throttle_rps.filter(|_| !scoped)),
+            per_token: faults
+                .throttle_tokens
+                .iter()
+                .map(|t| (t.clone(), Throttle::new(faults.throttle_rps)))
+                .collect(),
+        }
+    }
+
+    /// Whether a call made with `token` (its app_auth_token) is admitted.
+    pub fn admit(&self, token: Option<&str>) -> bool {
+        let merchant = token
+            .and_then(|t| self.per_token.get(t))
+            .is_none_or(Throttle::admit);
+        merchant && self.all.admit()
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) struct Shared {
     store: Store,
     platform: RsaKeyPair,
     faults: Faults,
-    throttle: faults::Throttle,
+    throttle: faults::Throttles,
     /// Serializes mutating business calls, so idempotency checks are race-free.
     write_lock: Mutex<()>,
     base_url: String,
@@ -190,7 +190,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     let shared = Arc::new(Shared {
         store,
         platform,
-        throttle: faults::Throttle::new(config.faults.throttle_rps),
+        throttle: faults::Throttles::new(&config.faults),
         faults: config.faults.clone(),
         write_lock: Mutex::new(()),
         base_url: format!("http://{addr}"),
@@ -670,7 +670,7 @@ async fn answer(shared: &Shared, req: Request) -> Response {
             return shared.signed(&method, "RSA2", &fail.node());
         }
     };
-    if !shared.throttle.admit() {
+    if !shared.throttle.admit(inc.get("app_auth_token")) {
         return shared.signed(&method, &sign_type, &Fail::throttled().node());
     }
     if faults.roll(faults.error_rate) {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use cardform::alipay::SignType;
 use cardform::apply::{self, Capabilities, NoProgress, Options};
+use cardform::gateway::Scope;
+use cardform::gateway::governor::{Governor, RetryPolicy};
 use cardform::model::{Address, Kind};
 use cardform::ops;
 use cardform::plan;
@@ -102,9 +104,10 @@ async fn coffee_on_embedded_sandbox() -> (tempfile::TempDir, ops::gateway::Conne
     let conn = ops::gateway::connect(&gateway, &tmp.path().join("state"))
         .await
         .unwrap();
-    let provider = Arc::new(Provider {
-        client: conn.client.clone().with_max_in_flight(8),
-    });
+    let provider = Arc::new(Provider::new(Arc::new(Governor::new(
+        Arc::new(conn.client.clone().with_max_in_flight(8)),
+        RetryPolicy::default(),
+    ))));
     (tmp, conn, provider)
 }
 
@@ -160,7 +163,10 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
     );
 
     // The gateway holds exactly the templates in state: no duplicate.
-    let (_, mut at_gateway) = provider.templates_at_gateway(None, 1).await.unwrap();
+    let (_, mut at_gateway) = provider
+        .templates_at_gateway(&Scope::merchant("brew", None), 1)
+        .await
+        .unwrap();
     let mut in_state: Vec<String> = state
         .resources
         .values()
@@ -275,7 +281,10 @@ async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
     let report = apply_once(&project, store.clone(), &provider).await;
     assert!(report.ok(), "{:?}", report.results);
     let state = store.snapshot().unwrap();
-    let (total, _) = provider.templates_at_gateway(None, 1).await.unwrap();
+    let (total, _) = provider
+        .templates_at_gateway(&Scope::merchant("brew", None), 1)
+        .await
+        .unwrap();
     assert_eq!(total, 3, "no duplicate template");
     assert_eq!(
         state

@@ -9,6 +9,7 @@ mod hostile;
 mod known_answers;
 mod plan_apply;
 mod property;
+mod seams;
 mod snapshots;
 mod support;
 mod validate;
