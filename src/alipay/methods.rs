@@ -13,22 +13,6 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Whether `s` is a colour as the gateway documents it for `bg_color`:
-/// `rgb(r,g,b)`, each 0-255 in decimal (spaces after commas tolerated).
-pub fn is_rgb(s: &str) -> bool {
-    let Some(inner) = s.strip_prefix("rgb(").and_then(|r| r.strip_suffix(')')) else {
-        return false;
-    };
-    let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
-    parts.len() == 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.len() <= 3
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && p.parse::<u16>().is_ok_and(|n| n <= 255)
-        })
-}
-
 /// A gateway method with a typed request and response.
 pub trait ApiRequest: Serialize + Sized {
     const METHOD: &'static str;
@@ -823,27 +807,3 @@ pub const METHODS: &[&str] = &[
     CardQueryRequest::METHOD,
     CardDeleteRequest::METHOD,
 ];
-
-#[cfg(test)]
-mod colour_tests {
-    #[test]
-    fn rgb_colours() {
-        for ok in ["rgb(55,112,179)", "rgb(0,0,0)", "rgb(255, 255, 255)"] {
-            assert!(super::is_rgb(ok), "{ok}");
-        }
-        for bad in [
-            "brown",
-            "#7a4a1e",
-            "rgb(300,0,0)",
-            "rgb(1,2)",
-            "rgb(1,2,3,4)",
-            "rgb(-1,0,0)",
-            "rgb(,0,0)",
-            "RGB(1,2,3)",
-            "rgb(1,2,3",
-            "rgb(0001,2,3)",
-        ] {
-            assert!(!super::is_rgb(bad), "{bad}");
-        }
-    }
-}

@@ -17,7 +17,7 @@ use sha2::Digest;
 use super::diag::{Diagnostic, Diagnostics, did_you_mean};
 use super::raw;
 use super::source::SourceFile;
-use crate::alipay::methods as api;
+use crate::model::template as card;
 use crate::model::*;
 
 /// Where something was written: file index and YAML path.
@@ -816,11 +816,11 @@ fn lower_merchant(
                 .map(|(a, _)| a),
                 None => None,
             };
-            conf.push(api::TemplateCardLevelConf {
+            conf.push(card::Level {
                 level: tpl.level.clone().unwrap_or_default(),
-                level_show_name: tpl.level_name.clone(),
+                level_name: tpl.level_name.clone(),
                 level_icon,
-                level_desc: tpl.level_description.clone(),
+                level_description: tpl.level_description.clone(),
             });
         }
         for (tpl, tat) in &levels {
@@ -904,7 +904,7 @@ fn emit_template(
     name: &str,
     at: &At,
     t: &raw::Template,
-    levels: Option<&Vec<api::TemplateCardLevelConf>>,
+    levels: Option<&Vec<card::Level>>,
     images: &BTreeMap<String, (raw::ImageRole, String)>,
 ) {
     let before = ctx.diags.0.len();
@@ -955,7 +955,7 @@ fn emit_template(
         );
     }
     if let Some(c) = &style.text_color
-        && !api::is_rgb(c)
+        && !is_rgb(c)
     {
         ctx.report(
             at,
@@ -1004,20 +1004,16 @@ fn emit_template(
         }
     }
     let write_off = match t.write_off {
-        Some(w) => Some(match w {
-            raw::WriteOff::Qrcode => "qrcode",
-            raw::WriteOff::Barcode => "barcode",
-            raw::WriteOff::DynamicQrcode => "dqrcode",
-            raw::WriteOff::DynamicBarcode => "dbarcode",
-            raw::WriteOff::MerchantDynamicQrcode => "mdqrcode",
-            raw::WriteOff::MerchantDynamicBarcode => "mdbarcode",
-        }),
+        Some(w) => Some(w),
         None => {
             ctx.report(at, "write_off", "`write_off` is required (qrcode, barcode, dynamic_qrcode, dynamic_barcode, merchant_dynamic_qrcode, merchant_dynamic_barcode)");
             None
         }
     };
-    if matches!(write_off, Some("mdqrcode" | "mdbarcode")) {
+    if matches!(
+        write_off,
+        Some(raw::WriteOff::MerchantDynamicQrcode | raw::WriteOff::MerchantDynamicBarcode)
+    ) {
         match &t.dynamic_code_notify {
             None => ctx.report(
                 at,
@@ -1036,8 +1032,9 @@ fn emit_template(
     let mut columns = Vec::new();
     for (i, c) in t.columns.iter().flatten().enumerate() {
         let f = |x: &str| format!("columns[{i}].{x}");
-        let op = match c.action.unwrap_or(raw::ColumnAction::Static) {
-            raw::ColumnAction::Static => "staticinfo",
+        let action = c.action.unwrap_or(raw::ColumnAction::Static);
+        match action {
+            raw::ColumnAction::Static => {}
             raw::ColumnAction::Native => {
                 if c.more
                     .as_ref()
@@ -1050,23 +1047,17 @@ fn emit_template(
                         "`action: native` shows `more.descriptions`; give at least one",
                     );
                 }
-                "openNative"
             }
-            raw::ColumnAction::Web => {
-                match c.more.as_ref().and_then(|m| m.url.as_ref()) {
-                    Some(u) if is_http(u) => {}
-                    Some(u) => {
-                        ctx.report(at, &f("more.url"), format!("`{u}` is not an http(s) URL"))
-                    }
-                    None => ctx.report(
-                        at,
-                        &f("more.url"),
-                        "`action: web` opens `more.url`; give it",
-                    ),
-                }
-                "openWeb"
-            }
-        };
+            raw::ColumnAction::Web => match c.more.as_ref().and_then(|m| m.url.as_ref()) {
+                Some(u) if is_http(u) => {}
+                Some(u) => ctx.report(at, &f("more.url"), format!("`{u}` is not an http(s) URL")),
+                None => ctx.report(
+                    at,
+                    &f("more.url"),
+                    "`action: web` opens `more.url`; give it",
+                ),
+            },
+        }
         if grid && c.icon.is_none() {
             ctx.report(
                 at,
@@ -1075,29 +1066,25 @@ fn emit_template(
             );
         }
         let icon = img(ctx, &f("icon"), &c.icon, None);
-        columns.push(api::TemplateColumnInfo {
-            code: Some(c.code.clone()),
-            title: Some(c.title.clone()),
+        columns.push(card::Column {
+            code: c.code.clone(),
+            title: c.title.clone(),
             value: c.value.clone(),
-            operate_type: Some(op.into()),
-            more_info: c.more.as_ref().map(|m| api::MoreInfo {
+            action,
+            more: c.more.as_ref().map(|m| card::More {
                 title: m.title.clone(),
                 url: m.url.clone(),
                 params: m.params.clone(),
-                descs: m.descriptions.clone(),
+                descriptions: m.descriptions.clone(),
             }),
-            icon_id: icon,
+            icon,
             tag: c.tag.clone(),
             group_title: c.group_title.clone(),
         });
     }
     let mut rules = Vec::new();
     for (i, r) in t.field_rules.iter().flatten().enumerate() {
-        let field = serde_json::to_value(r.field)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let rule = match r.rule {
+        match r.rule {
             raw::RuleKind::FromRequest => {
                 if !["OpenDate", "ValidDate", "Level", "Point", "Balance"]
                     .contains(&r.value.as_str())
@@ -1111,7 +1098,6 @@ fn emit_template(
                         ),
                     );
                 }
-                "ASSIGN_FROM_REQUEST"
             }
             raw::RuleKind::DateInFuture => {
                 if !matches!(
@@ -1135,14 +1121,13 @@ fn emit_template(
                         format!("`{v}` is not <n>m (months) or <n>d (days)"),
                     );
                 }
-                "DATE_IN_FUTURE"
             }
-            raw::RuleKind::Const => "CONST",
-        };
-        rules.push(api::TemplateFieldRule {
-            field_name: field,
-            rule_name: rule.into(),
-            rule_value: Some(r.value.clone()),
+            raw::RuleKind::Const => {}
+        }
+        rules.push(card::FieldRule {
+            field: r.field,
+            rule: r.rule,
+            value: r.value.clone(),
         });
     }
     let actions = t.actions.clone().unwrap_or_default();
@@ -1172,23 +1157,15 @@ fn emit_template(
                 "give exactly one of `url` or `mini_app`",
             ),
         }
-        action_list.push(api::TemplateActionInfo {
-            code: Some(a.code.clone()),
-            text: Some(a.text.clone()),
-            url_type: Some(
-                if a.mini_app.is_some() {
-                    "miniAppUrl"
-                } else {
-                    "url"
-                }
-                .into(),
-            ),
+        action_list.push(card::CardAction {
+            code: a.code.clone(),
+            text: a.text.clone(),
             url: a.url.clone(),
-            mini_app_url: a.mini_app.as_ref().map(|m| api::TemplateActionMiniAppUrl {
-                mini_app_id: Some(m.app_id.clone()),
-                mini_page_param: m.page.clone(),
-                mini_query_param: m.query.clone(),
-                display_on_list: m.show_on_list.map(|b| b.to_string()),
+            mini_app: a.mini_app.as_ref().map(|m| card::MiniApp {
+                app_id: m.app_id.clone(),
+                page: m.page.clone(),
+                query: m.query.clone(),
+                show_on_list: m.show_on_list,
             }),
         });
     }
@@ -1205,11 +1182,11 @@ fn emit_template(
                 );
             }
         }
-        benefits.push(api::TemplateBenefitInfo {
-            title: Some(b.title.clone()),
-            benefit_desc: b.descriptions.clone(),
-            start_date: b.start.clone(),
-            end_date: b.end.clone(),
+        benefits.push(card::Benefit {
+            title: b.title.clone(),
+            descriptions: b.descriptions.clone(),
+            start: b.start.clone(),
+            end: b.end.clone(),
         });
     }
     let open_card = t.open_card.as_ref().map(|o| {
@@ -1221,73 +1198,20 @@ fn emit_template(
         let rights = o.rights.as_ref().map(|rs| {
             rs.iter()
                 .enumerate()
-                .map(|(i, r)| api::TemplateRightsContent {
-                    title: Some(r.title.clone()),
+                .map(|(i, r)| card::Right {
+                    title: r.title.clone(),
                     detail: r.detail.clone(),
-                    logo_id: img(ctx, &format!("open_card.rights[{i}].logo"), &r.logo, None),
+                    logo: img(ctx, &format!("open_card.rights[{i}].logo"), &r.logo, None),
                 })
                 .collect()
         });
-        api::TemplateOpenCardConf {
-            open_card_source_type: o.operated_by.map(|op| match op {
-                raw::Operator::Isv => "ISV".into(),
-                raw::Operator::Merchant => "MER".into(),
-            }),
+        card::OpenCard {
+            operated_by: o.operated_by,
             source_app_id: o.source_app_id.clone(),
-            open_card_url: o.url.clone(),
-            conf: None,
-            card_rights: rights,
+            url: o.url.clone(),
+            rights,
         }
     });
-    let body = api::TemplateBody {
-        biz_no_prefix: number.prefix.clone(),
-        biz_no_suffix_len: suffix.map(|s| s.to_string()),
-        write_off_type: write_off.map(str::to_string),
-        template_style_info: Some(api::TemplateStyleInfo {
-            card_show_name: style.name.clone(),
-            logo_id: logo,
-            background_id: background,
-            bg_color: style.text_color.clone(),
-            color: None,
-            front_text_list_enable: style.show_front_text,
-            front_image_enable: style.show_front_image,
-            feature_descriptions: style.feature_descriptions.clone(),
-            slogan: style.slogan.clone(),
-            slogan_img_id: slogan_img,
-            brand_name: style.brand_name.clone(),
-            banner_img_id: banner_img,
-            banner_url: style.banner_url.clone(),
-            column_info_layout: style.column_layout.map(|l| match l {
-                raw::ColumnLayout::List => "list".into(),
-                raw::ColumnLayout::Grid => "grid".into(),
-            }),
-        }),
-        column_info_list: (!columns.is_empty()).then_some(columns),
-        field_rule_list: (!rules.is_empty()).then_some(rules),
-        card_action_list: (!action_list.is_empty()).then_some(action_list),
-        template_benefit_info: (!benefits.is_empty()).then_some(benefits),
-        open_card_conf: open_card,
-        mdcode_notify_conf: t
-            .dynamic_code_notify
-            .as_ref()
-            .map(|d| api::TemplateMdcodeNotifyConf {
-                url: Some(d.url.clone()),
-                ext_params: d.ext_params.clone(),
-            }),
-        shop_ids: t.shops.clone(),
-        pub_channels: t.channels.as_ref().map(|cs| {
-            cs.iter()
-                .map(|_| api::PubChannel {
-                    pub_channel: Some("SHOP_DETAIL".into()),
-                    ext_info: None,
-                })
-                .collect()
-        }),
-        spi_app_id: t.spi_app_id.clone(),
-        template_form_config: None,
-        access_version: None,
-        card_spec_tag: None,
-    };
     if let Some(levels) = levels {
         for l in levels {
             if let Some(icon) = &l.level_icon
@@ -1315,7 +1239,7 @@ fn emit_template(
                 ctx.report(
                     at,
                     &format!("form.optional[{i}]"),
-                    format!("`{}` is already required", form_name(*o)),
+                    format!("`{}` is already required", o.name()),
                 );
             }
         }
@@ -1331,10 +1255,7 @@ fn emit_template(
                 "`idcard` cannot be combined with `cert_type` or `cert_no`",
             );
         }
-        (
-            f.required.iter().map(|x| form_name(*x)).collect::<Vec<_>>(),
-            optional.iter().map(|x| form_name(*x)).collect::<Vec<_>>(),
-        )
+        (f.required.clone(), optional)
     });
     if let Some(u) = &t.activation_url {
         if let Some(cb) = &u.callback {
@@ -1361,19 +1282,64 @@ fn emit_template(
     if ctx.diags.0.len() > before {
         return;
     }
+    // No error was reported: everything required is present.
+    let (Some(suffix_length), Some(write_off), Some(name_), Some(logo), Some(background)) =
+        (suffix, write_off, style.name.clone(), logo, background)
+    else {
+        return;
+    };
+    let attrs = TemplateAttrs {
+        card_type: t.card_type.unwrap_or(raw::CardType::OutMemberCard),
+        card_number: card::CardNumber {
+            prefix: number.prefix.clone(),
+            suffix_length,
+        },
+        write_off,
+        style: card::Style {
+            name: name_,
+            logo,
+            background,
+            text_color: style.text_color.clone(),
+            brand_name: style.brand_name.clone(),
+            slogan: style.slogan.clone(),
+            slogan_image: slogan_img,
+            banner_image: banner_img,
+            banner_url: style.banner_url.clone(),
+            feature_descriptions: style.feature_descriptions.clone(),
+            show_front_text: style.show_front_text,
+            show_front_image: style.show_front_image,
+            column_layout: style.column_layout,
+        },
+        columns,
+        field_rules: rules,
+        actions: action_list,
+        benefits,
+        open_card,
+        dynamic_code_notify: t
+            .dynamic_code_notify
+            .as_ref()
+            .map(|d| card::DynamicCodeNotify {
+                url: d.url.clone(),
+                ext_params: d.ext_params.clone(),
+            }),
+        shops: t.shops.clone(),
+        channels: t.channels.clone(),
+        spi_app_id: t.spi_app_id.clone(),
+        levels: levels.cloned().unwrap_or_default(),
+        image_hashes: hashes,
+    };
     let address = Address::new(mname, Kind::Template, name);
-    let deps: Vec<Address> = hashes.keys().filter_map(|a| a.parse().ok()).collect();
+    let deps: Vec<Address> = attrs
+        .image_hashes
+        .keys()
+        .filter_map(|a| a.parse().ok())
+        .collect();
     desired.resources.insert(
         address.clone(),
         Resource {
             address: address.clone(),
             deps,
-            attrs: Attrs::Template(Box::new(TemplateAttrs {
-                card_type: "OUT_MEMBER_CARD".into(),
-                body,
-                card_level_conf: levels.cloned(),
-                image_hashes: hashes,
-            })),
+            attrs: Attrs::Template(Box::new(attrs)),
         },
     );
     let mut last = address.clone();
@@ -1413,12 +1379,4 @@ fn emit_template(
             },
         );
     }
-}
-
-fn form_name(f: raw::FormField) -> String {
-    let s = serde_json::to_value(f)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    format!("OPEN_FORM_FIELD_{}", s.to_uppercase())
 }

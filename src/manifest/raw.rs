@@ -8,6 +8,11 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
+
+pub use crate::model::template::{
+    CardField, CardType, Channel, ColumnAction, ColumnLayout, FormField, Operator, RuleKind,
+    WriteOff,
+};
 use serde::{Deserialize, Serialize};
 
 /// One manifest file. A project is a directory of these (or one file); their
@@ -195,12 +200,6 @@ pub struct Template {
     pub level_description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum CardType {
-    #[serde(rename = "OUT_MEMBER_CARD")]
-    OutMemberCard,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardNumber {
@@ -211,23 +210,6 @@ pub struct CardNumber {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 32))]
     pub suffix_length: Option<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteOff {
-    // Static QR code of the merchant card number (qrcode).
-    Qrcode,
-    // Static barcode (barcode).
-    Barcode,
-    // Alipay dynamic QR code (dqrcode).
-    DynamicQrcode,
-    // Alipay dynamic barcode (dbarcode).
-    DynamicBarcode,
-    // Merchant dynamic QR code (mdqrcode).
-    MerchantDynamicQrcode,
-    // Merchant dynamic barcode (mdbarcode).
-    MerchantDynamicBarcode,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -269,13 +251,6 @@ pub struct Style {
     pub column_layout: Option<ColumnLayout>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnLayout {
-    List,
-    Grid,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
@@ -298,17 +273,6 @@ pub struct Column {
     pub group_title: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnAction {
-    // staticinfo
-    Static,
-    // openNative: a native page showing `more.descriptions`
-    Native,
-    // openWeb: opens `more.url`
-    Web,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct More {
@@ -329,26 +293,6 @@ pub struct FieldRule {
     pub rule: RuleKind,
     /// For `from_request`: the card_ext_info key; for `date_in_future`: `<n>m` or `<n>d`; for `const`: the value.
     pub value: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum CardField {
-    Balance,
-    Point,
-    Level,
-    OpenDate,
-    ValidDate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleKind {
-    // ASSIGN_FROM_REQUEST
-    FromRequest,
-    // DATE_IN_FUTURE
-    DateInFuture,
-    // CONST
-    Const,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -404,15 +348,6 @@ pub struct OpenCard {
     pub rights: Option<Vec<Right>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Operator {
-    // ISV
-    Isv,
-    // MER
-    Merchant,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Right {
@@ -433,13 +368,6 @@ pub struct DynamicCodeNotify {
     pub ext_params: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    // SHOP_DETAIL
-    ShopDetail,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Form {
@@ -447,27 +375,6 @@ pub struct Form {
     pub required: Vec<FormField>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<Vec<FormField>>,
-}
-
-/// OPEN_FORM_FIELD_* without the prefix, lower case.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FormField {
-    Mobile,
-    Gender,
-    Name,
-    Birthday,
-    BirthdayWithYear,
-    Idcard,
-    CertType,
-    CertNo,
-    Email,
-    Address,
-    City,
-    IsStudent,
-    MemberGrade,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -1,5 +1,7 @@
 //! The pure domain: resource addresses and kinds, the desired attributes of each
-//! resource, and which changes the gateway cannot make in place. No I/O.
+//! resource (in the manifest's words; see [`template`] for the decision), and
+//! which changes the gateway cannot make in place. No I/O, and no gateway
+//! vocabulary: that is `provider`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +10,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alipay::methods::{TemplateBody, TemplateCardLevelConf};
+pub mod template;
+
+pub use template::{FormField, TemplateAttrs, is_rgb};
 
 /// Resource kinds, in dependency order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,24 +160,12 @@ pub struct ImageAttrs {
     pub bytes: u64,
 }
 
-/// A template as the gateway takes it, with image fields holding image
-/// *addresses* (resolved to image ids at apply time).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateAttrs {
-    pub card_type: String,
-    #[serde(flatten)]
-    pub body: TemplateBody,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card_level_conf: Option<Vec<TemplateCardLevelConf>>,
-    /// Content hashes of the images it uses: a new image means an update.
-    pub image_hashes: BTreeMap<String, String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormAttrs {
     pub template: Address,
-    pub required: Vec<String>,
-    pub optional: Vec<String>,
+    pub required: Vec<FormField>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<FormField>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,38 +211,16 @@ impl Attrs {
         hex::encode(sha2::Sha256::digest(text.as_bytes()))
     }
 
-    /// Why a change from `old` to `self` cannot be made in place, if it cannot.
+    /// Why a change from `old` (as recorded) to `self` cannot be made in
+    /// place, if it cannot.
     pub fn replace_reason(&self, old: &serde_json::Value) -> Option<String> {
         let Attrs::Template(new) = self else {
             return None;
         };
-        let old: TemplateAttrs = serde_json::from_value(old.clone()).ok()?;
-        if old.card_type != new.card_type {
-            return Some("card_type cannot change in place".into());
+        match serde_json::from_value::<Attrs>(old.clone()).ok()? {
+            Attrs::Template(old) => new.replace_reason(&old),
+            _ => None,
         }
-        if old.body.biz_no_suffix_len != new.body.biz_no_suffix_len {
-            return Some(
-                "card_number.suffix_length (biz_no_suffix_len) cannot change in place".into(),
-            );
-        }
-        if old.body.field_rule_list != new.body.field_rule_list {
-            return Some("field_rules (field_rule_list) cannot change in place".into());
-        }
-        let new_shops = new.body.shop_ids.clone().unwrap_or_default();
-        let removed: Vec<String> = old
-            .body
-            .shop_ids
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| !new_shops.contains(s))
-            .collect();
-        if !removed.is_empty() {
-            return Some(format!(
-                "shop ids cannot be removed in place ({})",
-                removed.join(", ")
-            ));
-        }
-        None
     }
 }
 

@@ -55,6 +55,8 @@ pub fn import(dir: &Path, timeout: Duration, file: &Path, force: bool) -> Result
             file.display()
         )
     })?;
+    // An export from an older cardform speaks the gateway's words.
+    crate::state::migrate::snapshot(&mut incoming).map_err(anyhow::Error::msg)?;
     let store = project::open_state(dir, "state import", timeout)?;
     let current = store.snapshot()?;
     let fresh = current.resources.is_empty() && current.meta.serial == 0;

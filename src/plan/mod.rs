@@ -156,15 +156,42 @@ fn renewed(address: &Address, dep: &Address, before: Value) -> (Action, String, 
 }
 
 /// Top-level keys whose values differ, for the reason line.
+/// The fields that differ, as the manifest writes them: `style.name`,
+/// `columns[1].title`, `columns` (a list that grew or shrank).
 fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
-    let (Value::Object(b), Value::Object(a)) = (before, after) else {
-        return Vec::new();
+    let mut out = Vec::new();
+    diff_paths(before, after, "", &mut out);
+    out
+}
+
+fn diff_paths(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
+    if before == after {
+        return;
+    }
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
     };
-    let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
-    keys.into_iter()
-        .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| k.to_string())
-        .collect()
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for k in keys {
+                match (b.get(k), a.get(k)) {
+                    (Some(x), Some(y)) => diff_paths(x, y, &join(k), out),
+                    _ => out.push(join(k)),
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) if b.len() == a.len() && !path.is_empty() => {
+            for (i, (x, y)) in b.iter().zip(a).enumerate() {
+                diff_paths(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => out.push(path.to_string()),
+    }
 }
 
 pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, PlanError> {
@@ -227,11 +254,12 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                         ),
                         _ => {
                             let fields = changed_fields(&old_attrs(), &res.attrs.to_json());
-                            let images_only = fields.iter().all(|f| f == "image_hashes");
+                            let is_hash = |f: &String| f == "image_hashes" || f.starts_with("image_hashes.");
+                            let images_only = fields.iter().all(is_hash);
                             let reason = if images_only {
                                 "an image it uses is uploaded anew: the template is updated to use the new image_id".to_string()
                             } else {
-                                format!("changed: {}", fields.into_iter().filter(|f| f != "image_hashes").collect::<Vec<_>>().join(", "))
+                                format!("changed: {}", fields.iter().filter(|f| !is_hash(f)).cloned().collect::<Vec<_>>().join(", "))
                             };
                             (Action::Update, reason, Some(old_attrs()))
                         }
@@ -320,7 +348,7 @@ mod tests {
     //! snapshots (no files, no store).
 
     use super::*;
-    use crate::alipay::methods::{TemplateBody, TemplateStyleInfo};
+    use crate::model::template::{CardNumber, CardType, Style, WriteOff};
     use crate::model::{ActivationUrlAttrs, ImageAttrs, Resource, TemplateAttrs};
     use crate::state::{Ids, Intent, ResourceState};
 
@@ -344,23 +372,43 @@ mod tests {
         }
     }
 
-    fn template(name: &str, card_name: &str, suffix: &str, logo_sha: &str) -> Resource {
+    fn template(name: &str, card_name: &str, suffix: u8, logo_sha: &str) -> Resource {
         let logo = Address::new(M, Kind::Image, "logo");
         Resource {
             address: Address::new(M, Kind::Template, name),
             deps: vec![logo.clone()],
             attrs: Attrs::Template(Box::new(TemplateAttrs {
-                card_type: "OUT_MEMBER_CARD".into(),
-                body: TemplateBody {
-                    biz_no_suffix_len: Some(suffix.into()),
-                    template_style_info: Some(TemplateStyleInfo {
-                        card_show_name: Some(card_name.into()),
-                        logo_id: Some(logo.to_string()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
+                card_type: CardType::OutMemberCard,
+                card_number: CardNumber {
+                    prefix: None,
+                    suffix_length: suffix,
                 },
-                card_level_conf: None,
+                write_off: WriteOff::DynamicQrcode,
+                style: Style {
+                    name: card_name.into(),
+                    logo: logo.to_string(),
+                    background: logo.to_string(),
+                    text_color: None,
+                    brand_name: None,
+                    slogan: None,
+                    slogan_image: None,
+                    banner_image: None,
+                    banner_url: None,
+                    feature_descriptions: None,
+                    show_front_text: None,
+                    show_front_image: None,
+                    column_layout: None,
+                },
+                columns: Vec::new(),
+                field_rules: Vec::new(),
+                actions: Vec::new(),
+                benefits: Vec::new(),
+                open_card: None,
+                dynamic_code_notify: None,
+                shops: None,
+                channels: None,
+                spi_app_id: None,
+                levels: Vec::new(),
                 image_hashes: [(logo.to_string(), logo_sha.to_string())].into(),
             })),
         }
@@ -418,7 +466,7 @@ mod tests {
     fn base() -> Desired {
         desired(vec![
             image("logo", "aaa", "images/logo.png"),
-            template("club", "Brew Club", "12", "aaa"),
+            template("club", "Brew Club", 12, "aaa"),
             url("club"),
         ])
     }
@@ -471,7 +519,7 @@ mod tests {
         // The same image under another path: still nothing to do.
         let moved = desired(vec![
             image("logo", "aaa", "assets/logo.png"),
-            template("club", "Brew Club", "12", "aaa"),
+            template("club", "Brew Club", 12, "aaa"),
             url("club"),
         ]);
         expect(
@@ -485,21 +533,21 @@ mod tests {
         // A new name: an update in place.
         let renamed = desired(vec![
             image("logo", "aaa", "images/logo.png"),
-            template("club", "Brew Rewards", "12", "aaa"),
+            template("club", "Brew Rewards", 12, "aaa"),
             url("club"),
         ]);
         expect(
             &actions(&renamed, &s),
             &[
                 (LOGO, Action::NoOp, "up to date"),
-                (CLUB, Action::Update, "changed: template_style_info"),
+                (CLUB, Action::Update, "changed: style.name"),
                 (URL, Action::NoOp, "up to date"),
             ],
         );
         // New image bytes: a new upload, and the template follows.
         let new_logo = desired(vec![
             image("logo", "bbb", "images/logo.png"),
-            template("club", "Brew Club", "12", "bbb"),
+            template("club", "Brew Club", 12, "bbb"),
             url("club"),
         ]);
         expect(
@@ -513,7 +561,7 @@ mod tests {
         // A change the gateway cannot make: a new template, a new URL.
         let resized = desired(vec![
             image("logo", "aaa", "images/logo.png"),
-            template("club", "Brew Club", "14", "aaa"),
+            template("club", "Brew Club", 14, "aaa"),
             url("club"),
         ]);
         expect(

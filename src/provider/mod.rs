@@ -1,7 +1,9 @@
 //! Per resource kind: desired attributes <-> gateway calls. Builds the typed
-//! requests (resolving image addresses to image ids) and reads ids back.
+//! requests (resolving image addresses to image ids) and reads ids back. The
+//! only place that maps the domain's words onto the gateway's ([`template`]).
+//! It must never retry, sleep or touch state: calls go through the governed
+//! gateway, results go back to the executor.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -13,57 +15,19 @@ use crate::gateway::{Gateway, Scope};
 use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, TemplateAttrs};
 use crate::state::Ids;
 
-/// Image address -> image_id, for the image fields of a template.
-pub type ImageIds = BTreeMap<String, String>;
+pub mod template;
 
-#[derive(Debug, thiserror::Error)]
-#[error("image `{0}` has no image_id in state yet")]
-pub struct MissingImage(pub String);
-
-fn resolve(field: &mut Option<String>, ids: &ImageIds) -> Result<(), MissingImage> {
-    if let Some(addr) = field.as_ref() {
-        let id = ids.get(addr).ok_or_else(|| MissingImage(addr.clone()))?;
-        *field = Some(id.clone());
-    }
-    Ok(())
-}
-
-/// The template body with image addresses replaced by image ids.
-pub fn resolved_body(
-    attrs: &TemplateAttrs,
-    ids: &ImageIds,
-) -> Result<(TemplateBody, Option<Vec<TemplateCardLevelConf>>), MissingImage> {
-    let mut body = attrs.body.clone();
-    if let Some(style) = body.template_style_info.as_mut() {
-        resolve(&mut style.logo_id, ids)?;
-        resolve(&mut style.background_id, ids)?;
-        resolve(&mut style.slogan_img_id, ids)?;
-        resolve(&mut style.banner_img_id, ids)?;
-    }
-    for c in body.column_info_list.iter_mut().flatten() {
-        resolve(&mut c.icon_id, ids)?;
-    }
-    if let Some(conf) = body.open_card_conf.as_mut() {
-        for r in conf.card_rights.iter_mut().flatten() {
-            resolve(&mut r.logo_id, ids)?;
-        }
-    }
-    let mut levels = attrs.card_level_conf.clone();
-    for l in levels.iter_mut().flatten() {
-        resolve(&mut l.level_icon, ids)?;
-    }
-    Ok((body, levels))
-}
+pub use template::{ImageIds, MissingImage};
 
 pub fn create_request(
     attrs: &TemplateAttrs,
     request_id: &str,
     ids: &ImageIds,
 ) -> Result<TemplateCreateRequest, MissingImage> {
-    let (body, card_level_conf) = resolved_body(attrs, ids)?;
+    let (body, card_level_conf) = template::to_wire(attrs, ids)?;
     Ok(TemplateCreateRequest {
         request_id: request_id.to_string(),
-        card_type: attrs.card_type.clone(),
+        card_type: template::card_type_code(attrs.card_type).to_string(),
         body,
         card_level_conf,
         service_label_list: None,
@@ -76,7 +40,7 @@ pub fn modify_request(
     request_id: &str,
     ids: &ImageIds,
 ) -> Result<TemplateModifyRequest, MissingImage> {
-    let (body, card_level_conf) = resolved_body(attrs, ids)?;
+    let (body, card_level_conf) = template::to_wire(attrs, ids)?;
     Ok(TemplateModifyRequest {
         request_id: request_id.to_string(),
         template_id: template_id.to_string(),
@@ -185,7 +149,7 @@ impl Provider {
     ) -> Result<(), GatewayError> {
         let req = FormTemplateSetRequest {
             template_id: template_id.to_string(),
-            fields: OpenFormField::from_lists(&attrs.required, &attrs.optional),
+            fields: template::form_fields(&attrs.required, &attrs.optional),
         };
         self.gateway.set_form(at, &req).await.map(|_| ())
     }

@@ -467,7 +467,7 @@ fn validate_body(
     let name = need("template_style_info.card_show_name", &style.card_show_name)?;
     max_len("template_style_info.card_show_name", name, 50)?;
     if let Some(c) = &style.bg_color
-        && !crate::alipay::methods::is_rgb(c)
+        && !crate::model::is_rgb(c)
     {
         return Err(bad(
             "template_style_info.bg_color",

@@ -32,7 +32,8 @@ pub fn read(dir: &Path) -> Result<Option<Snapshot>, String> {
         return Ok(None);
     }
     let bytes = crate::bounded::read(&path, 1 << 30)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| format!("`{}` is unreadable: {e}", path.display()))
+    let mut snap: Snapshot = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("`{}` is unreadable: {e}", path.display()))?;
+    super::migrate::snapshot(&mut snap).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    Ok(Some(snap))
 }

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod integrity;
 pub mod lock;
+pub mod migrate;
 pub mod sled;
 
 use std::collections::BTreeMap;

@@ -32,9 +32,10 @@ use super::{
 use crate::model::Address;
 
 /// The layout written by this version. Format 1 kept resources and intents in
-/// trees of their own; format 2 had no integrity checkpoint. Both are
-/// migrated on open.
-const FORMAT: u64 = 3;
+/// trees of their own; format 2 had no integrity checkpoint; format 3
+/// recorded templates and forms in the gateway's words (see
+/// [`super::migrate`]). All are migrated on open.
+const FORMAT: u64 = 4;
 
 /// Everything recorded about one address.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -188,12 +189,20 @@ impl SledStore {
         store.lineage = store.meta()?.lineage;
         match read_u64(store.meta.get("format").map_err(io)?) {
             FORMAT => store.verify()?,
-            v @ 0..=2 => {
+            v @ 0..=3 => {
                 if v < 2 {
                     store.migrate_from_format_1()?;
                 }
-                // Format 2 had no checkpoint: take the first one now.
-                store.account()?;
+                if v < 3 {
+                    // Format 2 had no checkpoint: take the first one now.
+                    store.account()?;
+                } else {
+                    store.verify()?;
+                }
+                // Each record rewritten is accounted like any commit, so a
+                // crash part way leaves a consistent store that migrates
+                // the rest on the next open.
+                store.migrate_words()?;
                 store
                     .meta
                     .insert("format", &FORMAT.to_be_bytes())
@@ -243,6 +252,34 @@ impl SledStore {
         self.db.drop_tree("resources").map_err(io)?;
         self.db.drop_tree("intents").map_err(io)?;
         self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// Format 3 -> 4: templates and forms recorded in the manifest's words.
+    fn migrate_words(&self) -> Result<(), StateError> {
+        let keys: Vec<sled::IVec> = self
+            .records
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        for k in keys {
+            let mut record = self.record(&k)?;
+            let corrupt = |reason: String| StateError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: format!("cannot upgrade it to state format {FORMAT}: {reason}"),
+            };
+            let mut changed = false;
+            if let Some(r) = record.resource.as_mut() {
+                changed |= super::migrate::resource(r).map_err(corrupt)?;
+            }
+            if let Some(i) = record.intent.as_mut() {
+                changed |= super::migrate::intent(i).map_err(corrupt)?;
+            }
+            if changed {
+                self.put(&k, record)?;
+            }
+        }
         Ok(())
     }
 

@@ -464,7 +464,7 @@ fn the_markdown_plan_warns_keeps_indentation_and_fits_a_comment() {
     );
     // Context lines keep the JSON's indentation after the sign column.
     assert!(
-        md.contains("\n-     \"card_show_name\": \"Brew Club\",\n+     \"card_show_name\": \"Brew Rewards\",\n      \"logo_id\": \"merchant.brew/image.logo\",\n"),
+        md.contains("\n-     \"name\": \"Brew Club\",\n+     \"name\": \"Brew Rewards\",\n      \"logo\": \"merchant.brew/image.logo\",\n"),
         "{md}"
     );
 
@@ -645,7 +645,7 @@ fn in_a_terminal_apply_shows_the_diff_asks_loudly_and_prints_each_id_in_colour()
     let screen = in_terminal(&w, "apply proj", "yes\n", &[]);
     assert!(screen.contains("will be created"), "{screen}");
     assert!(
-        screen.contains("\"card_show_name\""),
+        screen.contains("\"style\": {"),
         "the diff shows before the prompt: {screen}"
     );
     assert!(

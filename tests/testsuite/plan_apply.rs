@@ -179,19 +179,18 @@ fn create_then_no_changes_then_update_replace_retire_and_cascade() {
     assert_eq!(r.code, 2);
     assert!(
         r.stdout
-            .contains("~ merchant.brew/template.club.gold  (changed: template_style_info)"),
+            .contains("~ merchant.brew/template.club.gold  (changed: style.name)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("-     \"name\": \"Brew Club Gold\""),
         "{}",
         r.stdout
     );
     assert!(
         r.stdout
-            .contains("-     \"card_show_name\": \"Brew Club Gold\""),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains("+     \"card_show_name\": \"Brew Club Gold Edition\""),
+            .contains("+     \"name\": \"Brew Club Gold Edition\""),
         "{}",
         r.stdout
     );
@@ -215,7 +214,7 @@ fn create_then_no_changes_then_update_replace_retire_and_cascade() {
     assert!(r.stdout.contains("must be replaced"), "{}", r.stdout);
     assert!(
         r.stdout
-            .contains("suffix_length (biz_no_suffix_len) cannot change in place"),
+            .contains("card_number.suffix_length cannot change in place"),
         "{}",
         r.stdout
     );

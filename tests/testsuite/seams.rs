@@ -47,3 +47,70 @@ fn a_throttled_merchant_slows_only_itself() {
         "{retries:#?}"
     );
 }
+
+/// A state written by the previous release (format 3: templates and forms in
+/// the gateway's words), with the manifests it was applied from.
+fn old_state(format: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&data(&format!("upgrade/{format}")), tmp.path());
+    tmp
+}
+
+#[test]
+fn a_format_3_state_upgrades_and_plans_no_changes() {
+    let tmp = old_state("format3");
+    let plan = || {
+        run(cardform().current_dir(tmp.path()).args([
+            "plan",
+            "coffee",
+            "--state",
+            "state",
+            "--detailed-exitcode",
+        ]))
+    };
+    // First open migrates; the second reads format 4 as written.
+    for _ in 0..2 {
+        let r = plan();
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("No changes"), "{}", r.stdout);
+    }
+    // The ids are all still there, and an edit now diffs in the manifest's words.
+    let out = run(cardform()
+        .current_dir(tmp.path())
+        .args(["output", "--state", "state", "--format", "json"]))
+    .ok()
+    .json();
+    assert_eq!(out["brew"].as_array().map(Vec::len), Some(3), "{out}");
+    let manifest = tmp.path().join("coffee/cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("required: [mobile]", "required: [mobile, email]", 1),
+    )
+    .unwrap();
+    let r = plan();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("(changed: required)"), "{}", r.stdout);
+    assert!(r.stdout.contains("\"email\""), "{}", r.stdout);
+    assert!(!r.stdout.contains("OPEN_FORM_FIELD"), "{}", r.stdout);
+}
+
+#[test]
+fn a_backup_in_the_old_words_recovers_and_plans_no_changes() {
+    let tmp = old_state("format3");
+    let state = tmp.path().join("state");
+    // The database is lost; its checkpoint says it held records.
+    std::fs::remove_dir_all(state.join("store")).unwrap();
+    run(cardform()
+        .current_dir(tmp.path())
+        .args(["state", "recover", "--state", "state"]))
+    .ok();
+    let r = run(cardform().current_dir(tmp.path()).args([
+        "plan",
+        "coffee",
+        "--state",
+        "state",
+        "--detailed-exitcode",
+    ]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}

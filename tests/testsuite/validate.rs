@@ -210,7 +210,7 @@ fn cases() -> Vec<Case> {
                 "required: [mobile]",
                 "required: [mobile]\n          optional: [mobile]",
             )),
-            "`OPEN_FORM_FIELD_MOBILE` is already required",
+            "`mobile` is already required",
             "cardform.yaml:16:22",
         ),
         (
