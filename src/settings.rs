@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use url::Url;
 
+use crate::state::Location;
+
 use crate::alipay::SignType;
 use crate::model::{GatewayBlock, SecretRef};
 use crate::secret::Secret;
@@ -64,7 +66,15 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub gateway: GatewaySettings,
-    pub state_dir: PathBuf,
+    /// Where the state lives (`--state` / `CARDFORM_STATE`; `state` by default).
+    pub state: Location,
+}
+
+impl Settings {
+    /// A directory on this machine beside the state (the embedded sandbox's data).
+    pub fn local_dir(&self) -> &std::path::Path {
+        self.state.local_dir()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +87,15 @@ pub enum SettingsError {
         origin: &'static str,
         reason: String,
     },
+    #[error("invalid state location (from {origin}): {reason}")]
+    State {
+        origin: &'static str,
+        reason: String,
+    },
+}
+
+fn location(value: &str, origin: &'static str) -> Result<Location, SettingsError> {
+    Location::parse(value).map_err(|reason| SettingsError::State { origin, reason })
 }
 
 /// Read one environment variable; empty counts as unset.
@@ -161,9 +180,11 @@ impl Settings {
                 sign_type,
                 sandbox_faults: env("CARDFORM_SANDBOX_FAULTS"),
             },
-            state_dir: state_flag
-                .or_else(|| env("CARDFORM_STATE").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("state")),
+            state: match (state_flag, env("CARDFORM_STATE")) {
+                (Some(flag), _) => location(&flag.to_string_lossy(), "--state")?,
+                (None, Some(v)) => location(&v, "CARDFORM_STATE")?,
+                (None, None) => Location::Dir(PathBuf::from("state")),
+            },
         })
     }
 }

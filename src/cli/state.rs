@@ -87,7 +87,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let dir = Settings::resolve(flags, state)?.state_dir;
+    let dir = Settings::resolve(flags, state)?.state;
     let t = args.lock_timeout;
     match args.command {
         Command::List => {
@@ -134,10 +134,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
             let r = ops::state::recover(&dir, force)?;
             render::line(&format!(
                 "Recovered the state from {}: {} resource(s), serial {}. The damaged store is kept at {}.",
-                r.backup.display(),
-                r.restored,
-                r.serial,
-                r.moved_to.display()
+                r.backup, r.restored, r.serial, r.moved_to
             ));
             if !r.not_restored.is_empty() {
                 render::note(&render::warning_text(&format!(
@@ -146,11 +143,11 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
                 )));
                 for n in &r.not_restored {
                     render::note(&match n {
-                        ops::state::NotRestored::Ids(a, ids) => format!(
+                        crate::state::backend::NotRestored::Ids(a, ids) => format!(
                             "  {a}{} (in the damaged store, not in the backup)",
                             render::progress::ids_text(a.kind, ids)
                         ),
-                        ops::state::NotRestored::InDoubt(a, request_id) => format!(
+                        crate::state::backend::NotRestored::InDoubt(a, request_id) => format!(
                             "  {a}: a create in doubt (request_id {request_id}); it may exist at Alipay"
                         ),
                     });
@@ -180,7 +177,7 @@ pub struct OutputArgs {
 }
 
 pub fn exec_output(args: OutputArgs, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
-    let dir = Settings::resolve(flags, state)?.state_dir;
+    let dir = Settings::resolve(flags, state)?.state;
     let snap = ops::state::snapshot(&dir, args.lock_timeout)?;
     let outputs = ops::state::outputs(&snap);
     if let Some(qr_dir) = &args.qr {

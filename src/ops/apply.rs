@@ -15,7 +15,6 @@ use crate::plan::{self, Plan};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::settings::{GatewayFlags, read_secret};
-use crate::state::StateStore;
 
 pub struct Request {
     pub common: Common,
@@ -84,7 +83,6 @@ pub async fn run(
         snapshot,
         binding,
     } = project::open(&common, flags, state, "apply")?;
-    let store = Arc::new(store);
     if let Some(planned_for) = &saved_binding
         && planned_for != &binding
     {
@@ -136,7 +134,7 @@ pub async fn run(
         store.bind(&binding)?;
     }
     let tokens = tokens(&desired);
-    let conn = super::gateway::connect(&settings.gateway, &settings.state_dir).await?;
+    let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
     let client = conn
         .client
         .clone()
@@ -159,15 +157,7 @@ pub async fn run(
         // The last known good state, for `cardform state recover`.
         let saved = store
             .snapshot()
-            .map_err(|e| e.to_string())
-            .and_then(|snap| {
-                crate::state::backup::write(&settings.state_dir, &snap).map_err(|e| {
-                    format!(
-                        "cannot write `{}`: {e}",
-                        crate::state::backup::file(&settings.state_dir).display()
-                    )
-                })
-            });
+            .and_then(|snap| settings.state.backend().write_backup(&snap));
         if let Err(e) = saved {
             report.state_error = Some(format!("the backup of the state was not saved: {e}"));
         }

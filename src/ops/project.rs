@@ -8,8 +8,7 @@ use anyhow::{Result, bail};
 
 use crate::model::Desired;
 use crate::settings::{Endpoint, Settings};
-use crate::state::sled::SledStore;
-use crate::state::{Binding, Snapshot};
+use crate::state::{Binding, Location, Snapshot, StateStore};
 
 /// Load and lower the manifests; an invalid project is an error carrying
 /// every diagnostic (the CLI renders them).
@@ -21,9 +20,13 @@ pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<Desired> {
     }
 }
 
-/// Open (and lock) the state store.
-pub fn open_state(dir: &Path, operation: &str, lock_timeout: Duration) -> Result<SledStore> {
-    Ok(SledStore::open(dir, operation, lock_timeout)?)
+/// Open (and lock) the state store, whatever its backend.
+pub fn open_state(
+    location: &Location,
+    operation: &str,
+    lock_timeout: Duration,
+) -> Result<Box<dyn StateStore>> {
+    Ok(location.backend().open(operation, lock_timeout)?)
 }
 
 /// A project loaded against its state: what plan and apply both start from.
@@ -31,7 +34,7 @@ pub struct Opened {
     pub desired: Desired,
     pub settings: Settings,
     /// Locked for this run until dropped.
-    pub store: SledStore,
+    pub store: std::sync::Arc<dyn StateStore>,
     pub snapshot: Snapshot,
     /// This run's project and gateway, checked against the state's.
     pub binding: Binding,
@@ -47,14 +50,14 @@ pub fn open(
 ) -> Result<Opened> {
     let desired = load(&common.project, &common.vars)?;
     let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
-    let store = open_state(&settings.state_dir, operation, common.lock_timeout)?;
-    let snapshot = crate::state::StateStore::snapshot(&store)?;
+    let store = open_state(&settings.state, operation, common.lock_timeout)?;
+    let snapshot = store.snapshot()?;
     let binding = binding(&desired, &settings);
-    check_binding(&snapshot, &binding, &settings.state_dir)?;
+    check_binding(&snapshot, &binding, &settings.state)?;
     Ok(Opened {
         desired,
         settings,
-        store,
+        store: store.into(),
         snapshot,
         binding,
     })
@@ -84,11 +87,11 @@ pub fn binding(desired: &Desired, settings: &Settings) -> Binding {
 /// Refuse a state that belongs to another project or gateway: planning
 /// against it would retire the other project's resources, or find "no
 /// changes" at a gateway that holds none of its ids.
-pub fn check_binding(snapshot: &Snapshot, current: &Binding, state_dir: &Path) -> Result<()> {
+pub fn check_binding(snapshot: &Snapshot, current: &Binding, state: &Location) -> Result<()> {
     let Some(recorded) = &snapshot.meta.binding else {
         return Ok(());
     };
-    let dir = state_dir.display();
+    let dir = state;
     if recorded.project != current.project {
         bail!(
             "the state in `{dir}` belongs to project `{}`, not to `{}`\nhint: planning `{}` against it would retire every resource of `{}`. Give each project its own state (--state DIR or CARDFORM_STATE), or if the project was renamed, record the new name with `cardform state rebind PATH`",

@@ -1,14 +1,18 @@
 //! Recorded state: what was applied, with every id the gateway returned.
 //!
 //! [`Snapshot`] is the read-only view the planner takes; [`StateStore`] is the
-//! trait the executor writes through (sled today, a shared backend later).
-//! Never holds a secret.
+//! trait the executor writes through; [`Backend`] opens a store (locked) and
+//! answers for it as a whole (lock holder, backup, recovery). Backends:
+//! [`sled`] (a local directory, the default) and [`memory`] (tests); the
+//! location says which (`--state` / `CARDFORM_STATE`). [`migrate`] upgrades
+//! old records, whatever the backend. Never holds a secret.
 
-pub mod backup;
-pub mod integrity;
-pub mod lock;
+pub mod backend;
+pub mod memory;
 pub mod migrate;
 pub mod sled;
+
+pub use backend::{Backend, Location, LockInfo};
 
 use std::collections::BTreeMap;
 
@@ -136,7 +140,7 @@ impl Snapshot {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
-    Locked(#[from] lock::LockError),
+    Locked(#[from] backend::LockError),
     #[error("the state store in `{dir}` cannot be opened: {reason}")]
     Open { dir: String, reason: String },
     #[error("state store I/O failed: {0}")]

@@ -23,18 +23,23 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::integrity::{self, Checkpoint, Hash, Tally};
-use super::lock::{self, LockInfo};
-use super::{
+pub mod backend;
+pub mod backup;
+pub mod integrity;
+pub mod lock;
+
+use self::integrity::{Checkpoint, Hash, Tally};
+use crate::model::Address;
+use crate::state::LockInfo;
+use crate::state::{
     Binding, Durability, FLUSH_EVERY_MS, Intent, Meta, ResourceState, Snapshot, StateError,
     StateStore,
 };
-use crate::model::Address;
 
 /// The layout written by this version. Format 1 kept resources and intents in
 /// trees of their own; format 2 had no integrity checkpoint; format 3
 /// recorded templates and forms in the gateway's words (see
-/// [`super::migrate`]). All are migrated on open.
+/// [`crate::state::migrate`]). All are migrated on open.
 const FORMAT: u64 = 4;
 
 /// Everything recorded about one address.
@@ -271,10 +276,10 @@ impl SledStore {
             };
             let mut changed = false;
             if let Some(r) = record.resource.as_mut() {
-                changed |= super::migrate::resource(r).map_err(corrupt)?;
+                changed |= crate::state::migrate::resource(r).map_err(corrupt)?;
             }
             if let Some(i) = record.intent.as_mut() {
-                changed |= super::migrate::intent(i).map_err(corrupt)?;
+                changed |= crate::state::migrate::intent(i).map_err(corrupt)?;
             }
             if changed {
                 self.put(&k, record)?;
@@ -813,6 +818,12 @@ mod tests {
         assert_eq!(snap.resources.len(), 1);
         assert_eq!(snap.resources[&b].ids.template_id.as_deref(), Some("B2"));
         assert_eq!(snap.forgotten.get("A"), Some(&a));
+    }
+
+    #[test]
+    fn the_sled_backend_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::state::memory::contract::keeps_the_contract(&backend::SledBackend::new(dir.path()));
     }
 
     #[test]

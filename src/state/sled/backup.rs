@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::Snapshot;
+use crate::state::Snapshot;
 
 pub fn file(dir: &Path) -> PathBuf {
     dir.join("backup.json")
@@ -34,6 +34,6 @@ pub fn read(dir: &Path) -> Result<Option<Snapshot>, String> {
     let bytes = crate::bounded::read(&path, 1 << 30)?;
     let mut snap: Snapshot = serde_json::from_slice(&bytes)
         .map_err(|e| format!("`{}` is unreadable: {e}", path.display()))?;
-    super::migrate::snapshot(&mut snap).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    crate::state::migrate::snapshot(&mut snap).map_err(|e| format!("`{}`: {e}", path.display()))?;
     Ok(Some(snap))
 }

@@ -1,0 +1,149 @@
+//! The state-backend seam: where a state lives ([`Location`]), and what a
+//! backend must do besides recording ([`Backend`]): open a store with its
+//! lock held, say who holds the lock, break a stale one, keep a
+//! last-known-good backup and recover from it. Stores migrate old records on
+//! open (see [`super::migrate`]).
+//!
+//! Owns the contract; must never know how a backend keeps its data.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ids, Snapshot, StateError, StateStore};
+use crate::model::Address;
+
+/// Where a state lives, as `--state` / `CARDFORM_STATE` say it: a directory
+/// (the sled backend) today; URL schemes select other backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once("://") {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") => Err(
+                "a PostgreSQL state is not supported by this version yet\nhint: use a state directory (--state DIR)".into(),
+            ),
+            Some((scheme, _))
+                if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') =>
+            {
+                Err(format!(
+                    "`{scheme}://` is not a state backend cardform knows (a directory is)"
+                ))
+            }
+            _ => Ok(Location::Dir(PathBuf::from(s))),
+        }
+    }
+
+    /// A directory on this machine for local companions of the state (the
+    /// embedded sandbox's data).
+    pub fn local_dir(&self) -> &Path {
+        match self {
+            Location::Dir(d) => d,
+        }
+    }
+
+    pub fn backend(&self) -> Box<dyn Backend> {
+        match self {
+            Location::Dir(d) => Box::new(super::sled::backend::SledBackend::new(d)),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+/// Who holds a state's lock, for messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub pid: u32,
+    pub host: String,
+    pub operation: String,
+    pub since: String,
+}
+
+impl LockInfo {
+    pub fn current(operation: &str) -> Self {
+        LockInfo {
+            pid: std::process::id(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into()),
+            operation: operation.to_string(),
+            since: crate::state::now_rfc3339(),
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "the state in `{dir}` is locked by `cardform {}` (pid {} on {}) since {}{}\nhint: wait for it, pass --lock-timeout 5m to wait, or if that run is gone, `cardform state unlock --force`",
+        holder.operation, holder.pid, holder.host, holder.since,
+        if waited.is_zero() { String::new() } else { format!("; waited {:.0?}", waited) }
+    )]
+    Held {
+        dir: String,
+        holder: LockInfo,
+        waited: Duration,
+    },
+    #[error(
+        "the state in `{dir}` is in use by another process{}\nhint: wait for it or pass --lock-timeout 5m",
+        if waited.is_zero() { String::new() } else { format!(" (waited {:.0?})", waited) }
+    )]
+    Busy { dir: String, waited: Duration },
+}
+
+/// What `state recover` did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Where the backup came from.
+    pub backup: String,
+    /// Where the damaged state was kept.
+    pub moved_to: String,
+    pub restored: usize,
+    pub serial: u64,
+    pub not_restored: Vec<NotRestored>,
+}
+
+/// What the damaged state still shows that the backup lacks.
+#[derive(Debug)]
+pub enum NotRestored {
+    /// Ids recorded after the backup was written.
+    Ids(Address, Ids),
+    /// A create in doubt: it may exist at Alipay.
+    InDoubt(Address, String),
+}
+
+/// A kind of state storage.
+pub trait Backend: Send + Sync {
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+    /// Open the store, creating it if needed, with its lock held for
+    /// `operation` until the store is dropped (waiting up to `timeout` for
+    /// another holder). Old records are migrated here.
+    fn open(&self, operation: &str, timeout: Duration) -> Result<Box<dyn StateStore>, StateError>;
+    /// Who holds the lock now, if anyone.
+    fn lock_holder(&self) -> Option<LockInfo>;
+    /// Clear the lock record of a run that is gone; refused while its holder
+    /// still holds the lock. Returns what was cleared.
+    fn force_unlock(&self) -> Result<Option<LockInfo>, StateError>;
+    /// Keep `snap` as the last known good state.
+    fn write_backup(&self, snap: &Snapshot) -> Result<(), StateError>;
+    /// Rebuild a damaged state from the backup (a healthy one only with
+    /// `force`), keeping the damaged one aside.
+    fn recover(&self, force: bool) -> Result<Recovered, StateError>;
+}
