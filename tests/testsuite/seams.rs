@@ -48,17 +48,26 @@ fn a_throttled_merchant_slows_only_itself() {
     );
 }
 
-/// A state written by the previous release (format 3: templates and forms in
-/// the gateway's words), with the manifests it was applied from.
+/// A state written by an earlier release, with the manifests it was applied
+/// from: format 2 (5d1212a: no integrity checkpoint, absolute image paths)
+/// and format 3 (1ca7d0b); both record templates and forms in the gateway's
+/// words.
 fn old_state(format: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&data(&format!("upgrade/{format}")), tmp.path());
+    copy_dir(&data("upgrade/coffee"), &tmp.path().join("coffee"));
+    copy_dir(&data(&format!("upgrade/{format}")), &tmp.path().join("state"));
     tmp
 }
 
 #[test]
-fn a_format_3_state_upgrades_and_plans_no_changes() {
-    let tmp = old_state("format3");
+fn older_states_upgrade_and_plan_no_changes() {
+    for format in ["format2", "format3"] {
+        upgrades_and_plans_no_changes(format);
+    }
+}
+
+fn upgrades_and_plans_no_changes(format: &str) {
+    let tmp = old_state(format);
     let plan = || {
         run(cardform().current_dir(tmp.path()).args([
             "plan",
@@ -71,8 +80,8 @@ fn a_format_3_state_upgrades_and_plans_no_changes() {
     // First open migrates; the second reads format 4 as written.
     for _ in 0..2 {
         let r = plan();
-        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-        assert!(r.stdout.contains("No changes"), "{}", r.stdout);
+        assert_eq!(r.code, 0, "{format}: {}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("No changes"), "{format}: {}", r.stdout);
     }
     // The ids are all still there, and an edit now diffs in the manifest's words.
     let out = run(cardform()
