@@ -107,31 +107,102 @@ pub fn diagnostics(diags: &crate::manifest::Diagnostics) {
     }
 }
 
+/// One diagnostic, compiler style, drawn by codespan-reporting. The source
+/// it shows is the diagnostic's own snippet (already redacted where it sets a
+/// secret), never the file: [`OneLine`] presents that line at its real line
+/// number.
 pub fn format_diagnostic(d: &crate::manifest::Diagnostic) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let sev = match d.severity {
-        crate::manifest::Severity::Error => "error",
-        crate::manifest::Severity::Warning => "warning",
+    use codespan_reporting::diagnostic::{Diagnostic, Label};
+    use codespan_reporting::term::{self, Chars, Config, DisplayStyle};
+    let severity = match d.severity {
+        crate::manifest::Severity::Error => codespan_reporting::diagnostic::Severity::Error,
+        crate::manifest::Severity::Warning => codespan_reporting::diagnostic::Severity::Warning,
     };
-    let _ = writeln!(s, "{sev}: {}", d.message);
-    let _ = writeln!(s, "  --> {}", d.location());
-    if let Some(line) = &d.snippet {
-        let n = d.line.to_string();
-        let pad = " ".repeat(n.len());
-        let _ = writeln!(s, "{pad} |");
-        let _ = writeln!(s, "{n} | {line}");
-        let _ = writeln!(
-            s,
-            "{pad} | {}^",
-            " ".repeat(d.column.saturating_sub(1).min(line.len()))
-        );
-    }
+    let mut notes = Vec::new();
     if !d.path.is_empty() {
-        let _ = writeln!(s, "  = at: {}", d.path);
+        notes.push(format!("at: {}", d.path));
     }
     if let Some(h) = &d.hint {
-        let _ = writeln!(s, "  = hint: {h}");
+        notes.push(format!("hint: {h}"));
     }
-    s
+    let file = OneLine {
+        name: d.file.display().to_string(),
+        line: d.line.max(1),
+        text: d.snippet.clone().unwrap_or_default(),
+    };
+    let mut diagnostic = Diagnostic::new(severity)
+        .with_message(&d.message)
+        .with_notes(notes);
+    let config = Config {
+        chars: Chars::ascii(),
+        ..Config::default()
+    };
+    let text = if d.snippet.is_some() {
+        // The caret at the column (in characters), clamped to the line.
+        let start = file
+            .text
+            .char_indices()
+            .nth(d.column.saturating_sub(1))
+            .map_or(file.text.len(), |(i, _)| i);
+        // Underline the word there (a key, a value), at least one character.
+        let word = file.text[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ']' | '}'))
+            .unwrap_or(file.text.len() - start);
+        let end = if word > 0 {
+            start + word
+        } else {
+            file.text[start..]
+                .chars()
+                .next()
+                .map_or(start, |c| start + c.len_utf8())
+        };
+        diagnostic = diagnostic.with_labels(vec![Label::primary((), start..end)]);
+        term::emit_into_string(&config, &file, &diagnostic).ok()
+    } else {
+        None
+    };
+    text.unwrap_or_else(|| {
+        // No source line to show: the location alone.
+        let config = Config {
+            display_style: DisplayStyle::Medium,
+            ..config
+        };
+        let s = term::emit_into_string(&config, &file, &diagnostic).unwrap_or_default();
+        let (first, rest) = s.split_once('\n').unwrap_or((&s, ""));
+        format!("{first}\n  --> {}\n{rest}", d.location())
+    })
+}
+
+/// A "file" of one line, numbered as in the manifest it came from.
+struct OneLine {
+    name: String,
+    line: usize,
+    text: String,
+}
+
+impl<'a> codespan_reporting::files::Files<'a> for OneLine {
+    type FileId = ();
+    type Name = &'a str;
+    type Source = &'a str;
+
+    fn name(&'a self, _: ()) -> Result<&'a str, codespan_reporting::files::Error> {
+        Ok(&self.name)
+    }
+    fn source(&'a self, _: ()) -> Result<&'a str, codespan_reporting::files::Error> {
+        Ok(&self.text)
+    }
+    fn line_index(&'a self, _: (), _: usize) -> Result<usize, codespan_reporting::files::Error> {
+        Ok(self.line - 1)
+    }
+    fn line_range(
+        &'a self,
+        _: (),
+        line_index: usize,
+    ) -> Result<std::ops::Range<usize>, codespan_reporting::files::Error> {
+        if line_index == self.line - 1 {
+            Ok(0..self.text.len())
+        } else {
+            Ok(self.text.len()..self.text.len())
+        }
+    }
 }

@@ -55,7 +55,10 @@ fn a_throttled_merchant_slows_only_itself() {
 fn old_state(format: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&data("upgrade/coffee"), &tmp.path().join("coffee"));
-    copy_dir(&data(&format!("upgrade/{format}")), &tmp.path().join("state"));
+    copy_dir(
+        &data(&format!("upgrade/{format}")),
+        &tmp.path().join("state"),
+    );
     tmp
 }
 
