@@ -13,32 +13,17 @@ use crate::alipay::SignType;
 use crate::model::{GatewayBlock, SecretRef};
 use crate::secret::Secret;
 
-/// The gateway flags every gateway-using command accepts.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct GatewayFlags {
-    /// Gateway URL, or `sandbox` for the embedded sandbox [env: CARDFORM_ENDPOINT]
-    #[arg(long, global = true)]
+/// What the command line says about the gateway and the state, as plain
+/// data (`cli` fills it from its flags; nothing here knows clap).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
     pub endpoint: Option<String>,
-    /// Alipay app id [env: CARDFORM_APP_ID]
-    #[arg(long, global = true)]
     pub app_id: Option<String>,
-    /// Path of the app private key (PEM or one-line base64) [env: CARDFORM_PRIVATE_KEY]
-    #[arg(long, global = true, value_name = "PATH")]
     pub private_key: Option<PathBuf>,
-    /// Path of the Alipay public key [env: CARDFORM_ALIPAY_PUBLIC_KEY]
-    #[arg(long, global = true, value_name = "PATH")]
     pub alipay_public_key: Option<PathBuf>,
-    /// Sign type: RSA2 (SHA256withRSA) or legacy RSA (SHA1withRSA)
-    #[arg(long, global = true, value_name = "TYPE")]
-    pub sign_type: Option<SignTypeArg>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum SignTypeArg {
-    #[value(name = "RSA2")]
-    Rsa2,
-    #[value(name = "RSA")]
-    Rsa,
+    pub sign_type: Option<SignType>,
+    /// `--state`.
+    pub state: Option<PathBuf>,
 }
 
 /// Where calls go.
@@ -117,21 +102,14 @@ pub fn parse_endpoint(value: &str, origin: &'static str) -> Result<Endpoint, Set
 }
 
 impl Settings {
-    /// Merge flags over the environment (no manifest). `state_flag` is `--state`.
-    pub fn resolve(
-        flags: &GatewayFlags,
-        state_flag: Option<PathBuf>,
-    ) -> Result<Self, SettingsError> {
-        Self::resolve_with(flags, state_flag, &GatewayBlock::default())
+    /// Merge flags over the environment (no manifest).
+    pub fn resolve(flags: &Overrides) -> Result<Self, SettingsError> {
+        Self::resolve_with(flags, &GatewayBlock::default())
     }
 
     /// Flags win over `CARDFORM_*` variables, which win over the manifest's
     /// gateway block (how a pipeline points the same manifests elsewhere).
-    pub fn resolve_with(
-        flags: &GatewayFlags,
-        state_flag: Option<PathBuf>,
-        manifest: &GatewayBlock,
-    ) -> Result<Self, SettingsError> {
+    pub fn resolve_with(flags: &Overrides, manifest: &GatewayBlock) -> Result<Self, SettingsError> {
         let (endpoint_value, origin) = match (
             &flags.endpoint,
             env("CARDFORM_ENDPOINT"),
@@ -144,7 +122,7 @@ impl Settings {
         };
         let endpoint = parse_endpoint(&endpoint_value, origin)?;
         let sign_type = match (flags.sign_type, manifest.sign_type.as_deref()) {
-            (Some(SignTypeArg::Rsa), _) | (None, Some("RSA")) => SignType::Rsa,
+            (Some(SignType::Rsa), _) | (None, Some("RSA")) => SignType::Rsa,
             _ => SignType::Rsa2,
         };
         // The manifest's keys are for the gateway it names. The embedded
@@ -180,7 +158,7 @@ impl Settings {
                 sign_type,
                 sandbox_faults: env("CARDFORM_SANDBOX_FAULTS"),
             },
-            state: match (state_flag, env("CARDFORM_STATE")) {
+            state: match (flags.state.as_ref(), env("CARDFORM_STATE")) {
                 (Some(flag), _) => location(&flag.to_string_lossy(), "--state")?,
                 (None, Some(v)) => location(&v, "CARDFORM_STATE")?,
                 (None, None) => Location::Dir(PathBuf::from("state")),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use super::{Outcome, key_path, key_value};
 use crate::ops;
 use crate::render;
-use crate::settings::{GatewayFlags, Settings};
+use crate::settings::{Overrides, Settings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,8 +23,8 @@ pub struct Args {
     pub files: Vec<(String, PathBuf)>,
 }
 
-pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
-    let settings = Settings::resolve(flags, state)?;
+pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
+    let settings = Settings::resolve(flags)?;
     let conn = ops::gateway::connect(&settings.gateway, settings.local_dir()).await?;
     let result = ops::api::call(
         &conn,

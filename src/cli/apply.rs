@@ -1,7 +1,6 @@
 //! `cardform apply`: arguments (a project or a saved plan), the
 //! confirmation prompt, dispatch to `ops::apply`, the report.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +9,7 @@ use super::plan::ProjectArgs;
 use crate::ops;
 use crate::ops::apply::Applied;
 use crate::render;
-use crate::settings::GatewayFlags;
+use crate::settings::Overrides;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,29 +46,7 @@ fn is_project(path: &Path) -> bool {
         )
 }
 
-fn confirm(plan: &crate::plan::Plan, to_stderr: bool) -> bool {
-    render::text_to(&render::plan::human(plan, true), to_stderr);
-    if !std::io::stdin().is_terminal() {
-        render::note(
-            "error: refusing to apply without confirmation: stdin is not a terminal\nhint: pass --auto-approve, or apply a saved plan",
-        );
-        return false;
-    }
-    let retire = plan.summary.retire;
-    let question = if retire > 0 {
-        render::warning_text(&format!(
-            "\nThis plan RETIRES {retire} resource(s): cardform forgets them, they stay at Alipay and cannot be deleted there.\nDo you want to perform these actions, retiring {retire} resource(s)? Only 'yes' is accepted: "
-        ))
-    } else {
-        "\nDo you want to perform these actions? Only 'yes' is accepted: ".to_string()
-    };
-    render::prompt(&question, to_stderr);
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    answer.trim() == "yes"
-}
-
-pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let (positional_project, saved_plan) = match &args.path_or_plan {
         Some(p) if is_project(p) => (Some(p.clone()), None),
         Some(p) => (None, Some(p.clone())),
@@ -86,7 +63,7 @@ pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> O
             render::text_to(&render::plan::human(plan, true), json);
             true
         } else {
-            confirm(plan, json)
+            render::plan::confirm(plan, json)
         }
     };
     let req = ops::apply::Request {
@@ -103,7 +80,7 @@ pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> O
         },
     };
     let progress = render::progress::for_terminal();
-    match ops::apply::run(req, flags, state, &ask, progress).await? {
+    match ops::apply::run(req, flags, &ask, progress).await? {
         Applied::NoChanges(plan) => {
             if json {
                 render::json(&crate::apply::Report::default());
@@ -120,7 +97,6 @@ pub async fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> O
                 render::json(&report);
             }
             render::note(&render::progress::report(&report));
-            let _ = std::io::stderr().flush();
             Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::render;
-use crate::settings::GatewayFlags;
+use crate::settings::Overrides;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +57,52 @@ pub enum Command {
     /// Benchmarks: plan at scale, apply throughput (prints figures)
     #[command(subcommand)]
     Bench(bench::Command),
+}
+
+/// The gateway flags every gateway-using command accepts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayFlags {
+    /// Gateway URL, or `sandbox` for the embedded sandbox [env: CARDFORM_ENDPOINT]
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+    /// Alipay app id [env: CARDFORM_APP_ID]
+    #[arg(long, global = true)]
+    pub app_id: Option<String>,
+    /// Path of the app private key (PEM or one-line base64) [env: CARDFORM_PRIVATE_KEY]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub private_key: Option<PathBuf>,
+    /// Path of the Alipay public key [env: CARDFORM_ALIPAY_PUBLIC_KEY]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub alipay_public_key: Option<PathBuf>,
+    /// Sign type: RSA2 (SHA256withRSA) or legacy RSA (SHA1withRSA)
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub sign_type: Option<SignTypeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SignTypeArg {
+    #[value(name = "RSA2")]
+    Rsa2,
+    #[value(name = "RSA")]
+    Rsa,
+}
+
+impl Cli {
+    /// The flags as plain settings input.
+    pub fn overrides(&self) -> Overrides {
+        let g = &self.gateway;
+        Overrides {
+            endpoint: g.endpoint.clone(),
+            app_id: g.app_id.clone(),
+            private_key: g.private_key.clone(),
+            alipay_public_key: g.alipay_public_key.clone(),
+            sign_type: g.sign_type.map(|s| match s {
+                SignTypeArg::Rsa2 => crate::alipay::SignType::Rsa2,
+                SignTypeArg::Rsa => crate::alipay::SignType::Rsa,
+            }),
+            state: self.state.clone(),
+        }
+    }
 }
 
 /// What a command asks the process to exit with.
@@ -102,12 +148,13 @@ pub fn main() -> ExitCode {
 }
 
 pub async fn run(cli: Cli) -> Outcome {
+    let over = cli.overrides();
     match cli.command {
-        Command::Plan(args) => plan::exec(args, &cli.gateway, cli.state),
-        Command::Apply(args) => apply::exec(args, &cli.gateway, cli.state).await,
-        Command::Output(args) => state::exec_output(args, &cli.gateway, cli.state),
-        Command::State(args) => state::exec(args, &cli.gateway, cli.state),
-        Command::Api(args) => api::exec(args, &cli.gateway, cli.state).await,
+        Command::Plan(args) => plan::exec(args, &over),
+        Command::Apply(args) => apply::exec(args, &over).await,
+        Command::Output(args) => state::exec_output(args, &over),
+        Command::State(args) => state::exec(args, &over),
+        Command::Api(args) => api::exec(args, &over).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Validate(args) => validate::exec(args),
         Command::Schema(args) => validate::exec_schema(args),

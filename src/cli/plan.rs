@@ -9,7 +9,7 @@ use crate::model::Address;
 use crate::ops;
 use crate::ops::project::Common;
 use crate::render;
-use crate::settings::GatewayFlags;
+use crate::settings::Overrides;
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
 pub enum Format {
@@ -71,9 +71,9 @@ pub struct Args {
     pub detailed_exitcode: bool,
 }
 
-pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+pub fn exec(args: Args, flags: &Overrides) -> Outcome {
     let common = args.project.common(args.path.as_ref());
-    let planned = ops::plan::run(&common, flags, state, args.project.target.clone())?;
+    let planned = ops::plan::run(&common, flags, args.project.target.clone())?;
     let plan = &planned.plan;
     if let Some(out) = &args.out {
         ops::plan::save(out, &common, &planned)?;

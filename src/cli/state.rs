@@ -9,7 +9,7 @@ use super::Outcome;
 use crate::model::Address;
 use crate::ops;
 use crate::render;
-use crate::settings::{GatewayFlags, Settings};
+use crate::settings::{Overrides, Settings};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -62,7 +62,7 @@ pub struct Args {
     pub lock_timeout: Duration,
 }
 
-pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
+pub fn exec(args: Args, flags: &Overrides) -> Outcome {
     if let Command::Rebind {
         path,
         project,
@@ -75,7 +75,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
             .cloned()
             .unwrap_or_else(|| PathBuf::from("."));
         let vars = vars.iter().cloned().collect();
-        let (old, new) = ops::state::rebind(&project, &vars, flags, state, args.lock_timeout)?;
+        let (old, new) = ops::state::rebind(&project, &vars, flags, args.lock_timeout)?;
         match old {
             Some(old) if old == new => {
                 render::line(&format!("The state already belongs to {new}."))
@@ -87,7 +87,7 @@ pub fn exec(args: Args, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let dir = Settings::resolve(flags, state)?.state;
+    let dir = Settings::resolve(flags)?.state;
     let t = args.lock_timeout;
     match args.command {
         Command::List => {
@@ -176,8 +176,8 @@ pub struct OutputArgs {
     pub lock_timeout: Duration,
 }
 
-pub fn exec_output(args: OutputArgs, flags: &GatewayFlags, state: Option<PathBuf>) -> Outcome {
-    let dir = Settings::resolve(flags, state)?.state;
+pub fn exec_output(args: OutputArgs, flags: &Overrides) -> Outcome {
+    let dir = Settings::resolve(flags)?.state;
     let snap = ops::state::snapshot(&dir, args.lock_timeout)?;
     let outputs = ops::state::outputs(&snap);
     if let Some(qr_dir) = &args.qr {

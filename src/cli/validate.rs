@@ -63,6 +63,6 @@ pub fn exec(args: Args) -> Outcome {
 pub struct SchemaArgs {}
 
 pub fn exec_schema(_: SchemaArgs) -> Outcome {
-    print!("{}", crate::manifest::schema_text());
+    render::text(&crate::manifest::schema_text());
     Ok(ExitCode::SUCCESS)
 }

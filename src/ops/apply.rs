@@ -14,7 +14,7 @@ use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
 use crate::secret::Secret;
-use crate::settings::{GatewayFlags, read_secret};
+use crate::settings::{Overrides, read_secret};
 
 pub struct Request {
     pub common: Common,
@@ -57,8 +57,7 @@ pub fn tokens(desired: &Desired) -> Tokens {
 
 pub async fn run(
     req: Request,
-    flags: &GatewayFlags,
-    state: Option<PathBuf>,
+    flags: &Overrides,
     confirm: &dyn Fn(&Plan) -> bool,
     progress: Arc<dyn Progress>,
 ) -> Result<Applied> {
@@ -82,7 +81,7 @@ pub async fn run(
         store,
         snapshot,
         binding,
-    } = project::open(&common, flags, state, "apply")?;
+    } = project::open(&common, flags, "apply")?;
     if let Some(planned_for) = &saved_binding
         && planned_for != &binding
     {

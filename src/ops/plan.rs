@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::project::{self, Common};
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
-use crate::settings::{GatewayFlags, Settings};
+use crate::settings::{Overrides, Settings};
 use crate::state::Binding;
 
 /// A plan saved with `--out`: the plan and how to find its project again.
@@ -35,19 +35,14 @@ pub struct Planned {
     pub binding: Binding,
 }
 
-pub fn run(
-    common: &Common,
-    flags: &GatewayFlags,
-    state: Option<PathBuf>,
-    target: Option<Address>,
-) -> Result<Planned> {
+pub fn run(common: &Common, flags: &Overrides, target: Option<Address>) -> Result<Planned> {
     let project::Opened {
         desired,
         settings,
         store,
         snapshot,
         binding,
-    } = project::open(common, flags, state, "plan")?;
+    } = project::open(common, flags, "plan")?;
     drop(store);
     let plan = plan::plan(&desired, &snapshot, &plan::Options { target })?;
     Ok(Planned {

@@ -44,12 +44,11 @@ pub struct Opened {
 /// a state of another project or gateway: the one path plan and apply share.
 pub fn open(
     common: &Common,
-    flags: &crate::settings::GatewayFlags,
-    state: Option<PathBuf>,
+    flags: &crate::settings::Overrides,
     operation: &str,
 ) -> Result<Opened> {
     let desired = load(&common.project, &common.vars)?;
-    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
+    let settings = Settings::resolve_with(flags, &desired.gateway)?;
     let store = open_state(&settings.state, operation, common.lock_timeout)?;
     let snapshot = store.snapshot()?;
     let binding = binding(&desired, &settings);

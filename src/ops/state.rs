@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::project;
 use crate::model::{Address, Kind};
-use crate::settings::{GatewayFlags, Settings};
+use crate::settings::{Overrides, Settings};
 use crate::state::backend::Recovered;
 use crate::state::{Binding, Location, LockInfo, Snapshot};
 
@@ -18,12 +18,11 @@ use crate::state::{Binding, Location, LockInfo, Snapshot};
 pub fn rebind(
     project_path: &Path,
     vars: &BTreeMap<String, String>,
-    flags: &GatewayFlags,
-    state: Option<std::path::PathBuf>,
+    flags: &Overrides,
     timeout: Duration,
 ) -> Result<(Option<Binding>, Binding)> {
     let desired = project::load(project_path, vars)?;
-    let settings = Settings::resolve_with(flags, state, &desired.gateway)?;
+    let settings = Settings::resolve_with(flags, &desired.gateway)?;
     let store = project::open_state(&settings.state, "state rebind", timeout)?;
     let old = store.snapshot()?.meta.binding;
     let new = project::binding(&desired, &settings);

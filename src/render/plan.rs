@@ -321,3 +321,27 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
 fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
+
+/// Show the plan and ask for `yes` on the terminal (never without one).
+pub fn confirm(plan: &crate::plan::Plan, to_stderr: bool) -> bool {
+    super::text_to(&human(plan, true), to_stderr);
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        super::note(
+            "error: refusing to apply without confirmation: stdin is not a terminal\nhint: pass --auto-approve, or apply a saved plan",
+        );
+        return false;
+    }
+    let retire = plan.summary.retire;
+    let question = if retire > 0 {
+        super::warning_text(&format!(
+            "\nThis plan RETIRES {retire} resource(s): cardform forgets them, they stay at Alipay and cannot be deleted there.\nDo you want to perform these actions, retiring {retire} resource(s)? Only 'yes' is accepted: "
+        ))
+    } else {
+        "\nDo you want to perform these actions? Only 'yes' is accepted: ".to_string()
+    };
+    super::prompt(&question, to_stderr);
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    answer.trim() == "yes"
+}
