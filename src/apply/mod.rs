@@ -35,6 +35,8 @@ use crate::state::{Durability, Ids, Intent, ResourceState, Snapshot, StateStore,
 
 pub use crate::gateway::governor::RetryPolicy;
 
+pub mod schedule;
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Gateway calls in flight at once. The provider's client enforces it
@@ -156,8 +158,6 @@ struct Shared {
     /// Current state of every resource (updated on each commit).
     state: Mutex<BTreeMap<Address, ResourceState>>,
     intents: BTreeMap<Address, Intent>,
-    /// Addresses that failed or were skipped.
-    broken: Mutex<BTreeMap<Address, Address>>,
     /// Deferred commits so far (their sequence numbers).
     writes: std::sync::atomic::AtomicU64,
     /// Deferred commits not yet covered by a successful flush.
@@ -483,86 +483,43 @@ pub struct Capabilities {
     pub progress: Arc<dyn Progress>,
 }
 
-/// Run `work` in dependency order: a change starts as soon as every change it
-/// depends on has finished (a dependency outside `work` is already applied),
-/// retires once everything else has. A change whose dependency failed or was
-/// skipped is skipped. Up to `under_way` changes run at once; the calls they
-/// make are bounded separately, by the provider's client.
+/// Run `work` in dependency order, as [`schedule::Schedule`] says: up to
+/// `under_way` changes at once; the calls they make are bounded separately,
+/// by the provider's client.
 async fn walk(
     work: &[Change],
     shared: &Arc<Shared>,
     desired: &Arc<Desired>,
     under_way: usize,
 ) -> Vec<ResultLine> {
-    let position: BTreeMap<&Address, usize> = work
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (&c.address, i))
-        .collect();
-    let is_retire = |i: usize| work[i].action == Action::Retire;
-    // For each change: how many of its dependencies are still to finish, and
-    // which changes wait on it.
-    let mut pending = vec![0usize; work.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); work.len()];
-    for (i, change) in work.iter().enumerate() {
-        for dep in &change.deps {
-            if let Some(&d) = position.get(dep).filter(|&&d| !is_retire(d)) {
-                pending[i] += 1;
-                dependents[d].push(i);
-            }
-        }
-    }
-    let mut ready: std::collections::VecDeque<usize> = (0..work.len())
-        .filter(|&i| pending[i] == 0 && !is_retire(i))
-        .collect();
-    let mut retires_started = false;
+    let mut schedule = schedule::Schedule::new(work);
     let semaphore = Arc::new(Semaphore::new(under_way));
     let mut tasks = tokio::task::JoinSet::new();
     let mut task_of = BTreeMap::new();
     let mut results = Vec::with_capacity(work.len());
     loop {
-        while let Some(i) = ready.pop_front() {
-            let change = work[i].clone();
-            let blocked = {
-                let broken = shared.broken.lock().expect("broken lock");
-                change
-                    .deps
-                    .iter()
-                    .find(|d| broken.contains_key(*d))
-                    .cloned()
+        while let Some(next) = schedule.next_step() {
+            let i = match next {
+                schedule::Next::Skip(i, because) => {
+                    let line = ResultLine {
+                        address: work[i].address.clone(),
+                        action: work[i].action,
+                        outcome: Outcome::Skipped { because },
+                        ids: None,
+                    };
+                    shared.progress.finished(&line);
+                    results.push(line);
+                    continue;
+                }
+                schedule::Next::Run(i) => i,
             };
-            if let Some(dep) = blocked {
-                let line = ResultLine {
-                    address: change.address.clone(),
-                    action: change.action,
-                    outcome: Outcome::Skipped {
-                        because: dep.clone(),
-                    },
-                    ids: None,
-                };
-                shared
-                    .broken
-                    .lock()
-                    .expect("broken lock")
-                    .insert(change.address.clone(), dep);
-                shared.progress.finished(&line);
-                results.push(line);
-                release(i, &dependents, &mut pending, &mut ready);
-                continue;
-            }
+            let change = work[i].clone();
             let (shared, desired, semaphore) = (shared.clone(), desired.clone(), semaphore.clone());
             let handle = tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await.expect("semaphore open");
                 let (outcome, ids) = match shared.run(&change, &desired).await {
                     Ok((note, ids)) => (Outcome::Done { note }, Some(ids)),
-                    Err(f) => {
-                        shared
-                            .broken
-                            .lock()
-                            .expect("broken lock")
-                            .insert(change.address.clone(), change.address.clone());
-                        (outcome_of(f), None)
-                    }
+                    Err(f) => (outcome_of(f), None),
                 };
                 let line = ResultLine {
                     address: change.address.clone(),
@@ -576,26 +533,17 @@ async fn walk(
             task_of.insert(handle.id(), i);
         }
         let Some(joined) = tasks.join_next_with_id().await else {
-            if retires_started {
-                break;
+            if schedule.drained() {
+                continue;
             }
-            // Everything else has finished: now the retires.
-            retires_started = true;
-            ready.extend((0..work.len()).filter(|&i| is_retire(i)));
-            continue;
+            break;
         };
         let (id, line) = match joined {
             Ok((id, line)) => (id, line),
             Err(e) => {
                 let i = task_of[&e.id()];
-                let address = work[i].address.clone();
-                shared
-                    .broken
-                    .lock()
-                    .expect("broken lock")
-                    .insert(address.clone(), address.clone());
                 let line = ResultLine {
-                    address,
+                    address: work[i].address.clone(),
                     action: work[i].action,
                     outcome: Outcome::Failed {
                         error: format!("bug: an apply task panicked: {e}"),
@@ -609,25 +557,10 @@ async fn walk(
             }
         };
         let i = task_of.remove(&id).expect("every task is indexed");
+        schedule.done(i, matches!(line.outcome, Outcome::Done { .. }));
         results.push(line);
-        release(i, &dependents, &mut pending, &mut ready);
     }
     results
-}
-
-/// Change `i` has finished (or been skipped): its dependents wait on one less.
-fn release(
-    i: usize,
-    dependents: &[Vec<usize>],
-    pending: &mut [usize],
-    ready: &mut std::collections::VecDeque<usize>,
-) {
-    for &d in &dependents[i] {
-        pending[d] -= 1;
-        if pending[d] == 0 {
-            ready.push_back(d);
-        }
-    }
 }
 
 /// Apply `plan`. Always returns a report, also when changes fail.
@@ -653,7 +586,6 @@ pub async fn apply(
         tokens,
         state: Mutex::new(snapshot.resources),
         intents: snapshot.intents,
-        broken: Mutex::new(BTreeMap::new()),
         writes: Default::default(),
         unflushed: Default::default(),
     });

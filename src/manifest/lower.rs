@@ -1380,3 +1380,183 @@ fn emit_template(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Lowering from YAML text (images written to a temporary directory):
+    //! extends, tiers and interpolation, and their errors.
+
+    use super::*;
+    use crate::manifest::{LoadOptions, load_bytes};
+    use crate::model::template::WriteOff;
+
+    /// The project around the templates under test: `base` in the defaults,
+    /// `{defaults}` beside it, `{templates}` under merchant `brew`.
+    const PROJECT: &str = r#"
+defaults:
+  templates:
+    base:
+      card_number: { suffix_length: 12 }
+      write_off: qrcode
+      style: { name: "${var:brand} Club", logo: logo, background: bg }
+      form: { required: [mobile] }
+{defaults}
+merchants:
+  brew:
+    variables: { brand: Brew }
+    images:
+      logo: { file: logo.png, role: logo }
+      bg: { file: bg.png, role: background }
+    templates:
+{templates}
+"#;
+
+    /// Lower `templates` (YAML under `merchants.brew.templates`) with `vars`
+    /// and one environment variable, `REGION=east`.
+    fn lower_templates(
+        defaults: &str,
+        templates: &str,
+        vars: &[(&str, &str)],
+    ) -> (Option<Desired>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("logo.png"),
+            crate::render::qr::png(500, 500, |x, _| x % 2 == 0),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bg.png"),
+            crate::render::qr::png(1020, 643, |x, _| x % 3 == 0),
+        )
+        .unwrap();
+        let text = PROJECT
+            .replace("{defaults}", defaults)
+            .replace("{templates}", templates);
+        let env = |name: &str| (name == "REGION").then(|| "east".to_string());
+        let loaded = load_bytes(
+            vec![(dir.path().join("cardform.yaml"), text.into_bytes())],
+            &LoadOptions {
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                env: Some(&env),
+            },
+        );
+        let messages = loaded
+            .diagnostics
+            .0
+            .iter()
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect();
+        (loaded.desired, messages)
+    }
+
+    fn template<'a>(d: &'a Desired, name: &str) -> &'a TemplateAttrs {
+        match &d.resources[&Address::new("brew", Kind::Template, name)].attrs {
+            Attrs::Template(t) => t,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn extends_tiers_and_interpolation() {
+        // (templates, --var, template -> (style.name, levels, write_off))
+        type Want<'a> = &'a [(&'a str, &'a str, &'a [&'a str], WriteOff)];
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let table: [(&str, Vars, Want); 4] = [
+            (
+                "      plain: { extends: base }",
+                &[],
+                &[("plain", "Brew Club", &[], WriteOff::Qrcode)],
+            ),
+            (
+                // extends: the child overrides some fields and keeps the rest;
+                // --var wins over the merchant's variable; ${env:..} reads the environment.
+                "      child:\n        extends: base\n        write_off: barcode\n        style: { name: \"${env:REGION} ${var:brand}\" }",
+                &[("brand", "Cafe")],
+                &[("child", "east Cafe", &[], WriteOff::Barcode)],
+            ),
+            (
+                // tiers: one template per level, each carrying every level.
+                "      club:\n        extends: base\n        tiers:\n          - { level: silver, level_name: Silver }\n          - { level: gold, level_name: Gold, style: { name: Gold Club } }",
+                &[],
+                &[
+                    (
+                        "club.silver",
+                        "Brew Club",
+                        &["silver", "gold"],
+                        WriteOff::Qrcode,
+                    ),
+                    (
+                        "club.gold",
+                        "Gold Club",
+                        &["silver", "gold"],
+                        WriteOff::Qrcode,
+                    ),
+                ],
+            ),
+            (
+                // A tier's own variable use, with the merchant's variable.
+                "      vip:\n        extends: base\n        tiers:\n          - { level: one, style: { name: \"${var:brand} One\" } }",
+                &[],
+                &[("vip.one", "Brew One", &["one"], WriteOff::Qrcode)],
+            ),
+        ];
+        for (templates, vars, want) in table {
+            let (desired, messages) = lower_templates("", templates, vars);
+            let d = desired.unwrap_or_else(|| panic!("{templates}\n{messages:#?}"));
+            let templates_lowered = d
+                .resources
+                .keys()
+                .filter(|a| a.kind == Kind::Template)
+                .count();
+            assert_eq!(templates_lowered, want.len(), "{templates}");
+            for (name, card_name, levels, write_off) in want {
+                let t = template(&d, name);
+                assert_eq!(t.style.name, *card_name, "{name}");
+                let got: Vec<&str> = t.levels.iter().map(|l| l.level.as_str()).collect();
+                assert_eq!(got, *levels, "{name}");
+                assert_eq!(t.write_off, *write_off, "{name}");
+                // Every template has its form, which needs it.
+                let form = &d.resources[&Address::new("brew", Kind::Form, name)];
+                assert_eq!(form.deps, [Address::new("brew", Kind::Template, name)]);
+            }
+        }
+    }
+
+    #[test]
+    fn mistakes_are_reported_where_written() {
+        // (defaults, templates, a diagnostic that must appear as "path: message")
+        let table = [
+            (
+                "    a: { extends: b }\n    b: { extends: a }",
+                "      t: { extends: a }",
+                "cycle",
+            ),
+            (
+                "",
+                "      c:\n        extends: base\n        style: { name: \"${var:nope}\" }",
+                "merchants.brew.templates.c.style.name: variable `nope` is not set",
+            ),
+            (
+                "",
+                "      d:\n        extends: base\n        tiers:\n          - { level: x }\n          - { level: x }",
+                "merchants.brew.templates.d.tiers[1].level: level `x` appears twice",
+            ),
+            (
+                "",
+                "      e: { extends: nothing }",
+                "merchants.brew.templates.e.extends: `extends: nothing` names no template",
+            ),
+        ];
+        for (defaults, templates, want) in table {
+            let (desired, messages) = lower_templates(defaults, templates, &[]);
+            assert!(desired.is_none(), "{templates}");
+            assert!(
+                messages.iter().any(|m| m.contains(want)),
+                "{want:?} not in {messages:#?}"
+            );
+        }
+    }
+}
