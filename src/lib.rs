@@ -11,17 +11,26 @@
 //!   place that writes to the terminal.
 //! - [`manifest`]: raw YAML types, safe reading with positions, schema, lowering
 //!   to [`model::Desired`] with located diagnostics.
-//! - [`model`]: the pure domain: addresses, kinds, desired attributes.
+//! - [`model`]: the pure domain in the manifest's words: addresses, kinds,
+//!   desired attributes (`model::template` records the raw -> normalized ->
+//!   domain -> wire decision).
 //! - [`graph`]: the dependency graph of desired resources (order, closure).
 //! - [`plan`]: the pure planner: desired + snapshot -> changes with reasons.
-//! - [`apply`]: the executor: walks a plan in dependency order, retries,
-//!   commits every success, skips the dependents of failures.
-//! - [`provider`]: per resource kind, desired attributes <-> gateway calls.
-//! - [`state`]: snapshots, the `StateStore` trait, the sled store, locking,
-//!   integrity checkpoints and the last-known-good backup.
+//! - [`apply`]: the executor: walks a plan in dependency order
+//!   (`apply::schedule`, pure), commits every success, skips the dependents
+//!   of failures.
+//! - [`provider`]: per resource kind, desired attributes <-> gateway calls;
+//!   the only place that maps the domain's words to the gateway's.
+//! - [`gateway`]: the gateway seam: a trait of typed calls (the signed client
+//!   implements it) and the governor in front of it (retry, backoff, throttle
+//!   pauses per app and merchant).
+//! - [`state`]: snapshots, the `StateStore` and `Backend` traits, the sled
+//!   backend (lock, integrity checkpoints, backup, recovery), an in-memory
+//!   backend for tests, and the migration of old records.
 //! - [`durable`]: group commit (many writers, few fsyncs).
 //! - [`alipay`]: the gateway client (keys, signing, envelope, errors) and the
-//!   plain wire types of each method.
+//!   plain wire types of each method (`alipay::methods`, importing nothing of
+//!   the client).
 //! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
 //! - [`secret`]: a string that never prints.
 //! - [`bounded`]: reading user-named files within a size limit.

@@ -5,7 +5,11 @@
 //! - [`client`]: request building, encoding, transport;
 //! - [`envelope`]: response node location and signature verification;
 //! - [`error`]: typed errors that say whether a retry can help;
-//! - [`methods`]: one typed request/response per method.
+//! - [`methods`]: one typed request/response per method: plain data that
+//!   imports nothing of the client (the sandbox reads the same types).
+//!
+//! It must never know about resources, plans or state, and never retries: the
+//! gateway seam (`crate::gateway`) decides that.
 
 pub mod client;
 pub mod envelope;

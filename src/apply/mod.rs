@@ -14,8 +14,10 @@
 //!    `gateway::governor`: per merchant); the report lists every failure with
 //!    its gateway code.
 //!
-//! Capabilities (store, provider, progress) are handed in. The walk itself
-//! (`walk::Schedule`) is pure and tested on its own.
+//! Capabilities (store, provider, progress) are handed in. It must never
+//! build a gateway request (the provider does), retry or sleep (the governor
+//! does), or decide an action (the planner did). The walk itself
+//! ([`schedule::Schedule`]) is pure and tested on its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

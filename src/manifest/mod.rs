@@ -3,7 +3,8 @@
 //! with located diagnostics ([`lower`], [`diag`]).
 //!
 //! `load` does the I/O (files, image headers and hashes, environment lookups
-//! through the function it is handed); lowering itself is pure.
+//! through the function it is handed); lowering itself is pure. It must never
+//! reach the gateway or the state, nor use the gateway's vocabulary.
 
 pub mod diag;
 pub mod lower;

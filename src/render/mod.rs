@@ -109,7 +109,7 @@ pub fn diagnostics(diags: &crate::manifest::Diagnostics) {
 
 /// One diagnostic, compiler style, drawn by codespan-reporting. The source
 /// it shows is the diagnostic's own snippet (already redacted where it sets a
-/// secret), never the file: [`OneLine`] presents that line at its real line
+/// secret), never the file: `OneLine` presents that line at its real line
 /// number.
 pub fn format_diagnostic(d: &crate::manifest::Diagnostic) -> String {
     use codespan_reporting::diagnostic::{Diagnostic, Label};
