@@ -106,6 +106,9 @@ pub struct Report {
     /// What was retired (forgotten from state), with the ids that stay at
     /// Alipay: kept here so they are never only in a scrolled-away log.
     pub retired: Vec<Retired>,
+    /// Records renamed by `moved` blocks (no gateway call).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
     /// The final flush of the state store failed: results recorded during the
     /// run may not be on disk (a re-run recovers them; see `Durability`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +117,13 @@ pub struct Report {
     /// failed after them). Everything else recorded is on disk.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_on_disk: Vec<Address>,
+}
+
+/// A rename a `moved` block asked for, recorded before anything else.
+#[derive(Debug, Clone, Serialize)]
+pub struct Moved {
+    pub from: Address,
+    pub to: Address,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -630,6 +640,7 @@ pub async fn apply(
     let stats = shared.provider.gateway.stats().since(&before);
     Report {
         retired,
+        moved: Vec::new(),
         not_on_disk,
         results,
         calls: stats.calls,

@@ -130,6 +130,7 @@ mod tests {
             before: None,
             after: None,
             deps: deps.iter().map(|a| (*a).clone()).collect(),
+            moved_from: None,
         }
     }
 

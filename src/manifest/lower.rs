@@ -341,9 +341,11 @@ pub fn lower(
     for (k, v) in cli_vars {
         vars.insert(k.clone(), v.clone());
     }
+    let moved = lower_moved(&mut ctx);
 
     let mut desired = Desired {
         project,
+        moved,
         ..Desired::default()
     };
     if let Some((at, g)) = &gateway {
@@ -383,6 +385,88 @@ pub fn lower(
         );
     }
     Some(desired)
+}
+
+/// The `moved` blocks of every file: addresses of one sort each, no block
+/// moving what another already moves or onto another's target, no cycles.
+fn lower_moved(ctx: &mut Ctx) -> Vec<Move> {
+    let mut blocks: Vec<(At, String, String)> = Vec::new();
+    for (i, (_, m)) in ctx.files.iter().enumerate() {
+        for (j, b) in m.moved.iter().flatten().enumerate() {
+            blocks.push((
+                At::new(i, format!("moved[{j}]")),
+                b.from.clone(),
+                b.to.clone(),
+            ));
+        }
+    }
+    let mut out: Vec<(At, Move)> = Vec::new();
+    for (at, from_s, to_s) in blocks {
+        let from = Movable::parse(&from_s).map_err(|e| ctx.report(&at, "from", e));
+        let to = Movable::parse(&to_s).map_err(|e| ctx.report(&at, "to", e));
+        let (Ok(from), Ok(to)) = (from, to) else {
+            continue;
+        };
+        if !from.same_sort(&to) {
+            ctx.report(
+                &at,
+                "to",
+                format!("`{from}` cannot move to `{to}`: a move keeps the kind (a merchant to a merchant, a template to a template)"),
+            );
+            continue;
+        }
+        if from == to {
+            ctx.report(&at, "to", format!("`{from}` moves to itself"));
+            continue;
+        }
+        if let Some((_, other)) = out.iter().find(|(_, m)| m.from == from) {
+            ctx.report(
+                &at,
+                "from",
+                format!("`{from}` is already moved (to `{}`)", other.to),
+            );
+            continue;
+        }
+        if out.iter().any(|(_, m)| m.to == to) {
+            ctx.report(&at, "to", format!("two blocks move to `{to}`"));
+            continue;
+        }
+        let written_at = ctx.files[at.file].0.diag(&at.path, "").location();
+        out.push((
+            at,
+            Move {
+                from,
+                to,
+                written_at,
+            },
+        ));
+    }
+    // Cycles: following the blocks from any `from` must not come back to it.
+    let mut cyclic = Vec::new();
+    for (at, m) in &out {
+        let mut current = &m.to;
+        for _ in 0..out.len() {
+            match out.iter().find(|(_, n)| &n.from == current) {
+                Some((_, n)) if n.to == m.from => {
+                    cyclic.push((at.clone(), m.from.clone()));
+                    break;
+                }
+                Some((_, n)) => current = &n.to,
+                None => break,
+            }
+        }
+    }
+    for (at, from) in &cyclic {
+        ctx.report(
+            at,
+            "",
+            format!("the moves of `{from}` form a cycle; a rename must end somewhere"),
+        );
+    }
+    if !cyclic.is_empty() {
+        return Vec::new();
+    }
+    out.into_iter().map(|(_, m)| m).collect()
 }
 
 fn secret_ref(ctx: &mut Ctx, at: &At, field: &str, s: &raw::SecretSource) -> Option<SecretRef> {
@@ -1558,5 +1642,46 @@ merchants:
                 "{want:?} not in {messages:#?}"
             );
         }
+    }
+
+    #[test]
+    fn moved_blocks_are_checked_where_written() {
+        let table = [
+            (
+                "moved:\n  - { from: merchant.a, to: merchant.b }\n  - { from: merchant.b, to: merchant.a }",
+                "moved[0]: the moves of `merchant.a` form a cycle",
+            ),
+            (
+                "moved:\n  - { from: merchant.a/template.x, to: merchant.a/image.x }",
+                "moved[0].to: `merchant.a/template.x` cannot move to `merchant.a/image.x`",
+            ),
+            (
+                "moved:\n  - { from: brew, to: merchant.b }",
+                "moved[0].from: `brew` is not `merchant.<name>`",
+            ),
+            (
+                "moved:\n  - { from: merchant.a, to: merchant.b }\n  - { from: merchant.a, to: merchant.c }",
+                "moved[1].from: `merchant.a` is already moved (to `merchant.b`)",
+            ),
+        ];
+        for (moved, want) in table {
+            let (desired, messages) = lower_templates(
+                "",
+                &format!("      plain: {{ extends: base }}\n{moved}"),
+                &[],
+            );
+            assert!(desired.is_none(), "{moved}");
+            assert!(
+                messages.iter().any(|m| m.contains(want)),
+                "{want:?} not in {messages:#?}"
+            );
+        }
+        // A chain is fine: a -> b, b -> c.
+        let (desired, messages) = lower_templates(
+            "",
+            "      plain: { extends: base }\nmoved:\n  - { from: merchant.a, to: merchant.b }\n  - { from: merchant.b, to: merchant.c }",
+            &[],
+        );
+        assert_eq!(desired.expect("valid").moved.len(), 2, "{messages:?}");
     }
 }

@@ -38,6 +38,21 @@ pub struct Manifest {
     /// Merchants by name (`merchant.<name>/...` in addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<BTreeMap<String, Merchant>>,
+    /// Renames: the state's records move from one address to another, with no
+    /// gateway call. Delete a block once it has been applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Vec<Moved>>,
+}
+
+/// One rename. A template's move carries its tiers, form and activation URL;
+/// a merchant's move carries everything of that merchant.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Moved {
+    /// The old address: `merchant.<name>`, or `merchant.<name>/<kind>.<name>`.
+    pub from: String,
+    /// The new address, of the same sort.
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

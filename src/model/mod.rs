@@ -10,7 +10,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod moved;
 pub mod template;
+
+pub use moved::{Movable, Move};
 
 pub use template::{FormField, TemplateAttrs, is_rgb};
 
@@ -253,4 +256,6 @@ pub struct Desired {
     pub gateway: GatewayBlock,
     pub merchants: BTreeMap<String, MerchantInfo>,
     pub resources: BTreeMap<Address, Resource>,
+    /// `moved` blocks, checked (no cycles, one sort per block).
+    pub moved: Vec<Move>,
 }

@@ -132,6 +132,36 @@ pub async fn run(
         // The first apply binds the state to this project and gateway.
         store.bind(&binding)?;
     }
+    // Renames first, with no gateway call; the rest is planned against them.
+    let moved: Vec<(Address, Address)> = plan
+        .moves()
+        .map(|(from, to)| (from.clone(), to.clone()))
+        .collect();
+    for (from, to) in &moved {
+        store.rename(from, to)?;
+        // A form or URL names its template: it follows the template's move.
+        if let Some(r) = snapshot.resources.get(from) {
+            let relocated = plan::relocated(&desired, r, to);
+            if relocated.hash != r.hash {
+                store.commit(&relocated, crate::state::Durability::Flushed)?;
+            }
+        }
+    }
+    let snapshot = if moved.is_empty() {
+        snapshot
+    } else {
+        store.snapshot()?
+    };
+    if plan.changes.iter().all(|c| c.action == plan::Action::NoOp) {
+        let report = Report {
+            moved: moved
+                .into_iter()
+                .map(|(from, to)| apply::Moved { from, to })
+                .collect(),
+            ..Report::default()
+        };
+        return Ok(Applied::Done(plan, report));
+    }
     let tokens = tokens(&desired);
     let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
     let client = conn
@@ -151,6 +181,10 @@ pub async fn run(
         progress,
     };
     let mut report = apply::apply(&plan, Arc::new(desired), snapshot, caps, &req.options).await;
+    report.moved = moved
+        .into_iter()
+        .map(|(from, to)| apply::Moved { from, to })
+        .collect();
     conn.close().await;
     if report.ok() {
         // The last known good state, for `cardform state recover`.

@@ -52,6 +52,10 @@ pub struct Change {
     /// Addresses this change waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deps: Vec<Address>,
+    /// The address the state recorded it under, when a `moved` block renames
+    /// it (the rename itself makes no gateway call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<Address>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +65,9 @@ pub struct Summary {
     pub replace: usize,
     pub retire: usize,
     pub no_op: usize,
+    /// Records renamed by `moved` blocks (whatever else happens to them).
+    #[serde(default)]
+    pub moved: usize,
 }
 
 impl Summary {
@@ -91,7 +98,14 @@ pub struct Plan {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.summary.changes() > 0
+        self.summary.changes() > 0 || self.summary.moved > 0
+    }
+
+    /// The renames to record before anything else: (from, to).
+    pub fn moves(&self) -> impl Iterator<Item = (&Address, &Address)> {
+        self.changes
+            .iter()
+            .filter_map(|c| Some((c.moved_from.as_ref()?, &c.address)))
     }
 }
 
@@ -106,6 +120,139 @@ pub enum PlanError {
     Graph(#[from] graph::GraphError),
     #[error("--target `{0}` is not in the manifests or the state")]
     UnknownTarget(Address),
+    #[error(
+        "{written_at}: `moved` renames `{from}` to `{to}`, but the state already records `{to}`\nhint: a rename cannot merge two recorded resources; remove the block, or `cardform state rm` one of them first"
+    )]
+    MoveTargetExists {
+        written_at: String,
+        from: Address,
+        to: Address,
+    },
+}
+
+/// A record as it reads at its new address: every address its attributes
+/// name (a form's template, a template's images) follows the moves too, and
+/// its hash with them, so a rename changes nothing at the gateway.
+pub fn relocated(
+    desired: &Desired,
+    r: &crate::state::ResourceState,
+    to: &Address,
+) -> crate::state::ResourceState {
+    use crate::model::moved::destination;
+    fn follow(v: &mut Value, moves: &[crate::model::Move]) -> bool {
+        let moved = |s: &str| -> Option<String> {
+            let a: Address = s.strip_prefix("merchant.").and(s.parse().ok())?;
+            destination(moves, &a).map(|d| d.to_string())
+        };
+        match v {
+            Value::String(s) => match moved(s) {
+                Some(new) => {
+                    *s = new;
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => {
+                // Every item, not only up to the first that changed.
+                let mut changed = false;
+                for x in items.iter_mut() {
+                    changed |= follow(x, moves);
+                }
+                changed
+            }
+            Value::Object(map) => {
+                let mut changed = false;
+                let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+                for (k, mut x) in entries {
+                    changed |= follow(&mut x, moves);
+                    let k = match moved(&k) {
+                        Some(new) => {
+                            changed = true;
+                            new
+                        }
+                        None => k,
+                    };
+                    map.insert(k, x);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+    let mut r = r.clone();
+    r.address = to.clone();
+    let mut value = r.attrs_value();
+    if follow(&mut value, &desired.moved)
+        && let Ok(attrs) = serde_json::from_value::<Attrs>(value)
+    {
+        r.hash = attrs.hash();
+        r.attrs = crate::state::raw_attrs(&attrs);
+    }
+    r
+}
+
+/// The snapshot as the `moved` blocks leave it, and where each renamed
+/// record came from. Borrowed as is when nothing moves.
+fn after_moves<'a>(
+    desired: &Desired,
+    snap: &'a Snapshot,
+) -> Result<(std::borrow::Cow<'a, Snapshot>, BTreeMap<Address, Address>), PlanError> {
+    use crate::model::moved::destination;
+    let mut origin: BTreeMap<Address, Address> = BTreeMap::new();
+    if desired.moved.is_empty() {
+        return Ok((std::borrow::Cow::Borrowed(snap), origin));
+    }
+    let addresses: BTreeSet<&Address> = snap.resources.keys().chain(snap.intents.keys()).collect();
+    for a in &addresses {
+        if let Some(to) = destination(&desired.moved, a) {
+            // The same record at both ends is a rename interrupted between
+            // its two writes: finishing it is the plan.
+            let interrupted = snap
+                .resources
+                .get(&to)
+                .zip(snap.resources.get(*a))
+                .is_some_and(|(x, y)| x.ids == y.ids && x.hash == y.hash);
+            let taken = (addresses.contains(&to)
+                && destination(&desired.moved, &to).is_none()
+                && !interrupted)
+                || origin.contains_key(&to);
+            if taken {
+                let block = desired
+                    .moved
+                    .iter()
+                    .find(|m| m.from.relocate(&m.to, a).is_some())
+                    .map(|m| m.written_at.clone())
+                    .unwrap_or_default();
+                return Err(PlanError::MoveTargetExists {
+                    written_at: block,
+                    from: (*a).clone(),
+                    to,
+                });
+            }
+            origin.insert(to, (*a).clone());
+        }
+    }
+    let mut moved = snap.clone();
+    let rename = |a: &Address| destination(&desired.moved, a).unwrap_or_else(|| a.clone());
+    moved.resources = snap
+        .resources
+        .iter()
+        .map(|(a, r)| {
+            let to = rename(a);
+            (to.clone(), relocated(desired, r, &to))
+        })
+        .collect();
+    moved.intents = snap
+        .intents
+        .iter()
+        .map(|(a, i)| {
+            let to = rename(a);
+            let mut i = i.clone();
+            i.address = to.clone();
+            (to, i)
+        })
+        .collect();
+    Ok((std::borrow::Cow::Owned(moved), origin))
 }
 
 /// The hash a saved plan is checked against.
@@ -196,6 +343,8 @@ fn diff_paths(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) 
 
 pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, PlanError> {
     let order = graph::order(desired)?;
+    let (snap, origin) = after_moves(desired, snap)?;
+    let snap = snap.as_ref();
     let scope: Option<BTreeSet<Address>> = match &opts.target {
         Some(t) if desired.resources.contains_key(t) => Some(graph::closure(desired, t)),
         Some(t) if snap.resources.contains_key(t) => Some(BTreeSet::from([t.clone()])),
@@ -281,6 +430,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             // No-ops carry no attributes: plans of large projects stay small.
             after: (action != Action::NoOp).then(|| res.attrs.to_json()),
             deps: res.deps.clone(),
+            moved_from: None,
         });
     }
     // Retire what left the manifests, dependents first (URLs before templates).
@@ -314,10 +464,17 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             before: Some(old.attrs_value()),
             after: None,
             deps: Vec::new(),
+            moved_from: None,
         });
+    }
+    for c in changes.iter_mut() {
+        c.moved_from = origin.get(&c.address).cloned();
     }
     let mut summary = Summary::default();
     for c in &changes {
+        if c.moved_from.is_some() {
+            summary.moved += 1;
+        }
         match c.action {
             Action::Create => summary.create += 1,
             Action::Update => summary.update += 1,

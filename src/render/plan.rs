@@ -39,6 +39,28 @@ fn verb(a: Action) -> &'static str {
     }
 }
 
+/// Whether a change is shown: anything but a no-op, and a no-op that moves.
+fn shown(c: &Change) -> bool {
+    c.action != Action::NoOp || c.moved_from.is_some()
+}
+
+/// The header of a change: what happens to it, and where it moved from.
+fn headline(c: &Change) -> String {
+    match (&c.moved_from, c.action) {
+        (Some(from), Action::NoOp) => format!("# {} has moved from {from}", c.address),
+        (Some(from), a) => format!("# {} has moved from {from}, and {}", c.address, verb(a)),
+        (None, a) => format!("# {} {}", c.address, verb(a)),
+    }
+}
+
+fn action_text(c: &Change) -> String {
+    match (&c.moved_from, c.action) {
+        (Some(_), Action::NoOp) => "move".into(),
+        (Some(_), a) => format!("move, {}", a.as_str()),
+        (None, a) => a.as_str().into(),
+    }
+}
+
 fn pretty(v: &Option<serde_json::Value>) -> String {
     v.as_ref()
         .map(|v| serde_json::to_string_pretty(v).expect("values serialize"))
@@ -107,8 +129,13 @@ pub fn summary_line(plan: &Plan) -> String {
     if !plan.has_changes() {
         return format!("No changes. {} resource(s) match the manifests.", s.no_op);
     }
+    let moved = if s.moved > 0 {
+        format!(", {} to move", s.moved)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to retire.",
+        "Plan: {} to create, {} to update, {} to replace, {} to retire{moved}.",
         s.create, s.update, s.replace, s.retire
     )
 }
@@ -144,28 +171,25 @@ fn merchant_label(plan: &Plan, m: &str) -> String {
 
 pub fn human(plan: &Plan, show_diffs: bool) -> String {
     let mut out = String::new();
-    let changes: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if !changes.is_empty() {
         out.push_str("cardform will perform these actions:\n\n");
     }
     for c in &changes {
+        let _ = writeln!(out, "  {}", paint(BOLD, &headline(c)));
+        let reason = match (&c.moved_from, c.action) {
+            (Some(from), Action::NoOp) => {
+                format!("renamed from {from} in state; no gateway call")
+            }
+            _ => c.reason.clone(),
+        };
         let _ = writeln!(
             out,
-            "  {}",
-            paint(BOLD, &format!("# {} {}", c.address, verb(c.action)))
-        );
-        let _ = writeln!(
-            out,
-            "  {} {}  ({})",
+            "  {} {}  ({reason})",
             paint(style(c.action), symbol(c.action)),
             c.address,
-            c.reason
         );
-        if show_diffs && c.action != Action::Retire {
+        if show_diffs && !matches!(c.action, Action::Retire | Action::NoOp) {
             out.push_str(&diff(c));
         }
         out.push('\n');
@@ -200,11 +224,7 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
 pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### cardform plan\n\n**{}**\n", summary_line(plan));
-    let changes: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if changes.is_empty() {
         return out;
     }
@@ -245,8 +265,11 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
             "| `{}` | `{}` | {} | {} |",
             symbol(c.action),
             c.address,
-            c.action.as_str(),
-            escape(&c.reason)
+            action_text(c),
+            escape(&match &c.moved_from {
+                Some(from) => format!("moved from `{from}`; {}", c.reason),
+                None => c.reason.clone(),
+            })
         );
     }
     if changes.len() <= 50 && out.len() + table.len() <= budget {

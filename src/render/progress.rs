@@ -232,6 +232,16 @@ pub fn report(r: &Report) -> String {
             let _ = writeln!(out, "  {}{}", x.address, ids_text(x.address.kind, &x.ids));
         }
     }
+    if !r.moved.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nMoved {} record(s) in state (no gateway call):",
+            r.moved.len()
+        );
+        for m in &r.moved {
+            let _ = writeln!(out, "  {} -> {}", m.from, m.to);
+        }
+    }
     if r.uploads_in_doubt > 0 {
         let _ = writeln!(
             out,

@@ -166,6 +166,21 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
+        Ok(self.with(|s| {
+            s.meta.serial += 1;
+            if let Some(mut r) = s.resources.remove(from) {
+                r.address = to.clone();
+                s.resources.insert(to.clone(), r);
+            }
+            if let Some(mut i) = s.intents.remove(from) {
+                i.address = to.clone();
+                s.intents.insert(to.clone(), i);
+            }
+            s.meta.serial
+        }))
+    }
+
     fn bind(&self, binding: &Binding) -> Result<(), StateError> {
         self.with(|s| {
             s.meta.serial += 1;
@@ -244,6 +259,17 @@ pub(crate) mod contract {
         let snap = store.snapshot().unwrap();
         assert!(snap.intents.is_empty() && snap.resources.is_empty());
         assert_eq!(snap.forgotten.get("T1"), Some(&a));
+        // A rename moves the record, ids and all.
+        let c = Address::new("m", Kind::Template, "bronze");
+        store
+            .commit(&resource(&b, "T9"), Durability::Flushed)
+            .unwrap();
+        store.rename(&b, &c).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert!(!snap.resources.contains_key(&b));
+        assert_eq!(snap.resources[&c].address, c);
+        assert_eq!(snap.resources[&c].ids.template_id.as_deref(), Some("T9"));
+        store.forget(&c).unwrap();
         // Binding, export and import.
         let binding = Binding {
             project: "p".into(),

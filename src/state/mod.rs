@@ -189,6 +189,10 @@ pub trait StateStore: Send + Sync {
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError>;
     /// Record the project and gateway this state belongs to (flushed).
     fn bind(&self, binding: &Binding) -> Result<(), StateError>;
+    /// Move what is recorded at `from` (resource and intent) to `to`, as a
+    /// `moved` block asks (flushed); returns the new serial. Interrupted, it
+    /// leaves both addresses with the same record, which plan recognises.
+    fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError>;
 }
 
 pub fn now_rfc3339() -> String {

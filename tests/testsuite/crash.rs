@@ -53,6 +53,9 @@ impl StateStore for LosesDeferredCommits {
     fn bind(&self, binding: &Binding) -> Result<(), StateError> {
         self.0.bind(binding)
     }
+    fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
+        self.0.rename(from, to)
+    }
 }
 
 fn open(dir: &Path) -> SledStore {
@@ -241,6 +244,9 @@ impl StateStore for FillsUp {
     }
     fn bind(&self, binding: &Binding) -> Result<(), StateError> {
         self.inner.bind(binding)
+    }
+    fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
+        self.inner.rename(from, to)
     }
 }
 

@@ -701,3 +701,103 @@ fn kill_9_at_many_points_then_converge() {
         }
     }
 }
+
+/// `moved` blocks rename recorded resources with no gateway call: a tiered
+/// template (its tiers, forms and URLs), then a whole merchant.
+#[test]
+fn moved_blocks_rename_without_gateway_calls() {
+    let p = Project::example("coffee");
+    p.apply(&mut p.cmd()).ok();
+    let before = template_ids(&p.export());
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    p.edit("cardform.yaml", "      club:\n", "      members:\n");
+    let text = std::fs::read_to_string(p.file("cardform.yaml")).unwrap();
+    std::fs::write(
+        p.file("cardform.yaml"),
+        format!("{text}\nmoved:\n  - {{ from: merchant.brew/template.club, to: merchant.brew/template.members }}\n"),
+    )
+    .unwrap();
+    let r = p.plan(&mut p.cmd());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "# merchant.brew/template.members.gold has moved from merchant.brew/template.club.gold"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("Plan: 0 to create, 0 to update, 0 to replace, 0 to retire, 9 to move."),
+        "{}",
+        r.stdout
+    );
+    let report = run(p
+        .cmd()
+        .args(["apply", "--auto-approve", "--json", "-p"])
+        .arg(p.dir()))
+    .ok()
+    .json();
+    assert_eq!(report["calls"], 0, "{report}");
+    assert_eq!(
+        report["moved"].as_array().map(Vec::len),
+        Some(9),
+        "{report}"
+    );
+    let after = template_ids(&p.export());
+    let renamed: Vec<(String, String)> = before
+        .iter()
+        .map(|(a, id)| (a.replace("template.club", "template.members"), id.clone()))
+        .collect();
+    assert_eq!(after, renamed, "the same templates under their new names");
+    // Applied: the block is now a no-op (and may be deleted).
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+
+    // A whole merchant.
+    p.edit("cardform.yaml", "  brew:\n", "  cafe:\n");
+    let text = std::fs::read_to_string(p.file("cardform.yaml")).unwrap();
+    std::fs::write(
+        p.file("cardform.yaml"),
+        format!("{text}  - {{ from: merchant.brew, to: merchant.cafe }}\n"),
+    )
+    .unwrap();
+    let r = p.plan(&mut p.cmd());
+    assert!(
+        r.stdout.contains("14 to move."),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let report = run(p
+        .cmd()
+        .args(["apply", "--auto-approve", "--json", "-p"])
+        .arg(p.dir()))
+    .ok()
+    .json();
+    assert_eq!(report["calls"], 0, "{report}");
+    let ids: Vec<String> = template_ids(&p.export())
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let was: Vec<String> = before.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, was);
+    assert_eq!(p.plan(&mut p.cmd()).code, 0);
+
+    // A move onto a recorded resource is refused, naming the block.
+    let text = std::fs::read_to_string(p.file("cardform.yaml")).unwrap();
+    std::fs::write(
+        p.file("cardform.yaml"),
+        format!("{text}  - {{ from: merchant.cafe/template.members.gold, to: merchant.cafe/template.members.silver }}\n"),
+    )
+    .unwrap();
+    let r = p.plan(&mut p.cmd());
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cardform.yaml:")
+            && r.stderr
+                .contains("but the state already records `merchant.cafe/template.members.silver`"),
+        "{}",
+        r.stderr
+    );
+}

@@ -721,6 +721,29 @@ impl StateStore for SledStore {
         self.flush_now()
     }
 
+    fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
+        let serial = self.bump()?;
+        let (from_key, to_key) = (from.to_string(), to.to_string());
+        let old = self.record(from_key.as_bytes())?;
+        let mut record = Record {
+            resource: old.resource,
+            intent: old.intent,
+            ..Record::default()
+        };
+        if let Some(r) = record.resource.as_mut() {
+            r.address = to.clone();
+        }
+        if let Some(i) = record.intent.as_mut() {
+            i.address = to.clone();
+        }
+        // The new address first: a crash between the two writes leaves the
+        // record twice, never nowhere.
+        self.put(to_key.as_bytes(), record)?;
+        self.put(from_key.as_bytes(), Record::default())?;
+        self.flush()?;
+        Ok(serial)
+    }
+
     fn bind(&self, binding: &Binding) -> Result<(), StateError> {
         self.bump()?;
         let value = serde_json::to_vec(binding).map_err(io)?;
