@@ -35,6 +35,8 @@ pub struct Args {
     /// Print the report as JSON on stdout (and everything else on stderr)
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub refresh: super::plan::RefreshArgs,
 }
 
 /// A directory or a YAML file is a project; anything else a saved plan.
@@ -74,6 +76,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         auto_approve: args.auto_approve,
         allow_retire: args.allow_retire,
         allow_unmanaged: args.allow_unmanaged,
+        refresh: args.refresh.mode(),
         options: crate::apply::Options {
             parallelism: args.parallelism.max(1),
             ..Default::default()
@@ -86,6 +89,12 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
                 render::json(&crate::apply::Report::default());
             }
             render::text_to(&format!("{}\n", render::plan::summary_line(&plan)), json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Applied::Refreshed(_, n) => {
+            render::note(&format!(
+                "Refresh complete: the state learned what the gateway holds for {n} template(s); nothing was sent to the gateway."
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Applied::Declined(_) => {

@@ -5,6 +5,7 @@
 mod api;
 mod apply;
 mod bench;
+mod drift;
 mod plan;
 mod sandbox;
 mod state;
@@ -41,6 +42,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Make the gateway match the manifests (or apply a saved plan)
     Apply(apply::Args),
+    /// Read the gateway and report changes made outside cardform (exit 2 if any)
+    Drift(drift::Args),
     /// Template ids and activation URLs per merchant (--qr writes QR codes)
     Output(state::OutputArgs),
     /// Inspect and edit the recorded state
@@ -150,8 +153,9 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> Outcome {
     let over = cli.overrides();
     match cli.command {
-        Command::Plan(args) => plan::exec(args, &over),
+        Command::Plan(args) => plan::exec(args, &over).await,
         Command::Apply(args) => apply::exec(args, &over).await,
+        Command::Drift(args) => drift::exec(args, &over).await,
         Command::Output(args) => state::exec_output(args, &over),
         Command::State(args) => state::exec(args, &over),
         Command::Api(args) => api::exec(args, &over).await,

@@ -69,11 +69,42 @@ pub struct Args {
     /// Exit 0 with no changes, 2 with changes, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
 }
 
-pub fn exec(args: Args, flags: &Overrides) -> Outcome {
+/// Reading the gateway before planning.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RefreshArgs {
+    /// Read every recorded template from the gateway first: changes made
+    /// outside cardform show as drift, and the plan restores the manifests
+    #[arg(long, conflicts_with = "refresh_only")]
+    pub refresh: bool,
+    /// Read the gateway and show (apply: record) what the state would learn,
+    /// changing nothing at the gateway
+    #[arg(long)]
+    pub refresh_only: bool,
+}
+
+impl RefreshArgs {
+    pub fn mode(self) -> ops::refresh::Mode {
+        match (self.refresh, self.refresh_only) {
+            (_, true) => ops::refresh::Mode::Only,
+            (true, _) => ops::refresh::Mode::Refresh,
+            _ => ops::refresh::Mode::Off,
+        }
+    }
+}
+
+pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let common = args.project.common(args.path.as_ref());
-    let planned = ops::plan::run(&common, flags, args.project.target.clone())?;
+    let planned = ops::plan::run(
+        &common,
+        flags,
+        args.project.target.clone(),
+        args.refresh.mode(),
+    )
+    .await?;
     let plan = &planned.plan;
     if let Some(out) = &args.out {
         ops::plan::save(out, &common, &planned)?;
@@ -92,9 +123,12 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
         Format::Json => render::json(plan),
         Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let drifted = plan.refresh.as_ref().is_some_and(|r| !r.drifted.is_empty());
+    Ok(
+        if args.detailed_exitcode && (plan.has_changes() || drifted) {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

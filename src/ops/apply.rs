@@ -9,7 +9,6 @@ use anyhow::{Result, bail};
 use super::project::{self, Common};
 use crate::apply::{self, Progress, Report, Tokens};
 use crate::gateway::Scope;
-use crate::gateway::governor::Governor;
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
@@ -28,6 +27,8 @@ pub struct Request {
     /// Create templates for a merchant although the gateway holds templates
     /// this state does not know.
     pub allow_unmanaged: bool,
+    /// Read the gateway before planning (`--refresh`, `--refresh-only`).
+    pub refresh: super::refresh::Mode,
     pub options: apply::Options,
 }
 
@@ -37,6 +38,8 @@ pub enum Applied {
     /// The user said no.
     Declined(Plan),
     Done(Plan, Report),
+    /// `--refresh-only`: the state learned what the gateway holds.
+    Refreshed(Plan, usize),
 }
 
 /// Resolve each merchant's app_auth_token; a missing one fails only that merchant.
@@ -82,6 +85,8 @@ pub async fn run(
         snapshot,
         binding,
     } = project::open(&common, flags, "apply")?;
+    // A connection made early to refresh is reused by the apply.
+    let mut reader: Option<super::refresh::Reader> = None;
     if let Some(planned_for) = &saved_binding
         && planned_for != &binding
     {
@@ -106,13 +111,53 @@ pub async fn run(
             saved
         }
         None => {
-            let plan = plan::plan(
-                &desired,
-                &snapshot,
-                &plan::Options {
-                    target: req.target.clone(),
-                },
-            )?;
+            let options = plan::Options {
+                target: req.target.clone(),
+            };
+            let plan = match req.refresh {
+                super::refresh::Mode::Off => plan::plan(&desired, &snapshot, &options)?,
+                mode => {
+                    let r = super::refresh::connect(
+                        &settings,
+                        &desired,
+                        &req.options,
+                        progress.clone(),
+                    )
+                    .await?;
+                    let plan = super::refresh::plan(&desired, &snapshot, mode, &r, &options).await;
+                    reader = Some(r);
+                    plan?
+                }
+            };
+            if req.refresh == super::refresh::Mode::Only {
+                let learned = plan.refresh.as_ref().map_or(0, |r| r.drifted.len());
+                if learned == 0 || !confirm(&plan) {
+                    if let Some(r) = reader.take() {
+                        r.conn.close().await;
+                    }
+                    return Ok(if learned == 0 {
+                        Applied::NoChanges(plan)
+                    } else {
+                        Applied::Declined(plan)
+                    });
+                }
+                // Accept the gateway's values into state; nothing is sent.
+                for d in plan.refresh.iter().flat_map(|r| &r.drifted) {
+                    if let Some(old) = snapshot.resources.get(&d.address) {
+                        let attrs: crate::model::Attrs =
+                            serde_json::from_value(d.at_gateway.clone())?;
+                        let mut rec = old.clone();
+                        rec.hash = attrs.hash();
+                        rec.attrs = crate::state::raw_attrs(&attrs);
+                        rec.applied_at = crate::state::now_rfc3339();
+                        store.commit(&rec, crate::state::Durability::Flushed)?;
+                    }
+                }
+                if let Some(r) = reader.take() {
+                    r.conn.close().await;
+                }
+                return Ok(Applied::Refreshed(plan, learned));
+            }
             if req.auto_approve && plan.summary.retire > 0 && !req.allow_retire {
                 bail!(
                     "refusing to retire {} resource(s) without a review: --auto-approve alone does not retire\nhint: read the plan (`cardform plan`), then pass --allow-retire, or apply a plan saved with `cardform plan --out` after reviewing it",
@@ -120,12 +165,18 @@ pub async fn run(
                 );
             }
             if plan.has_changes() && !confirm(&plan) {
+                if let Some(r) = reader.take() {
+                    r.conn.close().await;
+                }
                 return Ok(Applied::Declined(plan));
             }
             plan
         }
     };
     if !plan.has_changes() {
+        if let Some(r) = reader {
+            r.conn.close().await;
+        }
         return Ok(Applied::NoChanges(plan));
     }
     if snapshot.meta.binding.is_none() {
@@ -160,17 +211,21 @@ pub async fn run(
                 .collect(),
             ..Report::default()
         };
+        if let Some(r) = reader {
+            r.conn.close().await;
+        }
         return Ok(Applied::Done(plan, report));
     }
-    let tokens = tokens(&desired);
-    let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
-    let client = conn
-        .client
-        .clone()
-        .with_max_in_flight(req.options.parallelism);
-    let governor =
-        Governor::new(Arc::new(client), req.options.retry.clone()).observed_by(progress.clone());
-    let provider = Arc::new(Provider::new(Arc::new(governor)));
+    let super::refresh::Reader {
+        conn,
+        provider,
+        tokens,
+    } = match reader {
+        Some(r) => r,
+        None => {
+            super::refresh::connect(&settings, &desired, &req.options, progress.clone()).await?
+        }
+    };
     if !req.allow_unmanaged {
         refuse_unmanaged(&plan, &snapshot, &provider, &tokens).await?;
     }

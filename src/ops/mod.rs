@@ -8,6 +8,7 @@ pub mod bench;
 pub mod gateway;
 pub mod plan;
 pub mod project;
+pub mod refresh;
 pub mod sandbox;
 pub mod state;
 pub mod validate;

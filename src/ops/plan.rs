@@ -35,7 +35,12 @@ pub struct Planned {
     pub binding: Binding,
 }
 
-pub fn run(common: &Common, flags: &Overrides, target: Option<Address>) -> Result<Planned> {
+pub async fn run(
+    common: &Common,
+    flags: &Overrides,
+    target: Option<Address>,
+    mode: super::refresh::Mode,
+) -> Result<Planned> {
     let project::Opened {
         desired,
         settings,
@@ -44,7 +49,22 @@ pub fn run(common: &Common, flags: &Overrides, target: Option<Address>) -> Resul
         binding,
     } = project::open(common, flags, "plan")?;
     drop(store);
-    let plan = plan::plan(&desired, &snapshot, &plan::Options { target })?;
+    let options = plan::Options { target };
+    let plan = match mode {
+        super::refresh::Mode::Off => plan::plan(&desired, &snapshot, &options)?,
+        mode => {
+            let reader = super::refresh::connect(
+                &settings,
+                &desired,
+                &crate::apply::Options::default(),
+                std::sync::Arc::new(crate::gateway::governor::Silent),
+            )
+            .await?;
+            let plan = super::refresh::plan(&desired, &snapshot, mode, &reader, &options).await;
+            reader.conn.close().await;
+            plan?
+        }
+    };
     Ok(Planned {
         plan,
         desired,

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod drift;
+
 use crate::graph;
 use crate::model::{Address, Attrs, Desired, Kind};
 use crate::state::Snapshot;
@@ -94,6 +96,9 @@ pub struct Plan {
     pub summary: Summary,
     /// Every resource considered, in dependency order; no-ops included.
     pub changes: Vec<Change>,
+    /// What a refresh read from the gateway (`--refresh`, `--refresh-only`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<drift::Refresh>,
 }
 
 impl Plan {
@@ -255,6 +260,18 @@ fn after_moves<'a>(
     Ok((std::borrow::Cow::Owned(moved), origin))
 }
 
+/// A plan that changes nothing at the gateway (`--refresh-only`): its
+/// `refresh` says what the state will learn.
+pub fn refresh_only(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, PlanError> {
+    let mut p = plan(desired, snap, opts)?;
+    p.summary = Summary {
+        no_op: p.changes.len(),
+        ..Summary::default()
+    };
+    p.changes.clear();
+    Ok(p)
+}
+
 /// The hash a saved plan is checked against.
 pub fn desired_hash(desired: &Desired) -> String {
     let hashes: BTreeMap<&Address, String> = desired
@@ -305,7 +322,7 @@ fn renewed(address: &Address, dep: &Address, before: Value) -> (Action, String, 
 /// Top-level keys whose values differ, for the reason line.
 /// The fields that differ, as the manifest writes them: `style.name`,
 /// `columns[1].title`, `columns` (a list that grew or shrank).
-fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+pub(crate) fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
     let mut out = Vec::new();
     diff_paths(before, after, "", &mut out);
     out
@@ -496,6 +513,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             .collect(),
         summary,
         changes,
+        refresh: None,
     })
 }
 

@@ -124,6 +124,41 @@ impl Provider {
         ))
     }
 
+    /// Every template the gateway holds for the merchant (batchquery, every
+    /// page of 20, at most `max_pages`): basic fields only.
+    pub async fn all_templates(
+        &self,
+        at: &Scope,
+        max_pages: i64,
+    ) -> Result<Vec<McardTemplate>, GatewayError> {
+        let mut all = Vec::new();
+        for page_no in 1..=max_pages {
+            let req = TemplateBatchQueryRequest {
+                page_no,
+                page_size: 20,
+            };
+            let resp = self.gateway.list_templates(at, &req).await?;
+            let last = resp.mcard_template.len() < 20;
+            all.extend(resp.mcard_template);
+            if last || page_no * 20 >= resp.template_total {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// One whole template (template.query).
+    pub async fn template(
+        &self,
+        at: &Scope,
+        template_id: &str,
+    ) -> Result<TemplateQueryResponse, GatewayError> {
+        let req = TemplateQueryRequest {
+            template_id: template_id.to_string(),
+        };
+        self.gateway.query_template(at, &req).await
+    }
+
     /// Send a template.create exactly as journalled.
     pub async fn create_template(
         &self,

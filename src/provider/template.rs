@@ -93,6 +93,10 @@ fn value<T: Copy>(table: &[(T, &str)], what: &str, w: &str) -> Result<T, String>
         .ok_or_else(|| format!("unknown {what} `{w}`"))
 }
 
+pub fn write_off_code(w: WriteOff) -> &'static str {
+    code(WRITE_OFFS, w)
+}
+
 pub fn card_type_code(c: CardType) -> &'static str {
     code(CARD_TYPES, c)
 }

@@ -169,8 +169,126 @@ fn merchant_label(plan: &Plan, m: &str) -> String {
     }
 }
 
-pub fn human(plan: &Plan, show_diffs: bool) -> String {
+/// What a refresh found: drift (with its diff), templates missing at the
+/// gateway, and templates the state does not know (with their import block).
+fn refresh_section(plan: &Plan, show_diffs: bool, markdown: bool) -> String {
+    let Some(r) = &plan.refresh else {
+        return String::new();
+    };
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Refreshed from the gateway: {} template(s) checked, {} read whole ({} gateway calls, {:.1}s).\n",
+        r.checked,
+        r.queried,
+        r.calls,
+        r.elapsed_ms as f64 / 1000.0
+    );
+    let only = plan.changes.is_empty() && !plan.has_changes();
+    if !r.drifted.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(
+                CHANGE,
+                &format!(
+                    "Changed outside cardform ({} template(s)); {}:",
+                    r.drifted.len(),
+                    if only {
+                        "the state will record the gateway's values"
+                    } else {
+                        "apply restores the manifests' values"
+                    }
+                )
+            )
+        );
+        for d in &r.drifted {
+            let when = d
+                .modified_at
+                .as_ref()
+                .map(|t| format!(", modified {t} (UTC+8) at the gateway"))
+                .unwrap_or_default();
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "- `{}` (template_id {}{when}): {}",
+                    d.address,
+                    d.template_id,
+                    d.fields.join(", ")
+                );
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  ~ {} (template_id {}{when}): {}",
+                d.address,
+                d.template_id,
+                d.fields.join(", ")
+            );
+            if show_diffs {
+                let change = Change {
+                    address: d.address.clone(),
+                    kind: d.address.kind,
+                    action: Action::Update,
+                    reason: String::new(),
+                    before: Some(d.recorded.clone()),
+                    after: Some(d.at_gateway.clone()),
+                    deps: Vec::new(),
+                    moved_from: None,
+                };
+                out.push_str(&diff(&change));
+            }
+        }
+        out.push('\n');
+    }
+    if !r.missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(
+                DANGER,
+                &format!(
+                    "Recorded but not listed by the gateway ({}): check the app and the merchant's authorisation:",
+                    r.missing.len()
+                )
+            )
+        );
+        for a in &r.missing {
+            let _ = writeln!(out, "{}{a}", if markdown { "- " } else { "  " });
+        }
+        out.push('\n');
+    }
+    if !r.unmanaged.is_empty() {
+        let _ = writeln!(
+            out,
+            "Unmanaged: {} template(s) at the gateway that this state does not know. To adopt one, add its import block:",
+            r.unmanaged.len()
+        );
+        for u in &r.unmanaged {
+            let name = u
+                .name
+                .as_ref()
+                .map(|n| format!(" \"{n}\""))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}merchant.{}: template_id {}{name}\n    import: [{}]",
+                if markdown { "- " } else { "  " },
+                u.merchant,
+                u.template_id,
+                u.import
+            );
+        }
+        out.push('\n');
+    }
+    if !r.found_anything() {
+        out.push_str("No drift: the gateway holds what the state recorded.\n\n");
+    }
+    out
+}
+
+pub fn human(plan: &Plan, show_diffs: bool) -> String {
+    let mut out = refresh_section(plan, show_diffs, false);
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if !changes.is_empty() {
         out.push_str("cardform will perform these actions:\n\n");
@@ -224,6 +342,7 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
 pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### cardform plan\n\n**{}**\n", summary_line(plan));
+    out.push_str(&refresh_section(plan, false, true));
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if changes.is_empty() {
         return out;

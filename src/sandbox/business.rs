@@ -97,6 +97,22 @@ struct CardRec {
     deleted: bool,
 }
 
+/// Now, but strictly after `previous` (both `yyyy-MM-dd HH:mm:ss`, UTC+8):
+/// a template's `gmt_modified` advances on every modify, even within a second.
+fn later_than(previous: &str) -> String {
+    let now = now_cst();
+    if now.as_str() > previous {
+        return now;
+    }
+    chrono::NaiveDateTime::parse_from_str(previous, "%Y-%m-%d %H:%M:%S")
+        .map(|t| {
+            (t + chrono::Duration::seconds(1))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or(now)
+}
+
 fn now_cst() -> String {
     let cst = FixedOffset::east_opt(8 * 3600).expect("UTC+8");
     Utc::now()
@@ -792,7 +808,7 @@ fn template_modify(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail>
     validate_body(st, ns, &merged, levels.as_ref(), false)?;
     rec.body = merged;
     rec.card_level_conf = levels;
-    rec.gmt_modified = now_cst();
+    rec.gmt_modified = later_than(&rec.gmt_modified);
     store::put(&st.templates, &rec.template_id, &rec)?;
     let node = success(&TemplateIdResponse {
         template_id: rec.template_id,
@@ -898,7 +914,7 @@ fn formtemplate_set(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail
     check_form_lists("fields", &required, &optional)?;
     let mut rec = get_template(st, ns, &req.template_id)?;
     rec.form = Some(req.fields);
-    rec.gmt_modified = now_cst();
+    rec.gmt_modified = now_cst().max(rec.gmt_modified.clone());
     store::put(&st.templates, &rec.template_id, &rec)?;
     Ok(success(&EmptyResponse {}))
 }

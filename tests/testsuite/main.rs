@@ -4,6 +4,7 @@ mod abuse;
 mod api;
 mod crash;
 mod damage;
+mod drift;
 mod everyday;
 mod hostile;
 mod known_answers;

@@ -1,0 +1,50 @@
+//! `cardform drift`: refresh only, for a scheduled job.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Outcome;
+use super::plan::{Format, ProjectArgs};
+use crate::ops;
+use crate::render;
+use crate::settings::Overrides;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Project directory or manifest file (or use -p) [default: .]
+    #[arg(value_name = "PATH", conflicts_with = "project")]
+    pub path: Option<PathBuf>,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Markdown only: the most bytes to print
+    #[arg(long, value_name = "BYTES", default_value_t = 60_000)]
+    pub max_bytes: usize,
+}
+
+/// Exit 0 when the gateway holds what the state recorded, 2 when something
+/// changed outside cardform (drift, a template gone from the listing, or
+/// templates the state does not know), 1 on error.
+pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
+    let common = args.project.common(args.path.as_ref());
+    let planned = ops::plan::run(
+        &common,
+        flags,
+        args.project.target.clone(),
+        ops::refresh::Mode::Only,
+    )
+    .await?;
+    let plan = &planned.plan;
+    let refresh = plan.refresh.clone().unwrap_or_default();
+    match args.format {
+        Format::Human => render::text(&render::plan::human(plan, true)),
+        Format::Json => render::json(&refresh),
+        Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
+    }
+    Ok(if refresh.found_anything() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

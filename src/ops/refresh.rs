@@ -1,0 +1,247 @@
+//! Refresh: read what the gateway holds for every template the state records
+//! (a cheap pass first: batchquery's `gmt_modified` against the time the
+//! state recorded; template.query only where it moved), and list templates
+//! the state does not know.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use chrono::{NaiveDateTime, TimeZone};
+
+use crate::apply::Tokens;
+use crate::gateway::Scope;
+use crate::model::{Address, Kind};
+use crate::plan::drift::{self, Drifted, Refresh, Unmanaged};
+use crate::provider::Provider;
+use crate::provider::template::from_wire;
+use crate::state::Snapshot;
+
+/// Pages of 20 read per merchant at most (10,000 templates).
+const MAX_PAGES: i64 = 500;
+
+/// `gmt_modified` (UTC+8, to the second) as a UTC instant.
+fn gateway_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok()?;
+    let cst = chrono::FixedOffset::east_opt(8 * 3600)?;
+    Some(cst.from_local_datetime(&naive).single()?.to_utc())
+}
+
+pub async fn refresh(
+    snapshot: &Snapshot,
+    merchants: &BTreeSet<String>,
+    provider: &Provider,
+    tokens: &Tokens,
+) -> Result<Refresh> {
+    let started = Instant::now();
+    let before = provider.gateway.stats();
+    let token = |m: &str| {
+        tokens
+            .get(m)
+            .and_then(|t| t.as_ref().ok())
+            .cloned()
+            .flatten()
+    };
+    // Every template id this state accounts for.
+    let known: BTreeSet<&str> = snapshot
+        .resources
+        .values()
+        .filter_map(|r| r.ids.template_id.as_deref())
+        .chain(snapshot.forgotten.keys().map(String::as_str))
+        .collect();
+    // When cardform last wrote each template: its record, or a form or URL
+    // set on it (they record its template_id too), whichever is latest.
+    let mut written: BTreeMap<&str, chrono::DateTime<chrono::FixedOffset>> = BTreeMap::new();
+    for r in snapshot.resources.values() {
+        if let (Some(t), Ok(at)) = (
+            r.ids.template_id.as_deref(),
+            chrono::DateTime::parse_from_rfc3339(&r.applied_at),
+        ) {
+            let e = written.entry(t).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+    let written = &written;
+    let known = &known;
+    let token = &token;
+    let mut all: BTreeSet<String> = merchants.clone();
+    all.extend(snapshot.resources.keys().map(|a| a.merchant.clone()));
+    let reads = all.iter().map(|m| {
+        let at = Scope::merchant(m, token(m).as_ref());
+        async move {
+            let listed = provider
+                .all_templates(&at, MAX_PAGES)
+                .await
+                .map_err(|e| anyhow!("cannot list the templates of merchant `{m}`: {e}"))?;
+            let by_id: BTreeMap<&str, &crate::alipay::methods::McardTemplate> =
+                listed.iter().map(|t| (t.template_id.as_str(), t)).collect();
+            // Image ids this merchant's records know, by address.
+            let images: BTreeMap<String, String> = snapshot
+                .resources
+                .values()
+                .filter(|r| r.address.merchant == *m && r.kind == Kind::Image)
+                .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
+                .collect();
+            let mut drifted: Vec<Drifted> = Vec::new();
+            let mut missing: Vec<Address> = Vec::new();
+            let (mut checked, mut queried) = (0, 0);
+            for r in snapshot
+                .resources
+                .values()
+                .filter(|r| r.address.merchant == *m && r.kind == Kind::Template)
+            {
+                let Some(id) = r.ids.template_id.as_deref() else {
+                    continue;
+                };
+                checked += 1;
+                let Some(listed) = by_id.get(id) else {
+                    missing.push(r.address.clone());
+                    continue;
+                };
+                // The cheap pass: unchanged since the state recorded it.
+                let modified = listed.gmt_modified.as_deref().and_then(gateway_time);
+                let recorded = written.get(id);
+                if let (Some(g), Some(s)) = (modified, recorded)
+                    && g <= *s
+                {
+                    continue;
+                }
+                queried += 1;
+                let t = provider
+                    .template(&at.clone().about(&r.address), id)
+                    .await
+                    .map_err(|e| anyhow!("cannot read template {id} (`{}`): {e}", r.address))?;
+                let recorded_attrs = r.attrs_value();
+                let mut body = t.body.clone();
+                if body.write_off_type.is_none() {
+                    // template.query does not return it: the record's stands.
+                    body.write_off_type = recorded_write_off(&recorded_attrs).map(str::to_string);
+                }
+                let card_type = t
+                    .card_type
+                    .clone()
+                    .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
+                let attrs = from_wire(
+                    &card_type,
+                    &body,
+                    t.card_level_confs.as_deref(),
+                    Default::default(),
+                )
+                .map_err(|e| anyhow!("template {id} (`{}`) reads oddly: {e}", r.address))?;
+                let mut value = serde_json::to_value(&attrs).expect("attributes serialize");
+                drift::image_addresses(&mut value, &images);
+                let attrs = serde_json::from_value(value).expect("addresses keep the shape");
+                if let Some(d) = drift::compare(r, attrs, listed.gmt_modified.clone()) {
+                    drifted.push(d);
+                }
+            }
+            let unmanaged: Vec<Unmanaged> = listed
+                .iter()
+                .filter(|t| !known.contains(t.template_id.as_str()))
+                .map(|t| {
+                    let name = t
+                        .template_style_info
+                        .as_ref()
+                        .and_then(|s| s.card_show_name.clone());
+                    let suggested = drift::suggested_name(name.as_deref(), &t.template_id);
+                    Unmanaged {
+                        merchant: m.clone(),
+                        template_id: t.template_id.clone(),
+                        import: format!(
+                            "{{ to: merchant.{m}/template.{suggested}, id: \"{}\" }}",
+                            t.template_id
+                        ),
+                        name,
+                    }
+                })
+                .collect();
+            Ok::<_, anyhow::Error>((drifted, missing, unmanaged, checked, queried))
+        }
+    });
+    let mut out = Refresh::default();
+    let mut seen_unmanaged = BTreeSet::new();
+    for r in futures_util::future::join_all(reads).await {
+        let (d, missing, unmanaged, checked, queried) = r?;
+        out.drifted.extend(d);
+        out.missing.extend(missing);
+        // Merchants without a token share the app's namespace: list each once.
+        out.unmanaged.extend(
+            unmanaged
+                .into_iter()
+                .filter(|u| seen_unmanaged.insert(u.template_id.clone())),
+        );
+        out.checked += checked;
+        out.queried += queried;
+    }
+    out.drifted.sort_by(|a, b| a.address.cmp(&b.address));
+    out.calls = provider.gateway.stats().since(&before).calls;
+    out.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(out)
+}
+
+/// The recorded `write_off` as the gateway says it.
+fn recorded_write_off(attrs: &serde_json::Value) -> Option<&'static str> {
+    let w: crate::model::template::WriteOff =
+        serde_json::from_value(attrs.get("write_off")?.clone()).ok()?;
+    Some(crate::provider::template::write_off_code(w))
+}
+
+/// Whether a plan reads the gateway first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Plan against the state as recorded.
+    #[default]
+    Off,
+    /// Read the gateway, then plan against what it holds (drift is undone).
+    Refresh,
+    /// Read the gateway and show (apply: record) what the state will learn;
+    /// change nothing at the gateway.
+    Only,
+}
+
+/// A governed connection to the gateway, and each merchant's token.
+pub struct Reader {
+    pub conn: super::gateway::Connection,
+    pub provider: std::sync::Arc<Provider>,
+    pub tokens: Tokens,
+}
+
+pub async fn connect(
+    settings: &crate::settings::Settings,
+    desired: &crate::model::Desired,
+    options: &crate::apply::Options,
+    observer: std::sync::Arc<dyn crate::gateway::governor::Observer>,
+) -> Result<Reader> {
+    use std::sync::Arc;
+    let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
+    let client = conn.client.clone().with_max_in_flight(options.parallelism);
+    let governor = crate::gateway::governor::Governor::new(Arc::new(client), options.retry.clone())
+        .observed_by(observer);
+    Ok(Reader {
+        conn,
+        provider: Arc::new(Provider::new(Arc::new(governor))),
+        tokens: super::apply::tokens(desired),
+    })
+}
+
+/// The plan `mode` asks for (never `Off`): refreshed, or refresh-only.
+pub async fn plan(
+    desired: &crate::model::Desired,
+    snapshot: &Snapshot,
+    mode: Mode,
+    reader: &Reader,
+    options: &crate::plan::Options,
+) -> Result<crate::plan::Plan> {
+    let merchants = desired.merchants.keys().cloned().collect();
+    let found = refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?;
+    let mut plan = match mode {
+        Mode::Only => crate::plan::refresh_only(desired, snapshot, options)?,
+        _ => crate::plan::plan(
+            desired,
+            &drift::refreshed(snapshot, &found.drifted),
+            options,
+        )?,
+    };
+    plan.refresh = Some(found);
+    Ok(plan)
+}

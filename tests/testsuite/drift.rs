@@ -1,0 +1,212 @@
+//! Drift: changes made outside cardform (a raw `cardform api` call stands for
+//! the Alipay console) are caught by `plan --refresh` and `cardform drift`,
+//! restored by apply, or accepted by `apply --refresh-only`; templates the
+//! state does not know are listed with the import block that adopts them.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::plan_apply::copy_dir;
+use crate::support::*;
+
+struct Work {
+    tmp: tempfile::TempDir,
+}
+
+impl Work {
+    fn coffee() -> Work {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
+            &tmp.path().join("coffee"),
+        );
+        let w = Work { tmp };
+        run(w.cmd().args(["apply", "coffee", "--auto-approve"])).ok();
+        w
+    }
+    /// `cardform` in the work directory, on its embedded sandbox.
+    fn cmd(&self) -> Command {
+        let mut c = cardform();
+        c.current_dir(self.tmp.path());
+        c
+    }
+    fn template_id(&self, tier: &str) -> String {
+        let out = run(self.cmd().args(["output", "--format", "json"]))
+            .ok()
+            .json();
+        out["brew"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["address"].as_str().unwrap().ends_with(tier))
+            .unwrap()["template_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    fn api(&self, method: &str, biz: &Value) -> Value {
+        run(self
+            .cmd()
+            .args(["api", method, "--biz-content", &biz.to_string()]))
+        .ok()
+        .json()
+    }
+    /// What a console edit does: rename the card of `template_id`.
+    fn console_rename(&self, template_id: &str, name: &str) {
+        let q = self.api(
+            "alipay.marketing.card.template.query",
+            &json!({ "template_id": template_id }),
+        );
+        let mut style = q["template_style_info"].clone();
+        style["card_show_name"] = json!(name);
+        self.api(
+            "alipay.marketing.card.template.modify",
+            &json!({ "request_id": format!("console-{name}").replace(' ', "-"), "template_id": template_id, "template_style_info": style }),
+        );
+    }
+    fn drift(&self, format: &str) -> Run {
+        run(self.cmd().args(["drift", "coffee", "--format", format]))
+    }
+}
+
+#[test]
+fn a_console_edit_is_caught_restored_or_accepted() {
+    let w = Work::coffee();
+    // Nothing changed: the cheap pass reads no template whole.
+    let r = w.drift("json");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let quiet = r.json();
+    assert_eq!(quiet["checked"], 3, "{quiet}");
+    assert_eq!(quiet["queried"], 0, "{quiet}");
+    assert_eq!(quiet["calls"], 1, "one batchquery page: {quiet}");
+
+    let gold = w.template_id("club.gold");
+    w.console_rename(&gold, "Console Gold");
+    let r = w.drift("json");
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let found = r.json();
+    assert_eq!(
+        found["drifted"][0]["address"],
+        "merchant.brew/template.club.gold"
+    );
+    assert_eq!(found["drifted"][0]["fields"], json!(["style.name"]));
+    assert_eq!(
+        found["drifted"][0]["at_gateway"]["style"]["name"],
+        "Console Gold"
+    );
+    assert_eq!(
+        found["queried"], 1,
+        "only the moved template is read: {found}"
+    );
+    let md = w.drift("markdown");
+    assert_eq!(md.code, 2);
+    assert!(
+        md.stdout
+            .contains("- `merchant.brew/template.club.gold` (template_id"),
+        "{}",
+        md.stdout
+    );
+
+    // plan --refresh shows the drift and plans it back.
+    let r = run(w
+        .cmd()
+        .args(["plan", "coffee", "--refresh", "--detailed-exitcode"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "Changed outside cardform (1 template(s)); apply restores the manifests' values:"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("+     \"name\": \"Console Gold\","),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("~ merchant.brew/template.club.gold  (changed: style.name)"),
+        "{}",
+        r.stdout
+    );
+    // Without --refresh, the state knows nothing of it.
+    let r = run(w.cmd().args(["plan", "coffee", "--detailed-exitcode"]));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+
+    // apply --refresh restores the manifest's name at the gateway.
+    run(w
+        .cmd()
+        .args(["apply", "coffee", "--refresh", "--auto-approve"]))
+    .ok();
+    let q = w.api(
+        "alipay.marketing.card.template.query",
+        &json!({ "template_id": gold }),
+    );
+    assert_eq!(q["template_style_info"]["card_show_name"], "Brew Club Gold");
+    assert_eq!(w.drift("json").code, 0);
+
+    // A console edit the team keeps: apply --refresh-only records it, and
+    // sends nothing.
+    w.console_rename(&gold, "Kept Gold");
+    let r = run(w
+        .cmd()
+        .args(["apply", "coffee", "--refresh-only", "--auto-approve"]))
+    .ok();
+    assert!(r.stderr.contains("the state learned"), "{}", r.stderr);
+    let state = run(w
+        .cmd()
+        .args(["state", "show", "merchant.brew/template.club.gold"]))
+    .ok()
+    .json();
+    assert_eq!(state["attrs"]["style"]["name"], "Kept Gold", "{state}");
+    let q = w.api(
+        "alipay.marketing.card.template.query",
+        &json!({ "template_id": gold }),
+    );
+    assert_eq!(q["template_style_info"]["card_show_name"], "Kept Gold");
+    assert_eq!(w.drift("json").code, 0);
+    // The manifests still say otherwise: an ordinary plan now shows that.
+    let r = run(w.cmd().args(["plan", "coffee", "--detailed-exitcode"]));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout.contains("-     \"name\": \"Kept Gold\","),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn templates_the_state_does_not_know_are_listed_with_their_import_block() {
+    let w = Work::coffee();
+    // A template made by a script on the official SDK, images borrowed.
+    let gold = w.template_id("club.gold");
+    let q = w.api(
+        "alipay.marketing.card.template.query",
+        &json!({ "template_id": gold }),
+    );
+    let mut style = q["template_style_info"].clone();
+    style["card_show_name"] = json!("Script Card");
+    let made = w.api(
+        "alipay.marketing.card.template.create",
+        &json!({
+            "request_id": "script-1",
+            "card_type": "OUT_MEMBER_CARD",
+            "biz_no_suffix_len": "10",
+            "write_off_type": "qrcode",
+            "template_style_info": style,
+        }),
+    );
+    let id = made["template_id"].as_str().unwrap().to_string();
+    let r = w.drift("human");
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "merchant.brew: template_id {id} \"Script Card\"\n    import: [{{ to: merchant.brew/template.script-card, id: \"{id}\" }}]"
+        )),
+        "{}",
+        r.stdout
+    );
+}
