@@ -31,6 +31,15 @@ pub enum Command {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// Refresh cost: `cardform drift` over an applied program, against a sandbox with latency
+    Refresh {
+        #[arg(long, default_value_t = 1000)]
+        merchants: usize,
+        #[arg(long, default_value_t = 5)]
+        templates: usize,
+        #[arg(long, value_parser = super::duration, default_value = "20ms")]
+        latency: Duration,
+    },
     /// Apply new templates (with images, forms, URLs) against a sandbox with injected latency
     Apply {
         #[arg(long, default_value_t = 1000)]
@@ -73,6 +82,32 @@ pub async fn exec(cmd: Command) -> Outcome {
         } => {
             let resources = ops::bench::prepare_plan(&dir, merchants, templates)?;
             render::line(&resources.to_string());
+        }
+        Command::Refresh {
+            merchants,
+            templates,
+            latency,
+        } => {
+            let b = ops::bench::refresh(work.path(), merchants, templates, latency).await?;
+            for (what, r) in [
+                ("no drift", &b.quiet),
+                (
+                    "one merchant's templates edited outside",
+                    &b.one_merchant_edited,
+                ),
+            ] {
+                render::line(&format!(
+                    "refresh ({what}): {} templates of {} merchants, {} ms latency: {} calls ({} templates read whole, {} drifted) in {:.1} s",
+                    r.checked,
+                    b.merchants,
+                    b.latency_ms,
+                    r.calls,
+                    r.queried,
+                    r.drifted,
+                    r.wall_ms as f64 / 1000.0
+                ));
+            }
+            render::json(&b);
         }
         Command::Apply {
             templates,

@@ -23,6 +23,21 @@ fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
 /// Write a project: `merchants` x `templates`, each template with a form and an
 /// activation URL, two images per merchant (shared files).
 pub fn generate(dir: &Path, merchants: usize, templates: usize) -> Result<()> {
+    generate_with(dir, merchants, templates, false)
+}
+
+/// The same, each merchant with its own app_auth_token (a file per merchant)
+/// when `tokens`: an ISV's program, one namespace per merchant.
+pub fn generate_with(dir: &Path, merchants: usize, templates: usize, tokens: bool) -> Result<()> {
+    if tokens {
+        std::fs::create_dir_all(dir.join("tokens"))?;
+        for m in 0..merchants {
+            std::fs::write(
+                dir.join(format!("tokens/m{m:05}")),
+                format!("202611BB{m:05}bench"),
+            )?;
+        }
+    }
     std::fs::create_dir_all(dir.join("images"))?;
     std::fs::write(dir.join("images/logo.png"), png(500, 500, 1))?;
     std::fs::write(dir.join("images/background.png"), png(1020, 643, 2))?;
@@ -31,8 +46,12 @@ pub fn generate(dir: &Path, merchants: usize, templates: usize) -> Result<()> {
     );
     for m in 0..merchants {
         y.push_str(&format!(
-            "  m{m:05}:\n    variables: {{ brand: Brand {m} }}\n    templates:\n"
+            "  m{m:05}:\n    variables: {{ brand: Brand {m} }}\n"
         ));
+        if tokens {
+            y.push_str(&format!("    app_auth_token: {{ file: tokens/m{m:05} }}\n"));
+        }
+        y.push_str("    templates:\n");
         for t in 0..templates {
             y.push_str(&format!(
                 "      t{t}: {{ extends: standard, card_number: {{ prefix: T{t} }} }}\n"
@@ -301,5 +320,158 @@ pub async fn apply(
             / (median.client_cpu_ms as f64 / 1000.0).max(1e-9),
         median,
         runs: results,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefreshBench {
+    pub merchants: usize,
+    pub templates: usize,
+    pub latency_ms: u128,
+    /// `cardform drift` on an unchanged program: the cheap pass only.
+    pub quiet: RefreshRun,
+    /// After every template of one merchant was edited outside cardform.
+    pub one_merchant_edited: RefreshRun,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefreshRun {
+    pub wall_ms: u128,
+    pub calls: u64,
+    pub checked: u64,
+    pub queried: u64,
+    pub drifted: usize,
+}
+
+/// Apply `merchants` x `templates` against a fast sandbox, then time
+/// `cardform drift` against the same sandbox data with `latency`.
+pub async fn refresh(
+    work: &Path,
+    merchants: usize,
+    templates: usize,
+    latency: Duration,
+) -> Result<RefreshBench> {
+    let project = work.join("project");
+    generate_with(&project, merchants, templates, true)?;
+    let key_pem = AppPrivateKey::generate_pem();
+    let key_path: PathBuf = work.join("app.pem");
+    std::fs::write(&key_path, &key_pem)?;
+    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
+    let app = "2021000000000009";
+    let start_sandbox = |latency: Duration| {
+        sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: work.join("sandbox"),
+            apps: vec![(app.into(), key.public_key_base64())],
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+        })
+    };
+    let run = |running: &sandbox::RunningSandbox, args: &[&str]| -> Result<Command> {
+        let mut cmd = cardform()?;
+        cmd.arg("--state")
+            .arg(work.join("state"))
+            .args(args)
+            .arg("-p")
+            .arg(&project)
+            .env("CARDFORM_ENDPOINT", running.gateway_url())
+            .env("CARDFORM_APP_ID", app)
+            .env("CARDFORM_PRIVATE_KEY", &key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                running.platform_public_key_path(),
+            );
+        Ok(cmd)
+    };
+    let fast = start_sandbox(Duration::ZERO).await?;
+    let mut cmd = run(&fast, &["apply", "--auto-approve", "--parallelism", "16"])?;
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    if !out.status.success() {
+        bail!(
+            "the benchmark's apply failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fast.stop().await;
+    let slow = start_sandbox(latency).await?;
+    let drift = |slow: &sandbox::RunningSandbox| -> Result<Command> {
+        run(slow, &["drift", "--format", "json"])
+    };
+    let measure = |mut cmd: Command| async move {
+        let start = Instant::now();
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        let wall = start.elapsed();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "cardform drift printed no report:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Ok::<_, anyhow::Error>(RefreshRun {
+            wall_ms: wall.as_millis(),
+            calls: n("calls"),
+            checked: n("checked"),
+            queried: n("queried"),
+            drifted: v["drifted"].as_array().map_or(0, Vec::len),
+        })
+    };
+    let quiet = measure(drift(&slow)?).await?;
+    // A console edit of every template of the first merchant.
+    let state: serde_json::Value = {
+        let mut cmd = cardform()?;
+        cmd.arg("--state")
+            .arg(work.join("state"))
+            .args(["state", "export"]);
+        serde_json::from_slice(&cmd.output()?.stdout)?
+    };
+    let ids: Vec<String> = state["resources"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("merchant.m00000/template."))
+        .filter_map(|(_, r)| r["ids"]["template_id"].as_str().map(str::to_string))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let biz = serde_json::json!({
+            "request_id": format!("bench-console-{i}"),
+            "template_id": id,
+            "column_info_list": [{ "code": "POINT", "title": "Edited", "operate_type": "staticinfo" }],
+        });
+        let mut cmd = cardform()?;
+        cmd.arg("--state")
+            .arg(work.join("state"))
+            .args([
+                "api",
+                "alipay.marketing.card.template.modify",
+                "--biz-content",
+            ])
+            .arg(biz.to_string())
+            .env("CARDFORM_APP_AUTH_TOKEN", "202611BB00000bench")
+            .env("CARDFORM_ENDPOINT", slow.gateway_url())
+            .env("CARDFORM_APP_ID", app)
+            .env("CARDFORM_PRIVATE_KEY", &key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                slow.platform_public_key_path(),
+            );
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "the console edit failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let one_merchant_edited = measure(drift(&slow)?).await?;
+    slow.stop().await;
+    Ok(RefreshBench {
+        merchants,
+        templates: merchants * templates,
+        latency_ms: latency.as_millis(),
+        quiet,
+        one_merchant_edited,
     })
 }

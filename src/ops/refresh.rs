@@ -66,7 +66,15 @@ pub async fn refresh(
     let token = &token;
     let mut all: BTreeSet<String> = merchants.clone();
     all.extend(snapshot.resources.keys().map(|a| a.merchant.clone()));
-    let reads = all.iter().map(|m| {
+    // Templates are listed per namespace: a merchant's app_auth_token, or
+    // the app's own, shared by every merchant without one. Each is listed once.
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &all {
+        let ns = token(m).map(|t| t.expose().to_string()).unwrap_or_default();
+        groups.entry(ns).or_default().push(m.clone());
+    }
+    let reads = groups.values().map(|ms| {
+        let m = &ms[0];
         let at = Scope::merchant(m, token(m).as_ref());
         async move {
             let listed = provider
@@ -79,7 +87,7 @@ pub async fn refresh(
             let images: BTreeMap<String, String> = snapshot
                 .resources
                 .values()
-                .filter(|r| r.address.merchant == *m && r.kind == Kind::Image)
+                .filter(|r| ms.contains(&r.address.merchant) && r.kind == Kind::Image)
                 .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
                 .collect();
             let mut drifted: Vec<Drifted> = Vec::new();
@@ -88,7 +96,7 @@ pub async fn refresh(
             for r in snapshot
                 .resources
                 .values()
-                .filter(|r| r.address.merchant == *m && r.kind == Kind::Template)
+                .filter(|r| ms.contains(&r.address.merchant) && r.kind == Kind::Template)
             {
                 let Some(id) = r.ids.template_id.as_deref() else {
                     continue;

@@ -14,6 +14,9 @@ pub struct Store {
     pub images: sled::Tree,
     pub image_bytes: sled::Tree,
     pub templates: sled::Tree,
+    /// `namespace \0 template_id` -> (): batchquery reads one namespace's
+    /// templates without decoding every other's.
+    pub template_ns: sled::Tree,
     pub requests: sled::Tree,
     pub cards: sled::Tree,
 }
@@ -38,16 +41,30 @@ impl Store {
                 reason: e.to_string(),
             })?;
         let tree = |name: &str| db.open_tree(name);
-        Ok(Self {
+        let store = Self {
             apps: tree("apps")?,
             images: tree("images")?,
             image_bytes: tree("image_bytes")?,
             templates: tree("templates")?,
+            template_ns: tree("template_ns")?,
             requests: tree("requests")?,
             cards: tree("cards")?,
             group: Default::default(),
             db,
-        })
+        };
+        // Data written before the index existed: index it once.
+        if store.template_ns.is_empty() && !store.templates.is_empty() {
+            for item in store.templates.iter() {
+                let (k, v) = item?;
+                if let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&v) {
+                    let ns = rec["ns"].as_str().unwrap_or_default();
+                    store
+                        .template_ns
+                        .insert(ns_key(ns, &String::from_utf8_lossy(&k)), &[])?;
+                }
+            }
+        }
+        Ok(store)
     }
 
     /// A persistent, monotonically increasing number (for generated ids).
@@ -63,6 +80,14 @@ impl Store {
             .map_err(|e| StoreError::Io(sled::Error::ReportableBug(e.to_string())))??;
         Ok(())
     }
+}
+
+/// The namespace index key of a template.
+pub fn ns_key(ns: &str, template_id: &str) -> Vec<u8> {
+    let mut k = ns.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(template_id.as_bytes());
+    k
 }
 
 pub fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
