@@ -427,6 +427,37 @@ impl Shared {
                 self.commit(address, ids, &resource.attrs, Durability::Flushed)?;
                 Ok(old.map(|o| format!("previous image_id {o} stays at Alipay")))
             }
+            (Attrs::Template(t), Action::Import) => {
+                let Some(import) = desired.imports.get(address) else {
+                    return Err(Failure::Local(format!(
+                        "`{address}` is planned as an import but the manifests have no import block for it"
+                    )));
+                };
+                let adopted: Attrs = change
+                    .before
+                    .clone()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .ok_or_else(|| {
+                        Failure::Local(format!(
+                            "the imported template of `{address}` is missing from the plan (bug)"
+                        ))
+                    })?;
+                let ids = Ids {
+                    template_id: Some(import.template_id.clone()),
+                    ..Ids::default()
+                };
+                // Recorded first, as the gateway holds it: the id is never lost.
+                self.commit(address, ids, &adopted, Durability::Flushed)?;
+                if adopted.hash() == resource.attrs.hash() {
+                    return Ok(Some(format!("adopted template_id {}", import.template_id)));
+                }
+                self.template_modify(address, &import.template_id, t, at)
+                    .await?;
+                Ok(Some(format!(
+                    "adopted template_id {}, then updated to the manifests",
+                    import.template_id
+                )))
+            }
             (Attrs::Template(t), Action::Create | Action::Replace) => {
                 let old = self.ids_of(address).template_id;
                 let note = self.template_create(address, t, at).await?;

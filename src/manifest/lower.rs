@@ -384,7 +384,79 @@ pub fn lower(
             &default_templates,
         );
     }
+    desired.imports = lower_imports(&mut ctx, &desired);
     Some(desired)
+}
+
+/// The `import` blocks: each names a template of the manifests and a
+/// well-formed template id, each address and id once.
+fn lower_imports(ctx: &mut Ctx, desired: &Desired) -> BTreeMap<Address, Import> {
+    let mut out: BTreeMap<Address, Import> = BTreeMap::new();
+    let mut ids: BTreeMap<String, Address> = BTreeMap::new();
+    for (i, (_, m)) in ctx.files.iter().enumerate() {
+        for (j, b) in m.import.iter().flatten().enumerate() {
+            let at = At::new(i, format!("import[{j}]"));
+            let to: Address = match b.to.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    ctx.report(&at, "to", e);
+                    continue;
+                }
+            };
+            if to.kind != Kind::Template {
+                ctx.report(
+                    &at,
+                    "to",
+                    format!("`{to}` is not a template: only templates can be imported (forms and activation URLs are set again, images uploaded)"),
+                );
+                continue;
+            }
+            if !desired.resources.contains_key(&to) {
+                ctx.report(
+                    &at,
+                    "to",
+                    format!("`{to}` names no template in the manifests\nhint: write the template first (`cardform import --merchant ... --generate-config-out` writes it for you)"),
+                );
+                continue;
+            }
+            let id = b.id.trim();
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            {
+                ctx.report(
+                    &at,
+                    "id",
+                    format!("`{}` is not a template id", super::diag::clip(&b.id, 60)),
+                );
+                continue;
+            }
+            if out.contains_key(&to) {
+                ctx.report(&at, "to", format!("`{to}` is imported twice"));
+                continue;
+            }
+            if let Some(other) = ids.get(id) {
+                ctx.report(
+                    &at,
+                    "id",
+                    format!("template {id} is already imported to `{other}`"),
+                );
+                continue;
+            }
+            ids.insert(id.to_string(), to.clone());
+            let written_at = ctx.files[at.file].0.diag(&at.path, "").location();
+            out.insert(
+                to,
+                Import {
+                    template_id: id.to_string(),
+                    written_at,
+                },
+            );
+        }
+    }
+    out
 }
 
 /// The `moved` blocks of every file: addresses of one sort each, no block

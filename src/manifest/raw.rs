@@ -42,6 +42,20 @@ pub struct Manifest {
     /// gateway call. Delete a block once it has been applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved: Option<Vec<Moved>>,
+    /// Adopt templates that exist at the gateway (made in the console or by a
+    /// script): the state records them at these addresses instead of creating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<Vec<Import>>,
+}
+
+/// One template to adopt.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Import {
+    /// The template's address in these manifests.
+    pub to: String,
+    /// Its template_id at the gateway.
+    pub id: String,
 }
 
 /// One rename. A template's move carries its tiers, form and activation URL;

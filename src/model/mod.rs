@@ -258,4 +258,14 @@ pub struct Desired {
     pub resources: BTreeMap<Address, Resource>,
     /// `moved` blocks, checked (no cycles, one sort per block).
     pub moved: Vec<Move>,
+    /// `import` blocks: template address -> the template to adopt.
+    pub imports: BTreeMap<Address, Import>,
+}
+
+/// A template at the gateway to adopt at an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Import {
+    pub template_id: String,
+    /// `file:line:col` of the block.
+    pub written_at: String,
 }

@@ -111,23 +111,30 @@ pub async fn run(
             saved
         }
         None => {
-            let options = plan::Options {
+            let mut options = plan::Options {
                 target: req.target.clone(),
+                ..Default::default()
             };
-            let plan = match req.refresh {
-                super::refresh::Mode::Off => plan::plan(&desired, &snapshot, &options)?,
-                mode => {
-                    let r = super::refresh::connect(
-                        &settings,
-                        &desired,
-                        &req.options,
-                        progress.clone(),
-                    )
-                    .await?;
-                    let plan = super::refresh::plan(&desired, &snapshot, mode, &r, &options).await;
-                    reader = Some(r);
-                    plan?
+            let imports = super::refresh::pending_imports(&desired, &snapshot);
+            let plan = if req.refresh == super::refresh::Mode::Off && !imports {
+                plan::plan(&desired, &snapshot, &options)?
+            } else {
+                let r =
+                    super::refresh::connect(&settings, &desired, &req.options, progress.clone())
+                        .await?;
+                let plan = async {
+                    if imports {
+                        options.imported =
+                            super::refresh::read_imports(&desired, &snapshot, &r).await?;
+                    }
+                    match req.refresh {
+                        super::refresh::Mode::Off => Ok(plan::plan(&desired, &snapshot, &options)?),
+                        mode => super::refresh::plan(&desired, &snapshot, mode, &r, &options).await,
+                    }
                 }
+                .await;
+                reader = Some(r);
+                plan?
             };
             if req.refresh == super::refresh::Mode::Only {
                 let learned = plan.refresh.as_ref().map_or(0, |r| r.drifted.len());
@@ -227,7 +234,7 @@ pub async fn run(
         }
     };
     if !req.allow_unmanaged {
-        refuse_unmanaged(&plan, &snapshot, &provider, &tokens).await?;
+        refuse_unmanaged(&plan, &snapshot, &desired, &provider, &tokens).await?;
     }
     let caps = apply::Capabilities {
         store: store.clone(),
@@ -266,6 +273,7 @@ pub async fn run(
 async fn refuse_unmanaged(
     plan: &Plan,
     snapshot: &crate::state::Snapshot,
+    desired: &Desired,
     provider: &Provider,
     tokens: &Tokens,
 ) -> Result<()> {
@@ -304,6 +312,8 @@ async fn refuse_unmanaged(
         .values()
         .filter_map(|r| r.ids.template_id.as_deref())
         .chain(snapshot.forgotten.keys().map(String::as_str))
+        // Templates being adopted are accounted for by their import blocks.
+        .chain(desired.imports.values().map(|i| i.template_id.as_str()))
         .collect();
     let known_ids = &known_ids;
     // Pages of 20 read per namespace at most.

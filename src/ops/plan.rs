@@ -49,21 +49,34 @@ pub async fn run(
         binding,
     } = project::open(common, flags, "plan")?;
     drop(store);
-    let options = plan::Options { target };
-    let plan = match mode {
-        super::refresh::Mode::Off => plan::plan(&desired, &snapshot, &options)?,
-        mode => {
-            let reader = super::refresh::connect(
-                &settings,
-                &desired,
-                &crate::apply::Options::default(),
-                std::sync::Arc::new(crate::gateway::governor::Silent),
-            )
-            .await?;
-            let plan = super::refresh::plan(&desired, &snapshot, mode, &reader, &options).await;
-            reader.conn.close().await;
-            plan?
+    let mut options = plan::Options {
+        target,
+        ..Default::default()
+    };
+    let imports = super::refresh::pending_imports(&desired, &snapshot);
+    let plan = if mode == super::refresh::Mode::Off && !imports {
+        plan::plan(&desired, &snapshot, &options)?
+    } else {
+        let reader = super::refresh::connect(
+            &settings,
+            &desired,
+            &crate::apply::Options::default(),
+            std::sync::Arc::new(crate::gateway::governor::Silent),
+        )
+        .await?;
+        let plan = async {
+            if imports {
+                options.imported =
+                    super::refresh::read_imports(&desired, &snapshot, &reader).await?;
+            }
+            match mode {
+                super::refresh::Mode::Off => Ok(plan::plan(&desired, &snapshot, &options)?),
+                mode => super::refresh::plan(&desired, &snapshot, mode, &reader, &options).await,
+            }
         }
+        .await;
+        reader.conn.close().await;
+        plan?
     };
     Ok(Planned {
         plan,

@@ -253,3 +253,78 @@ pub async fn plan(
     plan.refresh = Some(found);
     Ok(plan)
 }
+
+/// Whether `import` blocks name templates the state does not record yet.
+pub fn pending_imports(desired: &crate::model::Desired, snapshot: &Snapshot) -> bool {
+    desired
+        .imports
+        .keys()
+        .any(|a| !snapshot.resources.contains_key(a))
+}
+
+/// Read every template an `import` block adopts (template.query), in the
+/// manifest's words: what the plan compares with the manifests.
+pub async fn read_imports(
+    desired: &crate::model::Desired,
+    snapshot: &Snapshot,
+    reader: &Reader,
+) -> Result<BTreeMap<Address, serde_json::Value>> {
+    let token = |m: &str| {
+        reader
+            .tokens
+            .get(m)
+            .and_then(|t| t.as_ref().ok())
+            .cloned()
+            .flatten()
+    };
+    let reads = desired
+        .imports
+        .iter()
+        .filter(|(a, _)| !snapshot.resources.contains_key(*a))
+        .map(|(address, import)| async move {
+            let at = Scope::merchant(&address.merchant, token(&address.merchant).as_ref())
+                .about(address);
+            let id = &import.template_id;
+            let t = reader.provider.template(&at, id).await.map_err(|e| {
+                anyhow!(
+                    "{}: cannot import template {id} as `{address}`: {e}\nhint: the gateway has no such template for merchant `{}` (check the id; a template of another merchant or app cannot be imported here)",
+                    import.written_at,
+                    address.merchant
+                )
+            })?;
+            let wanted = match desired.resources.get(address).map(|r| &r.attrs) {
+                Some(crate::model::Attrs::Template(t)) => t,
+                _ => return Err(anyhow!("bug: `{address}` is not a template")),
+            };
+            let mut body = t.body.clone();
+            if body.write_off_type.is_none() {
+                // template.query does not return it: take the manifests' word.
+                body.write_off_type =
+                    Some(crate::provider::template::write_off_code(wanted.write_off).to_string());
+            }
+            let card_type = t
+                .card_type
+                .clone()
+                .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
+            let attrs = from_wire(
+                &card_type,
+                &body,
+                t.card_level_confs.as_deref(),
+                wanted.image_hashes.clone(),
+            )
+            .map_err(|e| anyhow!("template {id} (import to `{address}`) reads oddly: {e}"))?;
+            let images: BTreeMap<String, String> = snapshot
+                .resources
+                .values()
+                .filter(|r| r.address.merchant == address.merchant && r.kind == Kind::Image)
+                .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
+                .collect();
+            let mut value = crate::model::Attrs::Template(Box::new(attrs)).to_json();
+            drift::image_addresses(&mut value, &images);
+            Ok::<_, anyhow::Error>((address.clone(), value))
+        });
+    futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .collect()
+}

@@ -23,11 +23,15 @@ pub enum Action {
     Replace,
     Retire,
     NoOp,
+    /// Adopt a template that exists at the gateway (recorded, then updated
+    /// in place where the manifests differ).
+    Import,
 }
 
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
+            Action::Import => "import",
             Action::Create => "create",
             Action::Update => "update",
             Action::Replace => "replace",
@@ -70,11 +74,14 @@ pub struct Summary {
     /// Records renamed by `moved` blocks (whatever else happens to them).
     #[serde(default)]
     pub moved: usize,
+    /// Templates adopted from the gateway.
+    #[serde(default)]
+    pub import: usize,
 }
 
 impl Summary {
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.replace + self.retire
+        self.create + self.update + self.replace + self.retire + self.import
     }
 }
 
@@ -117,6 +124,9 @@ impl Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub target: Option<Address>,
+    /// The templates `import` blocks name, as read from the gateway (in the
+    /// manifest's words; images it knows by address shown so).
+    pub imported: BTreeMap<Address, Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +135,17 @@ pub enum PlanError {
     Graph(#[from] graph::GraphError),
     #[error("--target `{0}` is not in the manifests or the state")]
     UnknownTarget(Address),
+    #[error(
+        "{written_at}: `import` adopts template {id} as `{address}`, but the state already records `{address}` as template {recorded}\nhint: remove the block, or `cardform state rm {address}` first if the other template should be forgotten"
+    )]
+    ImportConflict {
+        written_at: String,
+        address: Address,
+        id: String,
+        recorded: String,
+    },
+    #[error("bug: the template to import at `{0}` was not read from the gateway")]
+    ImportNotRead(Address),
     #[error(
         "{written_at}: `moved` renames `{from}` to `{to}`, but the state already records `{to}`\nhint: a rename cannot merge two recorded resources; remove the block, or `cardform state rm` one of them first"
     )]
@@ -362,6 +383,21 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
     let order = graph::order(desired)?;
     let (snap, origin) = after_moves(desired, snap)?;
     let snap = snap.as_ref();
+    for (address, import) in &desired.imports {
+        if let Some(recorded) = snap
+            .resources
+            .get(address)
+            .and_then(|r| r.ids.template_id.as_ref())
+            .filter(|t| **t != import.template_id)
+        {
+            return Err(PlanError::ImportConflict {
+                written_at: import.written_at.clone(),
+                address: address.clone(),
+                id: import.template_id.clone(),
+                recorded: recorded.clone(),
+            });
+        }
+    }
     let scope: Option<BTreeSet<Address>> = match &opts.target {
         Some(t) if desired.resources.contains_key(t) => Some(graph::closure(desired, t)),
         Some(t) if snap.resources.contains_key(t) => Some(BTreeSet::from([t.clone()])),
@@ -380,11 +416,57 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         let res = &desired.resources[address];
         let hash = &hashes[address];
         let (action, reason, before) = match snap.resources.get(address) {
+            None if desired.imports.contains_key(address)
+                && !snap.intents.contains_key(address) =>
+            {
+                let import = &desired.imports[address];
+                let at_gateway = opts
+                    .imported
+                    .get(address)
+                    .ok_or_else(|| PlanError::ImportNotRead(address.clone()))?;
+                let fields: Vec<String> = changed_fields(at_gateway, &res.attrs.to_json())
+                    .into_iter()
+                    .filter(|f| f != "image_hashes" && !f.starts_with("image_hashes."))
+                    .collect();
+                let reason = if fields.is_empty() {
+                    format!(
+                        "adopted from the gateway (template_id {}); it matches the manifests",
+                        import.template_id
+                    )
+                } else {
+                    format!(
+                        "adopted from the gateway (template_id {}), then updated in place: changed: {}",
+                        import.template_id,
+                        fields.join(", ")
+                    )
+                };
+                (Action::Import, reason, Some(at_gateway.clone()))
+            }
             None => {
+                let imported_parent = matches!(address.kind, Kind::Form | Kind::ActivationUrl)
+                    && desired
+                        .imports
+                        .contains_key(&address.with_kind(Kind::Template))
+                    && !snap
+                        .resources
+                        .contains_key(&address.with_kind(Kind::Template));
                 let reason = match snap.intents.get(address) {
                     Some(i) => format!(
                         "an earlier apply was interrupted during its create; the same request (request_id {}) is replayed, so no duplicate is made",
                         i.request_id
+                    ),
+                    None if imported_parent => format!(
+                        "not in state: the gateway cannot be asked for an imported template's {}, so it is {} (the same value again is harmless)",
+                        if address.kind == Kind::Form {
+                            "form"
+                        } else {
+                            "activation URL"
+                        },
+                        if address.kind == Kind::Form {
+                            "set again"
+                        } else {
+                            "applied for again"
+                        }
                     ),
                     None => "not in state".to_string(),
                 };
@@ -498,6 +580,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             Action::Replace => summary.replace += 1,
             Action::Retire => summary.retire += 1,
             Action::NoOp => summary.no_op += 1,
+            Action::Import => summary.import += 1,
         }
     }
     Ok(Plan {
@@ -786,6 +869,7 @@ mod tests {
             &Snapshot::empty(),
             &Options {
                 target: Some(club.clone()),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -797,10 +881,68 @@ mod tests {
                 &d,
                 &s,
                 &Options {
-                    target: Some(unknown)
+                    target: Some(unknown),
+                    ..Default::default()
                 }
             ),
             Err(PlanError::UnknownTarget(_))
+        ));
+    }
+
+    #[test]
+    fn an_import_adopts_and_says_what_the_manifests_change() {
+        let mut d = base();
+        let club = Address::new(M, Kind::Template, "club");
+        d.imports.insert(
+            club.clone(),
+            crate::model::Import {
+                template_id: "T-OLD".into(),
+                written_at: "cardform.yaml:9:5".into(),
+            },
+        );
+        let wanted = d.resources[&club].attrs.to_json();
+        let mut renamed = wanted.clone();
+        renamed["style"]["name"] = serde_json::json!("Console Club");
+        // (what the gateway holds, expected reason)
+        let table = [
+            (
+                wanted.clone(),
+                "adopted from the gateway (template_id T-OLD); it matches the manifests",
+            ),
+            (renamed, "then updated in place: changed: style.name"),
+        ];
+        for (at_gateway, why) in table {
+            let opts = Options {
+                imported: [(club.clone(), at_gateway)].into(),
+                ..Default::default()
+            };
+            let p = plan(&d, &Snapshot::empty(), &opts).unwrap();
+            let c = p.changes.iter().find(|c| c.address == club).unwrap();
+            assert_eq!(c.action, Action::Import);
+            assert!(c.reason.contains(why), "{}", c.reason);
+            assert_eq!(p.summary.import, 1);
+            // The template's activation URL is set up as new, saying why.
+            let url = p
+                .changes
+                .iter()
+                .find(|c| c.address.kind == Kind::ActivationUrl)
+                .unwrap();
+            assert_eq!(url.action, Action::Create);
+            assert!(
+                url.reason.contains("imported template's activation URL"),
+                "{}",
+                url.reason
+            );
+        }
+        // Not read from the gateway: a bug, said so.
+        assert!(matches!(
+            plan(&d, &Snapshot::empty(), &Options::default()),
+            Err(PlanError::ImportNotRead(_))
+        ));
+        // The state already records the address as another template.
+        assert!(matches!(
+            plan(&d, &applied(&d), &Options::default()),
+            Err(PlanError::ImportConflict { .. })
         ));
     }
 }

@@ -11,6 +11,7 @@ use crate::plan::{Action, Change, Plan};
 
 fn symbol(a: Action) -> &'static str {
     match a {
+        Action::Import => "<=",
         Action::Create => "+",
         Action::Update => "~",
         Action::Replace => "-/+",
@@ -21,6 +22,7 @@ fn symbol(a: Action) -> &'static str {
 
 fn style(a: Action) -> anstyle::Style {
     match a {
+        Action::Import => ADD,
         Action::Create => ADD,
         Action::Update => CHANGE,
         Action::Replace => REPLACE,
@@ -31,6 +33,7 @@ fn style(a: Action) -> anstyle::Style {
 
 fn verb(a: Action) -> &'static str {
     match a {
+        Action::Import => "will be imported (adopted from the gateway, no template created)",
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Replace => "must be replaced",
@@ -134,8 +137,13 @@ pub fn summary_line(plan: &Plan) -> String {
     } else {
         String::new()
     };
+    let import = if s.import > 0 {
+        format!("{} to import, ", s.import)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to retire{moved}.",
+        "Plan: {import}{} to create, {} to update, {} to replace, {} to retire{moved}.",
         s.create, s.update, s.replace, s.retire
     )
 }
@@ -157,6 +165,7 @@ fn per_merchant(changes: &[&Change]) -> BTreeMap<String, [usize; 4]> {
             Action::Replace => e[2] += 1,
             Action::Retire => e[3] += 1,
             Action::NoOp => {}
+            Action::Import => e[0] += 1,
         }
     }
     per
@@ -422,7 +431,7 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
 
     let with_diffs: Vec<&&Change> = changes
         .iter()
-        .filter(|c| matches!(c.action, Action::Update | Action::Replace))
+        .filter(|c| matches!(c.action, Action::Update | Action::Replace | Action::Import))
         .collect();
     if !with_diffs.is_empty() {
         let open = "\n<details><summary>attribute diffs</summary>\n\n```diff\n";

@@ -39,6 +39,7 @@ pub fn line_for(l: &ResultLine) -> String {
     match &l.outcome {
         Outcome::Done { note } => {
             let (style, what) = match l.action {
+                Action::Import => (ADD, "Import complete"),
                 Action::Create => (ADD, "Creation complete"),
                 Action::Update => (CHANGE, "Modifications complete"),
                 Action::Replace => (REPLACE, "Replacement complete"),

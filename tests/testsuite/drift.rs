@@ -210,3 +210,115 @@ fn templates_the_state_does_not_know_are_listed_with_their_import_block() {
         r.stdout
     );
 }
+
+/// A template made outside cardform (a script on the official SDK) is
+/// adopted with an `import` block: no template is created, the plan shows the
+/// import with what the manifests change, and a second plan has no changes.
+#[test]
+fn an_import_block_adopts_a_template_without_creating_one() {
+    let w = Work::coffee();
+    let state = run(w.cmd().args(["state", "export"])).ok().json();
+    let image = |name: &str| {
+        state["resources"][format!("merchant.brew/image.{name}")]["ids"]["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let made = w.api(
+        "alipay.marketing.card.template.create",
+        &json!({
+            "request_id": "script-legacy",
+            "card_type": "OUT_MEMBER_CARD",
+            "biz_no_suffix_len": "12",
+            "write_off_type": "qrcode",
+            "template_style_info": {
+                "card_show_name": "Legacy Old",
+                "logo_id": image("logo"),
+                "background_id": image("bg-gold"),
+            },
+        }),
+    );
+    let id = made["template_id"].as_str().unwrap().to_string();
+    let total = || {
+        w.api(
+            "alipay.marketing.card.template.batchquery",
+            &json!({ "page_no": 1, "page_size": 20 }),
+        )["template_total"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = total();
+    let manifest = w.tmp.path().join("coffee/cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen(
+        "    templates:\n",
+        "    templates:\n      legacy:\n        card_number: { suffix_length: 12 }\n        write_off: qrcode\n        style: { name: Legacy, logo: logo, background: bg-gold }\n",
+        1,
+    );
+    std::fs::write(
+        &manifest,
+        format!("{text}\nimport:\n  - {{ to: merchant.brew/template.legacy, id: \"{id}\" }}\n"),
+    )
+    .unwrap();
+    let r = run(w.cmd().args(["plan", "coffee", "--detailed-exitcode"]));
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("# merchant.brew/template.legacy will be imported"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "adopted from the gateway (template_id {id}), then updated in place: changed: style.name"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("-     \"name\": \"Legacy Old\","),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Plan: 1 to import, 0 to create"),
+        "{}",
+        r.stdout
+    );
+    run(w.cmd().args(["apply", "coffee", "--auto-approve"])).ok();
+    assert_eq!(total(), before, "no template was created");
+    let q = w.api(
+        "alipay.marketing.card.template.query",
+        &json!({ "template_id": id }),
+    );
+    assert_eq!(q["template_style_info"]["card_show_name"], "Legacy");
+    let rec = run(w
+        .cmd()
+        .args(["state", "show", "merchant.brew/template.legacy"]))
+    .ok()
+    .json();
+    assert_eq!(rec["ids"]["template_id"], id.as_str());
+    let r = run(w.cmd().args(["plan", "coffee", "--detailed-exitcode"]));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+
+    // An id the gateway does not have for this merchant fails clearly.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen(
+        "    templates:\n",
+        "    templates:\n      ghost:\n        card_number: { suffix_length: 12 }\n        write_off: qrcode\n        style: { name: Ghost, logo: logo, background: bg-gold }\n",
+        1,
+    );
+    std::fs::write(
+        &manifest,
+        format!("{text}  - {{ to: merchant.brew/template.ghost, id: \"20990101000000000000000000000000\" }}\n"),
+    )
+    .unwrap();
+    let r = run(w.cmd().args(["plan", "coffee"]));
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("cannot import template 20990101000000000000000000000000 as `merchant.brew/template.ghost`")
+            && r.stderr.contains("cardform.yaml:"),
+        "{}",
+        r.stderr
+    );
+}
