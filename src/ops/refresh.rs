@@ -70,6 +70,10 @@ pub async fn refresh(
     // the app's own, shared by every merchant without one. Each is listed once.
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &all {
+        if let Some(Err(e)) = tokens.get(m) {
+            // Listing it in the app's namespace would misread it.
+            return Err(anyhow!("cannot refresh merchant `{m}`: {e}"));
+        }
         let ns = token(m).map(|t| t.expose().to_string()).unwrap_or_default();
         groups.entry(ns).or_default().push(m.clone());
     }
