@@ -415,7 +415,7 @@ fn lower_imports(ctx: &mut Ctx, desired: &Desired) -> BTreeMap<Address, Import> 
                 ctx.report(
                     &at,
                     "to",
-                    format!("`{to}` names no template in the manifests\nhint: write the template first (`cardform import --merchant ... --generate-config-out` writes it for you)"),
+                    format!("`{to}` names no template in the manifests\nhint: write the template in the manifests first; the import adopts the gateway's template at that address"),
                 );
                 continue;
             }
