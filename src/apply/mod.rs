@@ -419,6 +419,16 @@ impl Shared {
         })?;
         let at = &self.scope(address)?;
         match (&resource.attrs, change.action) {
+            (Attrs::Image(img), _) if img.id.is_some() => {
+                let id = img.id.clone().unwrap_or_default();
+                let ids = Ids {
+                    image_id: Some(id.clone()),
+                    ..Ids::default()
+                };
+                // Nothing to upload: the gateway holds it already.
+                self.commit(address, ids, &resource.attrs, Durability::Flushed)?;
+                Ok(Some(format!("adopted image_id {id}")))
+            }
             (Attrs::Image(img), _) => {
                 let old = self.ids_of(address).image_id;
                 let ids = self.provider.upload_image(at, &address.name, img).await?;

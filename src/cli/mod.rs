@@ -6,6 +6,7 @@ mod api;
 mod apply;
 mod bench;
 mod drift;
+mod import;
 mod plan;
 mod sandbox;
 mod state;
@@ -42,6 +43,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Make the gateway match the manifests (or apply a saved plan)
     Apply(apply::Args),
+    /// Write a manifest adopting a merchant's existing templates (--generate-config-out)
+    Import(import::Args),
     /// Read the gateway and report changes made outside cardform (exit 2 if any)
     Drift(drift::Args),
     /// Template ids and activation URLs per merchant (--qr writes QR codes)
@@ -156,6 +159,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Plan(args) => plan::exec(args, &over).await,
         Command::Apply(args) => apply::exec(args, &over).await,
         Command::Drift(args) => drift::exec(args, &over).await,
+        Command::Import(args) => import::exec(args, &over).await,
         Command::Output(args) => state::exec_output(args, &over),
         Command::State(args) => state::exec(args, &over),
         Command::Api(args) => api::exec(args, &over).await,

@@ -726,10 +726,59 @@ fn lower_merchant(
             ctx.diags.push(d);
             continue;
         }
-        let path = ctx.dir(at.file).join(&img.file);
         // Any problem with the image itself is reported here, once; the
         // templates that use it add no error of their own.
         ctx.broken_images.insert((mname.to_string(), name.clone()));
+        let file = match (&img.file, &img.id) {
+            (Some(f), None) => f.clone(),
+            (None, Some(id)) => {
+                if id.is_empty()
+                    || id.len() > 128
+                    || !id
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                {
+                    ctx.report(
+                        at,
+                        "id",
+                        format!("`{}` is not an image id", super::diag::clip(id, 60)),
+                    );
+                    continue;
+                }
+                ctx.broken_images.remove(&(mname.to_string(), name.clone()));
+                let address = Address::new(mname, Kind::Image, name);
+                let sha = format!("id:{id}");
+                image_roles.insert(name.clone(), (img.role, sha.clone()));
+                desired.resources.insert(
+                    address.clone(),
+                    Resource {
+                        address,
+                        deps: Vec::new(),
+                        attrs: Attrs::Image(ImageAttrs {
+                            file: String::new(),
+                            source: PathBuf::new(),
+                            role: role_name(img.role).into(),
+                            image_type: String::new(),
+                            sha256: sha,
+                            width: 0,
+                            height: 0,
+                            bytes: 0,
+                            id: Some(id.clone()),
+                        }),
+                    },
+                );
+                continue;
+            }
+            _ => {
+                ctx.report(
+                    at,
+                    "",
+                    "an image needs exactly one of `file` (bytes to upload) or `id` (an image the gateway already holds)",
+                );
+                continue;
+            }
+        };
+        let path = ctx.dir(at.file).join(&file);
         let facts = match ctx.probe(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -737,7 +786,7 @@ fn lower_merchant(
                 continue;
             }
         };
-        let ext = Path::new(&img.file)
+        let ext = Path::new(&file)
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("")
@@ -752,7 +801,7 @@ fn lower_merchant(
                 "file",
                 format!(
                     "`{}` is a {} file but its name ends in `.{ext}`",
-                    img.file,
+                    file,
                     facts.format.to_uppercase()
                 ),
             );
@@ -779,6 +828,7 @@ fn lower_merchant(
                     width: facts.width,
                     height: facts.height,
                     bytes: facts.bytes,
+                    id: None,
                 }),
             },
         );

@@ -142,7 +142,12 @@ pub struct Merchant {
 #[serde(deny_unknown_fields)]
 pub struct Image {
     /// Path of the image file, relative to the manifest file.
-    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Or an image the gateway already holds, by its image_id (no local bytes;
+    /// nothing is uploaded). Replacing it with a `file` later uploads that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub role: ImageRole,
 }
 

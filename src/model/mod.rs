@@ -161,6 +161,10 @@ pub struct ImageAttrs {
     pub width: usize,
     pub height: usize,
     pub bytes: u64,
+    /// An image the gateway already holds, adopted by id: no file, nothing
+    /// uploaded (`sha256` is then `id:<image_id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +200,9 @@ impl ImageAttrs {
     /// same bytes sent as the same type. The file's name or place does not
     /// matter, so a moved or differently spelled path uploads nothing.
     pub fn same_image(&self, old: &serde_json::Value) -> bool {
+        if let Some(id) = &self.id {
+            return old.get("id").and_then(|v| v.as_str()) == Some(id.as_str());
+        }
         old.get("sha256").and_then(|v| v.as_str()) == Some(self.sha256.as_str())
             && old.get("image_type").and_then(|v| v.as_str()) == Some(self.image_type.as_str())
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod apply;
 pub mod bench;
 pub mod gateway;
+pub mod import;
 pub mod plan;
 pub mod project;
 pub mod refresh;

@@ -317,12 +317,21 @@ pub async fn read_imports(
                 wanted.image_hashes.clone(),
             )
             .map_err(|e| anyhow!("template {id} (import to `{address}`) reads oddly: {e}"))?;
-            let images: BTreeMap<String, String> = snapshot
+            // Image ids the state knows, and those the manifests adopt by id.
+            let mut images: BTreeMap<String, String> = snapshot
                 .resources
                 .values()
                 .filter(|r| r.address.merchant == address.merchant && r.kind == Kind::Image)
                 .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
                 .collect();
+            for r in desired.resources.values() {
+                if let crate::model::Attrs::Image(i) = &r.attrs
+                    && let Some(id) = &i.id
+                    && r.address.merchant == address.merchant
+                {
+                    images.insert(id.clone(), r.address.to_string());
+                }
+            }
             let mut value = crate::model::Attrs::Template(Box::new(attrs)).to_json();
             drift::image_addresses(&mut value, &images);
             Ok::<_, anyhow::Error>((address.clone(), value))

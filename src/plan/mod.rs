@@ -416,6 +416,17 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         let res = &desired.resources[address];
         let hash = &hashes[address];
         let (action, reason, before) = match snap.resources.get(address) {
+            None if matches!(&res.attrs, Attrs::Image(i) if i.id.is_some()) => {
+                let id = match &res.attrs {
+                    Attrs::Image(i) => i.id.clone().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                (
+                    Action::Import,
+                    format!("adopted image_id {id}: the gateway holds it, nothing is uploaded"),
+                    None,
+                )
+            }
             None if desired.imports.contains_key(address)
                 && !snap.intents.contains_key(address) =>
             {
@@ -477,10 +488,12 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                 // A dependency that gets a new id (an image uploaded anew, a
                 // template replaced) changes this resource at the gateway
                 // even when its own attributes are the same.
-                let renewed_dep = res
-                    .deps
-                    .iter()
-                    .find(|d| matches!(actions.get(*d), Some(Action::Create | Action::Replace)));
+                let renewed_dep = res.deps.iter().find(|d| {
+                    matches!(
+                        actions.get(*d),
+                        Some(Action::Create | Action::Replace | Action::Import)
+                    )
+                });
                 let same_image = match &res.attrs {
                     Attrs::Image(img) => img.same_image(&old_attrs()),
                     _ => false,
@@ -492,6 +505,14 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                             format!(
                                 "{why}: a new template is created; the old one{} cannot be deleted at Alipay and is retired. Members who already hold cards keep them on the old template",
                                 old.ids.template_id.as_ref().map(|t| format!(" (template_id {t})")).unwrap_or_default()
+                            ),
+                            Some(old_attrs()),
+                        ),
+                        (Attrs::Image(img), None) if img.id.is_some() => (
+                            Action::Import,
+                            format!(
+                                "now the image the gateway holds as image_id {} (nothing is uploaded)",
+                                img.id.clone().unwrap_or_default()
                             ),
                             Some(old_attrs()),
                         ),
@@ -626,6 +647,7 @@ mod tests {
                 width: 500,
                 height: 500,
                 bytes: 100,
+                id: None,
             }),
         }
     }

@@ -322,3 +322,133 @@ fn an_import_block_adopts_a_template_without_creating_one() {
         r.stderr
     );
 }
+
+/// Adoption end to end: templates made with raw API calls (as a console or a
+/// script would) are written out by `cardform import --generate-config-out`;
+/// the generated project validates and plans only imports; apply creates no
+/// template; a second plan has no changes.
+#[test]
+fn import_generates_a_config_that_plans_only_imports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &[]);
+    let at = |args: &[&str]| {
+        let mut c = sb.cardform();
+        c.current_dir(tmp.path()).args(args);
+        c
+    };
+    write_png(&tmp.path().join("logo.png"), 500, 500, 1);
+    write_png(&tmp.path().join("bg.png"), 1020, 643, 2);
+    let upload = |file: &str| {
+        run(&mut at(&[
+            "api",
+            "alipay.offline.material.image.upload",
+            "--param",
+            "image_type=png",
+            "--param",
+            &format!("image_name={file}"),
+            "--file",
+            &format!("image_content={file}"),
+        ]))
+        .ok()
+        .json()["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (logo, bg) = (upload("logo.png"), upload("bg.png"));
+    let mut ids = Vec::new();
+    for (i, name) in ["Gold Card", "Silver Card"].iter().enumerate() {
+        let biz = json!({
+            "request_id": format!("console-{i}"),
+            "card_type": "OUT_MEMBER_CARD",
+            "biz_no_prefix": "VIP",
+            "biz_no_suffix_len": "12",
+            "write_off_type": "qrcode",
+            "template_style_info": { "card_show_name": name, "logo_id": logo, "background_id": bg, "bg_color": "rgb(10,20,30)" },
+            "column_info_list": [{ "code": "POINT", "title": "Points", "operate_type": "staticinfo" }],
+        });
+        let made = run(&mut at(&[
+            "api",
+            "alipay.marketing.card.template.create",
+            "--biz-content",
+            &biz.to_string(),
+        ]))
+        .ok()
+        .json();
+        ids.push(made["template_id"].as_str().unwrap().to_string());
+    }
+    std::fs::create_dir_all(tmp.path().join("adopt")).unwrap();
+    std::fs::write(
+        tmp.path().join("adopt/cardform.yaml"),
+        "merchants:\n  brew: {}\n",
+    )
+    .unwrap();
+    let r = run(&mut at(&[
+        "import",
+        "adopt",
+        "--merchant",
+        "brew",
+        "--generate-config-out",
+        "gen/cardform.yaml",
+    ]))
+    .ok();
+    assert!(r.stdout.contains("2 template(s)"), "{}", r.stdout);
+    let generated = std::fs::read_to_string(tmp.path().join("gen/cardform.yaml")).unwrap();
+    assert!(generated.contains("name: Gold Card"), "{generated}");
+    assert!(
+        generated.contains(&format!("id: '{}'", ids[0]))
+            || generated.contains(&format!("id: \"{}\"", ids[0]))
+            || generated.contains(&format!("id: {}", ids[0])),
+        "{generated}"
+    );
+    run(&mut at(&["validate", "gen"])).ok();
+    let r = run(&mut at(&[
+        "plan",
+        "gen",
+        "--state",
+        "st",
+        "--detailed-exitcode",
+    ]));
+    assert_eq!(r.code, 2, "{}\n{}\n{generated}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("Plan: 4 to import, 0 to create, 0 to update, 0 to replace, 0 to retire."),
+        "{}\n{generated}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("it matches the manifests"),
+        "{}",
+        r.stdout
+    );
+    let total = || {
+        run(&mut at(&[
+            "api",
+            "alipay.marketing.card.template.batchquery",
+            "--biz-content",
+            r#"{"page_no":1,"page_size":20}"#,
+        ]))
+        .ok()
+        .json()["template_total"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(total(), 2);
+    run(&mut at(&[
+        "apply",
+        "gen",
+        "--state",
+        "st",
+        "--auto-approve",
+    ]))
+    .ok();
+    assert_eq!(total(), 2, "apply created no template");
+    let r = run(&mut at(&[
+        "plan",
+        "gen",
+        "--state",
+        "st",
+        "--detailed-exitcode",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}

@@ -1,0 +1,329 @@
+//! `cardform import --merchant NAME --generate-config-out FILE`: write a
+//! manifest for every template a merchant already holds at the gateway, with
+//! the `import` blocks that adopt them, in the manifest's own words. Images
+//! the gateway knows only by id are referenced by id.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::project::{self, Common};
+use crate::gateway::Scope;
+use crate::manifest::raw;
+use crate::model::SecretRef;
+use crate::model::template::TemplateAttrs;
+use crate::plan::drift::suggested_name;
+use crate::provider::template::from_wire;
+use crate::settings::{Overrides, Settings};
+
+/// What was written.
+#[derive(Debug)]
+pub struct Generated {
+    pub templates: usize,
+    pub images: usize,
+    /// Templates left out, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn secret(r: &Option<SecretRef>) -> Option<raw::SecretSource> {
+    r.as_ref().map(|r| match r {
+        SecretRef::File(p) => raw::SecretSource {
+            file: Some(p.display().to_string()),
+            env: None,
+        },
+        SecretRef::Env(n) => raw::SecretSource {
+            file: None,
+            env: Some(n.clone()),
+        },
+    })
+}
+
+/// A template in the domain's words as a raw manifest template, its image
+/// ids named through `image_name`.
+fn raw_template(t: &TemplateAttrs, image_name: &dyn Fn(&str) -> String) -> raw::Template {
+    let opt_img = |v: &Option<String>| v.as_deref().map(image_name);
+    let s = &t.style;
+    raw::Template {
+        card_type: Some(t.card_type),
+        card_number: Some(raw::CardNumber {
+            prefix: t.card_number.prefix.clone(),
+            suffix_length: Some(t.card_number.suffix_length),
+        }),
+        write_off: Some(t.write_off),
+        style: Some(raw::Style {
+            name: Some(s.name.clone()),
+            logo: Some(image_name(&s.logo)),
+            background: Some(image_name(&s.background)),
+            text_color: s.text_color.clone(),
+            brand_name: s.brand_name.clone(),
+            slogan: s.slogan.clone(),
+            slogan_image: opt_img(&s.slogan_image),
+            banner_image: opt_img(&s.banner_image),
+            banner_url: s.banner_url.clone(),
+            feature_descriptions: s.feature_descriptions.clone(),
+            show_front_text: s.show_front_text,
+            show_front_image: s.show_front_image,
+            column_layout: s.column_layout,
+        }),
+        columns: (!t.columns.is_empty()).then(|| {
+            t.columns
+                .iter()
+                .map(|c| raw::Column {
+                    code: c.code.clone(),
+                    title: c.title.clone(),
+                    value: c.value.clone(),
+                    action: Some(c.action),
+                    more: c.more.as_ref().map(|m| raw::More {
+                        title: m.title.clone(),
+                        url: m.url.clone(),
+                        params: m.params.clone(),
+                        descriptions: m.descriptions.clone(),
+                    }),
+                    icon: opt_img(&c.icon),
+                    tag: c.tag.clone(),
+                    group_title: c.group_title.clone(),
+                })
+                .collect()
+        }),
+        field_rules: (!t.field_rules.is_empty()).then(|| {
+            t.field_rules
+                .iter()
+                .map(|r| raw::FieldRule {
+                    field: r.field,
+                    rule: r.rule,
+                    value: r.value.clone(),
+                })
+                .collect()
+        }),
+        actions: (!t.actions.is_empty()).then(|| {
+            t.actions
+                .iter()
+                .map(|a| raw::Action {
+                    code: a.code.clone(),
+                    text: a.text.clone(),
+                    url: a.url.clone(),
+                    mini_app: a.mini_app.as_ref().map(|m| raw::MiniApp {
+                        app_id: m.app_id.clone(),
+                        page: m.page.clone(),
+                        query: m.query.clone(),
+                        show_on_list: m.show_on_list,
+                    }),
+                })
+                .collect()
+        }),
+        benefits: (!t.benefits.is_empty()).then(|| {
+            t.benefits
+                .iter()
+                .map(|b| raw::Benefit {
+                    title: b.title.clone(),
+                    descriptions: b.descriptions.clone(),
+                    start: b.start.clone(),
+                    end: b.end.clone(),
+                })
+                .collect()
+        }),
+        open_card: t.open_card.as_ref().map(|o| raw::OpenCard {
+            operated_by: o.operated_by,
+            source_app_id: o.source_app_id.clone(),
+            url: o.url.clone(),
+            rights: o.rights.as_ref().map(|rs| {
+                rs.iter()
+                    .map(|r| raw::Right {
+                        title: r.title.clone(),
+                        detail: r.detail.clone(),
+                        logo: opt_img(&r.logo),
+                    })
+                    .collect()
+            }),
+        }),
+        dynamic_code_notify: t
+            .dynamic_code_notify
+            .as_ref()
+            .map(|d| raw::DynamicCodeNotify {
+                url: d.url.clone(),
+                ext_params: d.ext_params.clone(),
+            }),
+        shops: t.shops.clone(),
+        channels: t.channels.clone(),
+        spi_app_id: t.spi_app_id.clone(),
+        ..raw::Template::default()
+    }
+}
+
+/// Where each image id is used first decides its role and name.
+fn image_role(field: &str) -> (raw::ImageRole, &'static str) {
+    match field {
+        "style.logo" => (raw::ImageRole::Logo, "logo"),
+        "style.background" => (raw::ImageRole::Background, "background"),
+        f if f.starts_with("levels[") => (raw::ImageRole::LevelIcon, "level-icon"),
+        _ => (raw::ImageRole::Other, "image"),
+    }
+}
+
+pub async fn generate(
+    common: &Common,
+    flags: &Overrides,
+    merchant: &str,
+    out: &Path,
+) -> Result<Generated> {
+    let desired = project::load(&common.project, &common.vars)?;
+    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let Some(info) = desired.merchants.get(merchant) else {
+        bail!(
+            "merchant `{merchant}` is not declared in the project\nhint: declare it (with its app_auth_token, if the app acts for it) under `merchants:` first"
+        );
+    };
+    let reader = super::refresh::connect(
+        &settings,
+        &desired,
+        &crate::apply::Options::default(),
+        std::sync::Arc::new(crate::gateway::governor::Silent),
+    )
+    .await?;
+    let result = async {
+        let token = reader
+            .tokens
+            .get(merchant)
+            .map(|t| t.clone().map_err(|e| anyhow!(e)))
+            .transpose()?
+            .flatten();
+        let at = Scope::merchant(merchant, token.as_ref());
+        let listed = reader
+            .provider
+            .all_templates(&at, 500)
+            .await
+            .map_err(|e| anyhow!("cannot list the templates of merchant `{merchant}`: {e}"))?;
+        let mut read = Vec::new();
+        for t in &listed {
+            let q = reader
+                .provider
+                .template(&at, &t.template_id)
+                .await
+                .map_err(|e| anyhow!("cannot read template {}: {e}", t.template_id))?;
+            let mut body = q.body.clone();
+            // template.query does not return it; the console shows it.
+            let guessed = body.write_off_type.is_none();
+            if guessed {
+                body.write_off_type = Some("qrcode".into());
+            }
+            let card_type = q
+                .card_type
+                .clone()
+                .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
+            let attrs = from_wire(
+                &card_type,
+                &body,
+                q.card_level_confs.as_deref(),
+                BTreeMap::new(),
+            )
+            .map_err(|e| anyhow!("template {} reads oddly: {e}", t.template_id))?;
+            read.push((t.template_id.clone(), attrs, guessed));
+        }
+        Ok::<_, anyhow::Error>(read)
+    }
+    .await;
+    reader.conn.close().await;
+    let read = result?;
+
+    // Images by id: named after where they are first used.
+    let mut image_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut images: BTreeMap<String, raw::Image> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let mut templates: BTreeMap<String, raw::Template> = BTreeMap::new();
+    let mut imports = Vec::new();
+    let mut guessed_write_off = false;
+    for (id, attrs, guessed) in &read {
+        if !attrs.levels.is_empty() {
+            // Levels are tiers here (one template per level), and which
+            // gateway template is which tier cannot be read back exactly.
+            skipped.push((
+                id.clone(),
+                format!(
+                    "it has {} level(s), which cardform writes as tiers (one template per level); write them by hand and import each tier's template",
+                    attrs.levels.len()
+                ),
+            ));
+            continue;
+        }
+        for (field, image_id) in attrs.image_fields() {
+            if image_names.contains_key(image_id) {
+                continue;
+            }
+            let (role, stem) = image_role(&field);
+            let mut name = stem.to_string();
+            let mut n = 2;
+            while images.contains_key(&name) {
+                name = format!("{stem}-{n}");
+                n += 1;
+            }
+            images.insert(
+                name.clone(),
+                raw::Image {
+                    file: None,
+                    id: Some(image_id.to_string()),
+                    role,
+                },
+            );
+            image_names.insert(image_id.to_string(), name);
+        }
+        let mut name = suggested_name(Some(&attrs.style.name), id);
+        if templates.contains_key(&name) {
+            name = format!("{name}-{}", &id[id.len().saturating_sub(6)..]);
+        }
+        let named = |i: &str| image_names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        templates.insert(name.clone(), raw_template(attrs, &named));
+        imports.push(raw::Import {
+            to: format!("merchant.{merchant}/template.{name}"),
+            id: id.clone(),
+        });
+        guessed_write_off |= *guessed;
+    }
+    let g = &desired.gateway;
+    let manifest = raw::Manifest {
+        gateway: Some(raw::Gateway {
+            endpoint: g.endpoint.clone(),
+            app_id: g.app_id.clone(),
+            private_key: secret(&g.private_key),
+            alipay_public_key: secret(&g.alipay_public_key),
+            sign_type: g.sign_type.as_deref().map(|s| {
+                if s == "RSA" {
+                    raw::SignType::Rsa
+                } else {
+                    raw::SignType::Rsa2
+                }
+            }),
+        }),
+        merchants: Some(BTreeMap::from([(
+            merchant.to_string(),
+            raw::Merchant {
+                display_name: info.display_name.clone(),
+                app_auth_token: secret(&info.app_auth_token),
+                images: (!images.is_empty()).then_some(images.clone()),
+                templates: (!templates.is_empty()).then_some(templates.clone()),
+                ..raw::Merchant::default()
+            },
+        )])),
+        import: (!imports.is_empty()).then_some(imports),
+        ..raw::Manifest::default()
+    };
+    let mut text = format!(
+        "# Generated by `cardform import --merchant {merchant}` from the templates merchant `{merchant}`\n# holds at the gateway; the import blocks adopt them (no template is created).\n"
+    );
+    if guessed_write_off {
+        text.push_str("# write_off: template.query does not return it; `qrcode` is written. Set each to what the\n# Alipay console shows before applying: an update sends it.\n");
+    }
+    for (id, why) in &skipped {
+        text.push_str(&format!("# Not generated: template {id}: {why}.\n"));
+    }
+    text.push_str(&serde_yaml::to_string(&manifest)?);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, text).map_err(|e| anyhow!("cannot write `{}`: {e}", out.display()))?;
+    Ok(Generated {
+        templates: templates.len(),
+        images: images.len(),
+        skipped,
+    })
+}
