@@ -161,6 +161,49 @@ fn image_role(field: &str) -> (raw::ImageRole, &'static str) {
     }
 }
 
+/// Templates with levels, grouped into tiers where that is exact: the same
+/// level list and otherwise equal but for the card name, as many templates
+/// as levels, and each level's name (or code) found in exactly one of their
+/// card names. Returns each group's template indices in level order, and the
+/// templates with levels that could not be grouped.
+fn tier_groups(read: &[(String, TemplateAttrs, bool)]) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (_, t, _)) in read.iter().enumerate() {
+        if t.levels.is_empty() {
+            continue;
+        }
+        let mut key = t.clone();
+        key.style.name.clear();
+        by_key
+            .entry(serde_json::to_string(&key).expect("attributes serialize"))
+            .or_default()
+            .push(i);
+    }
+    let (mut groups, mut left) = (Vec::new(), Vec::new());
+    for members in by_key.into_values() {
+        let levels = &read[members[0]].1.levels;
+        let mut order = Vec::new();
+        for l in levels {
+            let word = l.level_name.as_deref().unwrap_or(&l.level).to_lowercase();
+            let found: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| read[i].1.style.name.to_lowercase().contains(&word))
+                .collect();
+            match found.as_slice() {
+                [one] if !order.contains(one) => order.push(*one),
+                _ => break,
+            }
+        }
+        if members.len() == levels.len() && order.len() == levels.len() {
+            groups.push(order);
+        } else {
+            left.extend(members);
+        }
+    }
+    (groups, left)
+}
+
 pub async fn generate(
     common: &Common,
     flags: &Overrides,
@@ -233,19 +276,19 @@ pub async fn generate(
     let mut templates: BTreeMap<String, raw::Template> = BTreeMap::new();
     let mut imports = Vec::new();
     let mut guessed_write_off = false;
-    for (id, attrs, guessed) in &read {
-        if !attrs.levels.is_empty() {
-            // Levels are tiers here (one template per level), and which
-            // gateway template is which tier cannot be read back exactly.
-            skipped.push((
-                id.clone(),
-                format!(
-                    "it has {} level(s), which cardform writes as tiers (one template per level); write them by hand and import each tier's template",
-                    attrs.levels.len()
-                ),
-            ));
-            continue;
-        }
+    let (groups, ungrouped) = tier_groups(&read);
+    for &i in &ungrouped {
+        skipped.push((
+            read[i].0.clone(),
+            format!(
+                "it has {} level(s), which cardform writes as tiers (one template per level), and which of these templates is which level cannot be told exactly from their card names; write them by hand and import each tier's template",
+                read[i].1.levels.len()
+            ),
+        ));
+    }
+    let name_images = |attrs: &TemplateAttrs,
+                       images: &mut BTreeMap<String, raw::Image>,
+                       image_names: &mut BTreeMap<String, String>| {
         for (field, image_id) in attrs.image_fields() {
             if image_names.contains_key(image_id) {
                 continue;
@@ -267,6 +310,56 @@ pub async fn generate(
             );
             image_names.insert(image_id.to_string(), name);
         }
+    };
+    for group in &groups {
+        let first = &read[group[0]].1;
+        for &i in group {
+            name_images(&read[i].1, &mut images, &mut image_names);
+            guessed_write_off |= read[i].2;
+        }
+        // The template's name: the card names without their level's name.
+        let level_word = first.levels[0]
+            .level_name
+            .clone()
+            .unwrap_or_else(|| first.levels[0].level.clone());
+        let stem = first.style.name.replace(&level_word, " ");
+        let mut name = suggested_name(Some(&stem), &read[group[0]].0);
+        if templates.contains_key(&name) {
+            name = format!("{name}-{}", templates.len());
+        }
+        let named = |i: &str| image_names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        let mut base = raw_template(first, &named);
+        base.tiers = Some(
+            first
+                .levels
+                .iter()
+                .zip(group)
+                .map(|(l, &i)| raw::Template {
+                    level: Some(l.level.clone()),
+                    level_name: l.level_name.clone(),
+                    level_icon: l.level_icon.as_deref().map(named),
+                    level_description: l.level_description.clone(),
+                    style: Some(raw::Style {
+                        name: Some(read[i].1.style.name.clone()),
+                        ..raw::Style::default()
+                    }),
+                    ..raw::Template::default()
+                })
+                .collect(),
+        );
+        for (l, &i) in first.levels.iter().zip(group) {
+            imports.push(raw::Import {
+                to: format!("merchant.{merchant}/template.{name}.{}", l.level),
+                id: read[i].0.clone(),
+            });
+        }
+        templates.insert(name, base);
+    }
+    for (id, attrs, guessed) in &read {
+        if !attrs.levels.is_empty() {
+            continue;
+        }
+        name_images(attrs, &mut images, &mut image_names);
         let mut name = suggested_name(Some(&attrs.style.name), id);
         if templates.contains_key(&name) {
             name = format!("{name}-{}", &id[id.len().saturating_sub(6)..]);

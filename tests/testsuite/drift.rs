@@ -377,6 +377,33 @@ fn import_generates_a_config_that_plans_only_imports() {
         .json();
         ids.push(made["template_id"].as_str().unwrap().to_string());
     }
+    // A tiered program: one template per level, each carrying every level;
+    // each card name says its level, so the tiers can be told apart.
+    for (i, (level, name)) in [("silver", "Club Silver"), ("gold", "Club Gold")]
+        .iter()
+        .enumerate()
+    {
+        let biz = json!({
+            "request_id": format!("console-tier-{i}"),
+            "card_type": "OUT_MEMBER_CARD",
+            "biz_no_suffix_len": "14",
+            "write_off_type": "qrcode",
+            "template_style_info": { "card_show_name": name, "logo_id": logo, "background_id": bg },
+            "card_level_conf": [
+                { "level": "silver", "level_show_name": "Silver" },
+                { "level": "gold", "level_show_name": "Gold", "level_desc": "The best" },
+            ],
+        });
+        let made = run(&mut at(&[
+            "api",
+            "alipay.marketing.card.template.create",
+            "--biz-content",
+            &biz.to_string(),
+        ]))
+        .ok()
+        .json();
+        assert!(made["template_id"].is_string(), "{level}: {made}");
+    }
     std::fs::create_dir_all(tmp.path().join("adopt")).unwrap();
     std::fs::write(
         tmp.path().join("adopt/cardform.yaml"),
@@ -392,9 +419,14 @@ fn import_generates_a_config_that_plans_only_imports() {
         "gen/cardform.yaml",
     ]))
     .ok();
-    assert!(r.stdout.contains("2 template(s)"), "{}", r.stdout);
+    assert!(r.stdout.contains("3 template(s)"), "{}", r.stdout);
     let generated = std::fs::read_to_string(tmp.path().join("gen/cardform.yaml")).unwrap();
     assert!(generated.contains("name: Gold Card"), "{generated}");
+    assert!(generated.contains("tiers:"), "{generated}");
+    assert!(
+        generated.contains("merchant.brew/template.club.gold"),
+        "{generated}"
+    );
     assert!(
         generated.contains(&format!("id: '{}'", ids[0]))
             || generated.contains(&format!("id: \"{}\"", ids[0]))
@@ -412,7 +444,7 @@ fn import_generates_a_config_that_plans_only_imports() {
     assert_eq!(r.code, 2, "{}\n{}\n{generated}", r.stdout, r.stderr);
     assert!(
         r.stdout
-            .contains("Plan: 4 to import, 0 to create, 0 to update, 0 to replace, 0 to retire."),
+            .contains("Plan: 6 to import, 0 to create, 0 to update, 0 to replace, 0 to retire."),
         "{}\n{generated}",
         r.stdout
     );
@@ -433,7 +465,7 @@ fn import_generates_a_config_that_plans_only_imports() {
             .as_i64()
             .unwrap()
     };
-    assert_eq!(total(), 2);
+    assert_eq!(total(), 4);
     run(&mut at(&[
         "apply",
         "gen",
@@ -442,7 +474,7 @@ fn import_generates_a_config_that_plans_only_imports() {
         "--auto-approve",
     ]))
     .ok();
-    assert_eq!(total(), 2, "apply created no template");
+    assert_eq!(total(), 4, "apply created no template");
     let r = run(&mut at(&[
         "plan",
         "gen",
