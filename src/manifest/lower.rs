@@ -420,12 +420,7 @@ fn lower_imports(ctx: &mut Ctx, desired: &Desired) -> BTreeMap<Address, Import> 
                 continue;
             }
             let id = b.id.trim();
-            if id.is_empty()
-                || id.len() > 128
-                || !id
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-            {
+            if !is_gateway_id(id) {
                 ctx.report(
                     &at,
                     "id",
@@ -732,12 +727,7 @@ fn lower_merchant(
         let file = match (&img.file, &img.id) {
             (Some(f), None) => f.clone(),
             (None, Some(id)) => {
-                if id.is_empty()
-                    || id.len() > 128
-                    || !id
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                {
+                if !is_gateway_id(id) {
                     ctx.report(
                         at,
                         "id",

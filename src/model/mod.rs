@@ -17,6 +17,15 @@ pub use moved::{Movable, Move};
 
 pub use template::{FormField, TemplateAttrs, is_rgb};
 
+/// Whether `s` is well formed as an id the gateway hands out (template_id,
+/// image_id): 1 to 128 letters, digits, `_` or `-`.
+pub fn is_gateway_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
 /// Resource kinds, in dependency order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

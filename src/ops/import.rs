@@ -14,7 +14,6 @@ use crate::manifest::raw;
 use crate::model::SecretRef;
 use crate::model::template::TemplateAttrs;
 use crate::plan::drift::suggested_name;
-use crate::provider::template::from_wire;
 use crate::settings::{Overrides, Settings};
 
 /// What was written.
@@ -239,28 +238,16 @@ pub async fn generate(
             .map_err(|e| anyhow!("cannot list the templates of merchant `{merchant}`: {e}"))?;
         let mut read = Vec::new();
         for t in &listed {
-            let q = reader
+            // template.query does not return the write-off kind; the console shows it.
+            let (attrs, guessed) = reader
                 .provider
-                .template(&at, &t.template_id)
+                .read_template(
+                    &at,
+                    &t.template_id,
+                    crate::model::template::WriteOff::Qrcode,
+                )
                 .await
                 .map_err(|e| anyhow!("cannot read template {}: {e}", t.template_id))?;
-            let mut body = q.body.clone();
-            // template.query does not return it; the console shows it.
-            let guessed = body.write_off_type.is_none();
-            if guessed {
-                body.write_off_type = Some("qrcode".into());
-            }
-            let card_type = q
-                .card_type
-                .clone()
-                .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
-            let attrs = from_wire(
-                &card_type,
-                &body,
-                q.card_level_confs.as_deref(),
-                BTreeMap::new(),
-            )
-            .map_err(|e| anyhow!("template {} reads oddly: {e}", t.template_id))?;
             read.push((t.template_id.clone(), attrs, guessed));
         }
         Ok::<_, anyhow::Error>(read)

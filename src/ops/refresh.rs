@@ -14,7 +14,6 @@ use crate::gateway::Scope;
 use crate::model::{Address, Kind};
 use crate::plan::drift::{self, Drifted, Refresh, Unmanaged};
 use crate::provider::Provider;
-use crate::provider::template::from_wire;
 use crate::state::Snapshot;
 
 /// Pages of 20 read per merchant at most (10,000 templates).
@@ -119,27 +118,14 @@ pub async fn refresh(
                     continue;
                 }
                 queried += 1;
-                let t = provider
-                    .template(&at.clone().about(&r.address), id)
+                // The write-off kind cannot be read back: the record's stands.
+                let recorded_write_off =
+                    serde_json::from_value(r.attrs_value()["write_off"].clone())
+                        .unwrap_or(crate::model::template::WriteOff::Qrcode);
+                let (attrs, _) = provider
+                    .read_template(&at.clone().about(&r.address), id, recorded_write_off)
                     .await
                     .map_err(|e| anyhow!("cannot read template {id} (`{}`): {e}", r.address))?;
-                let recorded_attrs = r.attrs_value();
-                let mut body = t.body.clone();
-                if body.write_off_type.is_none() {
-                    // template.query does not return it: the record's stands.
-                    body.write_off_type = recorded_write_off(&recorded_attrs).map(str::to_string);
-                }
-                let card_type = t
-                    .card_type
-                    .clone()
-                    .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
-                let attrs = from_wire(
-                    &card_type,
-                    &body,
-                    t.card_level_confs.as_deref(),
-                    Default::default(),
-                )
-                .map_err(|e| anyhow!("template {id} (`{}`) reads oddly: {e}", r.address))?;
                 let mut value = serde_json::to_value(&attrs).expect("attributes serialize");
                 drift::image_addresses(&mut value, &images);
                 let attrs = serde_json::from_value(value).expect("addresses keep the shape");
@@ -189,13 +175,6 @@ pub async fn refresh(
     out.calls = provider.gateway.stats().since(&before).calls;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(out)
-}
-
-/// The recorded `write_off` as the gateway says it.
-fn recorded_write_off(attrs: &serde_json::Value) -> Option<&'static str> {
-    let w: crate::model::template::WriteOff =
-        serde_json::from_value(attrs.get("write_off")?.clone()).ok()?;
-    Some(crate::provider::template::write_off_code(w))
 }
 
 /// Whether a plan reads the gateway first.
@@ -289,34 +268,19 @@ pub async fn read_imports(
             let at = Scope::merchant(&address.merchant, token(&address.merchant).as_ref())
                 .about(address);
             let id = &import.template_id;
-            let t = reader.provider.template(&at, id).await.map_err(|e| {
+            let wanted = match desired.resources.get(address).map(|r| &r.attrs) {
+                Some(crate::model::Attrs::Template(t)) => t,
+                _ => return Err(anyhow!("bug: `{address}` is not a template")),
+            };
+            // The write-off kind cannot be read back: the manifests' stands.
+            let (mut attrs, _) = reader.provider.read_template(&at, id, wanted.write_off).await.map_err(|e| {
                 anyhow!(
                     "{}: cannot import template {id} as `{address}`: {e}\nhint: the gateway has no such template for merchant `{}` (check the id; a template of another merchant or app cannot be imported here)",
                     import.written_at,
                     address.merchant
                 )
             })?;
-            let wanted = match desired.resources.get(address).map(|r| &r.attrs) {
-                Some(crate::model::Attrs::Template(t)) => t,
-                _ => return Err(anyhow!("bug: `{address}` is not a template")),
-            };
-            let mut body = t.body.clone();
-            if body.write_off_type.is_none() {
-                // template.query does not return it: take the manifests' word.
-                body.write_off_type =
-                    Some(crate::provider::template::write_off_code(wanted.write_off).to_string());
-            }
-            let card_type = t
-                .card_type
-                .clone()
-                .unwrap_or_else(|| "OUT_MEMBER_CARD".into());
-            let attrs = from_wire(
-                &card_type,
-                &body,
-                t.card_level_confs.as_deref(),
-                wanted.image_hashes.clone(),
-            )
-            .map_err(|e| anyhow!("template {id} (import to `{address}`) reads oddly: {e}"))?;
+            attrs.image_hashes = wanted.image_hashes.clone();
             // Image ids the state knows, and those the manifests adopt by id.
             let mut images: BTreeMap<String, String> = snapshot
                 .resources

@@ -19,6 +19,15 @@ pub mod template;
 
 pub use template::{ImageIds, MissingImage};
 
+/// Why a template could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadTemplateError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("it reads oddly: {0}")]
+    Odd(String),
+}
+
 pub fn create_request(
     attrs: &TemplateAttrs,
     request_id: &str,
@@ -145,6 +154,33 @@ impl Provider {
             }
         }
         Ok(all)
+    }
+
+    /// A template as the gateway holds it, in the domain's words (its image
+    /// fields hold the gateway's image ids, `image_hashes` is empty).
+    /// template.query does not return the write-off kind: `write_off` stands
+    /// in when it is absent, and the flag says it did.
+    pub async fn read_template(
+        &self,
+        at: &Scope,
+        template_id: &str,
+        write_off: crate::model::template::WriteOff,
+    ) -> Result<(TemplateAttrs, bool), ReadTemplateError> {
+        let t = self.template(at, template_id).await?;
+        let mut body = t.body;
+        let stood_in = body.write_off_type.is_none();
+        if stood_in {
+            body.write_off_type = Some(template::write_off_code(write_off).to_string());
+        }
+        let card_type = t.card_type.unwrap_or_else(|| "OUT_MEMBER_CARD".into());
+        let attrs = template::from_wire(
+            &card_type,
+            &body,
+            t.card_level_confs.as_deref(),
+            Default::default(),
+        )
+        .map_err(ReadTemplateError::Odd)?;
+        Ok((attrs, stood_in))
     }
 
     /// One whole template (template.query).
