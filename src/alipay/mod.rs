@@ -11,6 +11,7 @@
 //! It must never know about resources, plans or state, and never retries: the
 //! gateway seam (`crate::gateway`) decides that.
 
+pub mod cert;
 pub mod client;
 pub mod envelope;
 pub mod error;
