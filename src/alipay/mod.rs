@@ -5,6 +5,7 @@
 //! - [`client`]: request building, encoding, transport;
 //! - [`envelope`]: response node location and signature verification;
 //! - [`error`]: typed errors that say whether a retry can help;
+//! - [`cert`]: certificate serial numbers for public-key-certificate mode;
 //! - [`methods`]: one typed request/response per method: plain data that
 //!   imports nothing of the client (the sandbox reads the same types).
 //!
