@@ -93,9 +93,9 @@ pub async fn refresh(
                 .filter(|r| ms.contains(&r.address.merchant) && r.kind == Kind::Image)
                 .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
                 .collect();
-            let mut drifted: Vec<Drifted> = Vec::new();
             let mut missing: Vec<Address> = Vec::new();
-            let (mut checked, mut queried) = (0, 0);
+            let mut moved = Vec::new();
+            let mut checked = 0;
             for r in snapshot
                 .resources
                 .values()
@@ -117,7 +117,13 @@ pub async fn refresh(
                 {
                     continue;
                 }
-                queried += 1;
+                moved.push((r, id, *listed));
+            }
+            let queried = moved.len();
+            // Read the moved ones at once: the transport bounds calls in flight.
+            let images = &images;
+            let at = &at;
+            let reads = moved.into_iter().map(|(r, id, listed)| async move {
                 // The write-off kind cannot be read back: the record's stands.
                 let recorded_write_off =
                     serde_json::from_value(r.attrs_value()["write_off"].clone())
@@ -127,12 +133,17 @@ pub async fn refresh(
                     .await
                     .map_err(|e| anyhow!("cannot read template {id} (`{}`): {e}", r.address))?;
                 let mut value = serde_json::to_value(&attrs).expect("attributes serialize");
-                drift::image_addresses(&mut value, &images);
+                drift::image_addresses(&mut value, images);
                 let attrs = serde_json::from_value(value).expect("addresses keep the shape");
-                if let Some(d) = drift::compare(r, attrs, listed.gmt_modified.clone()) {
-                    drifted.push(d);
-                }
-            }
+                Ok::<_, anyhow::Error>(drift::compare(r, attrs, listed.gmt_modified.clone()))
+            });
+            let drifted: Vec<Drifted> = futures_util::future::join_all(reads)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             let unmanaged: Vec<Unmanaged> = listed
                 .iter()
                 .filter(|t| !known.contains(t.template_id.as_str()))
