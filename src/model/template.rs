@@ -271,44 +271,52 @@ impl TemplateAttrs {
         None
     }
 
-    /// Every image address the template uses, with the field that names it.
-    pub fn image_fields(&self) -> Vec<(String, &str)> {
-        let mut out: Vec<(String, &str)> = vec![
-            ("style.logo".into(), self.style.logo.as_str()),
-            ("style.background".into(), self.style.background.as_str()),
-        ];
-        out.extend(
-            self.style
-                .slogan_image
-                .as_deref()
-                .map(|a| ("style.slogan_image".into(), a)),
-        );
-        out.extend(
-            self.style
-                .banner_image
-                .as_deref()
-                .map(|a| ("style.banner_image".into(), a)),
-        );
-        for (i, c) in self.columns.iter().enumerate() {
-            out.extend(c.icon.as_deref().map(|a| (format!("columns[{i}].icon"), a)));
+    /// Every image the template names (an address here; an image id in a
+    /// template read from the gateway), with the field that names it.
+    pub fn image_fields(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.clone()
+            .visit_images(&mut |field, v| out.push((field, v.clone())));
+        out
+    }
+
+    /// Rewrite every image field through `f`; a field `f` answers `None`
+    /// for stays as it is.
+    pub fn map_images(&mut self, f: impl Fn(&str) -> Option<String>) {
+        self.visit_images(&mut |_, v| {
+            if let Some(new) = f(v) {
+                *v = new;
+            }
+        });
+    }
+
+    /// The one list of image fields.
+    fn visit_images(&mut self, f: &mut dyn FnMut(String, &mut String)) {
+        f("style.logo".into(), &mut self.style.logo);
+        f("style.background".into(), &mut self.style.background);
+        if let Some(v) = self.style.slogan_image.as_mut() {
+            f("style.slogan_image".into(), v);
         }
-        if let Some(o) = &self.open_card {
-            for (i, r) in o.rights.iter().flatten().enumerate() {
-                out.extend(
-                    r.logo
-                        .as_deref()
-                        .map(|a| (format!("open_card.rights[{i}].logo"), a)),
-                );
+        if let Some(v) = self.style.banner_image.as_mut() {
+            f("style.banner_image".into(), v);
+        }
+        for (i, c) in self.columns.iter_mut().enumerate() {
+            if let Some(v) = c.icon.as_mut() {
+                f(format!("columns[{i}].icon"), v);
             }
         }
-        for (i, l) in self.levels.iter().enumerate() {
-            out.extend(
-                l.level_icon
-                    .as_deref()
-                    .map(|a| (format!("levels[{i}].level_icon"), a)),
-            );
+        if let Some(o) = self.open_card.as_mut() {
+            for (i, r) in o.rights.iter_mut().flatten().enumerate() {
+                if let Some(v) = r.logo.as_mut() {
+                    f(format!("open_card.rights[{i}].logo"), v);
+                }
+            }
         }
-        out
+        for (i, l) in self.levels.iter_mut().enumerate() {
+            if let Some(v) = l.level_icon.as_mut() {
+                f(format!("levels[{i}].level_icon"), v);
+            }
+        }
     }
 }
 

@@ -111,31 +111,21 @@ pub async fn run(
             saved
         }
         None => {
-            let mut options = plan::Options {
+            let options = plan::Options {
                 target: req.target.clone(),
                 ..Default::default()
             };
-            let imports = super::refresh::pending_imports(&desired, &snapshot);
-            let plan = if req.refresh == super::refresh::Mode::Off && !imports {
-                plan::plan(&desired, &snapshot, &options)?
-            } else {
-                let r =
-                    super::refresh::connect(&settings, &desired, &req.options, progress.clone())
-                        .await?;
-                let plan = async {
-                    if imports {
-                        options.imported =
-                            super::refresh::read_imports(&desired, &snapshot, &r).await?;
-                    }
-                    match req.refresh {
-                        super::refresh::Mode::Off => Ok(plan::plan(&desired, &snapshot, &options)?),
-                        mode => super::refresh::plan(&desired, &snapshot, mode, &r, &options).await,
-                    }
-                }
-                .await;
-                reader = Some(r);
-                plan?
-            };
+            let (plan, r) = super::refresh::plan(
+                &settings,
+                &desired,
+                &snapshot,
+                req.refresh,
+                options,
+                &req.options,
+                progress.clone(),
+            )
+            .await?;
+            reader = r;
             if req.refresh == super::refresh::Mode::Only {
                 let learned = plan.refresh.as_ref().map_or(0, |r| r.drifted.len());
                 if learned == 0 || !confirm(&plan) {

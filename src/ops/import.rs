@@ -277,7 +277,7 @@ pub async fn generate(
                        images: &mut BTreeMap<String, raw::Image>,
                        image_names: &mut BTreeMap<String, String>| {
         for (field, image_id) in attrs.image_fields() {
-            if image_names.contains_key(image_id) {
+            if image_names.contains_key(&image_id) {
                 continue;
             }
             let (role, stem) = image_role(&field);
@@ -291,11 +291,11 @@ pub async fn generate(
                 name.clone(),
                 raw::Image {
                     file: None,
-                    id: Some(image_id.to_string()),
+                    id: Some(image_id.clone()),
                     role,
                 },
             );
-            image_names.insert(image_id.to_string(), name);
+            image_names.insert(image_id, name);
         }
     };
     for group in &groups {

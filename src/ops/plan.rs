@@ -49,35 +49,23 @@ pub async fn run(
         binding,
     } = project::open(common, flags, "plan")?;
     drop(store);
-    let mut options = plan::Options {
+    let options = plan::Options {
         target,
         ..Default::default()
     };
-    let imports = super::refresh::pending_imports(&desired, &snapshot);
-    let plan = if mode == super::refresh::Mode::Off && !imports {
-        plan::plan(&desired, &snapshot, &options)?
-    } else {
-        let reader = super::refresh::connect(
-            &settings,
-            &desired,
-            &crate::apply::Options::default(),
-            std::sync::Arc::new(crate::gateway::governor::Silent),
-        )
-        .await?;
-        let plan = async {
-            if imports {
-                options.imported =
-                    super::refresh::read_imports(&desired, &snapshot, &reader).await?;
-            }
-            match mode {
-                super::refresh::Mode::Off => Ok(plan::plan(&desired, &snapshot, &options)?),
-                mode => super::refresh::plan(&desired, &snapshot, mode, &reader, &options).await,
-            }
-        }
-        .await;
-        reader.conn.close().await;
-        plan?
-    };
+    let (plan, reader) = super::refresh::plan(
+        &settings,
+        &desired,
+        &snapshot,
+        mode,
+        options,
+        &crate::apply::Options::default(),
+        std::sync::Arc::new(crate::gateway::governor::Silent),
+    )
+    .await?;
+    if let Some(r) = reader {
+        r.conn.close().await;
+    }
     Ok(Planned {
         plan,
         desired,

@@ -128,13 +128,11 @@ pub async fn refresh(
                 let recorded_write_off =
                     serde_json::from_value(r.attrs_value()["write_off"].clone())
                         .unwrap_or(crate::model::template::WriteOff::Qrcode);
-                let (attrs, _) = provider
+                let (mut attrs, _) = provider
                     .read_template(&at.clone().about(&r.address), id, recorded_write_off)
                     .await
                     .map_err(|e| anyhow!("cannot read template {id} (`{}`): {e}", r.address))?;
-                let mut value = serde_json::to_value(&attrs).expect("attributes serialize");
-                drift::image_addresses(&mut value, images);
-                let attrs = serde_json::from_value(value).expect("addresses keep the shape");
+                attrs.map_images(|id| images.get(id).cloned());
                 Ok::<_, anyhow::Error>(drift::compare(r, attrs, listed.gmt_modified.clone()))
             });
             let drifted: Vec<Drifted> = futures_util::future::join_all(reads)
@@ -226,26 +224,52 @@ pub async fn connect(
     })
 }
 
-/// The plan `mode` asks for (never `Off`): refreshed, or refresh-only.
+/// The one path plan and apply share: plan, reading the gateway first when
+/// `mode` asks for a refresh or `import` blocks name templates the state does
+/// not record. The connection, if one was made, is handed back open (apply
+/// reuses it); on an error it is closed here.
 pub async fn plan(
+    settings: &crate::settings::Settings,
     desired: &crate::model::Desired,
     snapshot: &Snapshot,
     mode: Mode,
-    reader: &Reader,
-    options: &crate::plan::Options,
-) -> Result<crate::plan::Plan> {
-    let merchants = desired.merchants.keys().cloned().collect();
-    let found = refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?;
-    let mut plan = match mode {
-        Mode::Only => crate::plan::refresh_only(desired, snapshot, options)?,
-        _ => crate::plan::plan(
-            desired,
-            &drift::refreshed(snapshot, &found.drifted),
-            options,
-        )?,
-    };
-    plan.refresh = Some(found);
-    Ok(plan)
+    mut options: crate::plan::Options,
+    run: &crate::apply::Options,
+    observer: std::sync::Arc<dyn crate::gateway::governor::Observer>,
+) -> Result<(crate::plan::Plan, Option<Reader>)> {
+    let imports = pending_imports(desired, snapshot);
+    if mode == Mode::Off && !imports {
+        return Ok((crate::plan::plan(desired, snapshot, &options)?, None));
+    }
+    let reader = connect(settings, desired, run, observer).await?;
+    let planned = async {
+        if imports {
+            options.imported = read_imports(desired, snapshot, &reader).await?;
+        }
+        if mode == Mode::Off {
+            return Ok(crate::plan::plan(desired, snapshot, &options)?);
+        }
+        let merchants = desired.merchants.keys().cloned().collect();
+        let found = refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?;
+        let mut plan = match mode {
+            Mode::Only => crate::plan::refresh_only(desired, snapshot, &options)?,
+            _ => crate::plan::plan(
+                desired,
+                &drift::refreshed(snapshot, &found.drifted),
+                &options,
+            )?,
+        };
+        plan.refresh = Some(found);
+        Ok::<_, anyhow::Error>(plan)
+    }
+    .await;
+    match planned {
+        Ok(plan) => Ok((plan, Some(reader))),
+        Err(e) => {
+            reader.conn.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// Whether `import` blocks name templates the state does not record yet.
@@ -307,8 +331,8 @@ pub async fn read_imports(
                     images.insert(id.clone(), r.address.to_string());
                 }
             }
-            let mut value = crate::model::Attrs::Template(Box::new(attrs)).to_json();
-            drift::image_addresses(&mut value, &images);
+            attrs.map_images(|id| images.get(id).cloned());
+            let value = crate::model::Attrs::Template(Box::new(attrs)).to_json();
             Ok::<_, anyhow::Error>((address.clone(), value))
         });
     futures_util::future::join_all(reads)

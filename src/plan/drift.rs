@@ -2,8 +2,6 @@
 //! outside cardform, e.g. in the Alipay console), and templates the state
 //! does not know at all. Pure: the reads happen in `ops::refresh`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -124,20 +122,6 @@ pub fn suggested_name(name: Option<&str>, template_id: &str) -> String {
         format!("t{}", &template_id[template_id.len().saturating_sub(8)..])
     } else {
         slug
-    }
-}
-
-/// Replace every string equal to a known image id with its address.
-pub fn image_addresses(v: &mut Value, by_id: &BTreeMap<String, String>) {
-    match v {
-        Value::String(s) => {
-            if let Some(a) = by_id.get(s.as_str()) {
-                *s = a.clone();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|x| image_addresses(x, by_id)),
-        Value::Object(map) => map.values_mut().for_each(|x| image_addresses(x, by_id)),
-        _ => {}
     }
 }
 
