@@ -31,6 +31,8 @@
 //! - [`alipay`]: the gateway client (keys, signing, envelope, errors) and the
 //!   plain wire types of each method (`alipay::methods`, importing nothing of
 //!   the client).
+//! - [`pki`]: making certificates and CSRs (the sandbox's certificate
+//!   authority, `keys generate`).
 //! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
 //! - [`secret`]: a string that never prints.
 //! - [`bounded`]: reading user-named files within a size limit.
@@ -45,6 +47,7 @@ pub mod graph;
 pub mod manifest;
 pub mod model;
 pub mod ops;
+pub mod pki;
 pub mod plan;
 pub mod provider;
 pub mod render;

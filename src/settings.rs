@@ -22,6 +22,13 @@ pub struct Overrides {
     pub private_key: Option<PathBuf>,
     pub alipay_public_key: Option<PathBuf>,
     pub sign_type: Option<SignType>,
+    /// Certificate mode: the app certificate, the Alipay public-key
+    /// certificate and the Alipay root bundle.
+    pub app_cert: Option<PathBuf>,
+    pub alipay_cert: Option<PathBuf>,
+    pub alipay_root_cert: Option<PathBuf>,
+    /// The AES content-encryption key (a file holding the base64 key).
+    pub encrypt_key: Option<PathBuf>,
     /// `--state`.
     pub state: Option<PathBuf>,
 }
@@ -41,6 +48,13 @@ pub struct GatewaySettings {
     /// A path, or (from a manifest) an environment variable holding the key.
     pub private_key: Option<SecretRef>,
     pub alipay_public_key: Option<SecretRef>,
+    /// Public-key-certificate mode (any of the three set): all three are
+    /// needed, and the Alipay public key comes from `alipay_cert`.
+    pub app_cert: Option<SecretRef>,
+    pub alipay_cert: Option<SecretRef>,
+    pub alipay_root_cert: Option<SecretRef>,
+    /// AES content encryption.
+    pub encrypt_key: Option<SecretRef>,
     pub app_auth_token: Option<Secret>,
     pub sign_type: SignType,
     /// Faults for the embedded sandbox (`CARDFORM_SANDBOX_FAULTS`, e.g.
@@ -153,6 +167,22 @@ impl Settings {
                     &flags.alipay_public_key,
                     "CARDFORM_ALIPAY_PUBLIC_KEY",
                     &manifest.alipay_public_key,
+                ),
+                app_cert: path_ref(&flags.app_cert, "CARDFORM_APP_CERT", &manifest.app_cert),
+                alipay_cert: path_ref(
+                    &flags.alipay_cert,
+                    "CARDFORM_ALIPAY_CERT",
+                    &manifest.alipay_cert,
+                ),
+                alipay_root_cert: path_ref(
+                    &flags.alipay_root_cert,
+                    "CARDFORM_ALIPAY_ROOT_CERT",
+                    &manifest.alipay_root_cert,
+                ),
+                encrypt_key: path_ref(
+                    &flags.encrypt_key,
+                    "CARDFORM_ENCRYPT_KEY",
+                    &manifest.encrypt_key,
                 ),
                 app_auth_token: env("CARDFORM_APP_AUTH_TOKEN").map(Secret::new),
                 sign_type,

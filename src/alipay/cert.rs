@@ -15,8 +15,18 @@
 //! Checked against the published root bundle (`tests/data/certs/alipayRootCert.crt`,
 //! which every SDK ships): its SN is the value the SDKs' examples carry.
 //!
-//! Plain computation over certificate bytes: no I/O, no client.
+//! [`CertMode::load`] turns the three certificates into what the client
+//! needs, refusing with the file's name what no SDK would notice until the
+//! gateway says no: text that is not PEM, a certificate outside its validity
+//! dates, an app certificate for another key, a root bundle without an RSA
+//! certificate.
+//!
+//! Computation over certificate text: no I/O (the caller reads the files).
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use rsa::pkcs8::DecodePublicKey;
 use x509_cert::Certificate;
 use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
 use x509_cert::der::{self, Decode, Encode};
@@ -126,6 +136,192 @@ pub fn public_key_der(cert: &Certificate) -> Result<Vec<u8>, String> {
 /// One certificate from DER bytes.
 pub fn from_der(der: &[u8]) -> Result<Certificate, String> {
     Certificate::from_der(der).map_err(|e| format!("not a DER certificate: {e}"))
+}
+
+use super::keys::{AlipayPublicKey, AppPrivateKey, KeySource};
+
+/// A certificate problem, naming the certificate and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("the {role} from {source_} {reason}{}", hint.as_deref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+pub struct CertError {
+    pub role: &'static str,
+    pub source_: KeySource,
+    pub reason: String,
+    pub hint: Option<String>,
+}
+
+pub const APP_CERT: &str = "app certificate";
+pub const ALIPAY_CERT: &str = "Alipay public-key certificate";
+pub const ROOT_CERT: &str = "Alipay root certificate";
+
+/// Public-key-certificate mode, loaded and checked: the serial numbers
+/// requests carry, and the Alipay key responses are verified with.
+#[derive(Debug, Clone)]
+pub struct CertMode {
+    pub app_cert_sn: String,
+    pub alipay_root_cert_sn: String,
+    /// The SN of the configured Alipay certificate: a response naming
+    /// another was signed under a certificate this client does not hold.
+    pub alipay_cert_sn: String,
+    /// Where the Alipay certificate came from, for the rotation message.
+    pub alipay_cert_source: KeySource,
+}
+
+/// One certificate file's text, and where it came from.
+pub struct CertText<'a> {
+    pub text: &'a str,
+    pub source: KeySource,
+}
+
+fn unix(t: &x509_cert::time::Time) -> SystemTime {
+    UNIX_EPOCH + t.to_unix_duration()
+}
+
+fn date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{secs} s after 1970"))
+}
+
+/// Whether `now` is within the certificate's validity, as an error if not.
+pub fn check_validity(cert: &Certificate, now: SystemTime) -> Result<(), String> {
+    let v = &cert.tbs_certificate.validity;
+    let (from, until) = (unix(&v.not_before), unix(&v.not_after));
+    if now < from {
+        return Err(format!(
+            "is not valid yet: valid from {} until {} (now {})",
+            date(from),
+            date(until),
+            date(now)
+        ));
+    }
+    if now > until {
+        return Err(format!(
+            "expired on {} (valid from {}; now {})",
+            date(until),
+            date(from),
+            date(now)
+        ));
+    }
+    Ok(())
+}
+
+/// The first certificate of a file (the one the SDKs read), checked for dates.
+fn first_valid(
+    role: &'static str,
+    file: &CertText<'_>,
+    now: SystemTime,
+) -> Result<Certificate, CertError> {
+    let err = |reason: String, hint: Option<&str>| CertError {
+        role,
+        source_: file.source.clone(),
+        reason,
+        hint: hint.map(str::to_string),
+    };
+    if !file.text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(err(
+            "is not a PEM certificate (no `-----BEGIN CERTIFICATE-----` line)".into(),
+            Some(if file.text.contains("PRIVATE KEY") {
+                "this is a key; certificate mode wants the .crt files the Alipay console issues"
+            } else {
+                "use the .crt file the Alipay console issues, as downloaded"
+            }),
+        ));
+    }
+    let certs = parse_bundle(file.text).map_err(|e| err(format!("is {e}"), None))?;
+    let cert = certs
+        .into_iter()
+        .next()
+        .expect("bug: parse_bundle is non-empty");
+    check_validity(&cert, now).map_err(|reason| {
+        err(
+            reason,
+            Some(match role {
+                APP_CERT => "renew the app certificate in the Alipay console and download it again",
+                _ => "download Alipay's current certificate from the Alipay console",
+            }),
+        )
+    })?;
+    Ok(cert)
+}
+
+impl CertMode {
+    /// Load the three certificates and check them against each other and the
+    /// app private key. Returns the mode and the Alipay public key.
+    pub fn load(
+        app: CertText<'_>,
+        alipay: CertText<'_>,
+        root: CertText<'_>,
+        private_key: &AppPrivateKey,
+        now: SystemTime,
+    ) -> Result<(Self, AlipayPublicKey), CertError> {
+        let app_cert = first_valid(APP_CERT, &app, now)?;
+        let app_key = public_key_der(&app_cert)
+            .ok()
+            .and_then(|der| rsa::RsaPublicKey::from_public_key_der(&der).ok());
+        if !app_key.is_some_and(|k| private_key.is_pair_of(&k)) {
+            return Err(CertError {
+                role: APP_CERT,
+                source_: app.source.clone(),
+                reason: format!(
+                    "does not certify the app private key from {}",
+                    private_key.source()
+                ),
+                hint: Some(
+                    "the app certificate is issued for the key pair whose CSR you uploaded; use that pair's private key, or issue a new certificate for this key".into(),
+                ),
+            });
+        }
+        let alipay_cert = first_valid(ALIPAY_CERT, &alipay, now)?;
+        let spki = public_key_der(&alipay_cert).map_err(|reason| CertError {
+            role: ALIPAY_CERT,
+            source_: alipay.source.clone(),
+            reason,
+            hint: None,
+        })?;
+        let alipay_key = AlipayPublicKey::parse(
+            &base64::engine::general_purpose::STANDARD.encode(spki),
+            alipay.source.clone(),
+        )
+        .map_err(|e| CertError {
+            role: ALIPAY_CERT,
+            source_: alipay.source.clone(),
+            reason: format!("holds no usable RSA key: {e}"),
+            hint: None,
+        })?;
+        let root_err = |reason: String, hint: Option<&str>| CertError {
+            role: ROOT_CERT,
+            source_: root.source.clone(),
+            reason,
+            hint: hint.map(str::to_string),
+        };
+        if !root.text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(root_err(
+                "is not a PEM certificate bundle".into(),
+                Some("use alipayRootCert.crt as the Alipay console issues it"),
+            ));
+        }
+        let bundle = parse_bundle(root.text).map_err(|e| root_err(format!("is {e}"), None))?;
+        let alipay_root_cert_sn = root_cert_sn(&bundle).map_err(|e| {
+            root_err(
+                e,
+                Some("is this the root bundle (alipayRootCert.crt), not the Alipay certificate?"),
+            )
+        })?;
+        Ok((
+            CertMode {
+                app_cert_sn: cert_sn(&app_cert),
+                alipay_root_cert_sn,
+                alipay_cert_sn: cert_sn(&alipay_cert),
+                alipay_cert_source: alipay.source,
+            },
+            alipay_key,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,22 @@ use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::aes::AesKey;
+use super::cert::CertMode;
 use super::error::{ApiError, GatewayError};
 use super::keys::AlipayPublicKey;
 use super::sign::SignType;
+
+/// How to check a response: the key and algorithm, and in certificate mode
+/// the certificate the key came from; the content key if responses may be
+/// AES-encrypted.
+#[derive(Clone, Copy)]
+pub struct Verifier<'a> {
+    pub key: &'a AlipayPublicKey,
+    pub sign_type: SignType,
+    pub cert: Option<&'a CertMode>,
+    pub aes: Option<&'a AesKey>,
+}
 
 /// The node name for a method: `alipay.a.b` -> `alipay_a_b_response`.
 pub fn node_name(method: &str) -> String {
@@ -45,12 +58,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 
 /// Parse and verify a gateway response body for `method`. Returns the node's fields
 /// on code 10000; a typed error otherwise.
-pub fn open(
-    method: &str,
-    body: &str,
-    key: &AlipayPublicKey,
-    sign_type: SignType,
-) -> Result<Map<String, Value>, GatewayError> {
+///
+/// In certificate mode a top-level `alipay_cert_sn` other than the
+/// configured certificate's is refused before the signature is tried: the
+/// response was signed with a key this client does not hold. An encrypted
+/// node (a JSON string) is verified as sent, quotes included (gateway.md
+/// §5.3), then decrypted.
+pub fn open(method: &str, body: &str, v: Verifier<'_>) -> Result<Map<String, Value>, GatewayError> {
+    let Verifier {
+        key,
+        sign_type,
+        cert,
+        aes,
+    } = v;
     let malformed = |detail: String| GatewayError::Malformed {
         method: method.to_string(),
         detail,
@@ -88,8 +108,44 @@ pub fn open(
         ),
         None => None,
     };
-    let node: Map<String, Value> = serde_json::from_str(raw.get())
-        .map_err(|e| malformed(format!("the response node is not a JSON object: {e}")))?;
+    if let (Some(cert), Some(seen)) = (cert, find("alipay_cert_sn")?) {
+        let seen = serde_json::from_str::<String>(seen.get())
+            .map_err(|_| malformed("`alipay_cert_sn` is not a string".into()))?;
+        if seen != cert.alipay_cert_sn {
+            return Err(GatewayError::CertRotated {
+                method: method.to_string(),
+                seen: crate::manifest::diag::clip(&seen, 64),
+                configured: cert.alipay_cert_sn.clone(),
+                configured_source: cert.alipay_cert_source.to_string(),
+            });
+        }
+    }
+    let encrypted = raw.get().starts_with('"');
+    let node: Map<String, Value> = if encrypted {
+        let Some(aes) = aes else {
+            return Err(malformed(
+                "the response is AES-encrypted, but no content-encryption key is configured (encrypt_key)".into(),
+            ));
+        };
+        let cipher: String = serde_json::from_str(raw.get())
+            .map_err(|_| malformed("the encrypted response node is not a string".into()))?;
+        // Verified below before any field is believed; decrypted first only
+        // because the code decides whether a signature is required.
+        let plain = aes
+            .decrypt(&cipher)
+            .ok_or_else(|| GatewayError::Undecryptable {
+                method: method.to_string(),
+                key_source: aes.source().to_string(),
+            })?;
+        serde_json::from_str(&plain).map_err(|e| {
+            malformed(format!(
+                "the decrypted response node is not a JSON object: {e}"
+            ))
+        })?
+    } else {
+        serde_json::from_str(raw.get())
+            .map_err(|e| malformed(format!("the response node is not a JSON object: {e}")))?
+    };
     let code = node
         .get("code")
         .and_then(Value::as_str)

@@ -97,6 +97,19 @@ pub enum GatewayError {
         "`{method}`: the response signature does not verify against the Alipay public key from {key_source}\nhint: check that the key is Alipay's public key for this app (not your app public key), and that the endpoint is the gateway you expect"
     )]
     BadSignature { method: String, key_source: String },
+    #[error(
+        "`{method}`: the response is signed under Alipay certificate SN {seen}, but the Alipay public-key certificate from {configured_source} has SN {configured}: Alipay has rotated its certificate\nhint: download Alipay's new public-key certificate (alipayCertPublicKey_RSA2.crt) from the Alipay console, replace the configured one, and run again; the call may have taken effect, so a re-run of apply reconciles it"
+    )]
+    CertRotated {
+        method: String,
+        seen: String,
+        configured: String,
+        configured_source: String,
+    },
+    #[error(
+        "`{method}`: the response is AES-encrypted but cannot be decrypted with the content-encryption key from {key_source}\nhint: check that the key is this app's current AES key in the Alipay console"
+    )]
+    Undecryptable { method: String, key_source: String },
     #[error("`{method}`: the successful response carries no signature; refusing to trust it")]
     Unsigned { method: String },
     #[error("`{method}`: malformed gateway response: {detail}")]
@@ -126,6 +139,8 @@ impl GatewayError {
             GatewayError::HttpStatus { .. }
             | GatewayError::Redirect { .. }
             | GatewayError::BadSignature { .. }
+            | GatewayError::CertRotated { .. }
+            | GatewayError::Undecryptable { .. }
             | GatewayError::Unsigned { .. }
             | GatewayError::Malformed { .. } => true,
             GatewayError::Request { .. } => false,

@@ -174,6 +174,16 @@ impl AppPrivateKey {
         }
     }
 
+    /// Whether `public` is this key's public half.
+    pub fn is_pair_of(&self, public: &rsa::RsaPublicKey) -> bool {
+        self.legacy.to_public_key() == *public
+    }
+
+    /// The RSA key, for encoding it in other forms (`keys generate`, CSRs).
+    pub fn rsa(&self) -> &rsa::RsaPrivateKey {
+        &self.legacy
+    }
+
     /// The matching public key as one-line base64 SubjectPublicKeyInfo (what the
     /// Alipay console asks for, and what the sandbox registers).
     pub fn public_key_base64(&self) -> String {

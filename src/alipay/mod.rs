@@ -5,13 +5,15 @@
 //! - [`client`]: request building, encoding, transport;
 //! - [`envelope`]: response node location and signature verification;
 //! - [`error`]: typed errors that say whether a retry can help;
-//! - [`cert`]: certificate serial numbers for public-key-certificate mode;
+//! - [`cert`]: certificate serial numbers and checks for public-key-certificate mode;
+//! - [`aes`]: AES content encryption (`encrypt_type=AES`);
 //! - [`methods`]: one typed request/response per method: plain data that
 //!   imports nothing of the client (the sandbox reads the same types).
 //!
 //! It must never know about resources, plans or state, and never retries: the
 //! gateway seam (`crate::gateway`) decides that.
 
+pub mod aes;
 pub mod cert;
 pub mod client;
 pub mod envelope;

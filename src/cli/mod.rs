@@ -83,6 +83,18 @@ pub struct GatewayFlags {
     /// Sign type: RSA2 (SHA256withRSA) or legacy RSA (SHA1withRSA)
     #[arg(long, global = true, value_name = "TYPE")]
     pub sign_type: Option<SignTypeArg>,
+    /// Certificate mode: the app certificate (.crt) [env: CARDFORM_APP_CERT]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub app_cert: Option<PathBuf>,
+    /// Certificate mode: Alipay's public-key certificate [env: CARDFORM_ALIPAY_CERT]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub alipay_cert: Option<PathBuf>,
+    /// Certificate mode: the Alipay root certificate bundle [env: CARDFORM_ALIPAY_ROOT_CERT]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub alipay_root_cert: Option<PathBuf>,
+    /// AES content encryption: a file holding the base64 AES key [env: CARDFORM_ENCRYPT_KEY]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub encrypt_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -106,6 +118,10 @@ impl Cli {
                 SignTypeArg::Rsa2 => crate::alipay::SignType::Rsa2,
                 SignTypeArg::Rsa => crate::alipay::SignType::Rsa,
             }),
+            app_cert: g.app_cert.clone(),
+            alipay_cert: g.alipay_cert.clone(),
+            alipay_root_cert: g.alipay_root_cert.clone(),
+            encrypt_key: g.encrypt_key.clone(),
             state: self.state.clone(),
         }
     }

@@ -610,6 +610,22 @@ fn lower_gateway(ctx: &mut Ctx, at: &At, g: &raw::Gateway) -> GatewayBlock {
             .alipay_public_key
             .as_ref()
             .and_then(|s| secret_ref(ctx, at, "alipay_public_key", s)),
+        app_cert: g
+            .app_cert
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "app_cert", s)),
+        alipay_cert: g
+            .alipay_cert
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "alipay_cert", s)),
+        alipay_root_cert: g
+            .alipay_root_cert
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "alipay_root_cert", s)),
+        encrypt_key: g
+            .encrypt_key
+            .as_ref()
+            .and_then(|s| secret_ref(ctx, at, "encrypt_key", s)),
         sign_type: g.sign_type.map(|s| match s {
             raw::SignType::Rsa2 => "RSA2".into(),
             raw::SignType::Rsa => "RSA".into(),

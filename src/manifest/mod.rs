@@ -253,7 +253,12 @@ pub const MAX_SCHEMA_ERRORS: usize = 100;
 
 /// Fields whose value is a secret's source: a mistake there is reported
 /// without the value, which may be the secret itself.
-pub const SECRET_FIELDS: &[&str] = &["private_key", "alipay_public_key", "app_auth_token"];
+pub const SECRET_FIELDS: &[&str] = &[
+    "private_key",
+    "alipay_public_key",
+    "app_auth_token",
+    "encrypt_key",
+];
 
 /// A source line with everything after its first `key:` replaced, so a
 /// secret written inline is not echoed.

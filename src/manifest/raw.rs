@@ -81,9 +81,21 @@ pub struct Gateway {
     /// Where the app private key comes from (never inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<SecretSource>,
-    /// Where the Alipay public key comes from.
+    /// Where the Alipay public key comes from (public-key mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alipay_public_key: Option<SecretSource>,
+    /// Public-key-certificate mode: the app certificate (appCertPublicKey_<app id>.crt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_cert: Option<SecretSource>,
+    /// Public-key-certificate mode: Alipay's public-key certificate (alipayCertPublicKey_RSA2.crt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alipay_cert: Option<SecretSource>,
+    /// Public-key-certificate mode: the Alipay root certificate bundle (alipayRootCert.crt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alipay_root_cert: Option<SecretSource>,
+    /// AES content encryption: where the base64 AES key comes from (never inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt_key: Option<SecretSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_type: Option<SignType>,
 }

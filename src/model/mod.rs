@@ -144,6 +144,10 @@ pub struct GatewayBlock {
     pub app_id: Option<String>,
     pub private_key: Option<SecretRef>,
     pub alipay_public_key: Option<SecretRef>,
+    pub app_cert: Option<SecretRef>,
+    pub alipay_cert: Option<SecretRef>,
+    pub alipay_root_cert: Option<SecretRef>,
+    pub encrypt_key: Option<SecretRef>,
     pub sign_type: Option<String>,
 }
 

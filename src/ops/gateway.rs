@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::alipay::aes::AesKey;
+use crate::alipay::cert::{CertMode, CertText};
 use crate::alipay::{AlipayPublicKey, AppPrivateKey, Client, GatewayConfig, KeySource};
 use crate::model::SecretRef;
 use crate::sandbox::{self, Faults, RunningSandbox, SandboxConfig};
@@ -47,19 +49,119 @@ fn public_key(r: &SecretRef) -> Result<AlipayPublicKey> {
     Ok(AlipayPublicKey::parse(&text, source_of(r))?)
 }
 
+fn encrypt_key(settings: &GatewaySettings) -> Result<Option<AesKey>> {
+    let Some(r) = &settings.encrypt_key else {
+        return Ok(None);
+    };
+    let text = read_secret(r, "AES content-encryption key").map_err(anyhow::Error::msg)?;
+    Ok(Some(AesKey::parse(&text, source_of(r))?))
+}
+
+/// How responses are verified: the Alipay public key (public-key mode) or
+/// the three certificates (certificate mode, when any of them is set).
+enum Trust {
+    PublicKey(AlipayPublicKey),
+    Cert(CertMode, AlipayPublicKey),
+}
+
+fn trust(settings: &GatewaySettings, key: &AppPrivateKey) -> Result<Option<Trust>> {
+    let certs = [
+        (
+            "app_cert",
+            "--app-cert / CARDFORM_APP_CERT",
+            &settings.app_cert,
+        ),
+        (
+            "alipay_cert",
+            "--alipay-cert / CARDFORM_ALIPAY_CERT",
+            &settings.alipay_cert,
+        ),
+        (
+            "alipay_root_cert",
+            "--alipay-root-cert / CARDFORM_ALIPAY_ROOT_CERT",
+            &settings.alipay_root_cert,
+        ),
+    ];
+    if certs.iter().all(|(_, _, r)| r.is_none()) {
+        return Ok(settings
+            .alipay_public_key
+            .as_ref()
+            .map(public_key)
+            .transpose()?
+            .map(Trust::PublicKey));
+    }
+    if let Some(missing) = certs.iter().find(|(_, _, r)| r.is_none()) {
+        let given: Vec<&str> = certs
+            .iter()
+            .filter(|(_, _, r)| r.is_some())
+            .map(|(n, _, _)| *n)
+            .collect();
+        bail!(
+            "certificate mode needs all three certificates, but `{}` is not configured (given: {})\nhint: set {} (or the gateway block's `{}`) to the file from the Alipay console",
+            missing.0,
+            given.join(", "),
+            missing.1,
+            missing.0
+        );
+    }
+    if let Some(apk) = &settings.alipay_public_key {
+        bail!(
+            "both an Alipay public key ({apk}) and certificates are configured; an app is in public-key mode or in certificate mode, not both\nhint: remove alipay_public_key (certificate mode takes Alipay's key from alipay_cert), or the three certificate settings"
+        );
+    }
+    let read = |r: &SecretRef, what: &str| -> Result<(String, KeySource)> {
+        let text = read_secret(r, what).map_err(anyhow::Error::msg)?;
+        Ok((text, source_of(r)))
+    };
+    let (Some(app), Some(alipay), Some(root)) = (
+        &settings.app_cert,
+        &settings.alipay_cert,
+        &settings.alipay_root_cert,
+    ) else {
+        unreachable!("bug: all three were checked above");
+    };
+    let (app, app_src) = read(app, "app certificate")?;
+    let (alipay, alipay_src) = read(alipay, "Alipay certificate")?;
+    let (root, root_src) = read(root, "Alipay root certificate")?;
+    let (mode, alipay_key) = CertMode::load(
+        CertText {
+            text: &app,
+            source: app_src,
+        },
+        CertText {
+            text: &alipay,
+            source: alipay_src,
+        },
+        CertText {
+            text: &root,
+            source: root_src,
+        },
+        key,
+        std::time::SystemTime::now(),
+    )?;
+    Ok(Some(Trust::Cert(mode, alipay_key)))
+}
+
 fn config(
     endpoint: url::Url,
     app_id: String,
     settings: &GatewaySettings,
     key: AppPrivateKey,
-    alipay: AlipayPublicKey,
+    trust: Trust,
+    encrypt_key: Option<AesKey>,
 ) -> GatewayConfig {
+    let (alipay, cert) = match trust {
+        Trust::PublicKey(k) => (k, None),
+        Trust::Cert(mode, k) => (k, Some(Arc::new(mode))),
+    };
     GatewayConfig {
         endpoint,
         app_id,
         sign_type: settings.sign_type,
         private_key: Arc::new(key),
         alipay_public_key: Arc::new(alipay),
+        cert,
+        encrypt_key: encrypt_key.map(Arc::new),
         connect_timeout: Duration::from_secs(3),
         timeout: Duration::from_secs(15),
     }
@@ -87,17 +189,19 @@ pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Con
                     "no app private key is configured\nhint: set --private-key or CARDFORM_PRIVATE_KEY to the key file's path"
                 );
             };
-            let Some(apk) = &settings.alipay_public_key else {
+            let key = private_key(pk)?;
+            let Some(trust) = trust(settings, &key)? else {
                 bail!(
-                    "no Alipay public key is configured\nhint: set --alipay-public-key or CARDFORM_ALIPAY_PUBLIC_KEY to the key file's path"
+                    "no Alipay public key is configured\nhint: set --alipay-public-key or CARDFORM_ALIPAY_PUBLIC_KEY to the key file's path (public-key mode), or the three certificates (--app-cert, --alipay-cert, --alipay-root-cert) in certificate mode"
                 );
             };
             let client = Client::new(config(
                 url.clone(),
                 app_id,
                 settings,
-                private_key(pk)?,
-                public_key(apk)?,
+                key,
+                trust,
+                encrypt_key(settings)?,
             ))?;
             Ok(Connection {
                 client,
@@ -105,6 +209,15 @@ pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Con
             })
         }
         Endpoint::Embedded => {
+            if settings.app_cert.is_some()
+                || settings.alipay_cert.is_some()
+                || settings.alipay_root_cert.is_some()
+                || settings.encrypt_key.is_some()
+            {
+                bail!(
+                    "the embedded sandbox speaks public-key mode only\nhint: run `cardform sandbox serve --cert-mode` (and `--encrypt-key` for AES) and set --endpoint to its URL"
+                );
+            }
             let dir = sandbox_dir(state_dir);
             std::fs::create_dir_all(&dir).with_context(|| {
                 format!("cannot create the sandbox directory `{}`", dir.display())
@@ -136,7 +249,14 @@ pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Con
                 None => public_key(&SecretRef::File(running.platform_public_key_path()))?,
             };
             let url = url::Url::parse(&running.gateway_url()).expect("sandbox URL is valid");
-            let client = Client::new(config(url, app_id, settings, key, alipay))?;
+            let client = Client::new(config(
+                url,
+                app_id,
+                settings,
+                key,
+                Trust::PublicKey(alipay),
+                None,
+            ))?;
             Ok(Connection {
                 client,
                 sandbox: Some(running),

@@ -366,6 +366,10 @@ pub async fn generate(
             app_id: g.app_id.clone(),
             private_key: secret(&g.private_key),
             alipay_public_key: secret(&g.alipay_public_key),
+            app_cert: secret(&g.app_cert),
+            alipay_cert: secret(&g.alipay_cert),
+            alipay_root_cert: secret(&g.alipay_root_cert),
+            encrypt_key: secret(&g.encrypt_key),
             sign_type: g.sign_type.as_deref().map(|s| {
                 if s == "RSA" {
                     raw::SignType::Rsa

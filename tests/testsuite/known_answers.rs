@@ -31,6 +31,15 @@ fn key_b_public() -> AlipayPublicKey {
     .unwrap()
 }
 
+fn verifier(key: &AlipayPublicKey) -> envelope::Verifier<'_> {
+    envelope::Verifier {
+        key,
+        sign_type: SignType::Rsa2,
+        cert: None,
+        aes: None,
+    }
+}
+
 const BIZ: &str = r#"{"request_id":"req-20240520-0001","template_id":"20240520000000001234567000300123","template_style_info":{"card_show_name":"Demo 咖啡卡","front_text_list_enable":true}}"#;
 
 fn example_client() -> Client {
@@ -40,6 +49,8 @@ fn example_client() -> Client {
         sign_type: SignType::Rsa2,
         private_key: Arc::new(key_a()),
         alipay_public_key: Arc::new(key_b_public()),
+        cert: None,
+        encrypt_key: None,
         connect_timeout: Duration::from_secs(3),
         timeout: Duration::from_secs(15),
     })
@@ -133,8 +144,7 @@ fn worked_example_response_verifies_and_decodes() {
     let node = envelope::open(
         "alipay.marketing.card.template.modify",
         &data("worked_example_response_ok.json"),
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap();
     assert_eq!(node["template_id"], "20240520000000001234567000300123");
@@ -145,8 +155,7 @@ fn worked_example_failure_is_a_retryable_api_error() {
     let err = envelope::open(
         "alipay.marketing.card.template.modify",
         &data("worked_example_response_fail.json"),
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap_err();
     let api = err.api().expect("an API error");
@@ -163,8 +172,7 @@ fn tampered_or_unsigned_responses_are_refused() {
     let err = envelope::open(
         "alipay.marketing.card.template.modify",
         &tampered,
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap_err();
     assert!(matches!(err, GatewayError::BadSignature { .. }), "{err}");
@@ -173,8 +181,7 @@ fn tampered_or_unsigned_responses_are_refused() {
     let err = envelope::open(
         "alipay.marketing.card.template.modify",
         unsigned,
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap_err();
     assert!(matches!(err, GatewayError::Unsigned { .. }), "{err}");
@@ -183,8 +190,7 @@ fn tampered_or_unsigned_responses_are_refused() {
     let err = envelope::open(
         "alipay.marketing.card.template.modify",
         unsigned_error,
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap_err();
     let api = err.api().expect("reported as the gateway's error");
@@ -199,8 +205,7 @@ fn tampered_or_unsigned_responses_are_refused() {
     let err = envelope::open(
         "alipay.marketing.card.template.modify",
         &spliced,
-        &key_b_public(),
-        SignType::Rsa2,
+        verifier(&key_b_public()),
     )
     .unwrap_err();
     assert!(matches!(err, GatewayError::Malformed { .. }), "{err}");
