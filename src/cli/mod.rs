@@ -7,6 +7,7 @@ mod apply;
 mod bench;
 mod drift;
 mod import;
+mod keys;
 mod plan;
 mod sandbox;
 mod state;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Run the sandbox gateway
     #[command(subcommand)]
     Sandbox(sandbox::Command),
+    /// Make app keys and a certificate signing request
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Check manifests: schema, references, images, tiers; every problem located
     Validate(validate::Args),
     /// Print the manifest JSON Schema
@@ -92,9 +96,6 @@ pub struct GatewayFlags {
     /// Certificate mode: the Alipay root certificate bundle [env: CARDFORM_ALIPAY_ROOT_CERT]
     #[arg(long, global = true, value_name = "PATH")]
     pub alipay_root_cert: Option<PathBuf>,
-    /// AES content encryption: a file holding the base64 AES key [env: CARDFORM_ENCRYPT_KEY]
-    #[arg(long, global = true, value_name = "PATH")]
-    pub encrypt_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -121,7 +122,9 @@ impl Cli {
             app_cert: g.app_cert.clone(),
             alipay_cert: g.alipay_cert.clone(),
             alipay_root_cert: g.alipay_root_cert.clone(),
-            encrypt_key: g.encrypt_key.clone(),
+            // The AES key comes from CARDFORM_ENCRYPT_KEY or the gateway
+            // block; `--encrypt-key` is the sandbox's (per app).
+            encrypt_key: None,
             state: self.state.clone(),
         }
     }
@@ -180,6 +183,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::State(args) => state::exec(args, &over),
         Command::Api(args) => api::exec(args, &over).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
+        Command::Keys(cmd) => keys::exec(cmd),
         Command::Validate(args) => validate::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
         Command::Bench(cmd) => bench::exec(cmd).await,

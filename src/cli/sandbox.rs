@@ -1,4 +1,4 @@
-//! `cardform sandbox serve | keygen`: arguments and dispatch.
+//! `cardform sandbox serve | issue-cert`: arguments and dispatch.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,11 +14,21 @@ use crate::sandbox::Faults;
 pub enum Command {
     /// Serve POST /gateway.do until interrupted
     Serve(ServeArgs),
-    /// Make an app key pair: app_private.pem and app_public.txt (for --app)
-    Keygen {
-        /// Directory to write the two files into
-        #[arg(long, value_name = "DIR", default_value = "keys")]
+    /// Issue an app certificate from a CSR (`cardform keys generate` makes
+    /// one), as the Alipay console does in certificate mode
+    IssueCert {
+        /// The sandbox's data directory (its certificate authority)
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The certificate signing request (PEM)
+        #[arg(long, value_name = "PATH")]
+        csr: PathBuf,
+        /// Where to write the app certificate
+        #[arg(long, value_name = "PATH", default_value = "app_cert.crt")]
         out: PathBuf,
+        /// Days the certificate is valid
+        #[arg(long, default_value_t = 365)]
+        days: u64,
     },
 }
 
@@ -30,9 +40,22 @@ pub struct ServeArgs {
     /// Data directory (platform keys, registered apps, images, templates, cards)
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Register an app and its public key file (repeatable)
+    /// Register an app and its public key file, or with --cert-mode its app
+    /// certificate (repeatable)
     #[arg(long = "app", value_name = "APP_ID=PATH", value_parser = key_path)]
     pub apps: Vec<(String, PathBuf)>,
+    /// Act as a gateway in public-key-certificate mode: the root bundle and
+    /// Alipay certificate are made in the data directory on first start
+    #[arg(long)]
+    pub cert_mode: bool,
+    /// Issue a new Alipay certificate before serving (clients holding the old
+    /// one see a rotation)
+    #[arg(long, requires = "cert_mode")]
+    pub rotate_alipay_cert: bool,
+    /// Switch on AES content encryption for an app, with the base64 key in a
+    /// file (repeatable; once on, it stays on)
+    #[arg(long = "encrypt-key", value_name = "APP_ID=PATH", value_parser = key_path)]
+    pub encrypt_keys: Vec<(String, PathBuf)>,
     /// Time each call takes, e.g. 20ms: the answer leaves this long after the request arrived
     #[arg(long, value_parser = super::duration, default_value = "0ms")]
     pub latency: Duration,
@@ -55,16 +78,18 @@ pub struct ServeArgs {
 
 pub async fn exec(cmd: Command) -> Outcome {
     match cmd {
-        Command::Keygen { out } => {
-            let (private, public) = ops::sandbox::keygen(&out)?;
+        Command::IssueCert {
+            data,
+            csr,
+            out,
+            days,
+        } => {
+            ops::sandbox::issue_cert(&data, &csr, &out, days)?;
             render::line(&format!(
-                "Wrote the app private key to {} and its public key to {}.",
-                private.display(),
-                public.display()
-            ));
-            render::line(&format!(
-                "Register it: cardform sandbox serve --data sandbox-data --app 2021000000000001={}",
-                public.display()
+                "Wrote the app certificate to {}; register it with: cardform sandbox serve --cert-mode --data {} --app APP_ID={}",
+                out.display(),
+                data.display(),
+                out.display()
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -86,15 +111,34 @@ pub async fn exec(cmd: Command) -> Outcome {
                 throttle_rps: a.throttle_rps,
                 throttle_tokens: a.throttle_token,
             };
-            let running = ops::sandbox::serve(a.listen, a.data, a.apps, faults).await?;
+            let cert_mode = a.cert_mode;
+            let running = ops::sandbox::serve(ops::sandbox::Serve {
+                listen: a.listen,
+                data: a.data,
+                apps: a.apps,
+                faults,
+                cert_mode,
+                rotate_alipay_cert: a.rotate_alipay_cert,
+                encrypt_keys: a.encrypt_keys,
+            })
+            .await?;
             render::line(&format!(
                 "sandbox listening on http://{}/gateway.do",
                 running.addr
             ));
-            render::line(&format!(
-                "platform public key: {}",
-                running.platform_public_key_path().display()
-            ));
+            if let Some(sn) = &running.alipay_cert_sn {
+                let dir = &running.data_dir;
+                render::line(&format!(
+                    "certificate mode: Alipay certificate {} (SN {sn}), root bundle {}",
+                    dir.join(crate::sandbox::certs::ALIPAY_CERT_FILE).display(),
+                    dir.join(crate::sandbox::certs::ROOT_FILE).display()
+                ));
+            } else {
+                render::line(&format!(
+                    "platform public key: {}",
+                    running.platform_public_key_path().display()
+                ));
+            }
             let _ = tokio::signal::ctrl_c().await;
             running.stop().await;
             Ok(ExitCode::SUCCESS)

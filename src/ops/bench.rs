@@ -258,6 +258,7 @@ pub async fn apply(
                 latency,
                 ..Faults::default()
             },
+            ..SandboxConfig::default()
         })
         .await?;
         let cpu_before = children_cpu();
@@ -367,6 +368,7 @@ pub async fn refresh(
                 latency,
                 ..Faults::default()
             },
+            ..SandboxConfig::default()
         })
     };
     let run = |running: &sandbox::RunningSandbox, args: &[&str]| -> Result<Command> {

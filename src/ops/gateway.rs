@@ -242,6 +242,7 @@ pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Con
                 data_dir: dir,
                 apps: vec![(app_id.clone(), key.public_key_base64())],
                 faults,
+                ..SandboxConfig::default()
             })
             .await?;
             let alipay = match &settings.alipay_public_key {

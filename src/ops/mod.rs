@@ -7,6 +7,7 @@ pub mod apply;
 pub mod bench;
 pub mod gateway;
 pub mod import;
+pub mod keys;
 pub mod plan;
 pub mod project;
 pub mod refresh;

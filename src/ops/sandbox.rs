@@ -1,56 +1,69 @@
 //! `cardform sandbox serve`: run the sandbox gateway until interrupted;
-//! `cardform sandbox keygen`: make an app key pair to register with it.
+//! `cardform sandbox issue-cert`: issue an app certificate from a CSR, as
+//! the console does.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::alipay::{AppPrivateKey, KeySource};
-
 use crate::sandbox::{self, RunningSandbox, SandboxConfig};
 
-/// Read `--app id=path` key files and start serving.
-pub async fn serve(
-    listen: std::net::SocketAddr,
-    data: std::path::PathBuf,
-    apps: Vec<(String, std::path::PathBuf)>,
-    faults: sandbox::Faults,
-) -> Result<RunningSandbox> {
+/// What `sandbox serve` was asked for.
+pub struct Serve {
+    pub listen: std::net::SocketAddr,
+    pub data: PathBuf,
+    /// `--app id=path`: a public key file, or an app certificate in certificate mode.
+    pub apps: Vec<(String, PathBuf)>,
+    pub faults: sandbox::Faults,
+    pub cert_mode: bool,
+    pub rotate_alipay_cert: bool,
+    /// `--encrypt-key id=path`: a file holding the app's base64 AES key.
+    pub encrypt_keys: Vec<(String, PathBuf)>,
+}
+
+/// Read the files the flags name and start serving.
+pub async fn serve(s: Serve) -> Result<RunningSandbox> {
+    let read = |what: &str, app_id: &str, path: &Path| -> Result<String> {
+        crate::bounded::read_text(path, crate::bounded::MAX_SECRET_BYTES)
+            .map_err(|e| anyhow::anyhow!("the {what} of app `{app_id}`: {e}"))
+    };
     let mut keys = Vec::new();
-    for (app_id, path) in apps {
-        let text = crate::bounded::read_text(&path, crate::bounded::MAX_SECRET_BYTES)
-            .map_err(|e| anyhow::anyhow!("the public key of app `{app_id}`: {e}"))?;
+    for (app_id, path) in s.apps {
+        let text = read("public key", &app_id, &path)?;
         keys.push((app_id, text));
     }
+    let mut encrypt_keys = Vec::new();
+    for (app_id, path) in s.encrypt_keys {
+        let text = read("AES key", &app_id, &path)?;
+        encrypt_keys.push((app_id, text));
+    }
+    if s.rotate_alipay_cert && !s.cert_mode {
+        bail!("--rotate-alipay-cert needs --cert-mode");
+    }
     Ok(sandbox::start(SandboxConfig {
-        listen,
-        data_dir: data,
+        listen: s.listen,
+        data_dir: s.data,
         apps: keys,
-        faults,
+        faults: s.faults,
+        cert_mode: s.cert_mode,
+        rotate_alipay_cert: s.rotate_alipay_cert,
+        encrypt_keys,
     })
     .await?)
 }
 
-/// Write a fresh RSA-2048 app key pair into `dir`: `app_private.pem`
-/// (PKCS#8, readable by its owner only) and `app_public.txt` (one-line base64
-/// SubjectPublicKeyInfo: what `sandbox serve --app` and the Alipay console
-/// take). Never overwrites a private key.
-pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the directory `{}`", dir.display()))?;
-    let private = dir.join("app_private.pem");
-    let public = dir.join("app_public.txt");
-    if private.exists() {
-        bail!(
-            "`{}` already exists; refusing to overwrite a private key\nhint: choose another --out directory",
-            private.display()
-        );
-    }
-    let pem = AppPrivateKey::generate_pem();
-    let key = AppPrivateKey::parse(&pem, KeySource::File(private.clone()))?;
-    sandbox::write_private(&private, pem.as_bytes())
-        .with_context(|| format!("cannot write `{}`", private.display()))?;
-    std::fs::write(&public, format!("{}\n", key.public_key_base64()))
-        .with_context(|| format!("cannot write `{}`", public.display()))?;
-    Ok((private, public))
+/// Issue an app certificate from a CSR with the sandbox's certificate
+/// authority (made on first use, as `serve --cert-mode` would).
+pub fn issue_cert(data: &Path, csr: &Path, out: &Path, days: u64) -> Result<()> {
+    let text = crate::bounded::read_text(csr, crate::bounded::MAX_SECRET_BYTES)
+        .map_err(|e| anyhow::anyhow!("the certificate request: {e}"))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the directory `{}`", data.display()))?;
+    let platform = sandbox::platform_rsa_key(data)?;
+    let authority = sandbox::certs::ensure(data, &platform, false)?;
+    let pem = authority
+        .issue_app_cert(&text, days)
+        .map_err(|e| anyhow::anyhow!("`{}`: {e}", csr.display()))?;
+    std::fs::write(out, pem).with_context(|| format!("cannot write `{}`", out.display()))?;
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! types in `alipay::methods`.
 
 mod business;
+pub mod certs;
 pub mod faults;
 pub mod store;
 pub mod verify;
@@ -31,6 +32,8 @@ use chrono::{FixedOffset, NaiveDateTime, Utc};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use tokio::sync::Mutex;
 
+use crate::alipay::aes::AesKey;
+
 pub use faults::Faults;
 use store::Store;
 
@@ -42,9 +45,32 @@ pub const TIMESTAMP_SKEW_MINUTES: i64 = 15;
 pub struct SandboxConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Apps to register: (app_id, public key text).
+    /// Apps to register: (app_id, public key text, or an app certificate's
+    /// PEM in certificate mode).
     pub apps: Vec<(String, String)>,
     pub faults: Faults,
+    /// Act as a gateway in public-key-certificate mode (see [`certs`]).
+    pub cert_mode: bool,
+    /// Issue a new Alipay certificate before serving (certificate mode).
+    pub rotate_alipay_cert: bool,
+    /// Apps with AES content encryption switched on: (app_id, base64 key).
+    /// Once on, it stays on (as at Alipay).
+    pub encrypt_keys: Vec<(String, String)>,
+}
+
+impl Default for SandboxConfig {
+    /// A loopback port picked by the system, public-key mode, no faults.
+    fn default() -> Self {
+        SandboxConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::new(),
+            apps: Vec::new(),
+            faults: Faults::default(),
+            cert_mode: false,
+            rotate_alipay_cert: false,
+            encrypt_keys: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +81,23 @@ pub enum SandboxError {
     DataDir { dir: String, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
-    #[error("app `{app_id}`: the public key is not RSA SubjectPublicKeyInfo (PEM or base64)")]
+    #[error(
+        "app `{app_id}`: the public key is not RSA SubjectPublicKeyInfo (PEM or base64), nor an RSA app certificate (PEM)"
+    )]
     AppKey { app_id: String },
+    #[error(
+        "app `{app_id}` is registered with a certificate, which needs certificate mode\nhint: add --cert-mode"
+    )]
+    CertNeedsCertMode { app_id: String },
+    #[error("app `{app_id}`: {reason}")]
+    EncryptKey { app_id: String, reason: String },
 }
 
 pub(crate) struct Shared {
     store: Store,
     platform: RsaKeyPair,
+    /// Certificate mode: the SNs checked and announced.
+    authority: Option<certs::Authority>,
     faults: Faults,
     throttle: faults::Throttles,
     /// Serializes mutating business calls, so idempotency checks are race-free.
@@ -70,11 +106,15 @@ pub(crate) struct Shared {
     /// Registered app keys, parsed on first use (apps are registered before
     /// serving starts).
     app_keys: std::sync::RwLock<std::collections::HashMap<String, verify::AppKey>>,
+    /// AES content-encryption keys of the apps that have it switched on.
+    encrypt_keys: std::collections::HashMap<String, AesKey>,
 }
 
 /// A sandbox serving in the background of this process.
 pub struct RunningSandbox {
     pub addr: SocketAddr,
+    /// Certificate mode: the SN responses are signed under.
+    pub alipay_cert_sn: Option<String>,
     pub data_dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -111,7 +151,7 @@ impl Drop for RunningSandbox {
 }
 
 /// Load or create the platform key pair in `dir`.
-fn platform_key(dir: &Path) -> Result<RsaKeyPair, SandboxError> {
+fn platform_key(dir: &Path) -> Result<(RsaKeyPair, rsa::RsaPrivateKey), SandboxError> {
     let dd = |reason: String| SandboxError::DataDir {
         dir: dir.display().to_string(),
         reason,
@@ -137,7 +177,14 @@ fn platform_key(dir: &Path) -> Result<RsaKeyPair, SandboxError> {
         .map_err(|e| dd(e.to_string()))?;
     std::fs::write(&public, pub_pem).map_err(|e| dd(e.to_string()))?;
     let der = key.to_pkcs8_der().map_err(|e| dd(e.to_string()))?;
-    RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|_| dd("platform key rejected".into()))
+    let pair =
+        RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|_| dd("platform key rejected".into()))?;
+    Ok((pair, key))
+}
+
+/// The platform key of a sandbox data directory (made if missing).
+pub fn platform_rsa_key(dir: &Path) -> Result<rsa::RsaPrivateKey, SandboxError> {
+    platform_key(dir).map(|(_, key)| key)
 }
 
 /// Write a private key readable by the owner only.
@@ -155,10 +202,21 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Register (or re-register) an app's public key in a sandbox data directory.
-pub fn register_app(store: &Store, app_id: &str, public_key: &str) -> Result<(), SandboxError> {
-    if verify::parse_app_key(public_key).is_none() {
+/// Register (or re-register) an app's public key, or in certificate mode its
+/// certificate, in a sandbox data directory.
+pub fn register_app(
+    store: &Store,
+    app_id: &str,
+    public_key: &str,
+    cert_mode: bool,
+) -> Result<(), SandboxError> {
+    let Some(key) = verify::parse_app_key(public_key) else {
         return Err(SandboxError::AppKey {
+            app_id: app_id.to_string(),
+        });
+    };
+    if key.cert_sn.is_some() && !cert_mode {
+        return Err(SandboxError::CertNeedsCertMode {
             app_id: app_id.to_string(),
         });
     }
@@ -172,10 +230,39 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let platform = platform_key(&config.data_dir)?;
+    let (platform, platform_rsa) = platform_key(&config.data_dir)?;
+    let authority = if config.cert_mode {
+        Some(certs::ensure(
+            &config.data_dir,
+            &platform_rsa,
+            config.rotate_alipay_cert,
+        )?)
+    } else {
+        None
+    };
     let store = Store::open(&config.data_dir)?;
     for (app_id, key) in &config.apps {
-        register_app(&store, app_id, key)?;
+        register_app(&store, app_id, key, config.cert_mode)?;
+    }
+    for (app_id, key) in &config.encrypt_keys {
+        AesKey::parse(
+            key,
+            crate::alipay::KeySource::Inline("the --encrypt-key file"),
+        )
+        .map_err(|e| SandboxError::EncryptKey {
+            app_id: app_id.clone(),
+            reason: e.to_string(),
+        })?;
+        store::put(&store.encrypt_keys, app_id, &key.trim().to_string())?;
+    }
+    let mut encrypt_keys = std::collections::HashMap::new();
+    for item in store.encrypt_keys.iter() {
+        let (k, v) = item.map_err(store::StoreError::from)?;
+        let app_id = String::from_utf8_lossy(&k).into_owned();
+        let text: String = serde_json::from_slice(&v).unwrap_or_default();
+        if let Ok(key) = AesKey::parse(&text, crate::alipay::KeySource::Inline("sandbox data")) {
+            encrypt_keys.insert(app_id, key);
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -187,9 +274,12 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         addr: config.listen,
         reason: e.to_string(),
     })?;
+    let alipay_cert_sn = authority.as_ref().map(|a| a.alipay_cert_sn.clone());
     let shared = Arc::new(Shared {
         store,
         platform,
+        authority,
+        encrypt_keys,
         throttle: faults::Throttles::new(&config.faults),
         faults: config.faults.clone(),
         write_lock: Mutex::new(()),
@@ -210,6 +300,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     });
     Ok(RunningSandbox {
         addr,
+        alipay_cert_sn,
         data_dir: config.data_dir,
         shutdown: Some(tx),
         task: Some(task),
@@ -467,11 +558,21 @@ impl Shared {
         Some(key)
     }
 
-    /// `{"<node>":<node>,"sign":"..."}`: compact, node first, `sign` last, the
-    /// signature over exactly the node bytes as emitted.
-    fn signed(&self, method: &str, sign_type: &str, node: &str) -> Response {
+    /// `{"<node>":<node>[,"alipay_cert_sn":"…"],"sign":"..."}`: compact, node
+    /// first, `sign` last, the signature over exactly the node bytes as
+    /// emitted. With AES the node is the JSON string of its ciphertext, and
+    /// the signature covers that string, quotes included (gateway.md §5.3).
+    fn signed(&self, method: &str, framing: &Framing, node: &str) -> Response {
+        let encrypted;
+        let node = match &framing.aes {
+            Some(key) => {
+                encrypted = serde_json::Value::String(key.encrypt(node)).to_string();
+                encrypted.as_str()
+            }
+            None => node,
+        };
         let mut sig = vec![0u8; self.platform.public_modulus_len()];
-        let ok = if sign_type == "RSA" {
+        let ok = if framing.sign_type == "RSA" {
             // aws-lc-rs does not sign SHA-1; fall back to the rsa crate for legacy apps.
             sign_sha1(&self.platform, node.as_bytes()).map(|s| sig = s)
         } else {
@@ -488,8 +589,13 @@ impl Shared {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         let name = format!("{}_response", method.replace('.', "_"));
+        let cert_sn = framing
+            .alipay_cert_sn
+            .as_deref()
+            .map(|sn| format!(",\"alipay_cert_sn\":\"{sn}\""))
+            .unwrap_or_default();
         json_response(format!(
-            "{{\"{name}\":{node},\"sign\":\"{}\"}}",
+            "{{\"{name}\":{node}{cert_sn},\"sign\":\"{}\"}}",
             B64.encode(&sig)
         ))
     }
@@ -513,17 +619,38 @@ fn parse_timestamp(ts: &str) -> Option<i64> {
     Some(naive.and_local_timezone(cst).single()?.timestamp())
 }
 
+/// How answers to one request are framed: the sign type, in certificate
+/// mode the Alipay certificate's SN, and the app's AES key when the request
+/// came encrypted (business answers then go encrypted).
+pub(crate) struct Framing {
+    sign_type: String,
+    alipay_cert_sn: Option<String>,
+    aes: Option<AesKey>,
+}
+
+impl Framing {
+    /// The framing of a gateway-level answer: never encrypted.
+    fn plain(&self) -> Framing {
+        Framing {
+            sign_type: self.sign_type.clone(),
+            alipay_cert_sn: self.alipay_cert_sn.clone(),
+            aes: None,
+        }
+    }
+}
+
 /// Why a request was refused before its method ran.
 enum Rejection {
     /// An early failure, answered as an unsigned `error_response`.
     Early(Fail),
     /// Answered in the method's node, signed.
-    InMethod(String, Fail),
+    InMethod(String, Framing, Fail),
 }
 
 /// Protocol checks, in the order a gateway can make them. Returns the method
-/// and the sign type to answer with.
-fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), Rejection> {
+/// and how to frame the answer; an encrypted `biz_content` is replaced by
+/// its plaintext.
+fn check_protocol(shared: &Shared, inc: &mut Incoming) -> Result<(String, Framing), Rejection> {
     let Some(method) = inc.get("method").map(str::to_string) else {
         return Err(Rejection::Early(Fail::missing(
             "isv.missing-method",
@@ -543,7 +670,15 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
         )));
     };
     let sign_type = inc.get("sign_type").unwrap_or("RSA2").to_string();
-    let fail = |f: Fail| Rejection::InMethod(method.clone(), f);
+    let mut framing = Framing {
+        sign_type: if sign_type == "RSA" { "RSA" } else { "RSA2" }.to_string(),
+        alipay_cert_sn: match (&app_key.cert_sn, &shared.authority) {
+            (Some(_), Some(a)) => Some(a.alipay_cert_sn.clone()),
+            _ => None,
+        },
+        aes: None,
+    };
+    let fail = |f: Fail| Rejection::InMethod(method.clone(), framing.plain(), f);
     let Some(sign) = inc.get("sign") else {
         return Err(fail(Fail::missing(
             "isv.missing-signature",
@@ -613,6 +748,9 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
             format!("format {format} is not supported"),
         )));
     }
+    if let (Some(expected), Some(authority)) = (&app_key.cert_sn, &shared.authority) {
+        check_cert_sns(inc, app_id, expected, authority).map_err(fail)?;
+    }
     let content = verify::signed_content(&inc.params);
     if !verify::verify(&app_key, &sign_type, &content, sign) {
         return Err(fail(Fail::invalid(
@@ -629,7 +767,99 @@ fn check_protocol(shared: &Shared, inc: &Incoming) -> Result<(String, String), R
             format!("method {method} does not exist"),
         )));
     }
-    Ok((method, sign_type))
+    let app_id = app_id.to_string();
+    let aes = decrypt_content(shared, inc, &app_id).map_err(fail)?;
+    framing.aes = aes;
+    Ok((method, framing))
+}
+
+/// Certificate mode: the request must name the app's registered certificate
+/// and the sandbox's root (40001 when absent, 40002 when wrong).
+fn check_cert_sns(
+    inc: &Incoming,
+    app_id: &str,
+    expected: &str,
+    authority: &certs::Authority,
+) -> Result<(), Fail> {
+    match inc.get("app_cert_sn") {
+        None => {
+            return Err(Fail::missing(
+                "isv.missing-app-cert-sn",
+                &format!(
+                    "app_cert_sn is required: app_id {app_id} is in public-key-certificate mode"
+                ),
+            ));
+        }
+        Some(sn) if sn != expected => {
+            return Err(Fail::invalid(
+                "isv.invalid-app-cert-sn",
+                format!(
+                    "app_cert_sn {} does not match the app certificate registered for app_id {app_id}",
+                    crate::manifest::diag::clip(sn, 64)
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    match inc.get("alipay_root_cert_sn") {
+        None => Err(Fail::missing(
+            "isv.missing-root-cert-sn",
+            "alipay_root_cert_sn is required in public-key-certificate mode",
+        )),
+        Some(sn) if !authority.accepts_root_sn(sn) => Err(Fail::invalid(
+            "isv.invalid-root-cert-sn",
+            format!(
+                "alipay_root_cert_sn {} does not name this gateway's root certificate",
+                crate::manifest::diag::clip(sn, 200)
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// AES content encryption, after the signature (which covers the
+/// ciphertext) verified: decrypt `biz_content` in place. An app with
+/// encryption on must encrypt; one without cannot.
+fn decrypt_content(
+    shared: &Shared,
+    inc: &mut Incoming,
+    app_id: &str,
+) -> Result<Option<AesKey>, Fail> {
+    let key = shared.encrypt_keys.get(app_id);
+    match (inc.get("encrypt_type"), key) {
+        (None, None) => Ok(None),
+        (None, Some(_)) if inc.get("biz_content").is_none() => Ok(None),
+        (None, Some(_)) => Err(Fail::invalid(
+            "isv.invalid-encrypt",
+            format!(
+                "app_id {app_id} has AES content encryption switched on: biz_content must be encrypted (encrypt_type=AES)"
+            ),
+        )),
+        (Some(t), _) if t != "AES" => Err(Fail::invalid(
+            "isv.invalid-encrypt-type",
+            format!("encrypt_type {t} is not supported (AES)"),
+        )),
+        (Some(_), None) => Err(Fail::invalid(
+            "isv.invalid-encrypt",
+            format!("app_id {app_id} has no AES content-encryption key set"),
+        )),
+        (Some(_), Some(key)) => {
+            if let Some(cipher) = inc.get("biz_content") {
+                let plain = key.decrypt(cipher).ok_or_else(|| {
+                    Fail::invalid(
+                        "isv.decryption-error-not-valid-encrypt-key",
+                        "biz_content cannot be decrypted with this app's AES key",
+                    )
+                })?;
+                for (k, v) in inc.params.iter_mut() {
+                    if k == "biz_content" {
+                        *v = plain.clone();
+                    }
+                }
+            }
+            Ok(Some(key.clone()))
+        }
+    }
 }
 
 /// `POST /gateway.do`. With injected latency, the answer leaves that long after
@@ -658,23 +888,23 @@ async fn answer(shared: &Shared, req: Request) -> Response {
     if faults.roll(faults.http502_rate) {
         return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
     }
-    let inc = match read_request(req).await {
+    let mut inc = match read_request(req).await {
         Ok(inc) => inc,
         Err(Unreadable::Fail(fail)) => return error_response(fail),
         Err(Unreadable::TooLarge) => return too_large(),
     };
-    let (method, sign_type) = match check_protocol(shared, &inc) {
+    let (method, framing) = match check_protocol(shared, &mut inc) {
         Ok(v) => v,
         Err(Rejection::Early(fail)) => return error_response(fail),
-        Err(Rejection::InMethod(method, fail)) => {
-            return shared.signed(&method, "RSA2", &fail.node());
+        Err(Rejection::InMethod(method, framing, fail)) => {
+            return shared.signed(&method, &framing, &fail.node());
         }
     };
     if !shared.throttle.admit(inc.get("app_auth_token")) {
-        return shared.signed(&method, &sign_type, &Fail::throttled().node());
+        return shared.signed(&method, &framing.plain(), &Fail::throttled().node());
     }
     if faults.roll(faults.error_rate) {
-        return shared.signed(&method, &sign_type, &Fail::unavailable().node());
+        return shared.signed(&method, &framing.plain(), &Fail::unavailable().node());
     }
     let node = match business::dispatch(shared, &method, &inc).await {
         Ok(node) => node,
@@ -685,7 +915,7 @@ async fn answer(shared: &Shared, req: Request) -> Response {
         // idempotency keys exist for). Abort the body mid-flight.
         return faults::dropped();
     }
-    shared.signed(&method, &sign_type, &node)
+    shared.signed(&method, &framing, &node)
 }
 
 async fn image(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {

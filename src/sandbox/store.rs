@@ -11,6 +11,8 @@ pub struct Store {
     db: sled::Db,
     group: std::sync::Arc<crate::durable::GroupFlush>,
     pub apps: sled::Tree,
+    /// app_id -> the app's AES content-encryption key (base64), once set.
+    pub encrypt_keys: sled::Tree,
     pub images: sled::Tree,
     pub image_bytes: sled::Tree,
     pub templates: sled::Tree,
@@ -43,6 +45,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name);
         let store = Self {
             apps: tree("apps")?,
+            encrypt_keys: tree("encrypt_keys")?,
             images: tree("images")?,
             image_bytes: tree("image_bytes")?,
             templates: tree("templates")?,

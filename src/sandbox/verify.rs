@@ -18,6 +18,9 @@ use rsa::pkcs8::DecodePublicKey;
 pub struct AppKey {
     /// PKCS#1 `RSAPublicKey` DER, the form aws-lc's verifier takes.
     pkcs1: Vec<u8>,
+    /// Registered with a certificate (certificate mode): its SN, which every
+    /// request must carry as `app_cert_sn`.
+    pub cert_sn: Option<String>,
 }
 
 /// Content the gateway checks a request signature against: all received text
@@ -35,9 +38,18 @@ pub fn signed_content(params: &[(String, String)]) -> String {
         .join("&")
 }
 
-/// Parse a registered app public key (one-line base64 SPKI or PEM).
+/// Parse a registered app public key (one-line base64 SPKI or PEM), or an
+/// app certificate (PEM; its first certificate, as the SDKs read it).
 pub fn parse_app_key(text: &str) -> Option<AppKey> {
-    let key = if text.contains("-----BEGIN") {
+    let mut cert_sn = None;
+    let key = if text.contains("-----BEGIN CERTIFICATE-----") {
+        let cert = crate::alipay::cert::parse_bundle(text)
+            .ok()?
+            .into_iter()
+            .next()?;
+        cert_sn = Some(crate::alipay::cert::cert_sn(&cert));
+        RsaPublicKey::from_public_key_der(&crate::alipay::cert::public_key_der(&cert).ok()?).ok()?
+    } else if text.contains("-----BEGIN") {
         RsaPublicKey::from_public_key_pem(text.trim()).ok()?
     } else {
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
@@ -45,7 +57,7 @@ pub fn parse_app_key(text: &str) -> Option<AppKey> {
         RsaPublicKey::from_public_key_der(&der).ok()?
     };
     let pkcs1 = key.to_pkcs1_der().ok()?.as_bytes().to_vec();
-    Some(AppKey { pkcs1 })
+    Some(AppKey { pkcs1, cert_sn })
 }
 
 /// Verify `sign` (base64) over `content` with SHA256withRSA (`RSA2`) or
