@@ -349,6 +349,28 @@ mod tests {
         );
     }
 
+    /// SNs computed by the Node SDK itself (alipay-sdk 4.14.0,
+    /// `antcertutil.getSN(file)` / `getSN(file, true)`) on certificates the
+    /// sandbox made: an app certificate issued from a CSR, and a root bundle
+    /// mixing Alipay's SM2 and ECDSA roots with one RSA root.
+    #[test]
+    fn sns_match_the_node_sdk_on_issued_certificates() {
+        let app = parse_bundle(include_str!(
+            "../../tests/data/certs/app_cert_sandbox_issued.crt"
+        ))
+        .unwrap();
+        assert_eq!(cert_sn(&app[0]), "461dda9c1ceb87ed2b0521927869f677");
+        let bundle = parse_bundle(include_str!(
+            "../../tests/data/certs/sandbox_root_bundle.crt"
+        ))
+        .unwrap();
+        assert_eq!(bundle.len(), 3);
+        assert_eq!(
+            root_cert_sn(&bundle).unwrap(),
+            "2a6dbc1c4f6527da1554c94d3016f088"
+        );
+    }
+
     #[test]
     fn what_is_not_a_usable_bundle_is_refused() {
         assert!(parse_bundle("not a certificate").is_err());

@@ -25,14 +25,19 @@ pub struct AppKey {
 
 /// Content the gateway checks a request signature against: all received text
 /// parameters except `sign` and empty ones, sorted by name, `k=v` joined by `&`.
+///
+/// A name sent twice counts once, with its last value (the one the methods
+/// read): the Node.js SDK's multipart upload sends `app_auth_token` both in
+/// the query and as a form field, and signs it once.
 pub fn signed_content(params: &[(String, String)]) -> String {
-    let mut pairs: Vec<&(String, String)> = params
-        .iter()
-        .filter(|(k, v)| k != "sign" && !k.is_empty() && !v.is_empty())
-        .collect();
-    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    pairs
-        .iter()
+    let mut last: std::collections::BTreeMap<&[u8], (&str, &str)> = Default::default();
+    for (k, v) in params {
+        if k != "sign" && !k.is_empty() {
+            last.insert(k.as_bytes(), (k, v));
+        }
+    }
+    last.values()
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&")

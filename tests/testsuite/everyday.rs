@@ -561,12 +561,12 @@ fn a_generated_key_pair_registers_with_sandbox_serve() {
     let tmp = tempfile::tempdir().unwrap();
     run(cardform()
         .current_dir(tmp.path())
-        .args(["sandbox", "keygen", "--out", "keys"]))
+        .args(["keys", "generate", "--out", "keys"]))
     .ok()
     .stdout_has("keys/app_public.txt");
     run(cardform()
         .current_dir(tmp.path())
-        .args(["sandbox", "keygen", "--out", "keys"]))
+        .args(["keys", "generate", "--out", "keys"]))
     .fails()
     .stderr_has("refusing to overwrite a private key");
     let mut child = cardform()

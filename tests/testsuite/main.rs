@@ -2,6 +2,7 @@
 
 mod abuse;
 mod api;
+mod cert_mode;
 mod crash;
 mod damage;
 mod drift;

@@ -198,7 +198,8 @@ fn help_of_every_command() {
         vec!["schema", "--help"],
         vec!["api", "--help"],
         vec!["sandbox", "serve", "--help"],
-        vec!["sandbox", "keygen", "--help"],
+        vec!["sandbox", "issue-cert", "--help"],
+        vec!["keys", "generate", "--help"],
         vec!["bench", "--help"],
     ] {
         let r = run(cardform().args(&args)).ok();

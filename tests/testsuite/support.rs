@@ -105,15 +105,20 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn start(dir: &Path, extra: &[&str]) -> Sandbox {
+        let mut args = vec![
+            "--app".to_string(),
+            format!("{APP_ID}={}", data("keys/app_a_public_spki.txt").display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Sandbox::serve(dir, &args)
+    }
+
+    /// `sandbox serve --data dir` with exactly `args` (apps included).
+    pub fn serve(dir: &Path, args: &[String]) -> Sandbox {
         let mut child = cardform()
             .args(["sandbox", "serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
-            .arg("--app")
-            .arg(format!(
-                "{APP_ID}={}",
-                data("keys/app_a_public_spki.txt").display()
-            ))
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
