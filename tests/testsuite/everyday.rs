@@ -318,11 +318,12 @@ fn inline_secrets_are_never_echoed() {
     let proj = w.add("coffee", "proj");
     let key = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj";
     let token = "202511BBsecrettoken0123456789";
+    let aes = "aYA0GP8JEW+D7/UFaskCWA==";
     w.edit(
         "proj/cardform.yaml",
         "gateway:\n",
         &format!(
-            "gateway:\n  private_key: \"{key}\"\n  alipay_public_key: {{ value: \"{key}\" }}\n"
+            "gateway:\n  private_key: \"{key}\"\n  alipay_public_key: {{ value: \"{key}\" }}\n  encrypt_key: \"{aes}\"\n"
         ),
     );
     w.edit(
@@ -344,10 +345,15 @@ fn inline_secrets_are_never_echoed() {
     ] {
         let r = run(w.cmd().args(&args)).fails();
         let all = format!("{}{}", r.stdout, r.stderr);
-        for secret in [key, &key[..20], token] {
+        for secret in [key, &key[..20], token, aes] {
             assert!(!all.contains(secret), "{args:?} echoed a secret:\n{all}");
         }
-        for field in ["private_key", "alipay_public_key", "app_auth_token"] {
+        for field in [
+            "private_key",
+            "alipay_public_key",
+            "app_auth_token",
+            "encrypt_key",
+        ] {
             assert!(
                 all.contains(&format!("`{field}` must say where the secret comes from")),
                 "{args:?}: {all}"
