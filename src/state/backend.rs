@@ -16,20 +16,28 @@ use super::{Ids, Snapshot, StateError, StateStore};
 use crate::model::Address;
 
 /// Where a state lives, as `--state` / `CARDFORM_STATE` say it: a directory
-/// (the sled backend) today; URL schemes select other backends.
+/// (the sled backend, the default) or a `postgres://` URL (the PostgreSQL
+/// backend, for states shared by a team or pipelines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Dir(PathBuf),
+    Postgres(super::postgres::PgUrl),
 }
 
 impl Location {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.split_once("://") {
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") => Err(
-                "a PostgreSQL state is not supported by this version yet\nhint: use a state directory (--state DIR)".into(),
-            ),
             Some((scheme, _))
-                if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') =>
+                if scheme.eq_ignore_ascii_case("postgres")
+                    || scheme.eq_ignore_ascii_case("postgresql") =>
+            {
+                super::postgres::PgUrl::parse(s).map(Location::Postgres)
+            }
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '+') =>
             {
                 Err(format!(
                     "`{scheme}://` is not a state backend cardform knows (a directory is)"
@@ -40,16 +48,19 @@ impl Location {
     }
 
     /// A directory on this machine for local companions of the state (the
-    /// embedded sandbox's data).
+    /// embedded sandbox's data): the state directory, or for a database
+    /// state `./state`.
     pub fn local_dir(&self) -> &Path {
         match self {
             Location::Dir(d) => d,
+            Location::Postgres(_) => Path::new("state"),
         }
     }
 
     pub fn backend(&self) -> Box<dyn Backend> {
         match self {
             Location::Dir(d) => Box::new(super::sled::backend::SledBackend::new(d)),
+            Location::Postgres(u) => Box::new(super::postgres::PgBackend::new(u)),
         }
     }
 }
@@ -58,6 +69,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Dir(d) => write!(f, "{}", d.display()),
+            Location::Postgres(u) => write!(f, "{u}"),
         }
     }
 }
@@ -136,6 +148,12 @@ pub trait Backend: Send + Sync {
     /// `operation` until the store is dropped (waiting up to `timeout` for
     /// another holder). Old records are migrated here.
     fn open(&self, operation: &str, timeout: Duration) -> Result<Box<dyn StateStore>, StateError>;
+    /// The last committed state, for a command that only reads (`output`,
+    /// `state list`, a plan). A backend that can must not wait for a writer;
+    /// by default the store is opened (locked) just long enough to read.
+    fn read(&self, operation: &str, timeout: Duration) -> Result<Snapshot, StateError> {
+        self.open(operation, timeout)?.snapshot()
+    }
     /// Who holds the lock now, if anyone.
     fn lock_holder(&self) -> Option<LockInfo>;
     /// Clear the lock record of a run that is gone; refused while its holder

@@ -190,119 +190,12 @@ impl StateStore for MemoryStore {
     }
 }
 
-/// The contract every backend keeps, run against each (`memory` here,
-/// `sled` in its own tests).
 #[cfg(test)]
-pub(crate) mod contract {
+mod tests {
     use super::*;
-    use crate::state::Ids;
-
-    fn resource(a: &Address, id: &str) -> ResourceState {
-        ResourceState {
-            address: a.clone(),
-            kind: a.kind,
-            ids: Ids {
-                template_id: Some(id.into()),
-                ..Ids::default()
-            },
-            hash: "h".into(),
-            attrs: serde_json::value::to_raw_value(&serde_json::json!({})).unwrap(),
-            applied_at: String::new(),
-        }
-    }
-
-    fn intent(a: &Address) -> Intent {
-        Intent {
-            address: a.clone(),
-            request_id: "r1".into(),
-            request: serde_json::json!({}),
-            hash: "h".into(),
-            attrs: serde_json::json!({}),
-            started_at: String::new(),
-        }
-    }
-
-    fn ids(s: &Snapshot) -> Vec<(String, Ids)> {
-        s.resources
-            .values()
-            .map(|r| (r.address.to_string(), r.ids.clone()))
-            .collect()
-    }
-
-    /// Lock, intents, commits, forgets, binding, export/import, backup.
-    pub fn keeps_the_contract(backend: &dyn Backend) {
-        let a = Address::new("m", Kind::Template, "gold");
-        let b = Address::new("m", Kind::Template, "silver");
-        let store = backend.open("apply", Duration::ZERO).unwrap();
-        // One holder at a time, and the holder is named.
-        assert_eq!(backend.lock_holder().unwrap().operation, "apply");
-        assert!(matches!(
-            backend.open("plan", Duration::ZERO).err(),
-            Some(StateError::Locked(_))
-        ));
-        let start = store.snapshot().unwrap().meta.serial;
-        // An intent, then its commit, which clears it.
-        store.begin(&intent(&a)).unwrap();
-        assert_eq!(store.snapshot().unwrap().intents[&a].request_id, "r1");
-        let s1 = store
-            .commit(&resource(&a, "T1"), Durability::Deferred)
-            .unwrap();
-        assert!(s1 > start);
-        let snap = store.snapshot().unwrap();
-        assert!(snap.intents.is_empty());
-        assert_eq!(snap.resources[&a].ids.template_id.as_deref(), Some("T1"));
-        // An abandoned intent is gone; a forgotten template is remembered by id.
-        store.begin(&intent(&b)).unwrap();
-        store.abandon(&b).unwrap();
-        let s2 = store.forget(&a).unwrap();
-        assert!(s2 > s1);
-        let snap = store.snapshot().unwrap();
-        assert!(snap.intents.is_empty() && snap.resources.is_empty());
-        assert_eq!(snap.forgotten.get("T1"), Some(&a));
-        // A rename moves the record, ids and all.
-        let c = Address::new("m", Kind::Template, "bronze");
-        store
-            .commit(&resource(&b, "T9"), Durability::Flushed)
-            .unwrap();
-        store.rename(&b, &c).unwrap();
-        let snap = store.snapshot().unwrap();
-        assert!(!snap.resources.contains_key(&b));
-        assert_eq!(snap.resources[&c].address, c);
-        assert_eq!(snap.resources[&c].ids.template_id.as_deref(), Some("T9"));
-        store.forget(&c).unwrap();
-        // Binding, export and import.
-        let binding = Binding {
-            project: "p".into(),
-            gateway: "sandbox".into(),
-            app_id: "1".into(),
-        };
-        store.bind(&binding).unwrap();
-        store
-            .commit(&resource(&b, "T2"), Durability::Flushed)
-            .unwrap();
-        store.flush().unwrap();
-        let exported = store.snapshot().unwrap();
-        assert_eq!(exported.meta.binding.as_ref(), Some(&binding));
-        backend.write_backup(&exported).unwrap();
-        store.replace_all(&Snapshot::empty()).unwrap();
-        assert!(store.snapshot().unwrap().resources.is_empty());
-        store.replace_all(&exported).unwrap();
-        assert_eq!(ids(&store.snapshot().unwrap()), ids(&exported));
-        // Dropping the store releases the lock; the state outlives it.
-        drop(store);
-        assert!(backend.lock_holder().is_none());
-        let store = backend.open("plan", Duration::ZERO).unwrap();
-        assert_eq!(ids(&store.snapshot().unwrap()), ids(&exported));
-        drop(store);
-        // Recovery from the backup (forced: this state is healthy).
-        let r = backend.recover(true).unwrap();
-        assert_eq!(r.restored, 1);
-        let store = backend.open("plan", Duration::ZERO).unwrap();
-        assert_eq!(ids(&store.snapshot().unwrap()), ids(&exported));
-    }
 
     #[test]
     fn the_memory_backend_keeps_the_contract() {
-        keeps_the_contract(&MemoryBackend::new());
+        crate::state::contract::keeps_the_contract(&MemoryBackend::new(), false);
     }
 }

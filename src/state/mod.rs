@@ -3,13 +3,17 @@
 //! [`Snapshot`] is the read-only view the planner takes; [`StateStore`] is the
 //! trait the executor writes through; [`Backend`] opens a store (locked) and
 //! answers for it as a whole (lock holder, backup, recovery). Backends:
-//! [`sled`] (a local directory, the default) and [`memory`] (tests); the
-//! location says which (`--state` / `CARDFORM_STATE`). [`migrate`] upgrades
+//! [`sled`] (a local directory, the default), [`postgres`] (a shared
+//! database) and [`memory`] (tests); the location says which (`--state` /
+//! `CARDFORM_STATE`). [`migrate`] upgrades
 //! old records, whatever the backend. Never holds a secret.
 
 pub mod backend;
+#[doc(hidden)]
+pub mod contract;
 pub mod memory;
 pub mod migrate;
+pub mod postgres;
 pub mod sled;
 
 pub use backend::{Backend, Location, LockInfo};

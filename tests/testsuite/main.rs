@@ -9,6 +9,7 @@ mod drift;
 mod everyday;
 mod hostile;
 mod known_answers;
+mod pg;
 mod plan_apply;
 mod property;
 mod seams;

@@ -846,7 +846,7 @@ mod tests {
     #[test]
     fn the_sled_backend_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        crate::state::memory::contract::keeps_the_contract(&backend::SledBackend::new(dir.path()));
+        crate::state::contract::keeps_the_contract(&backend::SledBackend::new(dir.path()), false);
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! The PostgreSQL backend as a whole: connecting (migrating the schema on
+//! the way), locking, reading without a lock, the backup row, recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::lock::{self, Scope};
+use super::schema::{self, Names};
+use super::worker::{self, Worker};
+use super::{PgStore, PgUrl, db_error, read_snapshot};
+use crate::state::backend::{Backend, LockInfo, Recovered};
+use crate::state::{Snapshot, StateError, StateStore};
+
+pub struct PgBackend {
+    url: PgUrl,
+    names: Arc<Names>,
+}
+
+/// How long to wait for the server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl PgBackend {
+    pub fn new(url: &PgUrl) -> Self {
+        PgBackend {
+            url: url.clone(),
+            names: Arc::new(Names::new(url.schema())),
+        }
+    }
+
+    /// A connector for a worker thread: connects, migrates the schema.
+    fn connector(&self) -> impl FnOnce() -> Result<Client, StateError> + Send + 'static {
+        let url = self.url.clone();
+        let names = self.names.clone();
+        move || {
+            let mut config = url.config().map_err(|reason| StateError::Open {
+                dir: url.to_string(),
+                reason,
+            })?;
+            config.connect_timeout(CONNECT_TIMEOUT);
+            config.application_name("cardform");
+            let mut client = config.connect(NoTls).map_err(|e| StateError::Open {
+                dir: url.to_string(),
+                reason: connect_reason(&e),
+            })?;
+            schema::migrate(&mut client, &names)?;
+            Ok(client)
+        }
+    }
+
+    /// Open a store whose lock covers `scope`.
+    pub fn open_scope(
+        &self,
+        operation: &str,
+        timeout: Duration,
+        scope: Scope,
+    ) -> Result<PgStore, StateError> {
+        let names = self.names.clone();
+        let info = LockInfo::current(operation);
+        let describe = self.describe();
+        let worker = Worker::start(self.connector(), self.names.clone(), move |c| {
+            lock::acquire(c, &names, &scope, &info, timeout, &describe)
+        })?;
+        Ok(PgStore::new(worker))
+    }
+
+    fn once<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, &Names) -> Result<R, StateError> + Send + 'static,
+    ) -> Result<R, StateError> {
+        let names = self.names.clone();
+        worker::once(self.connector(), move |c| f(c, &names))
+    }
+}
+
+/// Why a connection failed, without the password (the driver's messages
+/// never include it; the URL is printed redacted by the caller).
+fn connect_reason(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
+}
+
+impl Backend for PgBackend {
+    fn describe(&self) -> String {
+        format!("`{}`", self.url)
+    }
+
+    fn open(&self, operation: &str, timeout: Duration) -> Result<Box<dyn StateStore>, StateError> {
+        Ok(Box::new(self.open_scope(
+            operation,
+            timeout,
+            Scope::Whole,
+        )?))
+    }
+
+    fn read(&self, _operation: &str, _timeout: Duration) -> Result<Snapshot, StateError> {
+        // No lock: the last committed state, whatever runs.
+        self.once(|c, s| read_snapshot(c, s))
+    }
+
+    fn lock_holder(&self) -> Option<LockInfo> {
+        self.once(|c, s| lock::live_rows(c, s))
+            .ok()?
+            .into_iter()
+            .next()
+            .map(|(_, info)| info)
+    }
+
+    fn force_unlock(&self) -> Result<Option<LockInfo>, StateError> {
+        if let Some(holder) = self.lock_holder() {
+            return Err(StateError::Refused(format!(
+                "`cardform {}` (pid {} on {}) is still connected and holds the lock; a PostgreSQL lock is released when its run ends or its connection drops, so there is nothing to break\nhint: wait for it, or stop that run",
+                holder.operation, holder.pid, holder.host
+            )));
+        }
+        Ok(self
+            .once(|c, s| lock::clear_stale(c, s))?
+            .into_iter()
+            .next())
+    }
+
+    fn write_backup(&self, snap: &Snapshot) -> Result<(), StateError> {
+        let text = serde_json::to_string(snap).map_err(|e| StateError::Io(e.to_string()))?;
+        self.once(move |c, s| {
+            c.execute(
+                &format!(
+                    "INSERT INTO {} (id, snapshot) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET snapshot = $1, written_at = now()",
+                    s.backups
+                ),
+                &[&text],
+            )
+            .map_err(db_error)
+            .map(|_| ())
+        })
+    }
+
+    fn recover(&self, force: bool) -> Result<Recovered, StateError> {
+        if !force {
+            return Err(StateError::Refused(format!(
+                "the state in {} is kept by PostgreSQL, whose transactions leave it whole; recovering would replace it with the backup written after the last successful apply\nhint: pass --force to do so anyway",
+                self.describe()
+            )));
+        }
+        let store = self.open_scope("state recover", Duration::ZERO, Scope::Whole)?;
+        let described = self.describe();
+        let backup: Option<String> = self.once(|c, s| {
+            Ok(
+                c.query_opt(&format!("SELECT snapshot FROM {}", s.backups), &[])
+                    .map_err(db_error)?
+                    .map(|r| r.get(0)),
+            )
+        })?;
+        let Some(text) = backup else {
+            return Err(StateError::Refused(format!(
+                "there is no backup in {described} (one is written after every successful apply)"
+            )));
+        };
+        let mut restored: Snapshot =
+            serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                key: "backups".into(),
+                reason: e.to_string(),
+            })?;
+        let now = store.snapshot()?;
+        restored.meta.serial = restored.meta.serial.max(now.meta.serial) + 1;
+        store.replace_all(&restored)?;
+        Ok(Recovered {
+            backup: format!("{described} (table backups)"),
+            moved_to: "(nothing: PostgreSQL keeps no damaged copy)".into(),
+            restored: restored.resources.len(),
+            serial: restored.meta.serial,
+            not_restored: Vec::new(),
+        })
+    }
+}
