@@ -104,11 +104,11 @@ impl Backend for PgBackend {
 
     fn read(&self, _operation: &str, _timeout: Duration) -> Result<Snapshot, StateError> {
         // No lock: the last committed state, whatever runs.
-        self.once(|c, s| read_snapshot(c, s))
+        self.once(read_snapshot)
     }
 
     fn lock_holder(&self) -> Option<LockInfo> {
-        self.once(|c, s| lock::live_rows(c, s))
+        self.once(lock::live_rows)
             .ok()?
             .into_iter()
             .next()
@@ -123,7 +123,7 @@ impl Backend for PgBackend {
             )));
         }
         Ok(self
-            .once(|c, s| lock::clear_stale(c, s))?
+            .once(lock::clear_stale)?
             .into_iter()
             .next())
     }
