@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     port: u16,
     _dir: tempfile::TempDir,
+    /// The watchdog shell (the server's parent); it ends with the server.
+    _server: std::process::Child,
 }
 
 /// The directory of the newest installed PostgreSQL's programs.
@@ -103,12 +105,17 @@ impl Cluster {
             c.args(["-c", &script]);
             c
         };
-        c.stdin(Stdio::null())
+        let server = c
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let cluster = Cluster { port, _dir: dir };
+        let cluster = Cluster {
+            port,
+            _dir: dir,
+            _server: server,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -132,6 +139,7 @@ impl Cluster {
     }
 
     /// Run SQL with psql as the cluster's superuser.
+    #[allow(dead_code)]
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(bin_dir().join("psql"))
             .args([
