@@ -188,10 +188,30 @@ impl Settings {
                 sign_type,
                 sandbox_faults: env("CARDFORM_SANDBOX_FAULTS"),
             },
-            state: match (flags.state.as_ref(), env("CARDFORM_STATE")) {
-                (Some(flag), _) => location(&flag.to_string_lossy(), "--state")?,
-                (None, Some(v)) => location(&v, "CARDFORM_STATE")?,
-                (None, None) => Location::Dir(PathBuf::from("state")),
+            state: match (
+                flags.state.as_ref(),
+                env("CARDFORM_STATE"),
+                &manifest.state_url,
+            ) {
+                (Some(flag), _, _) => location(&flag.to_string_lossy(), "--state")?,
+                (None, Some(v), _) => location(&v, "CARDFORM_STATE")?,
+                (None, None, Some(r)) => {
+                    let url =
+                        read_secret(r, "state URL").map_err(|reason| SettingsError::State {
+                            origin: "the manifest's state.url",
+                            reason,
+                        })?;
+                    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                        return Err(SettingsError::State {
+                            origin: "the manifest's state.url",
+                            reason: format!(
+                                "{r} does not hold a postgres:// URL (a state directory is given with --state or CARDFORM_STATE)"
+                            ),
+                        });
+                    }
+                    location(&url, "the manifest's state.url")?
+                }
+                (None, None, None) => Location::Dir(PathBuf::from("state")),
             },
         })
     }

@@ -32,6 +32,16 @@ pub enum Command {
         #[arg(long, required = true)]
         force: bool,
     },
+    /// Move the state to another backend (a postgres:// URL or a directory),
+    /// lineage and serial kept; refuses a target that holds a state unless --force
+    Migrate {
+        /// Where the state goes: postgres://user@host/db?schema=NAME, or a directory
+        #[arg(long, value_name = "URL|DIR")]
+        to: String,
+        /// Replace a state the target already holds
+        #[arg(long)]
+        force: bool,
+    },
     /// Rebuild a damaged state from the backup saved after the last
     /// successful apply, listing what it cannot restore
     Recover {
@@ -130,6 +140,17 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
             ));
         }
         Command::Rebind { .. } => unreachable!("handled above"),
+        Command::Migrate { to, force } => {
+            let to = crate::state::Location::parse(&to).map_err(anyhow::Error::msg)?;
+            let m = ops::state::migrate(&dir, &to, t, force)?;
+            render::line(&format!(
+                "Moved {} resource(s), {} intent(s) and {} forgotten id(s) from {} to {} (lineage {}, serial {}).",
+                m.resources, m.intents, m.forgotten, dir, to, m.lineage, m.serial
+            ));
+            render::line(&format!(
+                "The state at {dir} is left as it was; point --state or CARDFORM_STATE at {to} from now on."
+            ));
+        }
         Command::Recover { force } => {
             let r = ops::state::recover(&dir, force)?;
             render::line(&format!(

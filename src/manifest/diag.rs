@@ -70,7 +70,9 @@ impl Diagnostic {
             let value = line.split_once(':').map(|(_, v)| v.trim()).unwrap_or("");
             let names_a_source = value.is_empty()
                 || (value.starts_with('{') && (value.contains("file:") || value.contains("env:")));
-            if super::SECRET_FIELDS.contains(&key) && !names_a_source {
+            // A URL with credentials in it (`postgres://user:password@…`).
+            let has_credentials = value.contains("://") && value.contains('@');
+            if (super::SECRET_FIELDS.contains(&key) && !names_a_source) || has_credentials {
                 super::redact_line(&line)
             } else {
                 line

@@ -249,6 +249,7 @@ pub fn lower(
     let mut project = project.clone();
     // 1. merge sections
     let mut gateway: Option<(At, raw::Gateway)> = None;
+    let mut state: Option<(At, raw::StateBlock)> = None;
     let mut project_at: Option<At> = None;
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut default_images: BTreeMap<String, (At, raw::Image)> = BTreeMap::new();
@@ -267,6 +268,19 @@ pub fn lower(
                 );
             } else {
                 gateway = Some((at, g.clone()));
+            }
+        }
+        if let Some(st) = &m.state {
+            let at = At::new(i, "state");
+            if let Some((first, _)) = &state {
+                let other = files[first.file].0.path.display().to_string();
+                ctx.report(
+                    &at,
+                    "",
+                    format!("the state is already set in `{other}`; set it in one file only"),
+                );
+            } else {
+                state = Some((at, st.clone()));
             }
         }
         if let Some(name) = &m.project {
@@ -350,6 +364,9 @@ pub fn lower(
     };
     if let Some((at, g)) = &gateway {
         desired.gateway = lower_gateway(&mut ctx, at, g);
+    }
+    if let Some((at, st)) = &state {
+        desired.gateway.state_url = secret_ref(&mut ctx, at, "url", &st.url);
     }
     for (name, (at, _)) in &default_templates {
         if let Some(cycle) = extends_cycle(name, &default_templates) {
@@ -626,6 +643,7 @@ fn lower_gateway(ctx: &mut Ctx, at: &At, g: &raw::Gateway) -> GatewayBlock {
             .encrypt_key
             .as_ref()
             .and_then(|s| secret_ref(ctx, at, "encrypt_key", s)),
+        state_url: None,
         sign_type: g.sign_type.map(|s| match s {
             raw::SignType::Rsa2 => "RSA2".into(),
             raw::SignType::Rsa => "RSA".into(),

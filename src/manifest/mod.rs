@@ -344,7 +344,13 @@ fn check_schema(
             .collect();
         let path = yaml_path(&segs);
         // A secret written where its source belongs: never echo the value.
-        if let Some(field) = segs.iter().find(|s| SECRET_FIELDS.contains(&s.as_str())) {
+        // `state.url` holds a password: a secret too (other `url`s are not).
+        let state_url = segs.len() >= 2 && segs[0] == "state" && segs[1] == "url";
+        if let Some(field) = segs
+            .iter()
+            .find(|s| SECRET_FIELDS.contains(&s.as_str()))
+            .or(state_url.then_some(&segs[1]))
+        {
             let at: Vec<String> = segs
                 .iter()
                 .take_while(|s| *s != field)

@@ -29,6 +29,10 @@ pub struct Manifest {
     /// Where the gateway is and which app calls it. At most one file may set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Gateway>,
+    /// Where the state lives, when not a local directory: a PostgreSQL URL
+    /// (`--state` and `CARDFORM_STATE` win). At most one file may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateBlock>,
     /// Values for `${var:NAME}`; `--var NAME=VALUE` overrides them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables: Option<BTreeMap<String, String>>,
@@ -98,6 +102,16 @@ pub struct Gateway {
     pub encrypt_key: Option<SecretSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_type: Option<SignType>,
+}
+
+/// The state's location in the manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateBlock {
+    /// A `postgres://user:password@host/db?schema=NAME` URL; it holds a
+    /// password, so it comes from a file or an environment variable, never
+    /// inline.
+    pub url: SecretSource,
 }
 
 /// A secret's source: a file path (relative to the manifest) or an environment

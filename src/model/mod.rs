@@ -149,6 +149,8 @@ pub struct GatewayBlock {
     pub alipay_root_cert: Option<SecretRef>,
     pub encrypt_key: Option<SecretRef>,
     pub sign_type: Option<String>,
+    /// The manifest's `state: { url: ... }`: where a shared state lives.
+    pub state_url: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -41,14 +41,15 @@ pub async fn run(
     target: Option<Address>,
     mode: super::refresh::Mode,
 ) -> Result<Planned> {
-    let project::Opened {
+    // The last committed state; a backend that can reads it without
+    // waiting for an apply (apply checks a saved plan against the state's
+    // serial, so a plan never needs the lock to be safe).
+    let project::Read {
         desired,
         settings,
-        store,
         snapshot,
         binding,
-    } = project::open(common, flags, "plan")?;
-    drop(store);
+    } = project::read(common, flags, "plan")?;
     let options = plan::Options {
         target,
         ..Default::default()

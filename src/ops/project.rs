@@ -62,6 +62,33 @@ pub fn open(
     })
 }
 
+/// What a plan reads: the manifests and the last committed state, taking no
+/// lock where the backend can (a plan never waits behind an apply there).
+pub struct Read {
+    pub desired: Desired,
+    pub settings: Settings,
+    pub snapshot: Snapshot,
+    pub binding: Binding,
+}
+
+/// [`open`] for a run that only reads.
+pub fn read(common: &Common, flags: &crate::settings::Overrides, operation: &str) -> Result<Read> {
+    let desired = load(&common.project, &common.vars)?;
+    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let snapshot = settings
+        .state
+        .backend()
+        .read(operation, common.lock_timeout)?;
+    let binding = binding(&desired, &settings);
+    check_binding(&snapshot, &binding, &settings.state)?;
+    Ok(Read {
+        desired,
+        settings,
+        snapshot,
+        binding,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Common {
     pub project: PathBuf,

@@ -32,8 +32,11 @@ pub fn rebind(
     Ok((old, new))
 }
 
+/// The last committed state, for commands that only read (`output`,
+/// `state list | show | export`): a backend that can answers without
+/// waiting for a writer.
 pub fn snapshot(location: &Location, timeout: Duration) -> Result<Snapshot> {
-    Ok(project::open_state(location, "state", timeout)?.snapshot()?)
+    Ok(location.backend().read("state", timeout)?)
 }
 
 pub fn remove(location: &Location, timeout: Duration, address: &Address) -> Result<u64> {
@@ -42,6 +45,53 @@ pub fn remove(location: &Location, timeout: Duration, address: &Address) -> Resu
         bail!("`{address}` is not in the state");
     }
     Ok(store.forget(address)?)
+}
+
+/// What `state migrate` moved.
+pub struct Migrated {
+    pub resources: usize,
+    pub intents: usize,
+    pub forgotten: usize,
+    pub lineage: String,
+    pub serial: u64,
+}
+
+/// Copy the state at `from` to `to` exactly (lineage and serial kept), both
+/// locked while it happens. A target that already holds a state (any record,
+/// or a serial above 0) is refused unless forced; the source is left as it is.
+pub fn migrate(from: &Location, to: &Location, timeout: Duration, force: bool) -> Result<Migrated> {
+    if from == to {
+        bail!("the state is already at {to}");
+    }
+    let source = project::open_state(from, "state migrate", timeout)?;
+    let snap = source.snapshot()?;
+    let target = project::open_state(to, "state migrate", timeout)?;
+    let there = target.snapshot()?;
+    let holds = !there.resources.is_empty() || !there.intents.is_empty() || there.meta.serial > 0;
+    if holds && !force {
+        bail!(
+            "{to} already holds a state ({} resource(s), lineage {}, serial {})\nhint: migrating would replace it; pass --force to do so",
+            there.resources.len(),
+            there.meta.lineage,
+            there.meta.serial
+        );
+    }
+    target.replace_all(&snap)?;
+    target.flush()?;
+    let check = target.snapshot()?;
+    if check.meta.lineage != snap.meta.lineage
+        || check.meta.serial != snap.meta.serial
+        || check.resources.len() != snap.resources.len()
+    {
+        bail!("bug: the migrated state at {to} does not read back as written");
+    }
+    Ok(Migrated {
+        resources: snap.resources.len(),
+        intents: snap.intents.len(),
+        forgotten: snap.forgotten.len(),
+        lineage: snap.meta.lineage,
+        serial: snap.meta.serial,
+    })
 }
 
 /// Import an exported snapshot. Refuses a foreign lineage or an older serial

@@ -174,3 +174,151 @@ fn the_postgres_backend_keeps_the_contract() {
     let location = cardform::state::Location::parse(&url).unwrap();
     cardform::state::contract::keeps_the_contract(location.backend().as_ref(), true);
 }
+
+use crate::plan_apply::{
+    Project, batchquery, kill_9_at_many_points_then_converge_with, spawn_apply,
+};
+use crate::support::*;
+
+#[test]
+fn kill_9_at_many_points_then_converge_on_postgres() {
+    kill_9_at_many_points_then_converge_with(Project::example_on("isv", cluster().url("kill9")));
+}
+
+#[test]
+fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
+    let p = Project::example_on("coffee", cluster().url("locks"));
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "300ms"]);
+    let (mut child, mut lines) = spawn_apply(&p, &sb, 1);
+    // The first change is done: the apply holds the lock.
+    lines.next().unwrap().unwrap();
+    // Read-only commands answer at once from the last committed state.
+    let r = run(p.cmd_at(&sb).args(["plan", "-p"]).arg(p.dir()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run(p.cmd().args(["output"])).ok();
+    run(p.cmd().args(["state", "list"])).ok();
+    run(p.cmd().args(["state", "export"])).ok();
+    // A second writer is refused, naming the holder.
+    let r = p.apply(&mut p.cmd_at(&sb)).fails();
+    assert!(
+        r.stderr.contains("is locked by `cardform apply`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("pid {}", child.id())),
+        "{}",
+        r.stderr
+    );
+    // kill -9: the session ends, and the lock with it; nothing to unlock.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = p.apply(&mut p.cmd_at(&sb));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    assert_eq!(batchquery(&p, &sb, None)["template_total"], 3);
+    let r = run(p.cmd().args(["state", "unlock", "--force"])).ok();
+    assert!(!r.stdout.contains("Cleared the lock of"), "{}", r.stdout);
+}
+
+#[test]
+fn losing_the_database_mid_apply_stops_safely_and_a_rerun_converges() {
+    let c = cluster();
+    let p = Project::example_on("coffee", c.url("lost"));
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "200ms"]);
+    let (mut child, mut lines) = spawn_apply(&p, &sb, 2);
+    lines.next().unwrap().unwrap();
+    // The server drops every cardform session (as a restart or failover would).
+    c.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cardform'");
+    let mut rest = String::new();
+    for l in lines.map_while(Result::ok) {
+        rest.push_str(&l);
+        rest.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{rest}");
+    assert!(rest.contains("connection to PostgreSQL was lost"), "{rest}");
+    let r = p.apply(&mut p.cmd_at(&sb));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    assert_eq!(batchquery(&p, &sb, None)["template_total"], 3);
+}
+
+#[test]
+fn state_migrate_round_trips_and_refuses_to_overwrite() {
+    let dir_project = Project::example("coffee");
+    dir_project.apply(&mut dir_project.cmd()).ok();
+    let before = dir_project.export();
+    let url = cluster().url("migrate");
+    let r = run(dir_project.cmd().args(["state", "migrate", "--to", &url])).ok();
+    assert!(r.stdout.contains("Moved 14 resource(s)"), "{}", r.stdout);
+    let on_pg = Project::example_on("coffee", url.clone());
+    let after = on_pg.export();
+    assert_eq!(after, before, "lineage, serial and records are kept");
+    // The same project plans no changes against the moved state.
+    assert_eq!(on_pg.plan(&mut on_pg.cmd()).code, 0);
+    // A target holding a state is not overwritten unless forced.
+    let r = run(dir_project.cmd().args(["state", "migrate", "--to", &url])).fails();
+    assert!(r.stderr.contains("already holds a state"), "{}", r.stderr);
+    run(dir_project
+        .cmd()
+        .args(["state", "migrate", "--to", &url, "--force"]))
+    .ok();
+    // And back to a directory.
+    let back = tempfile::tempdir().unwrap();
+    let back_dir = back.path().join("state");
+    run(on_pg
+        .cmd()
+        .args(["state", "migrate", "--to"])
+        .arg(&back_dir))
+    .ok();
+    let again = run(cardform()
+        .arg("--state")
+        .arg(&back_dir)
+        .args(["state", "export"]))
+    .ok()
+    .json();
+    assert_eq!(again, before);
+}
+
+#[test]
+fn the_password_never_shows_and_the_manifest_can_name_the_database() {
+    let r = run(cardform()
+        .args(["state", "list", "--state"])
+        .arg("postgres://cardform:hunter2@127.0.0.1:9/nowhere"))
+    .fails();
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    assert!(r.stderr.contains("REDACTED"), "{}", r.stderr);
+
+    // `state: { url: { env: ... } }` in the manifest.
+    let p = Project::example("coffee");
+    p.edit(
+        "cardform.yaml",
+        "gateway:\n",
+        "state:\n  url: { env: SHOP_STATE_URL }\ngateway:\n",
+    );
+    let url = cluster().url("manifest");
+    let r = run(cardform()
+        .env("SHOP_STATE_URL", &url)
+        .args(["apply", "--auto-approve", "-p"])
+        .arg(p.dir())
+        .current_dir(p.dir()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let on_pg = Project::example_on("coffee", url);
+    assert_eq!(on_pg.export()["resources"].as_object().unwrap().len(), 14);
+    // Inline, the URL (and its password) is refused without being echoed.
+    p.edit(
+        "cardform.yaml",
+        "url: { env: SHOP_STATE_URL }",
+        "url: postgres://cardform:hunter2@db/x",
+    );
+    let r = run(cardform().args(["validate"]).arg(p.dir())).fails();
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(
+        all.contains("`url` must say where the secret comes from"),
+        "{all}"
+    );
+}

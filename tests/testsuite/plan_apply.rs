@@ -27,8 +27,10 @@ const TOKENS: [(&str, &str, &str); 3] = [
 ];
 
 /// A copy of an example project in a temp dir, with its own state directory.
-struct Project {
+pub(crate) struct Project {
     tmp: tempfile::TempDir,
+    /// A `postgres://` state instead of the `state/` directory.
+    state_url: Option<String>,
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -45,7 +47,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl Project {
-    fn example(name: &str) -> Project {
+    pub(crate) fn example(name: &str) -> Project {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,34 +55,47 @@ impl Project {
                 .join(name),
             &tmp.path().join("project"),
         );
-        Project { tmp }
+        Project {
+            tmp,
+            state_url: None,
+        }
     }
-    fn dir(&self) -> PathBuf {
+    /// The same, with its state in PostgreSQL at `url`.
+    pub(crate) fn example_on(name: &str, url: String) -> Project {
+        Project {
+            state_url: Some(url),
+            ..Project::example(name)
+        }
+    }
+    pub(crate) fn dir(&self) -> PathBuf {
         self.tmp.path().join("project")
     }
     fn state(&self) -> PathBuf {
         self.tmp.path().join("state")
     }
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir().join(name)
     }
-    fn edit(&self, name: &str, from: &str, to: &str) {
+    pub(crate) fn edit(&self, name: &str, from: &str, to: &str) {
         let p = self.file(name);
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains(from), "{from:?} not in {name}");
         std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
     }
     /// `cardform` with this project's state, on the embedded sandbox.
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = cardform();
-        c.arg("--state").arg(self.state());
+        match &self.state_url {
+            Some(url) => c.arg("--state").arg(url),
+            None => c.arg("--state").arg(self.state()),
+        };
         for (_, var, token) in TOKENS {
             c.env(var, token);
         }
         c
     }
     /// The same, against a sandbox process.
-    fn cmd_at(&self, sb: &Sandbox) -> Command {
+    pub(crate) fn cmd_at(&self, sb: &Sandbox) -> Command {
         let mut c = self.cmd();
         c.env("CARDFORM_ENDPOINT", &sb.url)
             .env("CARDFORM_APP_ID", APP_ID)
@@ -88,23 +103,23 @@ impl Project {
             .env("CARDFORM_ALIPAY_PUBLIC_KEY", sb.platform_key());
         c
     }
-    fn plan(&self, c: &mut Command) -> Run {
+    pub(crate) fn plan(&self, c: &mut Command) -> Run {
         run(c
             .args(["plan", "-p"])
             .arg(self.dir())
             .arg("--detailed-exitcode"))
     }
-    fn apply(&self, c: &mut Command) -> Run {
+    pub(crate) fn apply(&self, c: &mut Command) -> Run {
         run(c.args(["apply", "--auto-approve", "-p"]).arg(self.dir()))
     }
-    fn export(&self) -> Value {
+    pub(crate) fn export(&self) -> Value {
         run(self.cmd().args(["state", "export"])).ok().json()
     }
 }
 
 /// The templates the sandbox holds for the app (or a merchant's token); faults
 /// may hit this call too, so it is repeated until it answers (bounded).
-fn batchquery(p: &Project, sb: &Sandbox, token: Option<&str>) -> Value {
+pub(crate) fn batchquery(p: &Project, sb: &Sandbox, token: Option<&str>) -> Value {
     for _ in 0..50 {
         let mut c = p.cmd_at(sb);
         if let Some(t) = token {
@@ -123,7 +138,7 @@ fn batchquery(p: &Project, sb: &Sandbox, token: Option<&str>) -> Value {
     panic!("batchquery never answered");
 }
 
-fn template_ids(state: &Value) -> Vec<(String, String)> {
+pub(crate) fn template_ids(state: &Value) -> Vec<(String, String)> {
     state["resources"]
         .as_object()
         .unwrap()
@@ -581,7 +596,7 @@ fn faults_are_retried_and_a_permanent_failure_stops_only_its_dependents() {
 }
 
 /// An apply in the background, with its progress lines (stderr) to wait on.
-fn spawn_apply(
+pub(crate) fn spawn_apply(
     p: &Project,
     sb: &Sandbox,
     parallelism: usize,
@@ -647,7 +662,11 @@ fn a_second_run_waits_for_or_reports_the_lock() {
 /// duplicate template at the sandbox and no lost id.
 #[test]
 fn kill_9_at_many_points_then_converge() {
-    let p = Project::example("isv");
+    kill_9_at_many_points_then_converge_with(Project::example("isv"));
+}
+
+/// The same, for a project whose state is anywhere (PostgreSQL too).
+pub(crate) fn kill_9_at_many_points_then_converge_with(p: Project) {
     let tmp = tempfile::tempdir().unwrap();
     let sb = Sandbox::start(
         &tmp.path().join("sb"),

@@ -122,10 +122,7 @@ impl Backend for PgBackend {
                 holder.operation, holder.pid, holder.host
             )));
         }
-        Ok(self
-            .once(lock::clear_stale)?
-            .into_iter()
-            .next())
+        Ok(self.once(lock::clear_stale)?.into_iter().next())
     }
 
     fn write_backup(&self, snap: &Snapshot) -> Result<(), StateError> {

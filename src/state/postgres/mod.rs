@@ -173,6 +173,23 @@ impl PgStore {
     }
 }
 
+impl Drop for PgStore {
+    /// Say the lock is free (the session's end frees the lock itself).
+    fn drop(&mut self) {
+        let s = self.names();
+        let _ = self.worker.call(move |c| {
+            c.execute(
+                &format!(
+                    "DELETE FROM {} WHERE backend_pid = pg_backend_pid()",
+                    s.locks
+                ),
+                &[],
+            )
+            .map_err(db_error)
+        });
+    }
+}
+
 impl StateStore for PgStore {
     fn snapshot(&self) -> Result<Snapshot, StateError> {
         let s = self.names();
