@@ -78,13 +78,20 @@ pub async fn run(
         }
         None => None,
     };
+    // A targeted run locks only its merchant where the backend can (two
+    // pipelines on different merchants of one shared state run at once).
+    let target = saved
+        .as_ref()
+        .and_then(|p| p.target.clone())
+        .or_else(|| req.target.clone());
+    let merchants = target.map(|t| std::collections::BTreeSet::from([t.merchant]));
     let project::Opened {
         desired,
         settings,
         store,
         snapshot,
         binding,
-    } = project::open(&common, flags, "apply")?;
+    } = project::open_for(&common, flags, "apply", merchants.as_ref())?;
     // A connection made early to refresh is reused by the apply.
     let mut reader: Option<super::refresh::Reader> = None;
     if let Some(planned_for) = &saved_binding
@@ -96,7 +103,16 @@ pub async fn run(
     }
     let plan = match saved {
         Some(saved) => {
-            if saved.lineage != snapshot.meta.lineage || saved.serial != snapshot.meta.serial {
+            // Another run may have applied other merchants meanwhile (a
+            // shared state lets targeted runs go at once): a targeted plan is
+            // current while its merchant's records are as planned.
+            let scope_unchanged = match (&saved.target, &saved.scope_digest) {
+                (Some(t), Some(d)) => *d == plan::merchant_digest(&snapshot, &t.merchant),
+                _ => false,
+            };
+            if saved.lineage != snapshot.meta.lineage
+                || (saved.serial != snapshot.meta.serial && !scope_unchanged)
+            {
                 bail!(
                     "the saved plan is stale: the state changed since it was made (serial {} then, {} now)\nhint: run `cardform plan --out` again",
                     saved.serial,

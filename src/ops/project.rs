@@ -47,9 +47,23 @@ pub fn open(
     flags: &crate::settings::Overrides,
     operation: &str,
 ) -> Result<Opened> {
+    open_for(common, flags, operation, None)
+}
+
+/// [`open`], locking only `merchants` where the backend can.
+pub fn open_for(
+    common: &Common,
+    flags: &crate::settings::Overrides,
+    operation: &str,
+    merchants: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Opened> {
     let desired = load(&common.project, &common.vars)?;
     let settings = Settings::resolve_with(flags, &desired.gateway)?;
-    let store = open_state(&settings.state, operation, common.lock_timeout)?;
+    let backend = settings.state.backend();
+    let store = match merchants {
+        Some(m) => backend.open_for(operation, common.lock_timeout, m)?,
+        None => backend.open(operation, common.lock_timeout)?,
+    };
     let snapshot = store.snapshot()?;
     let binding = binding(&desired, &settings);
     check_binding(&snapshot, &binding, &settings.state)?;

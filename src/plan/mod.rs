@@ -97,6 +97,12 @@ pub struct Plan {
     pub desired_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Address>,
+    /// With a target: a digest of what the state records for the target's
+    /// merchant ([`merchant_digest`]). A saved plan whose state serial moved
+    /// is still current if this digest is unchanged: another run applied
+    /// other merchants meanwhile (they may run at once on a shared state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_digest: Option<String>,
     /// Merchants' `display_name`s, for people reading the plan.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub display_names: BTreeMap<String, String>,
@@ -294,6 +300,41 @@ pub fn refresh_only(desired: &Desired, snap: &Snapshot, opts: &Options) -> Resul
 }
 
 /// The hash a saved plan is checked against.
+/// What a state records for one merchant (resources with their hashes and
+/// ids, intents, forgotten template ids), as one sha256: equal digests mean
+/// nothing of that merchant changed.
+pub fn merchant_digest(snap: &Snapshot, merchant: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (a, r) in snap
+        .resources
+        .iter()
+        .filter(|(a, _)| a.merchant == merchant)
+    {
+        h.update(a.to_string());
+        h.update([0]);
+        h.update(&r.hash);
+        h.update([0]);
+        h.update(serde_json::to_vec(&r.ids).unwrap_or_default());
+        h.update([1]);
+    }
+    for (a, i) in &snap.intents {
+        if a.merchant == merchant {
+            h.update(a.to_string());
+            h.update([0]);
+            h.update(&i.request_id);
+            h.update([2]);
+        }
+    }
+    for (id, a) in &snap.forgotten {
+        if a.merchant == merchant {
+            h.update(id);
+            h.update([3]);
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn desired_hash(desired: &Desired) -> String {
     let hashes: BTreeMap<&Address, String> = desired
         .resources
@@ -610,6 +651,10 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         serial: snap.meta.serial,
         desired_hash: desired_hash_from(desired, &hashes),
         target: opts.target.clone(),
+        scope_digest: opts
+            .target
+            .as_ref()
+            .map(|t| merchant_digest(snap, &t.merchant)),
         display_names: desired
             .merchants
             .iter()

@@ -148,6 +148,18 @@ pub trait Backend: Send + Sync {
     /// `operation` until the store is dropped (waiting up to `timeout` for
     /// another holder). Old records are migrated here.
     fn open(&self, operation: &str, timeout: Duration) -> Result<Box<dyn StateStore>, StateError>;
+    /// Open the store to change only these merchants' records: a backend
+    /// that can lets runs on other merchants proceed at once; by default the
+    /// whole state is locked.
+    fn open_for(
+        &self,
+        operation: &str,
+        timeout: Duration,
+        merchants: &std::collections::BTreeSet<String>,
+    ) -> Result<Box<dyn StateStore>, StateError> {
+        let _ = merchants;
+        self.open(operation, timeout)
+    }
     /// The last committed state, for a command that only reads (`output`,
     /// `state list`, a plan). A backend that can must not wait for a writer;
     /// by default the store is opened (locked) just long enough to read.

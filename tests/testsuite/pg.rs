@@ -322,3 +322,121 @@ fn the_password_never_shows_and_the_manifest_can_name_the_database() {
         "{all}"
     );
 }
+
+/// A targeted apply in the background, with its progress lines.
+fn spawn_targeted(
+    p: &Project,
+    sb: &Sandbox,
+    target: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    let mut child = p
+        .cmd_at(sb)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+            "--target",
+            target,
+            "-p",
+        ])
+        .arg(p.dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn runs_on_different_merchants_go_at_once_and_on_the_same_one_wait() {
+    let p = Project::example_on("isv", cluster().url("merchants"));
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "300ms"]);
+    // A plan for noodles, saved before anything is applied.
+    let saved = tmp.path().join("noodles.plan");
+    run(p
+        .cmd_at(&sb)
+        .args([
+            "plan",
+            "--target",
+            "merchant.noodles/activation_url.member",
+            "--out",
+        ])
+        .arg(&saved)
+        .arg("-p")
+        .arg(p.dir()))
+    .ok();
+
+    let (mut tea, mut lines) = spawn_targeted(&p, &sb, "merchant.tea/activation_url.member");
+    lines.next().unwrap().unwrap();
+    // The same merchant: refused at once, naming the holder.
+    let r = run(p
+        .cmd_at(&sb)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--target",
+            "merchant.tea/form.member",
+            "-p",
+        ])
+        .arg(p.dir()))
+    .fails();
+    assert!(
+        r.stderr.contains("is locked by `cardform apply`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("pid {}", tea.id())),
+        "{}",
+        r.stderr
+    );
+    // Another merchant (one upload): applies while tea's run, four calls
+    // from its end, holds its lock.
+    let r = run(p
+        .cmd_at(&sb)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--target",
+            "merchant.bakery/image.logo",
+            "-p",
+        ])
+        .arg(p.dir()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        tea.try_wait().unwrap().is_none(),
+        "tea's run was still going"
+    );
+    // The same merchant with --lock-timeout waits for tea's run, then applies.
+    let r = run(p
+        .cmd_at(&sb)
+        .args([
+            "apply",
+            "--auto-approve",
+            "--lock-timeout",
+            "2m",
+            "--target",
+            "merchant.tea/form.member",
+            "-p",
+        ])
+        .arg(p.dir()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(tea.wait().unwrap().success());
+    // The saved noodles plan is still current: only other merchants changed.
+    let r = run(p.cmd_at(&sb).arg("apply").arg(&saved));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run(p
+        .cmd_at(&sb)
+        .args(["apply", "--auto-approve", "-p"])
+        .arg(p.dir()))
+    .ok();
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    assert_eq!(p.export()["resources"].as_object().unwrap().len(), 18);
+}

@@ -102,6 +102,19 @@ impl Backend for PgBackend {
         )?))
     }
 
+    fn open_for(
+        &self,
+        operation: &str,
+        timeout: Duration,
+        merchants: &std::collections::BTreeSet<String>,
+    ) -> Result<Box<dyn StateStore>, StateError> {
+        Ok(Box::new(self.open_scope(
+            operation,
+            timeout,
+            Scope::Merchants(merchants.clone()),
+        )?))
+    }
+
     fn read(&self, _operation: &str, _timeout: Duration) -> Result<Snapshot, StateError> {
         // No lock: the last committed state, whatever runs.
         self.once(read_snapshot)
