@@ -54,8 +54,24 @@ pub enum Command {
     },
 }
 
-pub async fn exec(cmd: Command) -> Outcome {
+pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
     let work = tempfile::tempdir()?;
+    // `--state postgres://…`: the plan and apply benchmarks keep their state
+    // in that database (each run in a schema of its own) instead of sled.
+    let pg = match &over.state {
+        Some(s) => {
+            let s = s.to_string_lossy().to_string();
+            match crate::state::Location::parse(&s).map_err(anyhow::Error::msg)? {
+                crate::state::Location::Postgres(u) => Some(u),
+                crate::state::Location::Dir(_) => {
+                    anyhow::bail!(
+                        "the benchmarks keep sled state in their own directory; --state takes a postgres:// URL here"
+                    )
+                }
+            }
+        }
+        None => None,
+    };
     match cmd {
         Command::Plan {
             merchants,
@@ -68,6 +84,7 @@ pub async fn exec(cmd: Command) -> Outcome {
                 merchants,
                 templates,
                 runs,
+                pg.as_ref(),
             )?;
             render::line(&format!(
                 "plan, no changes: {} merchants, {} resources: best {} ms of {:?} ms; peak memory {:.0} MB",
@@ -80,7 +97,7 @@ pub async fn exec(cmd: Command) -> Outcome {
             templates,
             dir,
         } => {
-            let resources = ops::bench::prepare_plan(&dir, merchants, templates)?;
+            let resources = ops::bench::prepare_plan(&dir, merchants, templates, pg.as_ref())?;
             render::line(&resources.to_string());
         }
         Command::Refresh {
@@ -115,7 +132,15 @@ pub async fn exec(cmd: Command) -> Outcome {
             parallelism,
             runs,
         } => {
-            let b = ops::bench::apply(work.path(), templates, latency, parallelism, runs).await?;
+            let b = ops::bench::apply(
+                work.path(),
+                templates,
+                latency,
+                parallelism,
+                runs,
+                pg.as_ref(),
+            )
+            .await?;
             let percent =
                 |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{:.0}%", f * 100.0));
             let m = &b.median;

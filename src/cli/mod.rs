@@ -186,7 +186,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Keys(cmd) => keys::exec(cmd),
         Command::Validate(args) => validate::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
-        Command::Bench(cmd) => bench::exec(cmd).await,
+        Command::Bench(cmd) => bench::exec(cmd, &over).await,
     }
 }
 

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::alipay::{AppPrivateKey, KeySource, SignType};
 use crate::sandbox::{self, Faults, SandboxConfig};
-use crate::state::StateStore;
+use crate::state::Location;
+use crate::state::postgres::PgUrl;
 
 /// A `1-bit` PNG, enough for the sandbox and the manifest checks.
 fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
@@ -71,6 +72,26 @@ pub struct PlanBench {
     pub peak_rss_mb: f64,
 }
 
+/// `--state` for a child process (the URL with its password: it goes
+/// nowhere but the child's arguments).
+fn state_arg(l: &Location) -> std::ffi::OsString {
+    match l {
+        Location::Dir(d) => d.clone().into_os_string(),
+        Location::Postgres(u) => u.expose().into(),
+    }
+}
+
+/// Where a benchmark keeps its state: sled under `work`, or a schema of its
+/// own in the given database (`bench_<what>_<pid>`).
+fn state_location(work: &Path, pg: Option<&PgUrl>, what: &str) -> Location {
+    match pg {
+        None => Location::Dir(work.join(format!("state-{what}"))),
+        Some(u) => {
+            Location::Postgres(u.with_schema(&format!("bench_{what}_{}", std::process::id())))
+        }
+    }
+}
+
 /// Wait for `child` (spawned, not yet waited for) and return its exit code and
 /// its peak RSS in MB, from `wait4` on that child alone.
 fn wait_with_peak_rss(child: &std::process::Child) -> Result<(Option<i32>, f64)> {
@@ -112,11 +133,21 @@ fn cardform() -> Result<Command> {
 /// Generate the plan benchmark's project under `work` and seed a state that
 /// matches it, as if applied (ids are made up: plan never calls the gateway).
 /// Returns the number of resources. [`plan`] runs this in a child process.
-pub fn prepare_plan(work: &Path, merchants: usize, templates: usize) -> Result<usize> {
+pub fn prepare_plan(
+    work: &Path,
+    merchants: usize,
+    templates: usize,
+    pg: Option<&PgUrl>,
+) -> Result<usize> {
     let project = work.join("project");
     generate(&project, merchants, templates)?;
     let desired = super::project::load(&project, &Default::default())?;
-    let store = crate::state::sled::SledStore::open(&work.join("state"), "bench", Duration::ZERO)?;
+    // Given a URL, it is the schema `bench plan` chose for this run.
+    let location = match pg {
+        Some(u) => Location::Postgres(u.clone()),
+        None => state_location(work, None, "plan"),
+    };
+    let store = location.backend().open("bench", Duration::ZERO)?;
     let mut snap = store.snapshot()?;
     for (i, r) in desired.resources.values().enumerate() {
         let mut ids = crate::state::Ids::default();
@@ -147,10 +178,20 @@ pub fn prepare_plan(work: &Path, merchants: usize, templates: usize) -> Result<u
 /// generated and the state seeded in a child of its own (`bench
 /// prepare-plan`), this process stays small, and each plan run is reaped with
 /// `wait4` for its own figures.
-pub fn plan(work: &Path, merchants: usize, templates: usize, runs: usize) -> Result<PlanBench> {
+pub fn plan(
+    work: &Path,
+    merchants: usize,
+    templates: usize,
+    runs: usize,
+    pg: Option<&PgUrl>,
+) -> Result<PlanBench> {
     let project = work.join("project");
-    let state = work.join("state");
-    let prepared = cardform()?
+    let state = state_arg(&state_location(work, pg, "plan"));
+    let mut prepare = cardform()?;
+    if pg.is_some() {
+        prepare.arg("--state").arg(&state);
+    }
+    let prepared = prepare
         .args(["bench", "prepare-plan", "--merchants"])
         .arg(merchants.to_string())
         .arg("--templates")
@@ -235,6 +276,7 @@ pub async fn apply(
     latency: Duration,
     parallelism: usize,
     runs: usize,
+    pg: Option<&PgUrl>,
 ) -> Result<ApplyBench> {
     let per = 5;
     let merchants = templates.div_ceil(per);
@@ -265,7 +307,11 @@ pub async fn apply(
         let start = Instant::now();
         let mut cmd = cardform()?;
         cmd.arg("--state")
-            .arg(work.join(format!("state-{run}")))
+            .arg(state_arg(&state_location(
+                work,
+                pg,
+                &format!("apply_{run}"),
+            )))
             .args([
                 "apply",
                 "--auto-approve",

@@ -52,6 +52,23 @@ impl PgUrl {
         &self.schema
     }
 
+    /// The same database, another schema (a plain identifier).
+    pub fn with_schema(&self, schema: &str) -> PgUrl {
+        debug_assert!(is_identifier(schema));
+        PgUrl {
+            url: self.url.clone(),
+            schema: schema.to_string(),
+        }
+    }
+
+    /// The whole URL, password and schema included: only for handing to a
+    /// child process's arguments, never for printing.
+    pub fn expose(&self) -> String {
+        let mut u = self.url.clone();
+        u.query_pairs_mut().append_pair("schema", &self.schema);
+        u.to_string()
+    }
+
     /// The driver's configuration (password included: only for connecting).
     pub fn config(&self) -> Result<postgres::Config, String> {
         self.url
