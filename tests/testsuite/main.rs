@@ -7,6 +7,7 @@ mod crash;
 mod damage;
 mod drift;
 mod everyday;
+mod gitops;
 mod hostile;
 mod known_answers;
 mod pg;
