@@ -349,7 +349,7 @@ fn check_schema(
         if let Some(field) = segs
             .iter()
             .find(|s| SECRET_FIELDS.contains(&s.as_str()))
-            .or(state_url.then_some(&segs[1]))
+            .or_else(|| segs.get(1).filter(|_| state_url))
         {
             let at: Vec<String> = segs
                 .iter()

@@ -16,14 +16,16 @@ use cardform::ops;
 use cardform::plan;
 use cardform::provider::Provider;
 use cardform::settings::{Endpoint, GatewaySettings};
+use cardform::state::Location;
 use cardform::state::sled::SledStore;
 use cardform::state::{
     Binding, Durability, Intent, ResourceState, Snapshot, StateError, StateStore,
 };
 
-/// A sled store that drops every deferred commit: what a crash right after the
-/// run would leave on disk.
-struct LosesDeferredCommits(SledStore);
+/// A store that drops every deferred commit: what a crash right after the
+/// run would leave on disk (sled: before its next flush; PostgreSQL: before
+/// its WAL writer's).
+struct LosesDeferredCommits(Box<dyn StateStore>);
 
 impl StateStore for LosesDeferredCommits {
     fn snapshot(&self) -> Result<Snapshot, StateError> {
@@ -58,8 +60,11 @@ impl StateStore for LosesDeferredCommits {
     }
 }
 
-fn open(dir: &Path) -> SledStore {
-    SledStore::open(dir, "test", Duration::from_secs(10)).unwrap()
+fn open(location: &Location) -> Box<dyn StateStore> {
+    location
+        .backend()
+        .open("test", Duration::from_secs(10))
+        .unwrap()
 }
 
 async fn apply_once(
@@ -120,8 +125,20 @@ async fn coffee_on_embedded_sandbox() -> (tempfile::TempDir, ops::gateway::Conne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_every_deferred_commit_converges_without_duplicates() {
+    losing_every_deferred_commit(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_every_deferred_commit_converges_without_duplicates_on_postgres() {
+    let url = crate::pg::cluster().url("deferred");
+    losing_every_deferred_commit(Some(Location::parse(&url).unwrap())).await;
+}
+
+/// The state in `location`, or in the temp dir's `state` (sled).
+async fn losing_every_deferred_commit(location: Option<Location>) {
     let (tmp, conn, provider) = coffee_on_embedded_sandbox().await;
-    let (project, state_dir) = (tmp.path().join("project"), tmp.path().join("state"));
+    let project = tmp.path().join("project");
+    let state_dir = location.unwrap_or_else(|| Location::Dir(tmp.path().join("state")));
 
     // The "crashed" run: the gateway did everything, the disk kept only the
     // flushed writes.
@@ -151,7 +168,7 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
     );
 
     // The re-run replays every intent and repeats the idempotent calls.
-    let store: Arc<dyn StateStore> = Arc::new(open(&state_dir));
+    let store: Arc<dyn StateStore> = open(&state_dir).into();
     let report = apply_once(&project, store.clone(), &provider).await;
     assert!(report.ok(), "{:?}", report.results);
     let resumed = report
@@ -261,7 +278,7 @@ async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
     // Room for the five image uploads and the three intents; the disk is
     // full before the templates' results (deferred) are flushed.
     let store = Arc::new(FillsUp {
-        inner: open(&state_dir),
+        inner: SledStore::open(&state_dir, "test", Duration::from_secs(10)).unwrap(),
         room: std::sync::atomic::AtomicI64::new(8),
         lost: Default::default(),
     });
@@ -287,7 +304,8 @@ async fn a_full_disk_is_reported_truthfully_and_a_rerun_converges() {
     drop(store);
 
     // With room again, the re-run converges: no duplicate at the gateway.
-    let store: Arc<dyn StateStore> = Arc::new(open(&state_dir));
+    let store: Arc<dyn StateStore> =
+        Arc::new(SledStore::open(&state_dir, "test", Duration::from_secs(10)).unwrap());
     let report = apply_once(&project, store.clone(), &provider).await;
     assert!(report.ok(), "{:?}", report.results);
     let state = store.snapshot().unwrap();
