@@ -72,7 +72,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         common: args.project.common(positional_project.as_ref()),
         project_given: positional_project.is_some() || args.project.project.is_some(),
         saved_plan,
-        target: args.project.target.clone(),
+        select: args.project.selection(),
         auto_approve: args.auto_approve,
         allow_retire: args.allow_retire,
         allow_unmanaged: args.allow_unmanaged,

@@ -31,7 +31,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let planned = ops::plan::run(
         &common,
         flags,
-        args.project.target.clone(),
+        args.project.selection(),
         ops::refresh::Mode::Only,
     )
     .await?;

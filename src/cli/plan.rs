@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{Outcome, key_value};
-use crate::model::Address;
 use crate::ops;
 use crate::ops::project::Common;
 use crate::render;
@@ -31,12 +30,27 @@ pub struct ProjectArgs {
     /// How long to wait for another run's state lock, e.g. 30s, 5m
     #[arg(long, value_parser = super::duration, default_value = "0s")]
     pub lock_timeout: Duration,
-    /// Only this address and what it depends on
-    #[arg(long)]
-    pub target: Option<Address>,
+    /// Only these addresses and what they depend on (repeatable; globs, e.g. merchant.tea/*)
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
+    /// Only these merchants (repeatable; globs, e.g. 'shop-*')
+    #[arg(long = "merchant", value_name = "GLOB")]
+    pub merchants: Vec<String>,
+    /// Leave out these merchants or addresses (repeatable; globs)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
 }
 
 impl ProjectArgs {
+    /// The selectors.
+    pub fn selection(&self) -> crate::plan::Selection {
+        crate::plan::Selection {
+            merchants: self.merchants.clone(),
+            exclude: self.exclude.clone(),
+            targets: self.target.clone(),
+        }
+    }
+
     /// The project from `-p` or the positional `PATH` (clap refuses both).
     pub fn common(&self, positional: Option<&PathBuf>) -> Common {
         Common {
@@ -101,7 +115,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let planned = ops::plan::run(
         &common,
         flags,
-        args.project.target.clone(),
+        args.project.selection(),
         args.refresh.mode(),
     )
     .await?;

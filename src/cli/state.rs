@@ -195,11 +195,28 @@ pub struct OutputArgs {
     pub qr: Option<PathBuf>,
     #[arg(long, value_parser = super::duration, default_value = "0s")]
     pub lock_timeout: Duration,
+    /// Only these addresses (repeatable; globs)
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
+    /// Only these merchants (repeatable; globs)
+    #[arg(long = "merchant", value_name = "GLOB")]
+    pub merchants: Vec<String>,
+    /// Leave out these merchants or addresses (repeatable; globs)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
 }
 
 pub fn exec_output(args: OutputArgs, flags: &Overrides) -> Outcome {
     let dir = Settings::resolve(flags)?.state;
-    let snap = ops::state::snapshot(&dir, args.lock_timeout)?;
+    let mut snap = ops::state::snapshot(&dir, args.lock_timeout)?;
+    let select = crate::plan::Selection {
+        merchants: args.merchants.clone(),
+        exclude: args.exclude.clone(),
+        targets: args.target.clone(),
+    };
+    if let Some(scope) = select.scope(&crate::model::Desired::default(), &snap)? {
+        snap.resources.retain(|a, _| scope.addresses.contains(a));
+    }
     let outputs = ops::state::outputs(&snap);
     if let Some(qr_dir) = &args.qr {
         let written = ops::state::write_qr_codes(qr_dir, &outputs)?;

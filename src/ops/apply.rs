@@ -20,7 +20,8 @@ pub struct Request {
     /// The project was named on the command line (else a saved plan's own is used).
     pub project_given: bool,
     pub saved_plan: Option<PathBuf>,
-    pub target: Option<Address>,
+    /// `--merchant`, `--exclude`, `--target`.
+    pub select: crate::plan::Selection,
     /// No one is asked: a plan that retires resources then needs `allow_retire`.
     pub auto_approve: bool,
     pub allow_retire: bool,
@@ -78,13 +79,13 @@ pub async fn run(
         }
         None => None,
     };
-    // A targeted run locks only its merchant where the backend can (two
-    // pipelines on different merchants of one shared state run at once).
-    let target = saved
-        .as_ref()
-        .and_then(|p| p.target.clone())
-        .or_else(|| req.target.clone());
-    let merchants = target.map(|t| std::collections::BTreeSet::from([t.merchant]));
+    // A run with selectors locks only its merchants where the backend can
+    // (pipelines on different merchants of one shared state run at once).
+    let merchants = match &saved {
+        Some(p) => p.merchants.clone(),
+        None if req.select.is_all() => None,
+        None => Some(project::selected_merchants(&common, flags, &req.select)?),
+    };
     let project::Opened {
         desired,
         settings,
@@ -106,8 +107,8 @@ pub async fn run(
             // Another run may have applied other merchants meanwhile (a
             // shared state lets targeted runs go at once): a targeted plan is
             // current while its merchant's records are as planned.
-            let scope_unchanged = match (&saved.target, &saved.scope_digest) {
-                (Some(t), Some(d)) => *d == plan::merchant_digest(&snapshot, &t.merchant),
+            let scope_unchanged = match (&saved.merchants, &saved.scope_digest) {
+                (Some(m), Some(d)) => *d == plan::merchant_digest(&snapshot, m),
                 _ => false,
             };
             if saved.lineage != snapshot.meta.lineage
@@ -128,7 +129,7 @@ pub async fn run(
         }
         None => {
             let options = plan::Options {
-                target: req.target.clone(),
+                select: req.select.clone(),
                 ..Default::default()
             };
             let (plan, r) = super::refresh::plan(
@@ -170,6 +171,20 @@ pub async fn run(
                     r.conn.close().await;
                 }
                 return Ok(Applied::Refreshed(plan, learned));
+            }
+            // The state may have gained merchants the selection covers
+            // between the unlocked read and the lock: never touch one unlocked.
+            if let (Some(locked), Some(planned)) = (&merchants, &plan.merchants)
+                && !planned.is_subset(locked)
+            {
+                bail!(
+                    "the selection now covers merchants another run added while this one waited ({}); nothing was changed\nhint: run again",
+                    planned
+                        .difference(locked)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             if req.auto_approve && plan.summary.retire > 0 && !req.allow_retire {
                 bail!(

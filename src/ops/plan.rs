@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::project::{self, Common};
-use crate::model::{Address, Desired};
+use crate::model::Desired;
 use crate::plan::{self, Plan};
 use crate::settings::{Overrides, Settings};
 use crate::state::Binding;
@@ -38,7 +38,7 @@ pub struct Planned {
 pub async fn run(
     common: &Common,
     flags: &Overrides,
-    target: Option<Address>,
+    select: crate::plan::Selection,
     mode: super::refresh::Mode,
 ) -> Result<Planned> {
     // The last committed state; a backend that can reads it without
@@ -51,7 +51,7 @@ pub async fn run(
         binding,
     } = project::read(common, flags, "plan")?;
     let options = plan::Options {
-        target,
+        select,
         ..Default::default()
     };
     let (plan, reader) = super::refresh::plan(

@@ -76,6 +76,21 @@ pub fn open_for(
     })
 }
 
+/// The merchants a selection covers, from the manifests and the last
+/// committed state (read without a lock where the backend can): what a run
+/// with selectors locks before it reads the state under that lock.
+pub fn selected_merchants(
+    common: &Common,
+    flags: &crate::settings::Overrides,
+    select: &crate::plan::Selection,
+) -> Result<std::collections::BTreeSet<String>> {
+    let read = read(common, flags, "apply")?;
+    Ok(select
+        .scope(&read.desired, &read.snapshot)?
+        .map(|s| s.merchants)
+        .unwrap_or_default())
+}
+
 /// What a plan reads: the manifests and the last committed state, taking no
 /// lock where the backend can (a plan never waits behind an apply there).
 pub struct Read {

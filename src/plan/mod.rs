@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod drift;
+pub mod select;
+
+pub use select::Selection;
 
 use crate::graph;
 use crate::model::{Address, Attrs, Desired, Kind};
@@ -95,10 +98,17 @@ pub struct Plan {
     pub serial: u64,
     /// sha256 of the desired resources the plan was made from.
     pub desired_hash: String,
+    /// The selectors (`--merchant`, `--exclude`, `--target`); none: everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<Address>,
-    /// With a target: a digest of what the state records for the target's
-    /// merchant ([`merchant_digest`]). A saved plan whose state serial moved
+    pub selection: Option<Selection>,
+    /// With selectors: the merchants in scope (what apply locks), and how
+    /// many resources of the manifests or the state were left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<BTreeSet<String>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out: usize,
+    /// With selectors: a digest of what the state records for the merchants
+    /// in scope ([`merchant_digest`]). A saved plan whose state serial moved
     /// is still current if this digest is unchanged: another run applied
     /// other merchants meanwhile (they may run at once on a shared state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,9 +137,14 @@ impl Plan {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    pub target: Option<Address>,
+    /// Which resources to plan (everything by default).
+    pub select: Selection,
     /// The templates `import` blocks name, as read from the gateway (in the
     /// manifest's words; images it knows by address shown so).
     pub imported: BTreeMap<Address, Value>,
@@ -139,8 +154,8 @@ pub struct Options {
 pub enum PlanError {
     #[error(transparent)]
     Graph(#[from] graph::GraphError),
-    #[error("--target `{0}` is not in the manifests or the state")]
-    UnknownTarget(Address),
+    #[error(transparent)]
+    Select(#[from] select::SelectError),
     #[error(
         "{written_at}: `import` adopts template {id} as `{address}`, but the state already records `{address}` as template {recorded}\nhint: remove the block, or `cardform state rm {address}` first if the other template should be forgotten"
     )]
@@ -299,18 +314,14 @@ pub fn refresh_only(desired: &Desired, snap: &Snapshot, opts: &Options) -> Resul
     Ok(p)
 }
 
-/// The hash a saved plan is checked against.
-/// What a state records for one merchant (resources with their hashes and
+/// What a state records for some merchants (resources with their hashes and
 /// ids, intents, forgotten template ids), as one sha256: equal digests mean
-/// nothing of that merchant changed.
-pub fn merchant_digest(snap: &Snapshot, merchant: &str) -> String {
+/// nothing of those merchants changed.
+pub fn merchant_digest(snap: &Snapshot, merchants: &BTreeSet<String>) -> String {
     use sha2::Digest;
+    let mine = |a: &Address| merchants.contains(&a.merchant);
     let mut h = sha2::Sha256::new();
-    for (a, r) in snap
-        .resources
-        .iter()
-        .filter(|(a, _)| a.merchant == merchant)
-    {
+    for (a, r) in snap.resources.iter().filter(|(a, _)| mine(a)) {
         h.update(a.to_string());
         h.update([0]);
         h.update(&r.hash);
@@ -319,7 +330,7 @@ pub fn merchant_digest(snap: &Snapshot, merchant: &str) -> String {
         h.update([1]);
     }
     for (a, i) in &snap.intents {
-        if a.merchant == merchant {
+        if mine(a) {
             h.update(a.to_string());
             h.update([0]);
             h.update(&i.request_id);
@@ -327,7 +338,7 @@ pub fn merchant_digest(snap: &Snapshot, merchant: &str) -> String {
         }
     }
     for (id, a) in &snap.forgotten {
-        if a.merchant == merchant {
+        if mine(a) {
             h.update(id);
             h.update([3]);
         }
@@ -335,6 +346,7 @@ pub fn merchant_digest(snap: &Snapshot, merchant: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The hash a saved plan is checked against.
 pub fn desired_hash(desired: &Desired) -> String {
     let hashes: BTreeMap<&Address, String> = desired
         .resources
@@ -439,13 +451,8 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             });
         }
     }
-    let scope: Option<BTreeSet<Address>> = match &opts.target {
-        Some(t) if desired.resources.contains_key(t) => Some(graph::closure(desired, t)),
-        Some(t) if snap.resources.contains_key(t) => Some(BTreeSet::from([t.clone()])),
-        Some(t) => return Err(PlanError::UnknownTarget(t.clone())),
-        None => None,
-    };
-    let in_scope = |a: &Address| scope.as_ref().is_none_or(|s| s.contains(a));
+    let selected = opts.select.scope(desired, snap)?;
+    let in_scope = |a: &Address| selected.as_ref().is_none_or(|s| s.addresses.contains(a));
     let hashes: BTreeMap<&Address, String> = desired
         .resources
         .iter()
@@ -650,11 +657,12 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         lineage: snap.meta.lineage.clone(),
         serial: snap.meta.serial,
         desired_hash: desired_hash_from(desired, &hashes),
-        target: opts.target.clone(),
-        scope_digest: opts
-            .target
+        selection: (!opts.select.is_all()).then(|| opts.select.clone()),
+        scope_digest: selected
             .as_ref()
-            .map(|t| merchant_digest(snap, &t.merchant)),
+            .map(|s| merchant_digest(snap, &s.merchants)),
+        left_out: selected.as_ref().map_or(0, |s| s.left_out),
+        merchants: selected.map(|s| s.merchants),
         display_names: desired
             .merchants
             .iter()
@@ -935,7 +943,7 @@ mod tests {
             &d,
             &Snapshot::empty(),
             &Options {
-                target: Some(club.clone()),
+                select: Selection::target(&club),
                 ..Default::default()
             },
         )
@@ -948,11 +956,11 @@ mod tests {
                 &d,
                 &s,
                 &Options {
-                    target: Some(unknown),
+                    select: Selection::target(&unknown),
                     ..Default::default()
                 }
             ),
-            Err(PlanError::UnknownTarget(_))
+            Err(PlanError::Select(select::SelectError::NoMatch(_)))
         ));
     }
 

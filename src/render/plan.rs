@@ -296,8 +296,36 @@ fn refresh_section(plan: &Plan, show_diffs: bool, markdown: bool) -> String {
     out
 }
 
+/// What the selectors chose, for the plan's header; empty without them.
+pub fn selection_line(plan: &Plan) -> String {
+    let Some(sel) = &plan.selection else {
+        return String::new();
+    };
+    let list = |v: &[String]| v.join(", ");
+    let mut parts = Vec::new();
+    if !sel.merchants.is_empty() {
+        parts.push(format!("merchants {}", list(&sel.merchants)));
+    }
+    if !sel.targets.is_empty() {
+        parts.push(format!("targets {}", list(&sel.targets)));
+    }
+    if !sel.exclude.is_empty() {
+        parts.push(format!("excluding {}", list(&sel.exclude)));
+    }
+    let merchants = plan.merchants.as_ref().map_or(0, |m| m.len());
+    format!(
+        "Selected: {} ({merchants} merchant(s)); {} resource(s) of the manifests and state left out.\n",
+        parts.join("; "),
+        plan.left_out
+    )
+}
+
 pub fn human(plan: &Plan, show_diffs: bool) -> String {
-    let mut out = refresh_section(plan, show_diffs, false);
+    let mut out = selection_line(plan);
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&refresh_section(plan, show_diffs, false));
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if !changes.is_empty() {
         out.push_str("cardform will perform these actions:\n\n");
@@ -351,6 +379,10 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
 pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### cardform plan\n\n**{}**\n", summary_line(plan));
+    let selected = selection_line(plan);
+    if !selected.is_empty() {
+        let _ = writeln!(out, "{}", escape(selected.trim_end()));
+    }
     out.push_str(&refresh_section(plan, false, true));
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();
     if changes.is_empty() {

@@ -9,6 +9,7 @@ mod drift;
 mod everyday;
 mod gitops;
 mod hostile;
+mod isv;
 mod known_answers;
 mod pg;
 mod plan_apply;

@@ -1,0 +1,135 @@
+//! An ISV's book of merchants: selecting merchants and addresses by glob on
+//! plan, apply, drift and output, and the plan saying what it selected.
+
+use crate::plan_apply::Project;
+use crate::support::*;
+
+/// The addresses a plan changes.
+fn addresses(plan: &serde_json::Value) -> Vec<String> {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no_op")
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn merchants_excludes_and_targets_select_and_the_plan_says_so() {
+    let p = Project::example("isv");
+    let plan = |args: &[&str]| {
+        run(p
+            .cmd()
+            .args(["plan", "--format", "json", "-p"])
+            .arg(p.dir())
+            .args(args))
+        .ok()
+        .json()
+    };
+    // Merchants by glob, an address excluded.
+    let j = plan(&[
+        "--merchant",
+        "b*",
+        "--merchant",
+        "tea",
+        "--exclude",
+        "merchant.tea/activation_url.*",
+    ]);
+    let a = addresses(&j);
+    assert!(
+        a.iter()
+            .all(|a| a.starts_with("merchant.bakery/") || a.starts_with("merchant.tea/")),
+        "{a:?}"
+    );
+    assert!(
+        a.iter().any(|a| a.starts_with("merchant.tea/"))
+            && !a.contains(&"merchant.tea/activation_url.member".to_string()),
+        "{a:?}"
+    );
+    assert_eq!(j["merchants"], serde_json::json!(["bakery", "tea"]));
+    assert_eq!(j["left_out"], 6, "noodles' five and tea's URL: {j}");
+    // The human header says what was selected and what was left out.
+    let r = run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .args(["--merchant", "noodles"]))
+    .ok();
+    assert!(
+        r.stdout.starts_with("Selected: merchants noodles (1 merchant(s)); 13 resource(s) of the manifests and state left out."),
+        "{}",
+        r.stdout
+    );
+    // Targets are repeatable globs, each with what it depends on.
+    let j = plan(&[
+        "--target",
+        "merchant.*/template.member",
+        "--exclude",
+        "noodles",
+    ]);
+    let mut a = addresses(&j);
+    a.sort();
+    assert_eq!(
+        a,
+        [
+            "merchant.bakery/image.background",
+            "merchant.bakery/image.logo",
+            "merchant.bakery/template.member",
+            "merchant.tea/image.background",
+            "merchant.tea/image.logo",
+            "merchant.tea/template.member",
+        ]
+    );
+    // A selector that selects nothing is an error, not an empty plan.
+    let r = run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .args(["--merchant", "zz*"]))
+    .fails();
+    assert!(
+        r.stderr.contains("--merchant `zz*` matches no merchant"),
+        "{}",
+        r.stderr
+    );
+    let r = run(p
+        .cmd()
+        .args(["plan", "-p"])
+        .arg(p.dir())
+        .args(["--target", "merchant.x/*"]))
+    .fails();
+    assert!(
+        r.stderr.contains("--target `merchant.x/*` matches nothing"),
+        "{}",
+        r.stderr
+    );
+
+    // Apply one merchant; the others stay to do; output and drift select too.
+    run(p
+        .cmd()
+        .args(["apply", "--auto-approve", "--merchant", "bakery", "-p"])
+        .arg(p.dir()))
+    .ok();
+    let j = plan(&[]);
+    let a = addresses(&j);
+    assert!(
+        a.iter().all(|a| !a.starts_with("merchant.bakery/")),
+        "{a:?}"
+    );
+    assert_eq!(a.len(), 10, "{a:?}");
+    let out = run(p
+        .cmd()
+        .args(["output", "--format", "json", "--merchant", "bak*"]))
+    .ok()
+    .json();
+    assert_eq!(
+        out.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["bakery"]
+    );
+    run(p
+        .cmd()
+        .args(["drift", "--merchant", "bakery", "-p"])
+        .arg(p.dir()))
+    .ok();
+}
