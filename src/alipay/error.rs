@@ -56,6 +56,62 @@ impl ApiError {
     }
 }
 
+/// A failure that concerns a merchant's relation with the app rather than
+/// one call: every other call for that merchant would fail the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantBlock {
+    /// `aop.invalid-app-auth-token`, `aop.app-auth-token-time-out`.
+    Authorisation,
+    /// `aop.invalid-app-auth-token-no-api`: the merchant has not granted the API.
+    ApiNotGranted,
+    /// `isv.insufficient-user-permissions`.
+    UserPermission,
+    /// 40006 `isv.insufficient-isv-permissions`: the app lacks the product.
+    AppProduct,
+}
+
+impl MerchantBlock {
+    /// What must happen, in words, for `merchant`.
+    pub fn hint(self, merchant: &str) -> String {
+        match self {
+            MerchantBlock::Authorisation => format!(
+                "merchant `{merchant}` must authorise the app again: its app_auth_token is invalid or expired (re-run the merchant's authorisation, then update the token)"
+            ),
+            MerchantBlock::ApiNotGranted => format!(
+                "merchant `{merchant}` has not granted the app the membership-card APIs: ask them to authorise these APIs (or re-authorise with them included)"
+            ),
+            MerchantBlock::UserPermission => format!(
+                "merchant `{merchant}` lacks the permission this call needs: the merchant must grant it to the app"
+            ),
+            MerchantBlock::AppProduct => format!(
+                "the app lacks the product for merchant `{merchant}`'s calls (40006): sign the membership-card product for the app in the Alipay console"
+            ),
+        }
+    }
+}
+
+impl MerchantBlock {
+    /// The block a sub_code names, if it concerns the whole merchant.
+    pub fn of(sub_code: &str) -> Option<MerchantBlock> {
+        match sub_code {
+            "aop.invalid-app-auth-token" | "aop.app-auth-token-time-out" => {
+                Some(MerchantBlock::Authorisation)
+            }
+            "aop.invalid-app-auth-token-no-api" => Some(MerchantBlock::ApiNotGranted),
+            "isv.insufficient-user-permissions" => Some(MerchantBlock::UserPermission),
+            "isv.insufficient-isv-permissions" => Some(MerchantBlock::AppProduct),
+            _ => None,
+        }
+    }
+}
+
+impl ApiError {
+    /// Whether this failure stops every call for the merchant it was made for.
+    pub fn merchant_block(&self) -> Option<MerchantBlock> {
+        MerchantBlock::of(self.sub_code.as_deref()?)
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "`{}` failed: {} {}", self.method, self.code, self.msg)?;

@@ -23,6 +23,6 @@ pub mod methods;
 pub mod sign;
 
 pub use client::{Call, Client, FilePart, GatewayConfig};
-pub use error::{ApiError, ErrorClass, GatewayError};
+pub use error::{ApiError, ErrorClass, GatewayError, MerchantBlock};
 pub use keys::{AlipayPublicKey, AppPrivateKey, KeySource};
 pub use sign::SignType;

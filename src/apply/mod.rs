@@ -47,6 +47,10 @@ pub struct Options {
     pub parallelism: usize,
     /// Handed to the governor that the provider calls through.
     pub retry: RetryPolicy,
+    /// Merchants known before the walk to be unable to proceed (their
+    /// authorisation is broken), with why in words: their changes are
+    /// skipped from the start.
+    pub blocked: BTreeMap<String, String>,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
         Options {
             parallelism: 8,
             retry: RetryPolicy::default(),
+            blocked: BTreeMap::new(),
         }
     }
 }
@@ -109,6 +114,10 @@ pub struct Report {
     /// Records renamed by `moved` blocks (no gateway call).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<Moved>,
+    /// Per merchant: what happened, and why a merchant stopped early (its
+    /// authorisation or permissions), in words.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub merchants: BTreeMap<String, MerchantResult>,
     /// The final flush of the state store failed: results recorded during the
     /// run may not be on disk (a re-run recovers them; see `Durability`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +126,17 @@ pub struct Report {
     /// failed after them). Everything else recorded is on disk.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_on_disk: Vec<Address>,
+}
+
+/// One merchant's part of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MerchantResult {
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Why this merchant's remaining changes did not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// A rename a `moved` block asked for, recorded before anything else.
@@ -139,8 +159,11 @@ impl Report {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
     }
+    /// Nothing failed, no merchant was stopped, and the state is on disk.
     pub fn ok(&self) -> bool {
-        self.failed().next().is_none() && self.state_error.is_none()
+        self.failed().next().is_none()
+            && self.state_error.is_none()
+            && self.merchants.values().all(|m| m.stopped.is_none())
     }
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.results.iter().filter(|r| f(&r.outcome)).count()
@@ -544,8 +567,16 @@ async fn walk(
     shared: &Arc<Shared>,
     desired: &Arc<Desired>,
     under_way: usize,
-) -> Vec<ResultLine> {
+    blocked: &BTreeMap<String, String>,
+) -> (Vec<ResultLine>, BTreeMap<String, String>) {
+    let mut stopped: BTreeMap<String, String> = BTreeMap::new();
     let mut schedule = schedule::Schedule::new(work);
+    for (m, hint) in blocked {
+        if let Some(i) = work.iter().position(|c| &c.address.merchant == m) {
+            schedule.stop_merchant(i);
+            stopped.insert(m.clone(), hint.clone());
+        }
+    }
     let semaphore = Arc::new(Semaphore::new(under_way));
     let mut tasks = tokio::task::JoinSet::new();
     let mut task_of = BTreeMap::new();
@@ -610,10 +641,21 @@ async fn walk(
             }
         };
         let i = task_of.remove(&id).expect("every task is indexed");
+        // A failure of the merchant's authorisation or permissions: its
+        // remaining changes would fail the same way; the others go on.
+        if let Outcome::Failed {
+            sub_code: Some(sc), ..
+        } = &line.outcome
+            && let Some(block) = crate::alipay::MerchantBlock::of(sc)
+        {
+            let m = &line.address.merchant;
+            stopped.entry(m.clone()).or_insert_with(|| block.hint(m));
+            schedule.stop_merchant(i);
+        }
         schedule.done(i, matches!(line.outcome, Outcome::Done { .. }));
         results.push(line);
     }
-    results
+    (results, stopped)
 }
 
 /// Apply `plan`. Always returns a report, also when changes fail.
@@ -653,7 +695,14 @@ pub async fn apply(
     // slots, see `Client::with_max_in_flight`). Twice as many changes may be
     // under way, so that building, signing and recording one change overlaps
     // the other changes' round trips and no slot waits on local work.
-    let mut results = walk(&work, &shared, &desired, opts.parallelism.max(1) * 2).await;
+    let (mut results, stopped) = walk(
+        &work,
+        &shared,
+        &desired,
+        opts.parallelism.max(1) * 2,
+        &opts.blocked,
+    )
+    .await;
     // Everything recorded is on disk before the report goes out.
     let state_error = shared
         .flushed(|| shared.store.flush())
@@ -679,7 +728,20 @@ pub async fn apply(
         })
         .collect();
     let stats = shared.provider.gateway.stats().since(&before);
+    let mut merchants: BTreeMap<String, MerchantResult> = BTreeMap::new();
+    for l in &results {
+        let m = merchants.entry(l.address.merchant.clone()).or_default();
+        match l.outcome {
+            Outcome::Done { .. } => m.done += 1,
+            Outcome::Failed { .. } => m.failed += 1,
+            Outcome::Skipped { .. } => m.skipped += 1,
+        }
+    }
+    for (m, hint) in stopped {
+        merchants.entry(m).or_default().stopped = Some(hint);
+    }
     Report {
+        merchants,
         retired,
         moved: Vec::new(),
         not_on_disk,

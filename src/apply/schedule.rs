@@ -32,6 +32,9 @@ pub struct Schedule {
     ready: VecDeque<usize>,
     /// Failed or skipped changes -> the failure they trace back to.
     broken: BTreeMap<Address, Address>,
+    /// Merchants stopped by a failure that concerns the whole merchant (its
+    /// authorisation): their changes not yet started are skipped.
+    stopped: BTreeMap<String, Address>,
     retires_released: bool,
 }
 
@@ -64,6 +67,7 @@ impl Schedule {
             dependents,
             ready,
             broken: BTreeMap::new(),
+            stopped: BTreeMap::new(),
             retires_released: false,
         }
     }
@@ -71,10 +75,16 @@ impl Schedule {
     /// The next change to start or skip, if one is ready.
     pub fn next_step(&mut self) -> Option<Next> {
         let i = self.ready.pop_front()?;
-        let because = self.deps[i]
-            .iter()
-            .find(|d| self.broken.contains_key(*d))
-            .cloned();
+        let because = self
+            .stopped
+            .get(&self.addresses[i].merchant)
+            .cloned()
+            .or_else(|| {
+                self.deps[i]
+                    .iter()
+                    .find(|d| self.broken.contains_key(*d))
+                    .cloned()
+            });
         Some(match because {
             Some(dep) => {
                 self.broken.insert(self.addresses[i].clone(), dep.clone());
@@ -92,6 +102,16 @@ impl Schedule {
                 .insert(self.addresses[i].clone(), self.addresses[i].clone());
         }
         self.release(i);
+    }
+
+    /// Change `i` failed in a way that concerns its whole merchant: none of
+    /// that merchant's changes not yet started will start (each is skipped,
+    /// tracing back to `i`); other merchants go on.
+    pub fn stop_merchant(&mut self, i: usize) {
+        let a = &self.addresses[i];
+        self.stopped
+            .entry(a.merchant.clone())
+            .or_insert_with(|| a.clone());
     }
 
     /// Nothing is under way and nothing is ready: release the retires, once.

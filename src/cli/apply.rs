@@ -19,6 +19,8 @@ pub struct Args {
     pub path_or_plan: Option<PathBuf>,
     #[command(flatten)]
     pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: super::plan::SelectArgs,
     /// Do not ask for confirmation (in CI). Retiring resources needs --allow-retire too
     #[arg(long)]
     pub auto_approve: bool,
@@ -72,7 +74,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         common: args.project.common(positional_project.as_ref()),
         project_given: positional_project.is_some() || args.project.project.is_some(),
         saved_plan,
-        select: args.project.selection(),
+        select: args.select.selection(),
         auto_approve: args.auto_approve,
         allow_retire: args.allow_retire,
         allow_unmanaged: args.allow_unmanaged,

@@ -16,6 +16,8 @@ pub struct Args {
     pub path: Option<PathBuf>,
     #[command(flatten)]
     pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: super::plan::SelectArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Markdown only: the most bytes to print
@@ -31,7 +33,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let planned = ops::plan::run(
         &common,
         flags,
-        args.project.selection(),
+        args.select.selection(),
         ops::refresh::Mode::Only,
     )
     .await?;

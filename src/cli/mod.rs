@@ -206,3 +206,14 @@ pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
 pub(crate) fn key_path(s: &str) -> Result<(String, PathBuf), String> {
     key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command (duplicate flags
+    /// and the like panic at parse time otherwise, only on that command).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -30,6 +30,11 @@ pub struct ProjectArgs {
     /// How long to wait for another run's state lock, e.g. 30s, 5m
     #[arg(long, value_parser = super::duration, default_value = "0s")]
     pub lock_timeout: Duration,
+}
+
+/// The selectors plan, apply and drift share.
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
     /// Only these addresses and what they depend on (repeatable; globs, e.g. merchant.tea/*)
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<String>,
@@ -41,7 +46,7 @@ pub struct ProjectArgs {
     pub exclude: Vec<String>,
 }
 
-impl ProjectArgs {
+impl SelectArgs {
     /// The selectors.
     pub fn selection(&self) -> crate::plan::Selection {
         crate::plan::Selection {
@@ -50,7 +55,9 @@ impl ProjectArgs {
             targets: self.target.clone(),
         }
     }
+}
 
+impl ProjectArgs {
     /// The project from `-p` or the positional `PATH` (clap refuses both).
     pub fn common(&self, positional: Option<&PathBuf>) -> Common {
         Common {
@@ -71,6 +78,8 @@ pub struct Args {
     pub path: Option<PathBuf>,
     #[command(flatten)]
     pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Markdown only: the most bytes to print (a pull-request comment's limit
@@ -112,13 +121,8 @@ impl RefreshArgs {
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let common = args.project.common(args.path.as_ref());
-    let planned = ops::plan::run(
-        &common,
-        flags,
-        args.project.selection(),
-        args.refresh.mode(),
-    )
-    .await?;
+    let planned =
+        ops::plan::run(&common, flags, args.select.selection(), args.refresh.mode()).await?;
     let plan = &planned.plan;
     if let Some(out) = &args.out {
         ops::plan::save(out, &common, &planned)?;

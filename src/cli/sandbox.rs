@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Throttle only calls with this app_auth_token (repeatable)
     #[arg(long, value_name = "TOKEN", requires = "throttle_rps")]
     pub throttle_token: Vec<String>,
+    /// Break a merchant's authorisation: every call with TOKEN fails as KIND
+    /// (invalid, expired, no-api, no-permission, no-product); repeatable
+    #[arg(long, value_name = "TOKEN=KIND", value_parser = super::key_value)]
+    pub merchant_fault: Vec<(String, String)>,
 }
 
 pub async fn exec(cmd: Command) -> Outcome {
@@ -110,6 +114,11 @@ pub async fn exec(cmd: Command) -> Outcome {
                 drop_rate: a.drop_rate,
                 throttle_rps: a.throttle_rps,
                 throttle_tokens: a.throttle_token,
+                merchant_faults: a
+                    .merchant_fault
+                    .into_iter()
+                    .map(|(t, k)| Ok((t, k.parse().map_err(anyhow::Error::msg)?)))
+                    .collect::<anyhow::Result<_>>()?,
             };
             let cert_mode = a.cert_mode;
             let running = ops::sandbox::serve(ops::sandbox::Serve {

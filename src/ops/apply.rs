@@ -1,6 +1,7 @@
 //! `cardform apply`: plan (or take a saved plan, refusing a stale one), ask,
 //! connect, execute, report.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -254,8 +255,9 @@ pub async fn run(
             super::refresh::connect(&settings, &desired, &req.options, progress.clone()).await?
         }
     };
+    let mut options = req.options.clone();
     if !req.allow_unmanaged {
-        refuse_unmanaged(&plan, &snapshot, &desired, &provider, &tokens).await?;
+        options.blocked = refuse_unmanaged(&plan, &snapshot, &desired, &provider, &tokens).await?;
     }
     let caps = apply::Capabilities {
         store: store.clone(),
@@ -263,7 +265,7 @@ pub async fn run(
         tokens,
         progress,
     };
-    let mut report = apply::apply(&plan, Arc::new(desired), snapshot, caps, &req.options).await;
+    let mut report = apply::apply(&plan, Arc::new(desired), snapshot, caps, &options).await;
     report.moved = moved
         .into_iter()
         .map(|(from, to)| apply::Moved { from, to })
@@ -297,9 +299,9 @@ async fn refuse_unmanaged(
     desired: &Desired,
     provider: &Provider,
     tokens: &Tokens,
-) -> Result<()> {
+) -> Result<BTreeMap<String, String>> {
     use crate::model::Kind;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     // The namespace of a merchant: its token's text (never printed), or "".
     let namespace = |m: &str| -> Option<String> {
         match tokens.get(m) {
@@ -350,14 +352,18 @@ async fn refuse_unmanaged(
         let mut unknown = Vec::new();
         let mut total = 0;
         for page in 1..=MAX_PAGES {
-            let (n, ids) = provider
-                .templates_at_gateway(&at, page)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
+            let (n, ids) = match provider.templates_at_gateway(&at, page).await {
+                Ok(v) => v,
+                // The merchant's authorisation is broken: it stops alone.
+                Err(e) if e.api().and_then(|a| a.merchant_block()).is_some() => {
+                    return Ok(Check::Blocked(ns, e.api().and_then(|a| a.merchant_block()).expect("checked")));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
                         "cannot check whether merchant `{m}` already holds templates at the gateway: {e}"
-                    )
-                })?;
+                    ));
+                }
+            };
             total = n;
             let last = ids.len() < 20;
             unknown.extend(ids.into_iter().filter(|id| !known_ids.contains(id.as_str())));
@@ -365,15 +371,33 @@ async fn refuse_unmanaged(
                 break;
             }
         }
-        Ok((unknown.len() > in_doubt).then(|| (m.to_string(), total, unknown)))
+        Ok(if unknown.len() > in_doubt {
+            Check::Unknown(m.to_string(), total, unknown)
+        } else {
+            Check::Clean
+        })
     });
-    let found: Vec<(String, i64, Vec<String>)> = futures_util::future::join_all(checks)
+    let mut found: Vec<(String, i64, Vec<String>)> = Vec::new();
+    let mut blocked: BTreeMap<String, String> = BTreeMap::new();
+    for check in futures_util::future::join_all(checks)
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    {
+        match check {
+            Check::Clean => {}
+            Check::Unknown(m, n, ids) => found.push((m, n, ids)),
+            // Every merchant of that namespace (one token) is stopped.
+            Check::Blocked(ns, block) => {
+                for c in &plan.changes {
+                    let m = &c.address.merchant;
+                    if namespace(m).as_ref() == Some(&ns) {
+                        blocked.entry(m.clone()).or_insert_with(|| block.hint(m));
+                    }
+                }
+            }
+        }
+    }
     if let Some((m, n, ids)) = found.first() {
         let more = if found.len() > 1 {
             format!(" (and {} other merchant(s))", found.len() - 1)
@@ -385,5 +409,14 @@ async fn refuse_unmanaged(
             ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(())
+    Ok(blocked)
+}
+
+/// What the check found in one namespace.
+enum Check {
+    Clean,
+    /// A merchant, the templates in all, the ones this state does not know.
+    Unknown(String, i64, Vec<String>),
+    /// The namespace's authorisation is broken (never printed: the token).
+    Blocked(String, crate::alipay::MerchantBlock),
 }

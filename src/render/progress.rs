@@ -217,6 +217,38 @@ pub fn report(r: &Report) -> String {
             }
         }
     }
+    let stopped: Vec<(&String, &String)> = r
+        .merchants
+        .iter()
+        .filter_map(|(m, x)| Some((m, x.stopped.as_ref()?)))
+        .collect();
+    if !stopped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nStopped early (their remaining changes were not attempted; every other merchant went on):"
+        );
+        for (m, hint) in &stopped {
+            let x = &r.merchants[*m];
+            let _ = writeln!(
+                out,
+                "  merchant `{m}`: {} done, {} failed, {} skipped\n    {}",
+                x.done,
+                x.failed,
+                x.skipped,
+                paint(DANGER, hint)
+            );
+        }
+    }
+    if r.merchants.len() > 1 && (failed > 0 || skipped > 0) {
+        let _ = writeln!(out, "\nPer merchant:");
+        for (m, x) in &r.merchants {
+            let _ = writeln!(
+                out,
+                "  {m}: {} done, {} failed, {} skipped",
+                x.done, x.failed, x.skipped
+            );
+        }
+    }
     if !r.retired.is_empty() {
         let _ = writeln!(
             out,

@@ -25,6 +25,80 @@ pub struct Faults {
     /// If any: `throttle_rps` holds only for calls made with one of these
     /// app_auth_tokens (each its own bucket); every other call is admitted.
     pub throttle_tokens: Vec<String>,
+    /// Merchants (by app_auth_token) whose relation with the app is broken:
+    /// every call for them fails as Alipay answers that case.
+    pub merchant_faults: Vec<(String, MerchantFault)>,
+}
+
+/// What is wrong with a merchant's authorisation, as the gateway says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantFault {
+    /// 20001 aop.invalid-app-auth-token
+    Invalid,
+    /// 20001 aop.app-auth-token-time-out
+    Expired,
+    /// 20001 aop.invalid-app-auth-token-no-api
+    NoApi,
+    /// 40006 isv.insufficient-user-permissions
+    NoPermission,
+    /// 40006 isv.insufficient-isv-permissions
+    NoProduct,
+}
+
+impl std::str::FromStr for MerchantFault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "invalid" => MerchantFault::Invalid,
+            "expired" => MerchantFault::Expired,
+            "no-api" => MerchantFault::NoApi,
+            "no-permission" => MerchantFault::NoPermission,
+            "no-product" => MerchantFault::NoProduct,
+            other => {
+                return Err(format!(
+                    "unknown merchant fault `{other}` (expected invalid, expired, no-api, no-permission, no-product)"
+                ));
+            }
+        })
+    }
+}
+
+impl MerchantFault {
+    /// (code, msg, sub_code, sub_msg) as the gateway answers.
+    pub fn answer(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            MerchantFault::Invalid => (
+                "20001",
+                "Insufficient Token Permissions",
+                "aop.invalid-app-auth-token",
+                "无效的应用授权令牌",
+            ),
+            MerchantFault::Expired => (
+                "20001",
+                "Insufficient Token Permissions",
+                "aop.app-auth-token-time-out",
+                "应用授权令牌已过期",
+            ),
+            MerchantFault::NoApi => (
+                "20001",
+                "Insufficient Token Permissions",
+                "aop.invalid-app-auth-token-no-api",
+                "商户未授权当前接口",
+            ),
+            MerchantFault::NoPermission => (
+                "40006",
+                "Insufficient Permissions",
+                "isv.insufficient-user-permissions",
+                "用户权限不足",
+            ),
+            MerchantFault::NoProduct => (
+                "40006",
+                "Insufficient Permissions",
+                "isv.insufficient-isv-permissions",
+                "ISV权限不足，建议在开发者中心检查签约是否已经生效",
+            ),
+        }
+    }
 }
 
 impl Faults {
@@ -33,7 +107,8 @@ impl Faults {
     }
 
     /// Parse `latency=20ms,error_rate=0.1,http502_rate=0.05,drop_rate=0.05,throttle_rps=50`
-    /// (and `throttle_token=T`, repeatable, to throttle only those merchants).
+    /// (and `throttle_token=T`, repeatable, to throttle only those merchants;
+    /// `merchant_fault=TOKEN:KIND`, repeatable, to break a merchant's authorisation).
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -58,9 +133,15 @@ impl Faults {
                         })?)
                 }
                 "throttle_token" => f.throttle_tokens.push(v.to_string()),
+                "merchant_fault" => {
+                    let (token, kind) = v
+                        .split_once(':')
+                        .ok_or_else(|| format!("`merchant_fault` takes TOKEN:KIND, got `{v}`"))?;
+                    f.merchant_faults.push((token.to_string(), kind.parse()?));
+                }
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps, throttle_token)"
+                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps, throttle_token, merchant_fault)"
                     ));
                 }
             }

@@ -900,6 +900,18 @@ async fn answer(shared: &Shared, req: Request) -> Response {
             return shared.signed(&method, &framing, &fail.node());
         }
     };
+    if let Some(token) = inc.get("app_auth_token")
+        && let Some((_, fault)) = faults.merchant_faults.iter().find(|(t, _)| t == token)
+    {
+        let (code, msg, sub_code, sub_msg) = fault.answer();
+        let fail = Fail {
+            code,
+            msg,
+            sub_code: sub_code.into(),
+            sub_msg: sub_msg.into(),
+        };
+        return shared.signed(&method, &framing.plain(), &fail.node());
+    }
     if !shared.throttle.admit(inc.get("app_auth_token")) {
         return shared.signed(&method, &framing.plain(), &Fail::throttled().node());
     }

@@ -133,3 +133,100 @@ fn merchants_excludes_and_targets_select_and_the_plan_says_so() {
         .arg(p.dir()))
     .ok();
 }
+
+/// Each way a merchant's authorisation can be broken stops that merchant at
+/// once (no retries, its remaining changes not attempted), says what must be
+/// done in words, and every other merchant finishes.
+#[test]
+fn a_merchant_whose_authorisation_is_broken_stops_alone() {
+    let tea_token = "202405BBtea0000000000000000000000000X01";
+    for (kind, hint) in [
+        ("invalid", "merchant `tea` must authorise the app again"),
+        ("expired", "merchant `tea` must authorise the app again"),
+        ("no-api", "merchant `tea` has not granted the app"),
+        ("no-permission", "merchant `tea` lacks the permission"),
+        ("no-product", "the app lacks the product for merchant `tea`"),
+    ] {
+        let p = Project::example("isv");
+        let tmp = tempfile::tempdir().unwrap();
+        let sb = Sandbox::start(
+            &tmp.path().join("sb"),
+            &["--merchant-fault", &format!("{tea_token}={kind}")],
+        );
+        let r = run(p
+            .cmd_at(&sb)
+            .args(["apply", "--auto-approve", "--json", "-p"])
+            .arg(p.dir()))
+        .fails();
+        assert!(r.stderr.contains(hint), "{kind}: {}", r.stderr);
+        assert!(r.stderr.contains("Stopped early"), "{kind}: {}", r.stderr);
+        let report = r.json();
+        assert_eq!(
+            report["retries"], 0,
+            "{kind}: no retry was wasted: {report}"
+        );
+        let m = &report["merchants"];
+        assert_eq!(m["bakery"]["done"], 8, "{kind}: {m}");
+        assert_eq!(m["noodles"]["done"], 5, "{kind}: {m}");
+        assert_eq!(m["tea"]["done"], 0, "{kind}: {m}");
+        assert_eq!(
+            m["tea"]["failed"].as_u64().unwrap() + m["tea"]["skipped"].as_u64().unwrap(),
+            5,
+            "{kind}: {m}"
+        );
+        assert!(
+            m["tea"]["skipped"].as_u64().unwrap() >= 3,
+            "{kind}: tea's later changes were not attempted: {m}"
+        );
+        assert!(
+            m["tea"]["stopped"].as_str().unwrap().contains(hint),
+            "{kind}: {m}"
+        );
+    }
+}
+
+/// The same when the merchant's authorisation breaks after its templates
+/// exist: the failure comes mid-walk, and stops only that merchant.
+#[test]
+fn an_authorisation_lost_mid_walk_stops_only_its_merchant() {
+    let tea_token = "202405BBtea0000000000000000000000000X01";
+    let p = Project::example("isv");
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(&tmp.path().join("sb"), &[]);
+    p.apply(&mut p.cmd_at(&sb)).ok();
+    sb.stop();
+    // Every merchant's card changes; tea's token has expired meanwhile.
+    let manifest = p.dir().join("gateway.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("https://help.isv.example.com"));
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "https://help.isv.example.com",
+            "https://help2.isv.example.com",
+        ),
+    )
+    .unwrap();
+    let sb = Sandbox::start(
+        &tmp.path().join("sb"),
+        &["--merchant-fault", &format!("{tea_token}=expired")],
+    );
+    let r = run(p
+        .cmd_at(&sb)
+        .args(["apply", "--auto-approve", "--json", "-p"])
+        .arg(p.dir()))
+    .fails();
+    let m = &r.json()["merchants"];
+    assert!(m["tea"]["failed"].as_u64().unwrap() >= 1, "{m}");
+    assert_eq!(m["tea"]["done"], 0, "{m}");
+    assert!(
+        m["tea"]["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("must authorise the app again"),
+        "{m}"
+    );
+    assert_eq!(m["bakery"]["failed"], 0, "{m}");
+    assert_eq!(m["noodles"]["failed"], 0, "{m}");
+    assert!(m["bakery"]["done"].as_u64().unwrap() >= 2, "{m}");
+}
