@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// Throttle only calls with this app_auth_token (repeatable)
     #[arg(long, value_name = "TOKEN", requires = "throttle_rps")]
     pub throttle_token: Vec<String>,
+    /// Calls per second admitted for each merchant (its app_auth_token); above it, 40005 isv.app-call-limited
+    #[arg(long, value_name = "RPS")]
+    pub limit_merchant: Option<f64>,
+    /// Calls per second admitted for a method (repeatable); above it, 40005 isv.method-call-limited
+    #[arg(long, value_name = "METHOD=RPS", value_parser = super::key_value)]
+    pub limit_method: Vec<(String, String)>,
     /// Break a merchant's authorisation: every call with TOKEN fails as KIND
     /// (invalid, expired, no-api, no-permission, no-product); repeatable
     #[arg(long, value_name = "TOKEN=KIND", value_parser = super::key_value)]
@@ -114,6 +120,19 @@ pub async fn exec(cmd: Command) -> Outcome {
                 drop_rate: a.drop_rate,
                 throttle_rps: a.throttle_rps,
                 throttle_tokens: a.throttle_token,
+                limit_merchant: a.limit_merchant.filter(|r| *r > 0.0),
+                limit_methods: a
+                    .limit_method
+                    .into_iter()
+                    .map(|(m, r)| {
+                        let r = r.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "--limit-method {m}={r}: the rate is not a positive number"
+                            )
+                        })?;
+                        Ok((m, r))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
                 merchant_faults: a
                     .merchant_fault
                     .into_iter()

@@ -151,6 +151,8 @@ pub struct Governor {
     /// Keyed by merchant: every call of this governor is signed as one app,
     /// so the key is (app_id, merchant).
     lanes: Mutex<HashMap<String, Lane>>,
+    /// Configured rate limits: calls wait for their buckets.
+    limiter: Mutex<super::limiter::Limiter>,
     calls: AtomicU64,
     retries: AtomicU64,
     uploads_in_doubt: AtomicU64,
@@ -165,6 +167,7 @@ impl Governor {
             jitter: random_jitter(),
             observer: Arc::new(Silent),
             lanes: Mutex::default(),
+            limiter: Mutex::default(),
             calls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             uploads_in_doubt: AtomicU64::new(0),
@@ -175,6 +178,27 @@ impl Governor {
         self.clock = clock;
         self.jitter = jitter;
         self
+    }
+
+    /// Pace calls to these limits (see [`super::limiter`]).
+    pub fn with_limits(mut self, limits: crate::model::RateLimits) -> Self {
+        self.limiter = Mutex::new(super::limiter::Limiter::new(limits));
+        self
+    }
+
+    /// Wait until the call's buckets admit it.
+    async fn pace(&self, at: &Scope, method: &str) {
+        let go = {
+            let mut l = self.limiter.lock().expect("limiter lock");
+            if l.is_empty() {
+                return;
+            }
+            l.reserve(self.clock.now(), &at.merchant, method)
+        };
+        let now = self.clock.now();
+        if go > now {
+            self.clock.sleep(go - now).await;
+        }
     }
 
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
@@ -246,9 +270,16 @@ impl Governor {
         let mut attempt = 0;
         loop {
             self.clear_lane(&at.merchant).await;
+            self.pace(at, method).await;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let err = match f().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.limiter
+                        .lock()
+                        .expect("limiter lock")
+                        .admitted(&at.merchant, method);
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
             attempt += 1;
@@ -260,7 +291,17 @@ impl Governor {
             self.retries.fetch_add(1, Ordering::Relaxed);
             self.observer.retrying(at, method, attempt, &err, wait);
             if class == ErrorClass::Throttled {
-                // Only this lane slows down; the wait happens in `clear_lane`.
+                // The bucket the answer names slows down for good (until
+                // calls recover it)...
+                let named = super::limiter::Named::of(
+                    err.api().and_then(|a| a.sub_code.as_deref()),
+                    at.token.is_some(),
+                );
+                self.limiter
+                    .lock()
+                    .expect("limiter lock")
+                    .throttled(named, &at.merchant, method);
+                // ...and only this lane pauses now; the wait happens in `clear_lane`.
                 let until = self.clock.now() + wait;
                 let mut lanes = self.lanes.lock().expect("lanes lock");
                 let lane = lanes.entry(at.merchant.clone()).or_default();

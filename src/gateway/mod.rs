@@ -16,6 +16,7 @@
 //! for a slot, which only the transport can arrange.
 
 pub mod governor;
+pub mod limiter;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;

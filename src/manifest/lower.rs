@@ -590,6 +590,52 @@ fn secret_ref(ctx: &mut Ctx, at: &At, field: &str, s: &raw::SecretSource) -> Opt
     }
 }
 
+fn lower_rate_limits(
+    ctx: &mut Ctx,
+    at: &At,
+    r: Option<&raw::RateLimits>,
+) -> crate::model::RateLimits {
+    let Some(r) = r else {
+        return Default::default();
+    };
+    let check = |ctx: &mut Ctx, field: &str, v: Option<f64>| -> Option<f64> {
+        let v = v?;
+        if v > 0.0 && v.is_finite() {
+            Some(v)
+        } else {
+            ctx.report(
+                at,
+                field,
+                format!("`{v}` is not a positive number of calls per second"),
+            );
+            None
+        }
+    };
+    let per_second = check(ctx, "rate_limits.per_second", r.per_second);
+    let per_merchant = check(ctx, "rate_limits.per_merchant", r.per_merchant);
+    let mut per_method = BTreeMap::new();
+    for (m, v) in r.per_method.iter().flatten() {
+        if !m.starts_with("alipay.") {
+            ctx.report(
+                at,
+                "rate_limits.per_method",
+                format!(
+                    "`{m}` is not an Alipay method name (e.g. alipay.offline.material.image.upload)"
+                ),
+            );
+        }
+        if let Some(v) = check(ctx, "rate_limits.per_method", Some(*v)) {
+            per_method.insert(m.clone(), v);
+        }
+    }
+    crate::model::RateLimits {
+        per_second,
+        per_merchant,
+        per_method,
+        merchants: BTreeMap::new(),
+    }
+}
+
 fn lower_gateway(ctx: &mut Ctx, at: &At, g: &raw::Gateway) -> GatewayBlock {
     let no_var = |_: &str| None;
     let text = |ctx: &mut Ctx, field: &str, v: &Option<String>| -> Option<String> {
@@ -644,6 +690,7 @@ fn lower_gateway(ctx: &mut Ctx, at: &At, g: &raw::Gateway) -> GatewayBlock {
             .as_ref()
             .and_then(|s| secret_ref(ctx, at, "encrypt_key", s)),
         state_url: None,
+        rate_limits: lower_rate_limits(ctx, at, g.rate_limits.as_ref()),
         sign_type: g.sign_type.map(|s| match s {
             raw::SignType::Rsa2 => "RSA2".into(),
             raw::SignType::Rsa => "RSA".into(),
@@ -722,6 +769,21 @@ fn lower_merchant(
     default_images: &BTreeMap<String, (At, raw::Image)>,
     default_templates: &BTreeMap<String, (At, raw::Template)>,
 ) {
+    if let Some(r) = m.rate_limit {
+        if r > 0.0 && r.is_finite() {
+            desired
+                .gateway
+                .rate_limits
+                .merchants
+                .insert(mname.to_string(), r);
+        } else {
+            ctx.report(
+                mat,
+                "rate_limit",
+                format!("`{r}` is not a positive number of calls per second"),
+            );
+        }
+    }
     desired.merchants.insert(
         mname.to_string(),
         MerchantInfo {

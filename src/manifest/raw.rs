@@ -102,6 +102,26 @@ pub struct Gateway {
     pub encrypt_key: Option<SecretSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_type: Option<SignType>,
+    /// Calls per second to stay under (Alipay answers 40005 above its limits
+    /// and documents no Retry-After): cardform paces calls to these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// Token-bucket limits, in calls per second (bursts of one second).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Every call of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<f64>,
+    /// Each merchant's calls (one app_auth_token); a merchant's own
+    /// `rate_limit` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_merchant: Option<f64>,
+    /// Each method's calls, e.g. `alipay.offline.material.image.upload: 5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_method: Option<BTreeMap<String, f64>>,
 }
 
 /// The state's location in the manifest.
@@ -155,6 +175,9 @@ pub struct Merchant {
     /// The merchant's app_auth_token, when an ISV acts on its behalf (file or env, never inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_auth_token: Option<SecretSource>,
+    /// This merchant's calls per second (over the gateway's `per_merchant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
     /// Values for `${var:NAME}` in this merchant's templates (over the project's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables: Option<BTreeMap<String, String>>,

@@ -138,7 +138,7 @@ impl fmt::Display for SecretRef {
 }
 
 /// The manifest's gateway block, resolved to paths.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GatewayBlock {
     pub endpoint: Option<String>,
     pub app_id: Option<String>,
@@ -151,6 +151,33 @@ pub struct GatewayBlock {
     pub sign_type: Option<String>,
     /// The manifest's `state: { url: ... }`: where a shared state lives.
     pub state_url: Option<SecretRef>,
+    /// Calls per second to stay under.
+    pub rate_limits: RateLimits,
+}
+
+/// Token-bucket limits in calls per second (each with a burst of one
+/// second); none: unlimited (the 40005 backoff still applies).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RateLimits {
+    pub per_second: Option<f64>,
+    pub per_merchant: Option<f64>,
+    pub per_method: BTreeMap<String, f64>,
+    /// Merchants' own limits.
+    pub merchants: BTreeMap<String, f64>,
+}
+
+impl RateLimits {
+    pub fn is_empty(&self) -> bool {
+        self.per_second.is_none()
+            && self.per_merchant.is_none()
+            && self.per_method.is_empty()
+            && self.merchants.is_empty()
+    }
+
+    /// A merchant's limit: its own, else the gateway's `per_merchant`.
+    pub fn merchant(&self, m: &str) -> Option<f64> {
+        self.merchants.get(m).copied().or(self.per_merchant)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

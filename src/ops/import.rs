@@ -370,6 +370,7 @@ pub async fn generate(
             alipay_cert: secret(&g.alipay_cert),
             alipay_root_cert: secret(&g.alipay_root_cert),
             encrypt_key: secret(&g.encrypt_key),
+            rate_limits: None,
             sign_type: g.sign_type.as_deref().map(|s| {
                 if s == "RSA" {
                     raw::SignType::Rsa

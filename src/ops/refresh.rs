@@ -216,7 +216,8 @@ pub async fn connect(
     let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
     let client = conn.client.clone().with_max_in_flight(options.parallelism);
     let governor = crate::gateway::governor::Governor::new(Arc::new(client), options.retry.clone())
-        .observed_by(observer);
+        .observed_by(observer)
+        .with_limits(desired.gateway.rate_limits.clone());
     Ok(Reader {
         conn,
         provider: Arc::new(Provider::new(Arc::new(governor))),

@@ -127,6 +127,36 @@ fn diff_block(change: &Change) -> String {
     out
 }
 
+/// The call budget: how many gateway calls, of which methods, and how long
+/// at the configured rate limits. Empty when nothing will be called.
+pub fn budget_line(plan: &Plan) -> String {
+    let b = &plan.budget;
+    if b.calls == 0 {
+        return String::new();
+    }
+    let mut by: Vec<(&String, &usize)> = b.by_method.iter().collect();
+    by.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+    let methods = by
+        .iter()
+        .map(|(m, n)| {
+            format!(
+                "{n} {}",
+                m.trim_start_matches("alipay.marketing.card.")
+                    .trim_start_matches("alipay.offline.material.")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let time = match b.seconds_at_limits {
+        Some(s) => format!(
+            "; ~{} at the configured rate limits",
+            humantime::format_duration(std::time::Duration::from_secs(s.ceil() as u64))
+        ),
+        None => String::new(),
+    };
+    format!("Gateway calls: ~{} ({methods}){time}.", b.calls)
+}
+
 pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     if !plan.has_changes() {
@@ -370,6 +400,11 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
     }
     out.push_str(&paint(BOLD, &summary_line(plan)));
     out.push('\n');
+    let budget = budget_line(plan);
+    if !budget.is_empty() {
+        out.push_str(&budget);
+        out.push('\n');
+    }
     out
 }
 
@@ -382,6 +417,10 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let selected = selection_line(plan);
     if !selected.is_empty() {
         let _ = writeln!(out, "{}", escape(selected.trim_end()));
+    }
+    let budget = budget_line(plan);
+    if !budget.is_empty() {
+        let _ = writeln!(out, "{}\n", escape(&budget));
     }
     out.push_str(&refresh_section(plan, false, true));
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| shown(c)).collect();

@@ -25,6 +25,12 @@ pub struct Faults {
     /// If any: `throttle_rps` holds only for calls made with one of these
     /// app_auth_tokens (each its own bucket); every other call is admitted.
     pub throttle_tokens: Vec<String>,
+    /// Calls per second admitted for each merchant (one app_auth_token, or
+    /// the app's own calls); above it, 40005 isv.app-call-limited.
+    pub limit_merchant: Option<f64>,
+    /// Calls per second admitted per method; above it, 40005
+    /// isv.method-call-limited.
+    pub limit_methods: Vec<(String, f64)>,
     /// Merchants (by app_auth_token) whose relation with the app is broken:
     /// every call for them fails as Alipay answers that case.
     pub merchant_faults: Vec<(String, MerchantFault)>,
@@ -133,6 +139,19 @@ impl Faults {
                         })?)
                 }
                 "throttle_token" => f.throttle_tokens.push(v.to_string()),
+                "limit_merchant" => {
+                    f.limit_merchant =
+                        Some(v.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                            format!("`limit_merchant` takes a positive number, got `{v}`")
+                        })?)
+                }
+                "limit_method" => {
+                    let (m, r) = v
+                        .split_once(':')
+                        .and_then(|(m, r)| Some((m, r.parse::<f64>().ok().filter(|r| *r > 0.0)?)))
+                        .ok_or_else(|| format!("`limit_method` takes METHOD:RPS, got `{v}`"))?;
+                    f.limit_methods.push((m.to_string(), r));
+                }
                 "merchant_fault" => {
                     let (token, kind) = v
                         .split_once(':')
@@ -141,7 +160,7 @@ impl Faults {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps, throttle_token, merchant_fault)"
+                        "unknown fault `{other}` (expected latency, error_rate, http502_rate, drop_rate, throttle_rps, throttle_token, limit_merchant, limit_method, merchant_fault)"
                     ));
                 }
             }
@@ -186,10 +205,14 @@ impl Throttle {
     }
 }
 
-/// The throttle: one bucket for every call, or one per throttled merchant.
+/// The throttle: one bucket for every call (or one per throttled
+/// merchant), one per merchant, one per method.
 pub struct Throttles {
     all: Throttle,
     per_token: std::collections::HashMap<String, Throttle>,
+    merchant_rps: Option<f64>,
+    per_merchant: Mutex<std::collections::HashMap<String, std::sync::Arc<Throttle>>>,
+    per_method: std::collections::HashMap<String, Throttle>,
 }
 
 impl Throttles {
@@ -202,15 +225,42 @@ impl Throttles {
                 .iter()
                 .map(|t| (t.clone(), Throttle::new(faults.throttle_rps)))
                 .collect(),
+            merchant_rps: faults.limit_merchant,
+            per_merchant: Mutex::default(),
+            per_method: faults
+                .limit_methods
+                .iter()
+                .map(|(m, r)| (m.clone(), Throttle::new(Some(*r))))
+                .collect(),
         }
     }
 
-    /// Whether a call made with `token` (its app_auth_token) is admitted.
-    pub fn admit(&self, token: Option<&str>) -> bool {
+    /// Whether a call of `method` made with `token` (its app_auth_token) is
+    /// admitted; if not, the sub_code that says which limit it hit.
+    pub fn admit(&self, token: Option<&str>, method: &str) -> Result<(), &'static str> {
+        if !self.per_method.get(method).is_none_or(Throttle::admit) {
+            return Err("isv.method-call-limited");
+        }
+        if self.merchant_rps.is_some() {
+            let bucket = self
+                .per_merchant
+                .lock()
+                .expect("throttle lock poisoned")
+                .entry(token.unwrap_or_default().to_string())
+                .or_insert_with(|| std::sync::Arc::new(Throttle::new(self.merchant_rps)))
+                .clone();
+            if !bucket.admit() {
+                return Err("isv.app-call-limited");
+            }
+        }
         let merchant = token
             .and_then(|t| self.per_token.get(t))
             .is_none_or(Throttle::admit);
-        merchant && self.all.admit()
+        if merchant && self.all.admit() {
+            Ok(())
+        } else {
+            Err("isv.app-call-limited")
+        }
     }
 }
 

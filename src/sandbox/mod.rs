@@ -912,8 +912,13 @@ async fn answer(shared: &Shared, req: Request) -> Response {
         };
         return shared.signed(&method, &framing.plain(), &fail.node());
     }
-    if !shared.throttle.admit(inc.get("app_auth_token")) {
-        return shared.signed(&method, &framing.plain(), &Fail::throttled().node());
+    if let Err(sub_code) = shared.throttle.admit(inc.get("app_auth_token"), &method) {
+        let mut fail = Fail::throttled();
+        if sub_code == "isv.method-call-limited" {
+            fail.sub_code = sub_code.into();
+            fail.sub_msg = format!("Call frequency of {method} exceeds its limit.");
+        }
+        return shared.signed(&method, &framing.plain(), &fail.node());
     }
     if faults.roll(faults.error_rate) {
         return shared.signed(&method, &framing.plain(), &Fail::unavailable().node());

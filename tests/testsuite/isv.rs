@@ -230,3 +230,85 @@ fn an_authorisation_lost_mid_walk_stops_only_its_merchant() {
     assert_eq!(m["noodles"]["failed"], 0, "{m}");
     assert!(m["bakery"]["done"].as_u64().unwrap() >= 2, "{m}");
 }
+
+/// Limits held rather than hit: against a sandbox that enforces limits per
+/// merchant and per method, a run without configured limits bounces off them
+/// (40005, retried); with them it stays under, with no 40005 at all.
+#[test]
+fn configured_rate_limits_keep_a_run_under_the_gateway_limits() {
+    let limits = [
+        "--limit-merchant",
+        "3",
+        "--limit-method",
+        "alipay.offline.material.image.upload=2",
+    ];
+    let apply = |configured: bool| -> serde_json::Value {
+        let p = Project::example("isv");
+        if configured {
+            p.edit(
+                "gateway.yaml",
+                "gateway:\n",
+                "gateway:\n  rate_limits:\n    per_merchant: 2.5\n    per_method: { alipay.offline.material.image.upload: 1.8 }\n",
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let sb = Sandbox::start(&tmp.path().join("sb"), &limits);
+        let r = run(p
+            .cmd_at(&sb)
+            .args([
+                "apply",
+                "--auto-approve",
+                "--json",
+                "--parallelism",
+                "8",
+                "-p",
+            ])
+            .arg(p.dir()));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()
+    };
+    let bounced = apply(false);
+    assert!(
+        bounced["retries"].as_u64().unwrap() > 0,
+        "the limits are real: {bounced}"
+    );
+    let held = apply(true);
+    assert_eq!(held["retries"], 0, "{held}");
+    assert!(held.get("throttled").is_none(), "no 40005: {held}");
+    assert_eq!(held["merchants"]["bakery"]["done"], 8, "{held}");
+}
+
+/// The plan says what it will cost before anything runs.
+#[test]
+fn the_plan_states_its_call_budget() {
+    let p = Project::example("isv");
+    let r = run(p.cmd().args(["plan", "-p"]).arg(p.dir())).ok();
+    assert!(
+        r.stdout.contains("Gateway calls: ~21 (6 image.upload, 4 activateurl.apply, 4 formtemplate.set, 4 template.create, 3 template.batchquery)."),
+        "{}",
+        r.stdout
+    );
+    p.edit(
+        "gateway.yaml",
+        "gateway:\n",
+        "gateway:\n  rate_limits:\n    per_merchant: 2\n    per_method: { alipay.offline.material.image.upload: 1 }\n",
+    );
+    let r = run(p.cmd().args(["plan", "-p"]).arg(p.dir())).ok();
+    // bakery: 9 calls at 2/s = 4.5 s; 6 uploads at 1/s = 6 s: the tighter.
+    assert!(
+        r.stdout.contains("; ~6s at the configured rate limits."),
+        "{}",
+        r.stdout
+    );
+    let j = run(p
+        .cmd()
+        .args(["plan", "--format", "json", "-p"])
+        .arg(p.dir()))
+    .ok()
+    .json();
+    assert_eq!(
+        j["budget"]["per_merchant"],
+        serde_json::json!({"bakery": 9, "noodles": 6, "tea": 6})
+    );
+    assert_eq!(j["budget"]["seconds_at_limits"], 6.0);
+}

@@ -1,0 +1,269 @@
+//! Rate limits held rather than hit: token buckets per app, per merchant
+//! (one app_auth_token) and per method, each `rate` calls per second with a
+//! burst of one second, as GCRA (a theoretical arrival time per bucket). A
+//! call waits until every bucket it passes through admits it.
+//!
+//! Alipay answers 40005 above its limits and documents no Retry-After: on a
+//! 40005 the bucket the sub_code names (`isv.method-call-limited`: the
+//! method's; `isv.app-call-limited`: the merchant's for a call made with an
+//! app_auth_token, else the app's) halves its rate (multiplicative
+//! decrease); each admitted call gives back a twentieth of the configured
+//! rate, up to it (additive recovery).
+//!
+//! Pure bookkeeping over instants handed in: no clock, no sleeping.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::model::RateLimits;
+
+/// The lowest a decreased rate goes, in calls per second.
+const FLOOR: f64 = 0.2;
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    configured: f64,
+    rate: f64,
+    /// Theoretical arrival time of the next call.
+    tat: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        Bucket {
+            configured: rate,
+            rate,
+            tat: None,
+        }
+    }
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+    /// How far ahead of its schedule a call may go: a burst of one second.
+    fn tolerance(&self) -> Duration {
+        Duration::from_secs_f64((self.rate.max(1.0) - 1.0) / self.rate)
+    }
+    /// The earliest this bucket admits a call arriving at `now`.
+    fn earliest(&self, now: Instant) -> Instant {
+        match self.tat {
+            Some(tat) => tat.checked_sub(self.tolerance()).unwrap_or(now).max(now),
+            None => now,
+        }
+    }
+    fn take(&mut self, at: Instant) {
+        let base = self.tat.map_or(at, |t| t.max(at));
+        self.tat = Some(base + self.interval());
+    }
+    fn decrease(&mut self) {
+        self.rate = (self.rate / 2.0).max(FLOOR.min(self.configured));
+    }
+    fn recover(&mut self) {
+        self.rate = (self.rate + self.configured / 20.0).min(self.configured);
+    }
+}
+
+/// Which buckets a 40005 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    App,
+    Merchant,
+    Method,
+}
+
+impl Named {
+    /// From the 40005's sub_code, and whether the call was made for a
+    /// merchant (with its app_auth_token).
+    pub fn of(sub_code: Option<&str>, for_merchant: bool) -> Named {
+        match sub_code {
+            Some("isv.method-call-limited") => Named::Method,
+            _ if for_merchant => Named::Merchant,
+            _ => Named::App,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Limiter {
+    limits: RateLimits,
+    app: Option<Bucket>,
+    merchants: HashMap<String, Bucket>,
+    methods: HashMap<String, Bucket>,
+}
+
+impl Limiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Limiter {
+            app: limits.per_second.map(Bucket::new),
+            methods: limits
+                .per_method
+                .iter()
+                .map(|(m, r)| (m.clone(), Bucket::new(*r)))
+                .collect(),
+            merchants: HashMap::new(),
+            limits,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
+    fn merchant_bucket(&mut self, merchant: &str) -> Option<&mut Bucket> {
+        if !self.merchants.contains_key(merchant) {
+            let rate = self.limits.merchant(merchant)?;
+            self.merchants
+                .insert(merchant.to_string(), Bucket::new(rate));
+        }
+        self.merchants.get_mut(merchant)
+    }
+
+    /// Reserve a call of `method` for `merchant` arriving at `now`: returns
+    /// when it may go (`now` if at once).
+    pub fn reserve(&mut self, now: Instant, merchant: &str, method: &str) -> Instant {
+        let mut at = now;
+        if let Some(b) = &self.app {
+            at = at.max(b.earliest(now));
+        }
+        if let Some(b) = self.merchant_bucket(merchant) {
+            at = at.max(b.earliest(now));
+        }
+        if let Some(b) = self.methods.get(method) {
+            at = at.max(b.earliest(now));
+        }
+        if let Some(b) = self.app.as_mut() {
+            b.take(at);
+        }
+        if let Some(b) = self.merchant_bucket(merchant) {
+            b.take(at);
+        }
+        if let Some(b) = self.methods.get_mut(method) {
+            b.take(at);
+        }
+        at
+    }
+
+    /// A 40005 for this call: halve the named bucket's rate. Returns whether
+    /// a configured bucket took it (else only the backoff slows the caller).
+    pub fn throttled(&mut self, named: Named, merchant: &str, method: &str) -> bool {
+        let b = match named {
+            Named::App => self.app.as_mut(),
+            Named::Merchant => match self.merchant_bucket(merchant) {
+                Some(b) => Some(b),
+                None => self.app.as_mut(),
+            },
+            Named::Method => self.methods.get_mut(method),
+        };
+        match b {
+            Some(b) => {
+                b.decrease();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A call went through: its buckets recover a step.
+    pub fn admitted(&mut self, merchant: &str, method: &str) {
+        if let Some(b) = self.app.as_mut() {
+            b.recover();
+        }
+        if let Some(b) = self.merchants.get_mut(merchant) {
+            b.recover();
+        }
+        if let Some(b) = self.methods.get_mut(method) {
+            b.recover();
+        }
+    }
+
+    /// The current rate of a merchant's bucket (for tests and reports).
+    pub fn merchant_rate(&self, merchant: &str) -> Option<f64> {
+        self.merchants.get(merchant).map(|b| b.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn limits() -> RateLimits {
+        RateLimits {
+            per_second: Some(10.0),
+            per_merchant: Some(4.0),
+            per_method: BTreeMap::from([("alipay.upload".to_string(), 2.0)]),
+            merchants: BTreeMap::from([("slow".to_string(), 1.0)]),
+        }
+    }
+
+    /// Reserve `n` calls arriving together; the offsets they go at, in ms.
+    fn offsets(l: &mut Limiter, t0: Instant, n: usize, merchant: &str, method: &str) -> Vec<u128> {
+        (0..n)
+            .map(|_| (l.reserve(t0, merchant, method) - t0).as_millis())
+            .collect()
+    }
+
+    #[test]
+    fn each_bucket_paces_its_calls_after_a_one_second_burst() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(limits());
+        // A merchant at 4/s: 4 at once, then one every 250 ms.
+        assert_eq!(
+            offsets(&mut l, t0, 6, "tea", "alipay.x"),
+            [0, 0, 0, 0, 250, 500]
+        );
+        // Its own override, 1/s.
+        assert_eq!(offsets(&mut l, t0, 3, "slow", "alipay.x"), [0, 1000, 2000]);
+        // A method at 2/s, whatever the merchant.
+        let mut l = Limiter::new(limits());
+        assert_eq!(
+            [
+                offsets(&mut l, t0, 2, "a", "alipay.upload"),
+                offsets(&mut l, t0, 1, "b", "alipay.upload")
+            ]
+            .concat(),
+            [0, 0, 500]
+        );
+        // The app at 10/s across merchants (each under its own 4/s).
+        let mut l = Limiter::new(limits());
+        let all: Vec<u128> = (0..12)
+            .map(|i| (l.reserve(t0, &format!("m{i}"), "alipay.x") - t0).as_millis())
+            .collect();
+        assert_eq!(all[..10], [0; 10]);
+        assert_eq!(all[10..], [100, 200]);
+    }
+
+    #[test]
+    fn a_40005_halves_the_named_bucket_and_calls_recover_it() {
+        let mut l = Limiter::new(limits());
+        let t0 = Instant::now();
+        l.reserve(t0, "tea", "alipay.x");
+        assert!(l.throttled(
+            Named::of(Some("isv.app-call-limited"), true),
+            "tea",
+            "alipay.x"
+        ));
+        assert_eq!(l.merchant_rate("tea"), Some(2.0));
+        l.reserve(t0, "bakery", "alipay.x");
+        assert_eq!(
+            l.merchant_rate("bakery"),
+            Some(4.0),
+            "other merchants keep their rate"
+        );
+        for _ in 0..10 {
+            l.admitted("tea", "alipay.x");
+        }
+        assert_eq!(
+            l.merchant_rate("tea"),
+            Some(4.0),
+            "back to the configured rate, not above"
+        );
+        assert_eq!(
+            Named::of(Some("isv.method-call-limited"), true),
+            Named::Method
+        );
+        assert_eq!(Named::of(Some("isv.app-call-limited"), false), Named::App);
+        // Nothing configured: nothing takes it.
+        let mut none = Limiter::new(RateLimits::default());
+        assert!(!none.throttled(Named::App, "tea", "alipay.x"));
+    }
+}
