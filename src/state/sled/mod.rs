@@ -101,6 +101,10 @@ pub struct SledStore {
     group: crate::durable::GroupFlush,
     lineage: String,
     live: std::sync::Mutex<Live>,
+    /// The records as `verify` read them on open, for the first snapshot
+    /// (which a run takes at once) instead of reading the store twice;
+    /// dropped by any write.
+    opened: std::sync::Mutex<Option<Vec<(sled::IVec, sled::IVec)>>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StateError {
@@ -155,6 +159,7 @@ impl SledStore {
             group: Default::default(),
             lineage: String::new(),
             live: Default::default(),
+            opened: Default::default(),
         };
         if store.meta.get("lineage").map_err(io)?.is_none() {
             // A new store, or one whose files were lost: the checkpoint
@@ -331,6 +336,7 @@ impl SledStore {
     /// Write the record of `key` (an empty one is a tombstone until the
     /// next checkpoint), keeping the integrity account.
     fn put(&self, key: &[u8], mut record: Record) -> Result<(), StateError> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let prev = live.hashes.get(key).copied();
         let was = *live.at_checkpoint.entry(key.to_vec()).or_insert(prev);
@@ -424,11 +430,14 @@ impl SledStore {
         // One pass: check the records against the checkpoint and take up
         // the account where it was.
         let mut rows = Vec::new();
+        let mut raw = Vec::new();
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
             let head: Head = decode(&k, &v)?;
             rows.push((k.to_vec(), integrity::record_hash(&k, &v), head));
+            raw.push((k, v));
         }
+        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(raw);
         integrity::verify(
             &cp,
             rows.iter().map(|(_, h, r)| integrity::Seen {
@@ -600,14 +609,28 @@ impl SledStore {
                     .insert(String::from_utf8_lossy(&k).into_owned(), a);
             }
         }
-        for item in self.records.iter() {
-            let (k, v) = item.map_err(io)?;
-            let record: Record = decode(&k, &v)?;
+        let mut add = |k: &[u8], v: &[u8]| -> Result<(), StateError> {
+            let record: Record = decode(k, v)?;
             if let Some(r) = record.resource {
                 snap.resources.insert(r.address.clone(), r);
             }
             if let Some(i) = record.intent {
                 snap.intents.insert(i.address.clone(), i);
+            }
+            Ok(())
+        };
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match opened {
+            Some(rows) => {
+                for (k, v) in &rows {
+                    add(k, v)?;
+                }
+            }
+            None => {
+                for item in self.records.iter() {
+                    let (k, v) = item.map_err(io)?;
+                    add(&k, &v)?;
+                }
             }
         }
         Ok(snap)
@@ -672,6 +695,7 @@ impl StateStore for SledStore {
     }
 
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut records: std::collections::BTreeMap<String, Record> = Default::default();
         for r in snap.resources.values() {
             records.entry(r.address.to_string()).or_default().resource = Some(r.clone());
