@@ -51,6 +51,10 @@ pub enum Command {
         /// Runs, each from an empty state against an empty sandbox; the median is reported
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// A rate limit for the app (calls/s): the sandbox enforces it (40005 above it),
+        /// the project configures it (`rate_limits.per_second`)
+        #[arg(long, value_name = "RPS")]
+        rate_limit: Option<f64>,
     },
 }
 
@@ -131,6 +135,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             latency,
             parallelism,
             runs,
+            rate_limit,
         } => {
             let b = ops::bench::apply(
                 work.path(),
@@ -139,8 +144,27 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
                 parallelism,
                 runs,
                 pg.as_ref(),
+                rate_limit.filter(|r| *r > 0.0),
             )
             .await?;
+            if let Some(limit) = b.rate_limit {
+                let m = &b.median;
+                render::line(&format!(
+                    "apply under a rate limit of {limit:.0} calls/s: {} templates, {} calls; median of {} runs: {:.1} s = {:.0} calls/s ({:.0}% of the limit); 40005 answers: {} (runs: {})",
+                    b.templates,
+                    b.calls,
+                    b.runs.len(),
+                    m.wall_ms as f64 / 1000.0,
+                    m.calls_per_s,
+                    m.calls_per_s / limit * 100.0,
+                    m.throttled,
+                    b.runs
+                        .iter()
+                        .map(|r| r.throttled.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             let percent =
                 |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{:.0}%", f * 100.0));
             let m = &b.median;

@@ -20,6 +20,10 @@ use crate::model::RateLimits;
 /// The lowest a decreased rate goes, in calls per second.
 const FLOOR: f64 = 0.2;
 
+/// The share of each configured limit cardform uses: 2 % under it, so that
+/// the gateway's clock and bucket never see a call over the limit.
+pub const MARGIN: f64 = 0.98;
+
 #[derive(Debug, Clone)]
 struct Bucket {
     configured: f64,
@@ -85,6 +89,8 @@ impl Named {
 #[derive(Debug, Default)]
 pub struct Limiter {
     limits: RateLimits,
+    /// The share of each limit used ([`MARGIN`]; 1 in the unit tests).
+    share: f64,
     app: Option<Bucket>,
     merchants: HashMap<String, Bucket>,
     methods: HashMap<String, Bucket>,
@@ -92,15 +98,20 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limits: RateLimits) -> Self {
+        Self::with_share(limits, MARGIN)
+    }
+
+    fn with_share(limits: RateLimits, share: f64) -> Self {
         Limiter {
-            app: limits.per_second.map(Bucket::new),
+            app: limits.per_second.map(|r| Bucket::new(r * share)),
             methods: limits
                 .per_method
                 .iter()
-                .map(|(m, r)| (m.clone(), Bucket::new(*r)))
+                .map(|(m, r)| (m.clone(), Bucket::new(r * share)))
                 .collect(),
             merchants: HashMap::new(),
             limits,
+            share,
         }
     }
 
@@ -112,7 +123,7 @@ impl Limiter {
         if !self.merchants.contains_key(merchant) {
             let rate = self.limits.merchant(merchant)?;
             self.merchants
-                .insert(merchant.to_string(), Bucket::new(rate));
+                .insert(merchant.to_string(), Bucket::new(rate * self.share));
         }
         self.merchants.get_mut(merchant)
     }
@@ -205,7 +216,7 @@ mod tests {
     #[test]
     fn each_bucket_paces_its_calls_after_a_one_second_burst() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(limits());
+        let mut l = Limiter::with_share(limits(), 1.0);
         // A merchant at 4/s: 4 at once, then one every 250 ms.
         assert_eq!(
             offsets(&mut l, t0, 6, "tea", "alipay.x"),
@@ -214,7 +225,7 @@ mod tests {
         // Its own override, 1/s.
         assert_eq!(offsets(&mut l, t0, 3, "slow", "alipay.x"), [0, 1000, 2000]);
         // A method at 2/s, whatever the merchant.
-        let mut l = Limiter::new(limits());
+        let mut l = Limiter::with_share(limits(), 1.0);
         assert_eq!(
             [
                 offsets(&mut l, t0, 2, "a", "alipay.upload"),
@@ -224,7 +235,7 @@ mod tests {
             [0, 0, 500]
         );
         // The app at 10/s across merchants (each under its own 4/s).
-        let mut l = Limiter::new(limits());
+        let mut l = Limiter::with_share(limits(), 1.0);
         let all: Vec<u128> = (0..12)
             .map(|i| (l.reserve(t0, &format!("m{i}"), "alipay.x") - t0).as_millis())
             .collect();
@@ -233,8 +244,18 @@ mod tests {
     }
 
     #[test]
+    fn the_product_keeps_two_percent_under_each_limit() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(RateLimits {
+            per_second: Some(1.0),
+            ..Default::default()
+        });
+        assert_eq!(offsets(&mut l, t0, 3, "m", "alipay.x"), [0, 1020, 2040]);
+    }
+
+    #[test]
     fn a_40005_halves_the_named_bucket_and_calls_recover_it() {
-        let mut l = Limiter::new(limits());
+        let mut l = Limiter::with_share(limits(), 1.0);
         let t0 = Instant::now();
         l.reserve(t0, "tea", "alipay.x");
         assert!(l.throttled(
@@ -263,7 +284,7 @@ mod tests {
         );
         assert_eq!(Named::of(Some("isv.app-call-limited"), false), Named::App);
         // Nothing configured: nothing takes it.
-        let mut none = Limiter::new(RateLimits::default());
+        let mut none = Limiter::with_share(RateLimits::default(), 1.0);
         assert!(!none.throttled(Named::App, "tea", "alipay.x"));
     }
 }

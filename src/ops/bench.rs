@@ -243,6 +243,9 @@ pub fn plan(
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ApplyRun {
+    /// 40005 answers met (with a configured rate limit: none, if it holds).
+    pub throttled: u64,
+    pub retries: u64,
     pub wall_ms: u128,
     pub calls_per_s: f64,
     /// Calls/s over the latency bound; none without latency.
@@ -258,6 +261,8 @@ pub struct ApplyBench {
     pub latency_ms: u128,
     /// parallelism / latency; none without latency (CPU-bound).
     pub latency_bound_calls_per_s: Option<f64>,
+    /// The app's rate limit, configured and enforced by the sandbox.
+    pub rate_limit: Option<f64>,
     /// Each run from an empty state against an empty sandbox.
     pub runs: Vec<ApplyRun>,
     /// The median run (by wall time).
@@ -277,11 +282,25 @@ pub async fn apply(
     parallelism: usize,
     runs: usize,
     pg: Option<&PgUrl>,
+    rate_limit: Option<f64>,
 ) -> Result<ApplyBench> {
     let per = 5;
     let merchants = templates.div_ceil(per);
     let project = work.join("project");
     generate(&project, merchants, per)?;
+    if let Some(r) = rate_limit {
+        // The project holds to the limit the sandbox enforces.
+        let file = project.join("cardform.yaml");
+        let text = std::fs::read_to_string(&file)?;
+        std::fs::write(
+            &file,
+            text.replacen(
+                "gateway:\n",
+                &format!("gateway:\n  rate_limits: {{ per_second: {r} }}\n"),
+                1,
+            ),
+        )?;
+    }
     let key_pem = AppPrivateKey::generate_pem();
     let key_path: PathBuf = work.join("app.pem");
     std::fs::write(&key_path, &key_pem)?;
@@ -298,6 +317,7 @@ pub async fn apply(
             apps: vec![("2021000000000009".into(), key.public_key_base64())],
             faults: Faults {
                 latency,
+                throttle_rps: rate_limit,
                 ..Faults::default()
             },
             ..SandboxConfig::default()
@@ -315,6 +335,7 @@ pub async fn apply(
             .args([
                 "apply",
                 "--auto-approve",
+                "--json",
                 "--parallelism",
                 &parallelism.to_string(),
                 "-p",
@@ -338,7 +359,12 @@ pub async fn apply(
             );
         }
         let rate = calls as f64 / wall.as_secs_f64();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         results.push(ApplyRun {
+            throttled: report["throttled"].as_object().map_or(0, |m| {
+                m.values().map(|t| t["answers"].as_u64().unwrap_or(0)).sum()
+            }),
+            retries: report["retries"].as_u64().unwrap_or(0),
             wall_ms: wall.as_millis(),
             calls_per_s: rate,
             fraction_of_bound: bound.map(|b| rate / b),
@@ -362,6 +388,7 @@ pub async fn apply(
         parallelism,
         latency_ms: latency.as_millis(),
         latency_bound_calls_per_s: bound,
+        rate_limit,
         sign_us: sign.as_secs_f64() * 1e6,
         signing_share_of_client_cpu: (sign.as_secs_f64() * calls as f64)
             / (median.client_cpu_ms as f64 / 1000.0).max(1e-9),
