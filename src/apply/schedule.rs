@@ -2,6 +2,10 @@
 //! skipped because a change it needs failed, and when the retires may begin.
 //! Pure: the executor runs what this says, in whatever concurrency it likes.
 //!
+//! Fairness: ready changes are taken round-robin across merchants, so one
+//! merchant's many changes (or a slow merchant's) never queue ahead of
+//! every other merchant's.
+//!
 //! Rules: a change is ready once every change it depends on (within the
 //! work) has finished; one whose dependency failed or was skipped is skipped
 //! itself (its own dependents in turn); retires wait until everything else
@@ -21,6 +25,43 @@ pub enum Next {
     Skip(usize, Address),
 }
 
+/// Ready changes, one queue per merchant, taken in turn.
+#[derive(Debug, Default)]
+struct Ready {
+    queues: std::collections::HashMap<String, VecDeque<usize>>,
+    /// Merchants with ready changes, in the order of their turns.
+    turn: VecDeque<String>,
+}
+
+impl Ready {
+    fn push_back(&mut self, merchant: &str, i: usize) {
+        let q = self.queues.entry(merchant.to_string()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(merchant.to_string());
+        }
+        q.push_back(i);
+    }
+
+    fn pop_front(&mut self) -> Option<usize> {
+        let m = self.turn.pop_front()?;
+        let q = self
+            .queues
+            .get_mut(&m)
+            .expect("bug: a merchant in turn has a queue");
+        let i = q
+            .pop_front()
+            .expect("bug: a merchant in turn has a ready change");
+        if !q.is_empty() {
+            self.turn.push_back(m);
+        }
+        Some(i)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turn.is_empty()
+    }
+}
+
 pub struct Schedule {
     addresses: Vec<Address>,
     deps: Vec<Vec<Address>>,
@@ -29,7 +70,7 @@ pub struct Schedule {
     pending: Vec<usize>,
     /// For each change: the changes waiting on it.
     dependents: Vec<Vec<usize>>,
-    ready: VecDeque<usize>,
+    ready: Ready,
     /// Failed or skipped changes -> the failure they trace back to.
     broken: BTreeMap<Address, Address>,
     /// Merchants stopped by a failure that concerns the whole merchant (its
@@ -56,9 +97,10 @@ impl Schedule {
                 }
             }
         }
-        let ready = (0..work.len())
-            .filter(|&i| pending[i] == 0 && !retire[i])
-            .collect();
+        let mut ready = Ready::default();
+        for i in (0..work.len()).filter(|&i| pending[i] == 0 && !retire[i]) {
+            ready.push_back(&work[i].address.merchant, i);
+        }
         Schedule {
             addresses: work.iter().map(|c| c.address.clone()).collect(),
             deps: work.iter().map(|c| c.deps.clone()).collect(),
@@ -121,8 +163,9 @@ impl Schedule {
             return !self.ready.is_empty();
         }
         self.retires_released = true;
-        self.ready
-            .extend((0..self.retire.len()).filter(|&i| self.retire[i]));
+        for i in (0..self.retire.len()).filter(|&i| self.retire[i]) {
+            self.ready.push_back(&self.addresses[i].merchant, i);
+        }
         !self.ready.is_empty()
     }
 
@@ -130,7 +173,7 @@ impl Schedule {
         for &d in &self.dependents[i] {
             self.pending[d] -= 1;
             if self.pending[d] == 0 {
-                self.ready.push_back(d);
+                self.ready.push_back(&self.addresses[d].merchant, d);
             }
         }
     }
@@ -270,5 +313,37 @@ mod tests {
         assert_eq!(s.next_step(), None);
         assert!(!s.drained());
         assert!(!s.drained());
+    }
+
+    #[test]
+    fn merchants_take_turns() {
+        let at = |m: &str, n: &str| Change {
+            address: Address::new(m, Kind::Image, n),
+            ..change(n, Kind::Image, Action::Create, &[])
+        };
+        let work = [
+            at("a", "1"),
+            at("a", "2"),
+            at("a", "3"),
+            at("b", "1"),
+            at("c", "1"),
+            at("c", "2"),
+        ];
+        let mut s = Schedule::new(&work);
+        let mut order = Vec::new();
+        while let Some(Next::Run(i)) = s.next_step() {
+            order.push(work[i].address.to_string());
+        }
+        assert_eq!(
+            order,
+            [
+                "merchant.a/image.1",
+                "merchant.b/image.1",
+                "merchant.c/image.1",
+                "merchant.a/image.2",
+                "merchant.c/image.2",
+                "merchant.a/image.3"
+            ]
+        );
     }
 }
