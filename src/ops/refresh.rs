@@ -250,8 +250,26 @@ pub async fn plan(
         if mode == Mode::Off {
             return Ok(crate::plan::plan(desired, snapshot, &options)?);
         }
-        let merchants = desired.merchants.keys().cloned().collect();
-        let found = refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?;
+        // Only the selected merchants are read (an ISV's `drift --merchant x`
+        // costs x's calls, not the whole book's).
+        let found = match options.select.scope(desired, snapshot)? {
+            Some(scope) => {
+                let mut view = snapshot.clone();
+                view.resources
+                    .retain(|a, _| scope.merchants.contains(&a.merchant));
+                let merchants: BTreeSet<String> = desired
+                    .merchants
+                    .keys()
+                    .filter(|m| scope.merchants.contains(*m))
+                    .cloned()
+                    .collect();
+                refresh(&view, &merchants, &reader.provider, &reader.tokens).await?
+            }
+            None => {
+                let merchants = desired.merchants.keys().cloned().collect();
+                refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?
+            }
+        };
         let mut plan = match mode {
             Mode::Only => crate::plan::refresh_only(desired, snapshot, &options)?,
             _ => crate::plan::plan(

@@ -127,11 +127,18 @@ fn merchants_excludes_and_targets_select_and_the_plan_says_so() {
         out.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["bakery"]
     );
-    run(p
+    // Drift reads only the selected merchant: one listing, bakery's two templates.
+    let d = run(p
         .cmd()
-        .args(["drift", "--merchant", "bakery", "-p"])
+        .args(["drift", "--format", "json", "--merchant", "bakery", "-p"])
         .arg(p.dir()))
-    .ok();
+    .ok()
+    .json();
+    assert_eq!(
+        (d["calls"].as_u64(), d["checked"].as_u64()),
+        (Some(1), Some(2)),
+        "{d}"
+    );
 }
 
 /// Each way a merchant's authorisation can be broken stops that merchant at
