@@ -20,36 +20,35 @@ pub enum GraphError {
 /// Resources in an order where every dependency comes first.
 ///
 /// Deterministic: kind order (images, templates, forms, URLs), then address.
-/// Every dependency edge is checked against that order with one hash lookup
+/// Every dependency edge is checked against that order with one map lookup
 /// (a no-op plan of 100,000 resources pays for nothing more); only a
 /// violation builds the graph, to name the cycle.
-pub fn order(desired: &Desired) -> Result<Vec<Address>, GraphError> {
-    let addrs: Vec<&Address> = desired.resources.keys().collect();
+pub fn order(desired: &Desired) -> Result<Vec<usize>, GraphError> {
     // The map iterates in address order already: a stable sort by kind
-    // gives (kind, address) order.
-    let mut sorted: Vec<usize> = (0..addrs.len()).collect();
-    sorted.sort_by_key(|i| addrs[*i].kind);
-    let pos: HashMap<&Address, usize> = sorted
-        .iter()
-        .enumerate()
-        .map(|(p, i)| (addrs[*i], p))
-        .collect();
-    for (p, i) in sorted.iter().enumerate() {
-        let a = addrs[*i];
-        for d in &desired.resources[a].deps {
-            match pos.get(d) {
-                None => {
-                    return Err(GraphError::Dangling {
-                        from: a.clone(),
-                        to: d.clone(),
-                    });
-                }
-                Some(q) if *q >= p => return Err(cycle(desired, &addrs, a)),
-                Some(_) => {}
+    // gives (kind, address) order, and every dependency must come before
+    // its dependent in that order (images, then templates, then forms and
+    // URLs). Checking each edge against the order needs no index: an edge
+    // is either to an address the manifests have that sorts earlier, or
+    // dangling, or against the order (then the graph is built to name the
+    // cycle).
+    let entries: Vec<(&Address, &crate::model::Resource)> = desired.resources.iter().collect();
+    let mut sorted: Vec<usize> = (0..entries.len()).collect();
+    sorted.sort_by_key(|i| entries[*i].0.kind);
+    for (a, r) in &entries {
+        for d in &r.deps {
+            if !desired.resources.contains_key(d) {
+                return Err(GraphError::Dangling {
+                    from: (*a).clone(),
+                    to: d.clone(),
+                });
+            }
+            if (d.kind, d) >= (a.kind, *a) {
+                let addrs: Vec<&Address> = entries.iter().map(|(a, _)| *a).collect();
+                return Err(cycle(desired, &addrs, a));
             }
         }
     }
-    Ok(sorted.into_iter().map(|i| addrs[i].clone()).collect())
+    Ok(sorted)
 }
 
 /// The cycle behind an edge that goes against the kind order (petgraph
@@ -120,7 +119,12 @@ mod tests {
             r(Kind::Image, "logo", &[]),
             r(Kind::Template, "b", &[]),
         ]);
-        let names: Vec<String> = order(&d).unwrap().iter().map(|a| a.to_string()).collect();
+        let keys: Vec<&Address> = d.resources.keys().collect();
+        let names: Vec<String> = order(&d)
+            .unwrap()
+            .iter()
+            .map(|i| keys[*i].to_string())
+            .collect();
         assert_eq!(
             names,
             [

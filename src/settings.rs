@@ -121,6 +121,20 @@ impl Settings {
         Self::resolve_with(flags, &GatewayBlock::default())
     }
 
+    /// Where the state is when nothing in the manifests moves it: `--state`,
+    /// else `CARDFORM_STATE`, else the default directory. A run reads it
+    /// while the manifests load, and keeps what it read only if the
+    /// settings resolved with the manifests agree (a manifest's `state:`
+    /// block yields to both). `None` when the value does not parse: the
+    /// full resolution reports that.
+    pub fn state_before_manifests(flags: &Overrides) -> Option<Location> {
+        match (flags.state.as_ref(), env("CARDFORM_STATE")) {
+            (Some(flag), _) => location(&flag.to_string_lossy(), "--state").ok(),
+            (None, Some(v)) => location(&v, "CARDFORM_STATE").ok(),
+            (None, None) => Some(Location::Dir(PathBuf::from("state"))),
+        }
+    }
+
     /// Flags win over `CARDFORM_*` variables, which win over the manifest's
     /// gateway block (how a pipeline points the same manifests elsewhere).
     pub fn resolve_with(flags: &Overrides, manifest: &GatewayBlock) -> Result<Self, SettingsError> {

@@ -51,6 +51,8 @@ struct Ctx<'a> {
     /// `merchant/image` names that are declared but unusable (already
     /// reported): references to them add no second error.
     broken_images: BTreeSet<(String, String)>,
+    /// A default template merged with its `extends` chain, by name.
+    bases: HashMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +62,8 @@ struct ImageFacts {
     height: usize,
     bytes: u64,
     sha256: String,
+    /// The path as recorded: relative to the project root.
+    relative: String,
 }
 
 impl Ctx<'_> {
@@ -119,6 +123,7 @@ impl Ctx<'_> {
                 height: size.height,
                 bytes: bytes.len() as u64,
                 sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                relative: super::relative_path(&self.root, path),
             })
         })();
         self.images.insert(path.to_path_buf(), r.clone());
@@ -199,36 +204,68 @@ fn merge(base: &mut Value, over: &Value) {
     }
 }
 
-/// Interpolate every string in a JSON value; errors name the field.
+/// One step of the path to a value inside a template (a key or an index).
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The field a path names: `style.name`, `columns[0].title`.
+fn field_of(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Interpolate every string in a JSON value; errors name the field. The
+/// field's name is spelled out only for an error: a template of plain
+/// strings costs no allocation here.
 fn interpolate_value(
     v: &mut Value,
-    field: &str,
     var: &dyn Fn(&str) -> Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<(String, String)>,
 ) {
-    match v {
-        Value::String(s) => match interpolate(s, var, env) {
-            Ok(n) => *s = n,
-            Err(e) => errors.push((field.to_string(), e)),
-        },
-        Value::Array(a) => {
-            for (i, x) in a.iter_mut().enumerate() {
-                interpolate_value(x, &format!("{field}[{i}]"), var, env, errors);
+    fn walk<'a>(
+        v: &'a mut Value,
+        path: &mut Vec<Seg<'a>>,
+        var: &dyn Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<(String, String)>,
+    ) {
+        match v {
+            Value::String(s) if s.contains("${") => match interpolate(s, var, env) {
+                Ok(n) => *s = n,
+                Err(e) => errors.push((field_of(path), e)),
+            },
+            Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    path.push(Seg::Index(i));
+                    walk(x, path, var, env, errors);
+                    path.pop();
+                }
             }
-        }
-        Value::Object(m) => {
-            for (k, x) in m.iter_mut() {
-                let f = if field.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{field}.{k}")
-                };
-                interpolate_value(x, &f, var, env, errors);
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    path.push(Seg::Key(k));
+                    walk(x, path, var, env, errors);
+                    path.pop();
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
+    walk(v, &mut Vec::new(), var, env, errors);
 }
 
 pub fn lower(
@@ -245,6 +282,7 @@ pub fn lower(
         images: HashMap::new(),
         root: project.root.clone(),
         broken_images: BTreeSet::new(),
+        bases: HashMap::new(),
     };
     let mut project = project.clone();
     // 1. merge sections
@@ -906,7 +944,7 @@ fn lower_merchant(
                 address,
                 deps: Vec::new(),
                 attrs: Attrs::Image(ImageAttrs {
-                    file: super::relative_path(&ctx.root, &path),
+                    file: facts.relative,
                     source: path,
                     role: role_name(img.role).into(),
                     image_type: facts.format.into(),
@@ -981,10 +1019,22 @@ fn lower_merchant(
                 .iter()
                 .map(|n| default_templates[n].0.clone())
                 .collect();
-            for name in chain.iter().rev() {
-                let v =
-                    serde_json::to_value(&default_templates[name].1).expect("raw types serialize");
-                merge(&mut base, &v);
+            // The chain's merged value is the same for every template that
+            // extends the same default: built once per run.
+            if let Some(first) = chain.first() {
+                base = ctx
+                    .bases
+                    .entry(first.clone())
+                    .or_insert_with(|| {
+                        let mut merged = Value::Object(Default::default());
+                        for name in chain.iter().rev() {
+                            let v = serde_json::to_value(&default_templates[name].1)
+                                .expect("raw types serialize");
+                            merge(&mut merged, &v);
+                        }
+                        merged
+                    })
+                    .clone();
             }
         }
         merge(
@@ -1000,7 +1050,7 @@ fn lower_merchant(
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default();
         let mut errors = Vec::new();
-        interpolate_value(&mut base, "", &var, ctx.env, &mut errors);
+        interpolate_value(&mut base, &var, ctx.env, &mut errors);
         for (field, e) in errors {
             ctx.report(&at, &field, e);
         }
@@ -1043,7 +1093,7 @@ fn lower_merchant(
             }
             let mut tier = tier.clone();
             let mut errors = Vec::new();
-            interpolate_value(&mut tier, "", &var, ctx.env, &mut errors);
+            interpolate_value(&mut tier, &var, ctx.env, &mut errors);
             for (field, e) in errors {
                 ctx.report(&tat, &field, e);
             }

@@ -101,13 +101,38 @@ pub struct Read {
 }
 
 /// [`open`] for a run that only reads.
+///
+/// The state is read on a second thread while the manifests load (on a
+/// large project the two take about as long), from where it is unless the
+/// manifests move it ([`Settings::state_before_manifests`]). That early read
+/// never waits for a lock and never creates a directory: if it was refused,
+/// failed, or read another place than the settings resolve to, it is
+/// dropped and the state is read again the ordinary way, so every answer
+/// and message is the one a sequential read gives.
 pub fn read(common: &Common, flags: &crate::settings::Overrides, operation: &str) -> Result<Read> {
-    let desired = load(&common.project, &common.vars)?;
+    let early = Settings::state_before_manifests(flags).filter(|l| match l {
+        Location::Dir(d) => d.is_dir(),
+        Location::Postgres(_) => true,
+    });
+    let (desired, early) = std::thread::scope(|s| {
+        let early = early.map(|location| {
+            s.spawn(move || {
+                let snapshot = location.backend().read(operation, Duration::ZERO);
+                (location, snapshot)
+            })
+        });
+        let desired = load(&common.project, &common.vars);
+        (desired, early.map(|h| h.join()))
+    });
+    let desired = desired?;
     let settings = Settings::resolve_with(flags, &desired.gateway)?;
-    let snapshot = settings
-        .state
-        .backend()
-        .read(operation, common.lock_timeout)?;
+    let snapshot = match early {
+        Some(Ok((location, Ok(snapshot)))) if location == settings.state => snapshot,
+        _ => settings
+            .state
+            .backend()
+            .read(operation, common.lock_timeout)?,
+    };
     let binding = binding(&desired, &settings);
     check_binding(&snapshot, &binding, &settings.state)?;
     Ok(Read {

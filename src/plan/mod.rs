@@ -4,7 +4,7 @@
 //! No clock, no network, no store: `plan(&Desired, &Snapshot, &Options)`.
 //! Output order is deterministic (dependency order, then address).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,7 +15,7 @@ pub mod select;
 pub use select::Selection;
 
 use crate::graph;
-use crate::model::{Address, Attrs, Desired, Kind};
+use crate::model::{Address, Attrs, Desired, Kind, Resource};
 use crate::state::Snapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -423,19 +423,29 @@ pub fn merchant_digest(snap: &Snapshot, merchants: &BTreeSet<String>) -> String 
 
 /// The hash a saved plan is checked against.
 pub fn desired_hash(desired: &Desired) -> String {
-    let hashes: BTreeMap<&Address, String> = desired
-        .resources
-        .iter()
-        .map(|(a, r)| (a, r.attrs.hash()))
-        .collect();
-    desired_hash_from(desired, &hashes)
+    desired_hash_from(desired, &attr_hashes(desired))
 }
 
-fn desired_hash_from(desired: &Desired, hashes: &BTreeMap<&Address, String>) -> String {
+/// Each resource's attribute hash, in `desired.resources` order (computed
+/// on every core: each is a serialization and a sha256).
+fn attr_hashes(desired: &Desired) -> Vec<String> {
+    use rayon::prelude::*;
+    let resources: Vec<&Resource> = desired.resources.values().collect();
+    resources.par_iter().map(|r| r.attrs.hash()).collect()
+}
+
+/// `hashes` in `desired.resources` order.
+fn desired_hash_from(desired: &Desired, hashes: &[String]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    for (address, hash) in hashes {
-        h.update(address.to_string().as_bytes());
+    for (address, hash) in desired.resources.keys().zip(hashes) {
+        // The bytes of `address.to_string()`, without building it.
+        h.update(b"merchant.");
+        h.update(address.merchant.as_bytes());
+        h.update(b"/");
+        h.update(address.kind.as_str().as_bytes());
+        h.update(b".");
+        h.update(address.name.as_bytes());
         h.update(hash.as_bytes());
     }
     for (name, m) in &desired.merchants {
@@ -508,6 +518,7 @@ fn diff_paths(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) 
 }
 
 pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, PlanError> {
+    // Positions in `desired.resources`, in dependency order.
     let order = graph::order(desired)?;
     let (snap, origin) = after_moves(desired, snap)?;
     let snap = snap.as_ref();
@@ -528,16 +539,18 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
     }
     let selected = opts.select.scope(desired, snap)?;
     let in_scope = |a: &Address| selected.as_ref().is_none_or(|s| s.addresses.contains(a));
-    let hashes: BTreeMap<&Address, String> = desired
-        .resources
-        .iter()
-        .map(|(a, r)| (a, r.attrs.hash()))
-        .collect();
-    let mut actions: BTreeMap<Address, Action> = BTreeMap::new();
-    let mut changes = Vec::new();
-    for address in order.iter().filter(|a| in_scope(a)) {
-        let res = &desired.resources[address];
-        let hash = &hashes[address];
+    let hashes = attr_hashes(desired);
+    let entries: Vec<(&Address, &Resource)> = desired.resources.iter().collect();
+    // What gets a new id in this plan (created, replaced, adopted): its
+    // dependents change too. A no-op plan inserts nothing here.
+    let mut renews: HashSet<&Address> = HashSet::new();
+    let mut changes = Vec::with_capacity(order.len());
+    for &i in &order {
+        let (address, res) = entries[i];
+        if !in_scope(address) {
+            continue;
+        }
+        let hash = &hashes[i];
         let (action, reason, before) = match snap.resources.get(address) {
             None if matches!(&res.attrs, Attrs::Image(i) if i.id.is_some()) => {
                 let id = match &res.attrs {
@@ -611,12 +624,9 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                 // A dependency that gets a new id (an image uploaded anew, a
                 // template replaced) changes this resource at the gateway
                 // even when its own attributes are the same.
-                let renewed_dep = res.deps.iter().find(|d| {
-                    matches!(
-                        actions.get(*d),
-                        Some(Action::Create | Action::Replace | Action::Import)
-                    )
-                });
+                let renewed_dep = (!renews.is_empty())
+                    .then(|| res.deps.iter().find(|d| renews.contains(d)))
+                    .flatten();
                 let same_image = match &res.attrs {
                     Attrs::Image(img) => img.same_image(&old_attrs()),
                     _ => false,
@@ -666,7 +676,9 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                 }
             }
         };
-        actions.insert(address.clone(), action);
+        if matches!(action, Action::Create | Action::Replace | Action::Import) {
+            renews.insert(address);
+        }
         changes.push(Change {
             address: address.clone(),
             kind: address.kind,
@@ -680,11 +692,16 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         });
     }
     // Retire what left the manifests, dependents first (URLs before templates).
-    let mut retired: Vec<&Address> = snap
-        .resources
-        .keys()
-        .filter(|a| !desired.resources.contains_key(*a) && in_scope(a))
-        .collect();
+    // Both maps are in address order: one merged walk finds what the
+    // manifests no longer have.
+    let mut retired: Vec<&Address> = Vec::new();
+    let mut wanted = desired.resources.keys().peekable();
+    for a in snap.resources.keys() {
+        while wanted.next_if(|w| *w < a).is_some() {}
+        if wanted.next_if(|w| *w == a).is_none() && in_scope(a) {
+            retired.push(a);
+        }
+    }
     retired.sort_by(|a, b| (b.kind, *b).cmp(&(a.kind, *a)));
     for address in retired {
         let old = &snap.resources[address];

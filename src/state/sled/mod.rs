@@ -60,6 +60,22 @@ struct Record {
     gone: bool,
 }
 
+/// A snapshot being read, record by record.
+trait AddRecord {
+    fn add(&mut self, record: Record);
+}
+
+impl AddRecord for Snapshot {
+    fn add(&mut self, record: Record) {
+        if let Some(r) = record.resource {
+            self.resources.insert(r.address.clone(), r);
+        }
+        if let Some(i) = record.intent {
+            self.intents.insert(i.address.clone(), i);
+        }
+    }
+}
+
 /// A record's integrity fields alone: read without building the resource.
 #[derive(Deserialize)]
 struct Head {
@@ -104,7 +120,7 @@ pub struct SledStore {
     /// The records as `verify` read them on open, for the first snapshot
     /// (which a run takes at once) instead of reading the store twice;
     /// dropped by any write.
-    opened: std::sync::Mutex<Option<Vec<(sled::IVec, sled::IVec)>>>,
+    opened: std::sync::Mutex<Option<Snapshot>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StateError {
@@ -429,15 +445,22 @@ impl SledStore {
         }
         // One pass: check the records against the checkpoint and take up
         // the account where it was.
+        // Each record is parsed once, whole: the first snapshot takes the
+        // records from here instead of reading and parsing them again.
         let mut rows = Vec::new();
-        let mut raw = Vec::new();
+        let mut opened = Snapshot::empty();
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
-            let head: Head = decode(&k, &v)?;
+            let mut record: Record = decode(&k, &v)?;
+            let head = Head {
+                stamp: record.stamp,
+                was: record.was.take(),
+                gone: record.gone,
+            };
             rows.push((k.to_vec(), integrity::record_hash(&k, &v), head));
-            raw.push((k, v));
+            opened.add(record);
         }
-        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(raw);
+        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
         integrity::verify(
             &cp,
             rows.iter().map(|(_, h, r)| integrity::Seen {
@@ -599,38 +622,24 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, Sta
 
 impl SledStore {
     fn snapshot_unguarded(&self) -> Result<Snapshot, StateError> {
-        let mut snap = Snapshot::empty();
-
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut snap = match opened {
+            Some(snap) => snap,
+            None => {
+                let mut snap = Snapshot::empty();
+                for item in self.records.iter() {
+                    let (k, v) = item.map_err(io)?;
+                    snap.add(decode(&k, &v)?);
+                }
+                snap
+            }
+        };
         snap.meta = self.meta()?;
         for item in self.forgotten.iter() {
             let (k, v) = item.map_err(io)?;
             if let Ok(a) = String::from_utf8_lossy(&v).parse() {
                 snap.forgotten
                     .insert(String::from_utf8_lossy(&k).into_owned(), a);
-            }
-        }
-        let mut add = |k: &[u8], v: &[u8]| -> Result<(), StateError> {
-            let record: Record = decode(k, v)?;
-            if let Some(r) = record.resource {
-                snap.resources.insert(r.address.clone(), r);
-            }
-            if let Some(i) = record.intent {
-                snap.intents.insert(i.address.clone(), i);
-            }
-            Ok(())
-        };
-        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match opened {
-            Some(rows) => {
-                for (k, v) in &rows {
-                    add(k, v)?;
-                }
-            }
-            None => {
-                for item in self.records.iter() {
-                    let (k, v) = item.map_err(io)?;
-                    add(&k, &v)?;
-                }
             }
         }
         Ok(snap)
