@@ -240,7 +240,7 @@ impl Shared {
 
     /// Who the calls for `address` are made for.
     fn scope(&self, address: &Address) -> Result<Scope, Failure> {
-        let token: Option<&Secret> = match self.tokens.get(&address.merchant) {
+        let token: Option<&Secret> = match self.tokens.get(address.merchant.as_str()) {
             Some(Ok(t)) => t.as_ref(),
             Some(Err(e)) => return Err(Failure::Local(e.clone())),
             None => None,
@@ -572,7 +572,7 @@ async fn walk(
     let mut stopped: BTreeMap<String, String> = BTreeMap::new();
     let mut schedule = schedule::Schedule::new(work);
     for (m, hint) in blocked {
-        if let Some(i) = work.iter().position(|c| &c.address.merchant == m) {
+        if let Some(i) = work.iter().position(|c| c.address.merchant == m) {
             schedule.stop_merchant(i);
             stopped.insert(m.clone(), hint.clone());
         }
@@ -649,7 +649,9 @@ async fn walk(
             && let Some(block) = crate::alipay::MerchantBlock::of(sc)
         {
             let m = &line.address.merchant;
-            stopped.entry(m.clone()).or_insert_with(|| block.hint(m));
+            stopped
+                .entry(m.to_string())
+                .or_insert_with(|| block.hint(m));
             schedule.stop_merchant(i);
         }
         schedule.done(i, matches!(line.outcome, Outcome::Done { .. }));
@@ -730,7 +732,7 @@ pub async fn apply(
     let stats = shared.provider.gateway.stats().since(&before);
     let mut merchants: BTreeMap<String, MerchantResult> = BTreeMap::new();
     for l in &results {
-        let m = merchants.entry(l.address.merchant.clone()).or_default();
+        let m = merchants.entry(l.address.merchant.to_string()).or_default();
         match l.outcome {
             Outcome::Done { .. } => m.done += 1,
             Outcome::Failed { .. } => m.failed += 1,

@@ -119,7 +119,7 @@ impl Schedule {
         let i = self.ready.pop_front()?;
         let because = self
             .stopped
-            .get(&self.addresses[i].merchant)
+            .get(self.addresses[i].merchant.as_str())
             .cloned()
             .or_else(|| {
                 self.deps[i]
@@ -152,7 +152,7 @@ impl Schedule {
     pub fn stop_merchant(&mut self, i: usize) {
         let a = &self.addresses[i];
         self.stopped
-            .entry(a.merchant.clone())
+            .entry(a.merchant.to_string())
             .or_insert_with(|| a.clone());
     }
 

@@ -292,7 +292,7 @@ pub fn lower(
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut default_images: BTreeMap<String, (At, raw::Image)> = BTreeMap::new();
     let mut default_templates: BTreeMap<String, (At, raw::Template)> = BTreeMap::new();
-    let mut merchants: BTreeMap<String, (At, raw::Merchant)> = BTreeMap::new();
+    let mut merchants: BTreeMap<&str, (At, &raw::Merchant)> = BTreeMap::new();
     let mut seen: HashMap<String, At> = HashMap::new();
     for (i, (_, m)) in files.iter().enumerate() {
         if let Some(g) = &m.gateway {
@@ -386,7 +386,7 @@ pub fn lower(
                         .with_hint(NAME_HINT);
                     ctx.diags.push(d);
                 }
-                merchants.insert(k.clone(), (at, v.clone()));
+                merchants.insert(k.as_str(), (at, v));
             }
         }
     }

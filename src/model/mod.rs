@@ -3,6 +3,7 @@
 //! which changes the gateway cannot make in place. No I/O, and no gateway
 //! vocabulary: that is `provider`'s.
 
+use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -49,19 +50,23 @@ impl Kind {
 
 /// A stable address: `merchant.<merchant>/<kind>.<name>`, e.g.
 /// `merchant.brew/template.club.gold`.
+///
+/// Its two names are [`CompactString`]s: up to 24 bytes (nearly every name)
+/// they live inside the address, so the many copies a large project holds
+/// (map keys, dependencies, plan changes, state records) cost no allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    pub merchant: String,
+    pub merchant: CompactString,
     pub kind: Kind,
-    pub name: String,
+    pub name: CompactString,
 }
 
 impl Address {
     pub fn new(merchant: &str, kind: Kind, name: &str) -> Self {
         Address {
-            merchant: merchant.to_string(),
+            merchant: merchant.into(),
             kind,
-            name: name.to_string(),
+            name: name.into(),
         }
     }
 
@@ -115,7 +120,7 @@ impl Serialize for Address {
 
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }

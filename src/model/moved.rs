@@ -44,9 +44,9 @@ impl Movable {
     /// Where `address` goes when `self` moves to `to`, if `self` covers it.
     pub fn relocate(&self, to: &Movable, address: &Address) -> Option<Address> {
         match (self, to) {
-            (Movable::Merchant(from), Movable::Merchant(to)) if &address.merchant == from => {
+            (Movable::Merchant(from), Movable::Merchant(to)) if address.merchant == from => {
                 Some(Address {
-                    merchant: to.clone(),
+                    merchant: to.as_str().into(),
                     ..address.clone()
                 })
             }
@@ -72,7 +72,7 @@ impl Movable {
                 let name = if rest.is_empty() {
                     to.name.clone()
                 } else {
-                    format!("{}.{rest}", to.name)
+                    compact_str::format_compact!("{}.{rest}", to.name)
                 };
                 Some(Address {
                     merchant: to.merchant.clone(),

@@ -392,7 +392,9 @@ async fn refuse_unmanaged(
                 for c in &plan.changes {
                     let m = &c.address.merchant;
                     if namespace(m).as_ref() == Some(&ns) {
-                        blocked.entry(m.clone()).or_insert_with(|| block.hint(m));
+                        blocked
+                            .entry(m.to_string())
+                            .or_insert_with(|| block.hint(m));
                     }
                 }
             }

@@ -64,7 +64,7 @@ pub async fn refresh(
     let known = &known;
     let token = &token;
     let mut all: BTreeSet<String> = merchants.clone();
-    all.extend(snapshot.resources.keys().map(|a| a.merchant.clone()));
+    all.extend(snapshot.resources.keys().map(|a| a.merchant.to_string()));
     // Templates are listed per namespace: a merchant's app_auth_token, or
     // the app's own, shared by every merchant without one. Each is listed once.
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -90,7 +90,7 @@ pub async fn refresh(
             let images: BTreeMap<String, String> = snapshot
                 .resources
                 .values()
-                .filter(|r| ms.contains(&r.address.merchant) && r.kind == Kind::Image)
+                .filter(|r| ms.iter().any(|m| *m == r.address.merchant) && r.kind == Kind::Image)
                 .filter_map(|r| Some((r.ids.image_id.clone()?, r.address.to_string())))
                 .collect();
             let mut missing: Vec<Address> = Vec::new();
@@ -99,7 +99,7 @@ pub async fn refresh(
             for r in snapshot
                 .resources
                 .values()
-                .filter(|r| ms.contains(&r.address.merchant) && r.kind == Kind::Template)
+                .filter(|r| ms.iter().any(|m| *m == r.address.merchant) && r.kind == Kind::Template)
             {
                 let Some(id) = r.ids.template_id.as_deref() else {
                     continue;
@@ -256,7 +256,7 @@ pub async fn plan(
             Some(scope) => {
                 let mut view = snapshot.clone();
                 view.resources
-                    .retain(|a, _| scope.merchants.contains(&a.merchant));
+                    .retain(|a, _| scope.merchants.contains(a.merchant.as_str()));
                 let merchants: BTreeSet<String> = desired
                     .merchants
                     .keys()

@@ -151,7 +151,7 @@ pub fn outputs(snap: &Snapshot) -> BTreeMap<String, Vec<TemplateOutput>> {
             .resources
             .get(&r.address.with_kind(Kind::ActivationUrl))
             .and_then(|u| u.ids.apply_card_url.clone());
-        out.entry(r.address.merchant.clone())
+        out.entry(r.address.merchant.to_string())
             .or_default()
             .push(TemplateOutput {
                 address: r.address.clone(),

@@ -394,7 +394,7 @@ pub fn refresh_only(desired: &Desired, snap: &Snapshot, opts: &Options) -> Resul
 /// nothing of those merchants changed.
 pub fn merchant_digest(snap: &Snapshot, merchants: &BTreeSet<String>) -> String {
     use sha2::Digest;
-    let mine = |a: &Address| merchants.contains(&a.merchant);
+    let mine = |a: &Address| merchants.contains(a.merchant.as_str());
     let mut h = sha2::Sha256::new();
     for (a, r) in snap.resources.iter().filter(|(a, _)| mine(a)) {
         h.update(a.to_string());
@@ -685,9 +685,14 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             action,
             reason,
             before,
-            // No-ops carry no attributes: plans of large projects stay small.
+            // No-ops carry no attributes and no dependencies (nothing waits
+            // for them): plans of large projects stay small.
             after: (action != Action::NoOp).then(|| res.attrs.to_json()),
-            deps: res.deps.clone(),
+            deps: if action == Action::NoOp {
+                Vec::new()
+            } else {
+                res.deps.clone()
+            },
             moved_from: None,
         });
     }

@@ -131,7 +131,7 @@ impl Selection {
         addresses.retain(selected);
         let left_out = all.len() - all.iter().filter(|a| addresses.contains(**a)).count();
         Ok(Some(Scope {
-            merchants: addresses.iter().map(|a| a.merchant.clone()).collect(),
+            merchants: addresses.iter().map(|a| a.merchant.to_string()).collect(),
             addresses,
             left_out,
         }))

@@ -188,7 +188,7 @@ fn retire_warning(n: usize) -> String {
 fn per_merchant(changes: &[&Change]) -> BTreeMap<String, [usize; 4]> {
     let mut per: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for c in changes {
-        let e = per.entry(c.address.merchant.clone()).or_default();
+        let e = per.entry(c.address.merchant.to_string()).or_default();
         match c.action {
             Action::Create => e[0] += 1,
             Action::Update => e[1] += 1,

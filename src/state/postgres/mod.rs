@@ -198,8 +198,11 @@ impl StateStore for PgStore {
 
     fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
         let s = self.names();
-        let (address, merchant, record) =
-            (r.address.to_string(), r.address.merchant.clone(), json(r));
+        let (address, merchant, record) = (
+            r.address.to_string(),
+            r.address.merchant.to_string(),
+            json(r),
+        );
         let job = move |c: &mut Client| {
             change(c, &s, durability, |tx, serial| {
                 tx.execute(
@@ -270,7 +273,7 @@ impl StateStore for PgStore {
         let s = self.names();
         let (address, merchant, text) = (
             intent.address.to_string(),
-            intent.address.merchant.clone(),
+            intent.address.merchant.to_string(),
             json(intent),
         );
         self.worker.call(move |c| {
@@ -322,7 +325,7 @@ impl StateStore for PgStore {
     fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
         let s = self.names();
         let (from_key, to_key, to_merchant) =
-            (from.to_string(), to.to_string(), to.merchant.clone());
+            (from.to_string(), to.to_string(), to.merchant.to_string());
         let to = to.clone();
         self.worker.call(move |c| {
             change(c, &s, Durability::Flushed, |tx, serial| {
@@ -404,7 +407,7 @@ pub(crate) fn write_all(
                 &insert_r,
                 &[
                     &r.address.to_string(),
-                    &r.address.merchant,
+                    &r.address.merchant.as_str(),
                     &serial,
                     &json(r),
                 ],
@@ -417,7 +420,11 @@ pub(crate) fn write_all(
         for i in snap.intents.values() {
             tx.execute(
                 &insert_i,
-                &[&i.address.to_string(), &i.address.merchant, &json(i)],
+                &[
+                    &i.address.to_string(),
+                    &i.address.merchant.as_str(),
+                    &json(i),
+                ],
             )?;
         }
         for (t, a) in &snap.forgotten {

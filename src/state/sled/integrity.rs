@@ -119,9 +119,30 @@ pub struct Seen<'a> {
 
 /// Whether `records` add up to `cp`; otherwise why not.
 pub fn verify<'a>(cp: &Checkpoint, records: impl Iterator<Item = Seen<'a>>) -> Result<(), String> {
-    let mut tally = Tally::default();
+    let mut check = Check::new(cp);
     for r in records {
-        if r.stamp > cp.stamp {
+        check.see(&r)?;
+    }
+    check.finish()
+}
+
+/// [`verify`] one record at a time, for a caller that reads each record
+/// once and keeps nothing of it for the check.
+pub struct Check<'c> {
+    cp: &'c Checkpoint,
+    tally: Tally,
+}
+
+impl<'c> Check<'c> {
+    pub fn new(cp: &'c Checkpoint) -> Self {
+        Check {
+            cp,
+            tally: Tally::default(),
+        }
+    }
+
+    pub fn see(&mut self, r: &Seen) -> Result<(), String> {
+        if r.stamp > self.cp.stamp {
             // Written after the checkpoint: count what the key held then.
             match r.was {
                 Some("") => {}
@@ -129,7 +150,7 @@ pub fn verify<'a>(cp: &Checkpoint, records: impl Iterator<Item = Seen<'a>>) -> R
                     let mut h = [0u8; 32];
                     hex::decode_to_slice(was, &mut h)
                         .map_err(|_| "a record's checkpoint hash is malformed".to_string())?;
-                    tally.add(&h);
+                    self.tally.add(&h);
                 }
                 None => {
                     return Err(
@@ -138,19 +159,25 @@ pub fn verify<'a>(cp: &Checkpoint, records: impl Iterator<Item = Seen<'a>>) -> R
                 }
             }
         } else if !r.gone {
-            tally.add(&r.hash);
+            self.tally.add(&r.hash);
         }
+        Ok(())
     }
-    if tally.count != cp.count {
-        return Err(format!(
-            "it holds {} record(s) where its checkpoint counts {}",
-            tally.count, cp.count
-        ));
+
+    pub fn finish(self) -> Result<(), String> {
+        if self.tally.count != self.cp.count {
+            return Err(format!(
+                "it holds {} record(s) where its checkpoint counts {}",
+                self.tally.count, self.cp.count
+            ));
+        }
+        if hex::encode(self.tally.digest) != self.cp.digest {
+            return Err(
+                "its records do not match their checkpoint digest (altered or lost)".into(),
+            );
+        }
+        Ok(())
     }
-    if hex::encode(tally.digest) != cp.digest {
-        return Err("its records do not match their checkpoint digest (altered or lost)".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

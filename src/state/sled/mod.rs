@@ -82,8 +82,6 @@ struct Head {
     #[serde(default)]
     stamp: u64,
     #[serde(default)]
-    was: Option<String>,
-    #[serde(default)]
     gone: bool,
 }
 
@@ -443,40 +441,30 @@ impl SledStore {
                 ));
             }
         }
-        // One pass: check the records against the checkpoint and take up
-        // the account where it was.
-        // Each record is parsed once, whole: the first snapshot takes the
-        // records from here instead of reading and parsing them again.
-        let mut rows = Vec::new();
+        // One pass: check the records against the checkpoint, take up the
+        // account where it was, and parse each record once, whole (the
+        // first snapshot takes the records from here instead of reading
+        // them again). Nothing is kept per record for the check itself.
+        let mut check = integrity::Check::new(&cp);
+        let mut live = Live {
+            stamp: cp.stamp,
+            ..Live::default()
+        };
         let mut opened = Snapshot::empty();
         for item in self.records.iter() {
             let (k, v) = item.map_err(io)?;
             let mut record: Record = decode(&k, &v)?;
-            let head = Head {
+            let was = record.was.take();
+            let seen = integrity::Seen {
+                hash: integrity::record_hash(&k, &v),
                 stamp: record.stamp,
-                was: record.was.take(),
+                was: was.as_deref(),
                 gone: record.gone,
             };
-            rows.push((k.to_vec(), integrity::record_hash(&k, &v), head));
-            opened.add(record);
-        }
-        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
-        integrity::verify(
-            &cp,
-            rows.iter().map(|(_, h, r)| integrity::Seen {
-                hash: *h,
-                stamp: r.stamp,
-                was: r.was.as_deref(),
-                gone: r.gone,
-            }),
-        )
-        .map_err(|e| damaged(dir, e))?;
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.stamp = cp.stamp;
-        for (k, h, r) in rows {
-            live.stamp = live.stamp.max(r.stamp);
-            if r.stamp > cp.stamp {
-                let was = match r.was.as_deref() {
+            check.see(&seen).map_err(|e| damaged(dir, e))?;
+            live.stamp = live.stamp.max(seen.stamp);
+            if seen.stamp > cp.stamp {
+                let was = match seen.was {
                     Some("") | None => None,
                     Some(w) => {
                         let mut b = [0u8; 32];
@@ -484,15 +472,19 @@ impl SledStore {
                         Some(b)
                     }
                 };
-                live.at_checkpoint.insert(k.clone(), was);
+                live.at_checkpoint.insert(k.to_vec(), was);
             }
-            if r.gone {
-                live.tombstones.push(k);
+            if seen.gone {
+                live.tombstones.push(k.to_vec());
             } else {
-                live.tally.add(&h);
-                live.hashes.insert(k, h);
+                live.tally.add(&seen.hash);
+                live.hashes.insert(k.to_vec(), seen.hash);
             }
+            opened.add(record);
         }
+        check.finish().map_err(|e| damaged(dir, e))?;
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
         Ok(())
     }
 
