@@ -49,6 +49,7 @@ pub mod model;
 pub mod ops;
 pub mod pki;
 pub mod plan;
+pub mod preview;
 pub mod provider;
 pub mod render;
 pub mod sandbox;

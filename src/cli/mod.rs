@@ -9,6 +9,7 @@ mod drift;
 mod import;
 mod keys;
 mod plan;
+mod preview;
 mod sandbox;
 mod state;
 mod validate;
@@ -62,6 +63,8 @@ pub enum Command {
     Keys(keys::Command),
     /// Check manifests: schema, references, images, tiers; every problem located
     Validate(validate::Args),
+    /// Draw each template as the Alipay wallet shows the card (PNG per template and tier)
+    Preview(preview::Args),
     /// Print the manifest JSON Schema
     Schema(validate::SchemaArgs),
     /// Benchmarks: plan at scale, apply throughput (prints figures)
@@ -185,6 +188,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Keys(cmd) => keys::exec(cmd),
         Command::Validate(args) => validate::exec(args),
+        Command::Preview(args) => preview::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
         Command::Bench(cmd) => bench::exec(cmd, &over).await,
     }

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod import;
 pub mod keys;
 pub mod plan;
+pub mod preview;
 pub mod project;
 pub mod refresh;
 pub mod sandbox;
