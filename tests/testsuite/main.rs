@@ -13,6 +13,7 @@ mod isv;
 mod known_answers;
 mod pg;
 mod plan_apply;
+mod preview;
 mod property;
 mod seams;
 mod snapshots;
