@@ -12,6 +12,10 @@
 #                 headed by a marker so the pipeline updates one comment in place
 #   plan.md       the whole Markdown plan (the job artifact)
 #   changes       "yes" or "no" (from --detailed-exitcode)
+#   previews/     before/after pictures of every template the plan creates,
+#                 updates or replaces (cardform plan --preview-dir); plan.md and
+#                 comment.md show them with links relative to OUT, so the
+#                 uploaded artifact (OUT) displays them beside the plan
 # apply applies OUT/plan.json if it has changes. A plan made before another
 # merge changed the state or the manifests is refused as stale: re-run the
 # pipeline (or push) to plan again. Concurrent applies queue on the state's
@@ -33,11 +37,17 @@ marker='<!-- cardform-plan -->'
 case "$step" in
 plan)
   mkdir -p "$out"
-  # The whole plan for the artifact, then the saved plan and the comment.
-  "$cardform" plan "$project" --format markdown --max-bytes 100000000 >"$out/plan.md"
+  # The whole plan for the artifact (with the card previews), then the
+  # saved plan and the comment. The pictures' links are made relative to
+  # OUT, where plan.md and comment.md sit in the uploaded artifact.
+  rm -rf "$out/previews"
+  prefix=$(printf '%s' "$out/" | sed 's/[][\.*^$/]/\\&/g')
+  relative() { sed "s/](${prefix}previews\//](previews\//g"; }
+  "$cardform" plan "$project" --format markdown --max-bytes 100000000 \
+    --preview-dir "$out/previews" | relative >"$out/plan.md"
   set +e
   "$cardform" plan "$project" --format markdown --max-bytes 60000 \
-    --out "$out/plan.json" --detailed-exitcode >"$out/comment.body"
+    --out "$out/plan.json" --detailed-exitcode --preview-dir "$out/previews" >"$out/comment.body"
   code=$?
   set -e
   case "$code" in
@@ -45,7 +55,7 @@ plan)
   2) echo yes >"$out/changes" ;;
   *) exit "$code" ;;
   esac
-  { echo "$marker"; cat "$out/comment.body"; } >"$out/comment.md"
+  { echo "$marker"; relative <"$out/comment.body"; } >"$out/comment.md"
   rm -f "$out/comment.body"
   echo "cardform plan: changes=$(cat "$out/changes")"
   ;;

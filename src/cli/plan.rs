@@ -92,6 +92,10 @@ pub struct Args {
     /// Exit 0 with no changes, 2 with changes, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Write before/after pictures of every template the plan creates,
+    /// updates or replaces into DIR (the Markdown plan links them)
+    #[arg(long, value_name = "DIR")]
+    pub preview_dir: Option<PathBuf>,
     #[command(flatten)]
     pub refresh: RefreshArgs,
 }
@@ -127,6 +131,10 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     if let Some(out) = &args.out {
         ops::plan::save(out, &common, &planned)?;
     }
+    let previews = match &args.preview_dir {
+        Some(dir) => Some(ops::preview::for_plan(plan, &planned.desired, dir)?),
+        None => None,
+    };
     match args.format {
         Format::Human => {
             render::text(&render::plan::human(plan, true));
@@ -140,6 +148,14 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         }
         Format::Json => render::json(plan),
         Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
+    }
+    if let (Some(dir), Some(previews)) = (&args.preview_dir, &previews) {
+        match args.format {
+            Format::Markdown => render::text(&render::plan::previews_markdown(dir, previews)),
+            // JSON stays the plan alone; the pictures are listed on stderr.
+            Format::Json => render::note(&render::plan::previews_human(dir, previews)),
+            Format::Human => render::text(&render::plan::previews_human(dir, previews)),
+        }
     }
     let drifted = plan.refresh.as_ref().is_some_and(|r| !r.drifted.is_empty());
     let code = if args.detailed_exitcode && (plan.has_changes() || drifted) {

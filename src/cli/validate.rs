@@ -39,6 +39,9 @@ pub fn exec(args: Args) -> Outcome {
         Format::Json => render::json(&report),
         Format::Human => {
             render::diagnostics(&report.diagnostics);
+            for w in &report.card_warnings {
+                render::note(&format!("warning: {}: {}", w.address, w.message));
+            }
             if report.valid {
                 render::line(&format!(
                     "{} is valid: {} file(s), {} merchant(s), {} resource(s)",

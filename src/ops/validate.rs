@@ -14,6 +14,39 @@ pub struct Report {
     pub merchants: usize,
     pub resources: usize,
     pub diagnostics: Diagnostics,
+    /// What the card previews show a reviewer should fix: text the wallet
+    /// cuts, text unreadable against the background under it, characters
+    /// the preview font cannot draw. Warnings: the project stays valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub card_warnings: Vec<CardWarning>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CardWarning {
+    pub address: crate::model::Address,
+    pub message: String,
+}
+
+/// The preview checks of every template (layouts and the backgrounds under
+/// the text; nothing is drawn).
+fn card_warnings(desired: &crate::model::Desired) -> Vec<CardWarning> {
+    use crate::preview::{self, DesiredImages, ImageSource};
+    use rayon::prelude::*;
+    let images = DesiredImages::new(desired);
+    preview::templates(desired, None)
+        .par_iter()
+        .flat_map_iter(|(address, t)| {
+            let layout = preview::layout::layout(t, preview::tier_of(address, t));
+            let background = images.pixels(&t.style.background);
+            preview::warnings(&layout, background.as_deref())
+                .into_iter()
+                .map(|w| CardWarning {
+                    address: (*address).clone(),
+                    message: w.message,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Load with the real environment for `${env:NAME}`.
@@ -30,7 +63,13 @@ pub fn load(path: &Path, vars: BTreeMap<String, String>) -> Loaded {
 
 pub fn validate(path: &Path, vars: BTreeMap<String, String>) -> Report {
     let loaded = load(path, vars);
+    let card_warnings = loaded
+        .desired
+        .as_ref()
+        .map(card_warnings)
+        .unwrap_or_default();
     Report {
+        card_warnings,
         valid: loaded.desired.is_some(),
         merchants: loaded.desired.as_ref().map_or(0, |d| d.merchants.len()),
         resources: loaded.desired.as_ref().map_or(0, |d| d.resources.len()),

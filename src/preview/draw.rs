@@ -58,8 +58,15 @@ fn image_into(canvas: &mut Pixmap, img: &Pixmap, r: &Rect, radius: f32) {
     mask.fill_path(&path, FillRule::Winding, true, Transform::identity());
     let sx = r.w / img.width() as f32;
     let sy = r.h / img.height() as f32;
+    // At the image's own size (a 1020 x 643 background) pixels are copied;
+    // scaled (logos, icons), filtered.
+    let exact = (sx - 1.0).abs() < 1e-6 && (sy - 1.0).abs() < 1e-6;
     let paint = PixmapPaint {
-        quality: FilterQuality::Bicubic,
+        quality: if exact {
+            FilterQuality::Nearest
+        } else {
+            FilterQuality::Bicubic
+        },
         ..PixmapPaint::default()
     };
     canvas.draw_pixmap(

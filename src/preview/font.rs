@@ -30,7 +30,8 @@ impl Face {
         c.is_control() || self.0.glyph_id(c) != GlyphId(0)
     }
 
-    /// The width of `text` at `px` pixels (advances and kerning).
+    /// The width of `text` at `px` pixels (advances and kerning). `px` is
+    /// ab_glyph's scale: the font's height from ascent to descent.
     pub fn width(&self, text: &str, px: f32) -> f32 {
         let f = self.0.as_scaled(PxScale::from(px));
         let mut w = 0.0;
@@ -91,9 +92,14 @@ mod tests {
         assert!(missing("会员卡 Brew Club ¥12.50 · 积分").is_empty());
         assert_eq!(missing("😀"), vec!['😀']);
         let f = face(true);
-        // CJK glyphs are full-width: about one em each.
+        // Sizes are ab_glyph's: `px` is the font's height (ascent to
+        // descent, 1.448 em for Noto Sans CJK), so a full-width CJK glyph
+        // (one em) is px / 1.448 wide.
         let w = f.width("会员", 40.0);
-        assert!((70.0..=84.0).contains(&w), "{w}");
+        assert!(
+            (2.0 * 40.0 / 1.448 - 1.0..=2.0 * 40.0 / 1.448 + 1.0).contains(&w),
+            "{w}"
+        );
         let (short, cut) = f.fit("Brew Club", 40.0, 1000.0);
         assert_eq!((short.as_str(), cut), ("Brew Club", false));
         let (long, cut) = f.fit("A very long card name that cannot fit", 40.0, 300.0);

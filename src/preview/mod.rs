@@ -160,10 +160,27 @@ pub struct Rendered {
 
 impl Rendered {
     pub fn png(&self) -> Vec<u8> {
-        self.pixmap
-            .encode_png()
-            .expect("bug: an in-memory PNG always encodes")
+        encode(&self.pixmap)
     }
+}
+
+/// A PNG of `p`, compressed fast (fdeflate): the default deflate took half
+/// of a preview's time for files a fifth smaller.
+pub fn encode(p: &Pixmap) -> Vec<u8> {
+    let rgba = p.clone().take_demultiplied();
+    let mut out = Vec::new();
+    {
+        let mut e = png::Encoder::new(&mut out, p.width(), p.height());
+        e.set_color(png::ColorType::Rgba);
+        e.set_depth(png::BitDepth::Eight);
+        e.set_compression(png::Compression::Fast);
+        let mut w = e
+            .write_header()
+            .expect("bug: an in-memory PNG header always writes");
+        w.write_image_data(&rgba)
+            .expect("bug: an in-memory PNG always encodes");
+    }
+    out
 }
 
 /// The tier a template is, if it is one: the level code its address ends in.

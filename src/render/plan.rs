@@ -567,3 +567,78 @@ pub fn confirm(plan: &crate::plan::Plan, to_stderr: bool) -> bool {
     let _ = std::io::stdin().lock().read_line(&mut answer);
     answer.trim() == "yes"
 }
+
+/// Where `plan --preview-dir` put its pictures, for people.
+pub fn previews_human(
+    dir: &std::path::Path,
+    previews: &[crate::ops::preview::PlanPreview],
+) -> String {
+    let mut out = String::new();
+    if previews.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo template changes: no preview written to {}.",
+            dir.display()
+        );
+        return out;
+    }
+    let _ = writeln!(out, "\nCard previews in {}:", dir.display());
+    for p in previews {
+        let shown = p.compare.as_ref().unwrap_or(&p.after);
+        let _ = writeln!(out, "  {}  {}", p.address, dir.join(shown).display());
+        for w in &p.warnings {
+            let _ = writeln!(out, "    warning: {w}");
+        }
+    }
+    out
+}
+
+/// The same as a Markdown section, with the pictures inline (paths relative
+/// to where the plan was run, as `--preview-dir` was given: a pipeline
+/// uploads that directory beside the comment).
+pub fn previews_markdown(
+    dir: &std::path::Path,
+    previews: &[crate::ops::preview::PlanPreview],
+) -> String {
+    let mut out = String::new();
+    if previews.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\n#### Card previews\n");
+    let link = |p: &std::path::PathBuf| dir.join(p).display().to_string().replace(' ', "%20");
+    for p in previews {
+        let _ = writeln!(out, "**`{}`** ({})\n", p.address, action_word(p.action));
+        match (&p.before, &p.compare) {
+            (Some(before), Some(compare)) => {
+                let _ = writeln!(
+                    out,
+                    "![before and after, changes outlined]({})\n\n[before]({}) · [after]({})\n",
+                    link(compare),
+                    link(before),
+                    link(&p.after)
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "![new card]({})\n", link(&p.after));
+            }
+        }
+        for w in &p.warnings {
+            let _ = writeln!(out, "- warning: {}", escape(w));
+        }
+        if !p.warnings.is_empty() {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Replace => "replace",
+        Action::Retire => "retire",
+        Action::NoOp => "no change",
+        Action::Import => "import",
+    }
+}

@@ -83,6 +83,12 @@ fn plan_on_branches_apply_reviewed_plans_on_merge_and_racing_merges() {
     assert!(comment.starts_with("<!-- cardform-plan -->\n"), "{comment}");
     assert!(comment.len() <= 60_000 + 40, "{}", comment.len());
     assert!(comment.contains("14 to create"), "{comment}");
+    // The card previews travel with the plan: links relative to the artifact.
+    assert!(
+        comment.contains("![new card](previews/brew/club.gold.after.png)"),
+        "{comment}"
+    );
+    assert!(out0.join("previews/brew/club.gold.after.png").is_file());
     assert!(
         std::fs::read_to_string(out0.join("plan.md"))
             .unwrap()

@@ -256,3 +256,146 @@ fn the_layout_puts_each_field_where_the_wallet_shows_it() {
         assert!(layout(t, None).text(Role::Level).is_none());
     }
 }
+
+#[test]
+fn validate_warns_about_unreadable_and_cut_text_and_stays_valid() {
+    let p = Project::example("coffee");
+    p.edit(
+        "cardform.yaml",
+        "name: Brew Club Gold",
+        "name: Brew Club Gold Members Reserve Card for Coffee Lovers",
+    );
+    let parent = p.dir().parent().unwrap().to_path_buf();
+    let report = run(cardform()
+        .current_dir(&parent)
+        .args(["validate", "project", "--format", "json"]))
+    .ok()
+    .json();
+    assert_eq!(report["valid"], true);
+    let warnings: Vec<(String, String)> = report["card_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["address"].as_str().unwrap().to_string(),
+                w["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let gold = "merchant.brew/template.club.gold";
+    assert!(
+        warnings
+            .iter()
+            .any(|(a, m)| a == gold && m.contains("does not fit"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|(a, m)| a == gold && m.starts_with("the card name (style.name) is hard to read"))
+    );
+    // Human output: the same warnings, and still valid.
+    run(cardform().current_dir(&parent).args(["validate", "project"]))
+        .ok()
+        .stderr_has("warning: merchant.brew/template.club.gold: the card name (style.name) `Brew Club Gold Members Reserve Card for Coffee Lovers` does not fit")
+        .stdout_has("project is valid");
+}
+
+/// The files under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(merchants) = std::fs::read_dir(dir) {
+        for m in merchants {
+            let m = m.unwrap().path();
+            for f in std::fs::read_dir(&m).unwrap() {
+                let f = f.unwrap().path();
+                out.push(f.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn plan_preview_dir_draws_each_changed_template_before_and_after_and_nothing_else() {
+    let p = Project::example("coffee");
+    let parent = p.dir().parent().unwrap().to_path_buf();
+    // Nothing applied yet: three creates, each drawn as it will be (no before).
+    let md = run(p.cmd().current_dir(&parent).args([
+        "plan",
+        "project",
+        "--format",
+        "markdown",
+        "--preview-dir",
+        "new",
+    ]))
+    .ok();
+    assert_eq!(
+        files(&parent.join("new")),
+        [
+            "brew/club.gold.after.png",
+            "brew/club.platinum.after.png",
+            "brew/club.silver.after.png"
+        ]
+    );
+    assert!(
+        md.stdout
+            .contains("![new card](new/brew/club.gold.after.png)"),
+        "{}",
+        md.stdout
+    );
+    run(p.cmd().args(["apply", "--auto-approve", "-p"]).arg(p.dir())).ok();
+    // One tier renamed: one before/after pair (and the side-by-side), no more.
+    p.edit(
+        "cardform.yaml",
+        "name: Brew Club Gold",
+        "name: Brew Gold Reserve",
+    );
+    let md = run(p.cmd().current_dir(&parent).args([
+        "plan",
+        "project",
+        "--format",
+        "markdown",
+        "--preview-dir",
+        "changed",
+    ]))
+    .ok();
+    assert_eq!(
+        files(&parent.join("changed")),
+        [
+            "brew/club.gold.after.png",
+            "brew/club.gold.before.png",
+            "brew/club.gold.compare.png"
+        ]
+    );
+    for link in [
+        "![before and after, changes outlined](changed/brew/club.gold.compare.png)",
+        "[before](changed/brew/club.gold.before.png)",
+        "[after](changed/brew/club.gold.after.png)",
+    ] {
+        assert!(md.stdout.contains(link), "{link} not in {}", md.stdout);
+    }
+    // The before is the recorded card, the after the manifests' one.
+    let before = Pixmap::load_png(parent.join("changed/brew/club.gold.before.png")).unwrap();
+    let after = Pixmap::load_png(parent.join("changed/brew/club.gold.after.png")).unwrap();
+    assert_eq!(
+        (before.width(), before.height()),
+        (after.width(), after.height())
+    );
+    assert_ne!(before.data(), after.data());
+    compare(
+        &parent.join("changed/brew/club.gold.before.png"),
+        &golden_dir("coffee").join("brew/club.gold.png"),
+    )
+    .unwrap();
+    // Applied: nothing changes, nothing is drawn.
+    run(p.cmd().args(["apply", "--auto-approve", "-p"]).arg(p.dir())).ok();
+    run(p
+        .cmd()
+        .current_dir(&parent)
+        .args(["plan", "project", "--preview-dir", "none"]))
+    .ok()
+    .stdout_has("No template changes: no preview written to none.");
+    assert!(files(&parent.join("none")).is_empty());
+}
