@@ -79,12 +79,12 @@ pub struct PlanPreview {
 /// recorded for each, among the manifests' image files (the state keeps
 /// hashes, not bytes; an image no file holds any more is drawn as a
 /// placeholder).
-struct RecordedImages<'a> {
-    hashes: &'a std::collections::BTreeMap<String, String>,
-    images: &'a DesiredImages<'a>,
+struct RecordedImages<'h, 'i, 'd> {
+    hashes: &'h std::collections::BTreeMap<String, String>,
+    images: &'i DesiredImages<'d>,
 }
 
-impl preview::ImageSource for RecordedImages<'_> {
+impl preview::ImageSource for RecordedImages<'_, '_, '_> {
     fn pixels(&self, image: &str) -> Option<std::sync::Arc<preview::Pixmap>> {
         self.images.by_sha(self.hashes.get(image)?)
     }

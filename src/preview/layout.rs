@@ -23,6 +23,8 @@ pub const RADIUS: f32 = 36.0;
 const MARGIN: f32 = 40.0;
 const PAD: f32 = 48.0;
 const LOGO: f32 = 120.0;
+/// The tallest picture drawn (1100 x 8192 RGBA: 36 MB).
+pub const MAX_HEIGHT: u32 = 8192;
 /// The card page's background, text and accent colours.
 pub const PAGE: Rgb = Rgb(242, 243, 245);
 pub const INK: Rgb = Rgb(51, 51, 51);
@@ -523,7 +525,9 @@ pub fn layout(t: &TemplateAttrs, level: Option<&str>) -> Layout {
     }
     Layout {
         width: (CARD_W + 2.0 * MARGIN) as u32,
-        height: (y + MARGIN - 24.0).max(card.bottom() + MARGIN) as u32,
+        // A page longer than this (thousands of columns or benefits) is cut:
+        // a picture's memory stays bounded whatever the manifest holds.
+        height: ((y + MARGIN - 24.0).max(card.bottom() + MARGIN) as u32).min(MAX_HEIGHT),
         card,
         logo,
         level_icon,
@@ -556,5 +560,26 @@ fn column_value(c: &crate::model::template::Column, level_name: Option<&str>) ->
         "LEVEL" => level_name.unwrap_or("--").to_string(),
         _ if c.action != ColumnAction::Static => "›".to_string(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_endless_benefits_stays_a_bounded_picture() {
+        let json = serde_json::json!({
+            "card_type": "OUT_MEMBER_CARD",
+            "card_number": { "suffix_length": 8 },
+            "write_off": "qrcode",
+            "style": { "name": "x", "logo": "merchant.m/image.l", "background": "merchant.m/image.b" },
+            "benefits": (0..10_000).map(|i| serde_json::json!({ "title": format!("benefit {i}") })).collect::<Vec<_>>(),
+            "image_hashes": {}
+        });
+        let t: TemplateAttrs = serde_json::from_value(json).unwrap();
+        let l = layout(&t, None);
+        assert_eq!(l.height, MAX_HEIGHT);
+        assert_eq!(l.width, 1100);
     }
 }

@@ -91,6 +91,8 @@ pub trait ImageSource: Sync {
 pub struct DesiredImages<'a> {
     desired: &'a Desired,
     cache: Mutex<HashMap<PathBuf, Option<Arc<Pixmap>>>>,
+    /// Content hash -> a file holding it (built on first use).
+    by_sha: std::sync::OnceLock<HashMap<&'a str, &'a Path>>,
 }
 
 impl<'a> DesiredImages<'a> {
@@ -98,6 +100,7 @@ impl<'a> DesiredImages<'a> {
         DesiredImages {
             desired,
             cache: Mutex::default(),
+            by_sha: std::sync::OnceLock::new(),
         }
     }
 
@@ -125,13 +128,18 @@ impl<'a> DesiredImages<'a> {
     /// The source file of the image with this content hash, if the manifests
     /// have one (how a plan's "before" finds an image the state recorded).
     pub fn by_sha(&self, sha: &str) -> Option<Arc<Pixmap>> {
-        self.desired
-            .resources
-            .values()
-            .find_map(|r| match &r.attrs {
-                Attrs::Image(i) if i.sha256 == sha && i.id.is_none() => self.file(&i.source),
-                _ => None,
-            })
+        let index = self.by_sha.get_or_init(|| {
+            let mut index = HashMap::new();
+            for r in self.desired.resources.values() {
+                if let Attrs::Image(i) = &r.attrs
+                    && i.id.is_none()
+                {
+                    index.entry(i.sha256.as_str()).or_insert(i.source.as_path());
+                }
+            }
+            index
+        });
+        self.file(index.get(sha)?)
     }
 }
 
