@@ -81,6 +81,8 @@ pub enum Role {
     Action,
     BenefitTitle,
     BenefitText,
+    /// Not a text: an image the preview could not draw.
+    Image,
 }
 
 impl Role {
@@ -97,6 +99,7 @@ impl Role {
             Role::Action => "an action's text",
             Role::BenefitTitle => "a benefit title",
             Role::BenefitText => "a benefit description",
+            Role::Image => "an image",
         }
     }
 }

@@ -220,7 +220,20 @@ pub fn render(t: &TemplateAttrs, level: Option<&str>, images: &dyn ImageSource) 
             icons: icons.iter().map(|i| i.as_deref()).collect(),
         },
     );
-    let warnings = warnings(&layout, background.as_deref());
+    let mut warnings = warnings(&layout, background.as_deref());
+    for (what, address, pixels) in [
+        ("background", &t.style.background, &background),
+        ("logo", &t.style.logo, &logo),
+    ] {
+        if pixels.is_none() {
+            warnings.push(Warning {
+                role: Role::Image,
+                message: format!(
+                    "the {what} `{address}` has no pixels to draw here (an adopted image id, a BMP, or a file no longer readable): a grey placeholder stands in for it"
+                ),
+            });
+        }
+    }
     Rendered {
         layout,
         pixmap,

@@ -399,3 +399,20 @@ fn plan_preview_dir_draws_each_changed_template_before_and_after_and_nothing_els
     .stdout_has("No template changes: no preview written to none.");
     assert!(files(&parent.join("none")).is_empty());
 }
+
+#[test]
+fn an_image_without_pixels_is_a_placeholder_and_said_so() {
+    let p = Project::example("coffee");
+    p.edit(
+        "cardform.yaml",
+        "logo: { file: images/logo.png, role: logo }",
+        "logo: { id: \"A0xxxxxxxxxxxxxxxxxxxxxxxxxxx01\", role: logo }",
+    );
+    let report = preview(&p, &["--target", "merchant.brew/template.club.silver"]).json();
+    let w = warnings(&report, "brew/club.silver.png");
+    assert!(
+        w.iter().any(|w| w
+            == "the logo `merchant.brew/image.logo` has no pixels to draw here (an adopted image id, a BMP, or a file no longer readable): a grey placeholder stands in for it"),
+        "{w:?}"
+    );
+}
