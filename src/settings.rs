@@ -93,6 +93,18 @@ pub enum SettingsError {
     },
 }
 
+/// The state directory when nothing names one (relative to where cardform runs).
+const DEFAULT_STATE: &str = "state";
+
+/// `--state`, else `CARDFORM_STATE`: what wins over the manifests' `state:`.
+fn state_from_flags(flags: &Overrides) -> Option<Result<Location, SettingsError>> {
+    match (flags.state.as_ref(), env("CARDFORM_STATE")) {
+        (Some(flag), _) => Some(location(&flag.to_string_lossy(), "--state")),
+        (None, Some(v)) => Some(location(&v, "CARDFORM_STATE")),
+        (None, None) => None,
+    }
+}
+
 fn location(value: &str, origin: &'static str) -> Result<Location, SettingsError> {
     Location::parse(value).map_err(|reason| SettingsError::State { origin, reason })
 }
@@ -128,10 +140,9 @@ impl Settings {
     /// block yields to both). `None` when the value does not parse: the
     /// full resolution reports that.
     pub fn state_before_manifests(flags: &Overrides) -> Option<Location> {
-        match (flags.state.as_ref(), env("CARDFORM_STATE")) {
-            (Some(flag), _) => location(&flag.to_string_lossy(), "--state").ok(),
-            (None, Some(v)) => location(&v, "CARDFORM_STATE").ok(),
-            (None, None) => Some(Location::Dir(PathBuf::from("state"))),
+        match state_from_flags(flags) {
+            Some(l) => l.ok(),
+            None => Some(Location::Dir(PathBuf::from(DEFAULT_STATE))),
         }
     }
 
@@ -202,14 +213,9 @@ impl Settings {
                 sign_type,
                 sandbox_faults: env("CARDFORM_SANDBOX_FAULTS"),
             },
-            state: match (
-                flags.state.as_ref(),
-                env("CARDFORM_STATE"),
-                &manifest.state_url,
-            ) {
-                (Some(flag), _, _) => location(&flag.to_string_lossy(), "--state")?,
-                (None, Some(v), _) => location(&v, "CARDFORM_STATE")?,
-                (None, None, Some(r)) => {
+            state: match (state_from_flags(flags), &manifest.state_url) {
+                (Some(l), _) => l?,
+                (None, Some(r)) => {
                     let url =
                         read_secret(r, "state URL").map_err(|reason| SettingsError::State {
                             origin: "the manifest's state.url",
@@ -225,7 +231,7 @@ impl Settings {
                     }
                     location(&url, "the manifest's state.url")?
                 }
-                (None, None, None) => Location::Dir(PathBuf::from("state")),
+                (None, None) => Location::Dir(PathBuf::from(DEFAULT_STATE)),
             },
         })
     }

@@ -607,7 +607,7 @@ pub fn previews_markdown(
     let _ = writeln!(out, "\n#### Card previews\n");
     let link = |p: &std::path::PathBuf| dir.join(p).display().to_string().replace(' ', "%20");
     for p in previews {
-        let _ = writeln!(out, "**`{}`** ({})\n", p.address, action_word(p.action));
+        let _ = writeln!(out, "**`{}`** ({})\n", p.address, p.action.as_str());
         match (&p.before, &p.compare) {
             (Some(before), Some(compare)) => {
                 let _ = writeln!(
@@ -630,15 +630,4 @@ pub fn previews_markdown(
         }
     }
     out
-}
-
-fn action_word(a: Action) -> &'static str {
-    match a {
-        Action::Create => "create",
-        Action::Update => "update",
-        Action::Replace => "replace",
-        Action::Retire => "retire",
-        Action::NoOp => "no change",
-        Action::Import => "import",
-    }
 }

@@ -61,44 +61,34 @@ fn compare(got: &Path, want: &Path) -> Result<(), String> {
 fn matches_golden(out: &Path, case: &str) {
     let golden = golden_dir(case);
     let update = std::env::var_os("CARDFORM_UPDATE_GOLDEN").is_some();
-    let mut drawn = Vec::new();
-    for merchant in std::fs::read_dir(out).unwrap() {
-        let merchant = merchant.unwrap().path();
-        for f in std::fs::read_dir(&merchant).unwrap() {
-            let f = f.unwrap().path();
-            let rel = f.strip_prefix(out).unwrap().to_path_buf();
-            let want = golden.join(&rel);
-            if update {
-                std::fs::create_dir_all(want.parent().unwrap()).unwrap();
-                std::fs::copy(&f, &want).unwrap();
-            }
-            assert!(
-                want.exists(),
-                "no golden image {} (set CARDFORM_UPDATE_GOLDEN=1 to write it)",
-                want.display()
-            );
-            if let Err(e) = compare(&f, &want) {
-                panic!("{e}");
-            }
-            drawn.push(rel);
+    let drawn = files(out);
+    for rel in &drawn {
+        let (got, want) = (out.join(rel), golden.join(rel));
+        if update {
+            std::fs::create_dir_all(want.parent().unwrap()).unwrap();
+            std::fs::copy(&got, &want).unwrap();
+        }
+        assert!(
+            want.exists(),
+            "no golden image {} (set CARDFORM_UPDATE_GOLDEN=1 to write it)",
+            want.display()
+        );
+        if let Err(e) = compare(&got, &want) {
+            panic!("{e}");
         }
     }
-    let mut golden_files = Vec::new();
-    for merchant in std::fs::read_dir(&golden).unwrap() {
-        let merchant = merchant.unwrap().path();
-        for f in std::fs::read_dir(&merchant).unwrap() {
-            golden_files.push(
-                f.unwrap()
-                    .path()
-                    .strip_prefix(&golden)
-                    .unwrap()
-                    .to_path_buf(),
-            );
-        }
-    }
-    drawn.sort();
-    golden_files.sort();
-    assert_eq!(drawn, golden_files, "previews drawn vs golden images");
+    assert_eq!(drawn, files(&golden), "previews drawn vs golden images");
+}
+
+/// A gold tier name too long for the card face.
+const LONG_NAME: &str = "Brew Club Gold Members Reserve Card for Coffee Lovers";
+
+fn with_long_gold_name(p: &Project) {
+    p.edit(
+        "cardform.yaml",
+        "name: Brew Club Gold",
+        &format!("name: {LONG_NAME}"),
+    );
 }
 
 /// `cardform preview` run from the project's parent with relative paths.
@@ -172,11 +162,7 @@ fn every_tier_is_drawn_and_the_coffee_colours_are_reported_unreadable() {
 #[test]
 fn a_name_that_does_not_fit_is_cut_as_the_wallet_cuts_it_and_reported() {
     let p = Project::example("coffee");
-    p.edit(
-        "cardform.yaml",
-        "name: Brew Club Gold",
-        "name: Brew Club Gold Members Reserve Card for Coffee Lovers",
-    );
+    with_long_gold_name(&p);
     let report = preview(&p, &["--target", "merchant.brew/template.club.gold"]).json();
     assert_eq!(report["previews"].as_array().unwrap().len(), 1);
     let w = warnings(&report, "brew/club.gold.png");
@@ -260,11 +246,7 @@ fn the_layout_puts_each_field_where_the_wallet_shows_it() {
 #[test]
 fn validate_warns_about_unreadable_and_cut_text_and_stays_valid() {
     let p = Project::example("coffee");
-    p.edit(
-        "cardform.yaml",
-        "name: Brew Club Gold",
-        "name: Brew Club Gold Members Reserve Card for Coffee Lovers",
-    );
+    with_long_gold_name(&p);
     let parent = p.dir().parent().unwrap().to_path_buf();
     let report = run(cardform()
         .current_dir(&parent)
