@@ -95,11 +95,11 @@ mod tests {
         Resource {
             address: Address::new("m", kind, name),
             deps: deps.iter().map(|(k, n)| Address::new("m", *k, n)).collect(),
-            attrs: Attrs::Form(FormAttrs {
+            attrs: Attrs::Form(Box::new(FormAttrs {
                 template: Address::new("m", Kind::Template, name),
                 required: Vec::new(),
                 optional: Vec::new(),
-            }),
+            })),
         }
     }
 

@@ -878,7 +878,7 @@ fn lower_merchant(
                     Resource {
                         address,
                         deps: Vec::new(),
-                        attrs: Attrs::Image(ImageAttrs {
+                        attrs: Attrs::Image(Box::new(ImageAttrs {
                             file: String::new(),
                             source: PathBuf::new(),
                             role: role_name(img.role).into(),
@@ -888,7 +888,7 @@ fn lower_merchant(
                             height: 0,
                             bytes: 0,
                             id: Some(id.clone()),
-                        }),
+                        })),
                     },
                 );
                 continue;
@@ -943,7 +943,7 @@ fn lower_merchant(
             Resource {
                 address,
                 deps: Vec::new(),
-                attrs: Attrs::Image(ImageAttrs {
+                attrs: Attrs::Image(Box::new(ImageAttrs {
                     file: facts.relative,
                     source: path,
                     role: role_name(img.role).into(),
@@ -953,7 +953,7 @@ fn lower_merchant(
                     height: facts.height,
                     bytes: facts.bytes,
                     id: None,
-                }),
+                })),
             },
         );
     }
@@ -1413,11 +1413,13 @@ fn emit_template(
             title: c.title.clone(),
             value: c.value.clone(),
             action,
-            more: c.more.as_ref().map(|m| card::More {
-                title: m.title.clone(),
-                url: m.url.clone(),
-                params: m.params.clone(),
-                descriptions: m.descriptions.clone(),
+            more: c.more.as_ref().map(|m| {
+                Box::new(card::More {
+                    title: m.title.clone(),
+                    url: m.url.clone(),
+                    params: m.params.clone(),
+                    descriptions: m.descriptions.clone(),
+                })
             }),
             icon,
             tag: c.tag.clone(),
@@ -1692,11 +1694,11 @@ fn emit_template(
             Resource {
                 address: fa.clone(),
                 deps: vec![address.clone()],
-                attrs: Attrs::Form(FormAttrs {
+                attrs: Attrs::Form(Box::new(FormAttrs {
                     template: address.clone(),
                     required,
                     optional,
-                }),
+                })),
             },
         );
         last = fa;
@@ -1712,12 +1714,12 @@ fn emit_template(
             Resource {
                 address: ua,
                 deps,
-                attrs: Attrs::ActivationUrl(ActivationUrlAttrs {
+                attrs: Attrs::ActivationUrl(Box::new(ActivationUrlAttrs {
                     template: address,
                     callback: u.callback.clone(),
                     out_string: u.out_string.clone(),
                     follow_app_id: u.follow_app_id.clone(),
-                }),
+                })),
             },
         );
     }

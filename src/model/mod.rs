@@ -236,10 +236,10 @@ pub struct ActivationUrlAttrs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Attrs {
-    Image(ImageAttrs),
+    Image(Box<ImageAttrs>),
     Template(Box<TemplateAttrs>),
-    Form(FormAttrs),
-    ActivationUrl(ActivationUrlAttrs),
+    Form(Box<FormAttrs>),
+    ActivationUrl(Box<ActivationUrlAttrs>),
 }
 
 impl ImageAttrs {

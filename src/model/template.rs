@@ -119,7 +119,7 @@ pub struct Column {
     pub value: Option<String>,
     pub action: ColumnAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub more: Option<More>,
+    pub more: Option<Box<More>>,
     /// Image address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon: Option<String>,

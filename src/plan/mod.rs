@@ -793,7 +793,7 @@ mod tests {
         Resource {
             address,
             deps: Vec::new(),
-            attrs: Attrs::Image(ImageAttrs {
+            attrs: Attrs::Image(Box::new(ImageAttrs {
                 file: file.into(),
                 source: Default::default(),
                 role: "logo".into(),
@@ -803,7 +803,7 @@ mod tests {
                 height: 500,
                 bytes: 100,
                 id: None,
-            }),
+            })),
         }
     }
 
@@ -854,12 +854,12 @@ mod tests {
         Resource {
             address: t.with_kind(Kind::ActivationUrl),
             deps: vec![t.clone()],
-            attrs: Attrs::ActivationUrl(ActivationUrlAttrs {
+            attrs: Attrs::ActivationUrl(Box::new(ActivationUrlAttrs {
                 template: t,
                 callback: None,
                 out_string: None,
                 follow_app_id: None,
-            }),
+            })),
         }
     }
 

@@ -349,11 +349,13 @@ pub fn from_wire(
                         Some(op) => value(COLUMN_ACTIONS, "operate_type", op)?,
                         None => ColumnAction::Static,
                     },
-                    more: c.more_info.as_ref().map(|m| More {
-                        title: m.title.clone(),
-                        url: m.url.clone(),
-                        params: m.params.clone(),
-                        descriptions: m.descs.clone(),
+                    more: c.more_info.as_ref().map(|m| {
+                        Box::new(More {
+                            title: m.title.clone(),
+                            url: m.url.clone(),
+                            params: m.params.clone(),
+                            descriptions: m.descs.clone(),
+                        })
                     }),
                     icon: c.icon_id.clone(),
                     tag: c.tag.clone(),

@@ -79,11 +79,11 @@ pub fn attrs(kind: Kind, old: &Value) -> Result<Option<Attrs>, String> {
                 .and_then(Value::as_str)
                 .ok_or("`template` is missing")?
                 .parse()?;
-            Ok(Some(Attrs::Form(crate::model::FormAttrs {
+            Ok(Some(Attrs::Form(Box::new(crate::model::FormAttrs {
                 template,
                 required: fields("required")?,
                 optional: fields("optional")?,
-            })))
+            }))))
         }
         _ => Ok(None),
     }

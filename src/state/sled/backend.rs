@@ -39,6 +39,10 @@ impl Backend for SledBackend {
         Ok(Box::new(SledStore::open(&self.dir, operation, timeout)?))
     }
 
+    fn read(&self, operation: &str, timeout: Duration) -> Result<Snapshot, StateError> {
+        SledStore::read(&self.dir, operation, timeout)
+    }
+
     fn lock_holder(&self) -> Option<LockInfo> {
         // A record whose process is gone holds nothing: the OS released it.
         lock::read_info(&self.dir).filter(LockInfo::alive)

@@ -119,6 +119,9 @@ pub struct SledStore {
     /// (which a run takes at once) instead of reading the store twice;
     /// dropped by any write.
     opened: std::sync::Mutex<Option<Snapshot>>,
+    /// Opened by [`SledStore::read`]: `verify` keeps the totals only, and
+    /// nothing is written through this store.
+    reading: bool,
 }
 
 fn io(e: impl std::fmt::Display) -> StateError {
@@ -135,10 +138,26 @@ impl SledStore {
     pub fn open(dir: &Path, operation: &str, timeout: Duration) -> Result<Self, StateError> {
         // A damaged store can make the storage library panic: that is a
         // damaged store, reported as one, never a crash.
-        guarded(dir, || Self::open_unguarded(dir, operation, timeout))
+        guarded(dir, || Self::open_unguarded(dir, operation, timeout, false))
     }
 
-    fn open_unguarded(dir: &Path, operation: &str, timeout: Duration) -> Result<Self, StateError> {
+    /// The last committed state, checked like [`SledStore::open`] checks it,
+    /// for a run that writes nothing: the per-record account a writer needs
+    /// (a hash per key, ~100 bytes per record) is never built, and the store
+    /// is closed before this returns. A store that needs migrating is
+    /// opened for writing instead (migration writes).
+    pub fn read(dir: &Path, operation: &str, timeout: Duration) -> Result<Snapshot, StateError> {
+        guarded(dir, || {
+            Self::open_unguarded(dir, operation, timeout, true)?.snapshot_unguarded()
+        })
+    }
+
+    fn open_unguarded(
+        dir: &Path,
+        operation: &str,
+        timeout: Duration,
+        reading: bool,
+    ) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
             dir: dir.display().to_string(),
             reason: e.to_string(),
@@ -174,6 +193,7 @@ impl SledStore {
             lineage: String::new(),
             live: Default::default(),
             opened: Default::default(),
+            reading,
         };
         if store.meta.get("lineage").map_err(io)?.is_none() {
             // A new store, or one whose files were lost: the checkpoint
@@ -214,6 +234,8 @@ impl SledStore {
         match read_u64(store.meta.get("format").map_err(io)?) {
             FORMAT => store.verify()?,
             v @ 0..=3 => {
+                // Migrating writes: keep the whole account.
+                store.reading = false;
                 if v < 2 {
                     store.migrate_from_format_1()?;
                 }
@@ -463,6 +485,10 @@ impl SledStore {
             };
             check.see(&seen).map_err(|e| damaged(dir, e))?;
             live.stamp = live.stamp.max(seen.stamp);
+            if self.reading {
+                opened.add(record);
+                continue;
+            }
             if seen.stamp > cp.stamp {
                 let was = match seen.was {
                     Some("") | None => None,
