@@ -59,6 +59,8 @@ pub struct Call {
     pub params: BTreeMap<String, String>,
     pub files: Vec<FilePart>,
     pub app_auth_token: Option<Secret>,
+    /// A member's access token (card.open, activateform.query).
+    pub auth_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,9 @@ impl Client {
         params.insert("version".into(), "1.0".into());
         if let Some(token) = &call.app_auth_token {
             params.insert("app_auth_token".into(), token.expose().to_string());
+        }
+        if let Some(token) = &call.auth_token {
+            params.insert("auth_token".into(), token.expose().to_string());
         }
         if let Some(cert) = &c.cert {
             params.insert("app_cert_sn".into(), cert.app_cert_sn.clone());
@@ -304,14 +309,19 @@ impl Client {
             cert: self.config.cert.as_deref(),
             aes: self.config.encrypt_key.as_deref(),
         };
-        envelope::open(method, text, verifier).map_err(|e| match (e, &call.app_auth_token) {
+        envelope::open(method, text, verifier).map_err(|e| match e {
             // The real gateway echoes the string it checked (app_auth_token
             // included) in some sub_msgs: never let a token reach a message.
-            (GatewayError::Api(mut api), Some(token)) => {
-                api.redact(token.expose());
+            GatewayError::Api(mut api) => {
+                for token in [&call.app_auth_token, &call.auth_token]
+                    .into_iter()
+                    .flatten()
+                {
+                    api.redact(token.expose());
+                }
                 GatewayError::Api(api)
             }
-            (e, _) => e,
+            e => e,
         })
     }
 

@@ -12,6 +12,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// A gateway method with a typed request and response.
 pub trait ApiRequest: Serialize + Sized {
@@ -793,6 +794,147 @@ api!(
     CardDeleteResponse
 );
 
+// ------------------------------------------------------------ members
+
+/// `alipay.system.oauth.token` (card-apis.md §10a): a member's `auth_code`
+/// (or a refresh token) for the access token later calls carry as
+/// `auth_token`. Its parameters are top-level, not `biz_content`. The code and
+/// refresh token are secrets: `Debug` redacts them.
+#[derive(Debug, Clone, Serialize)]
+pub struct OauthTokenRequest {
+    pub grant_type: String,
+    #[serde(skip)]
+    pub code: Option<crate::secret::Secret>,
+    #[serde(skip)]
+    pub refresh_token: Option<crate::secret::Secret>,
+}
+
+impl OauthTokenRequest {
+    pub fn code(code: &crate::secret::Secret) -> Self {
+        OauthTokenRequest {
+            grant_type: "authorization_code".into(),
+            code: Some(code.clone()),
+            refresh_token: None,
+        }
+    }
+    pub fn refresh(token: &crate::secret::Secret) -> Self {
+        OauthTokenRequest {
+            grant_type: "refresh_token".into(),
+            code: None,
+            refresh_token: Some(token.clone()),
+        }
+    }
+}
+
+/// AlipaySystemOauthTokenResponse. The tokens are secrets from the moment
+/// they are read.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OauthTokenResponse {
+    #[serde(default)]
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_expires_in: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_start: Option<String>,
+}
+
+impl std::fmt::Debug for OauthTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OauthTokenResponse { <redacted> }")
+    }
+}
+
+impl ApiRequest for OauthTokenRequest {
+    const METHOD: &'static str = "alipay.system.oauth.token";
+    type Response = OauthTokenResponse;
+
+    fn check(r: &OauthTokenResponse) -> Result<(), String> {
+        if r.access_token.is_empty() || r.access_token.len() > 256 {
+            return Err("`access_token` is missing or too long".into());
+        }
+        match (&r.user_id, &r.open_id) {
+            (None, None) => Err("neither `user_id` nor `open_id` came back".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn encoding(&self) -> Encoding {
+        let mut params = vec![("grant_type".to_string(), self.grant_type.clone())];
+        if let Some(c) = &self.code {
+            params.push(("code".into(), c.expose().to_string()));
+        }
+        if let Some(r) = &self.refresh_token {
+            params.push(("refresh_token".into(), r.expose().to_string()));
+        }
+        Encoding::TopLevel {
+            params,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// `alipay.marketing.card.activateform.query` (card-apis.md §10), sent with
+/// the member's `auth_token`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateFormQueryRequest {
+    pub biz_type: String,
+    pub template_id: String,
+    pub request_id: String,
+}
+
+/// `infos` is a string holding a JSON array of one-key objects
+/// (`[{"OPEN_FORM_FIELD_MOBILE":"1836..."}, ...]`): the member's answers.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ActivateFormQueryResponse {
+    #[serde(default)]
+    pub infos: String,
+}
+
+impl std::fmt::Debug for ActivateFormQueryResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActivateFormQueryResponse { <personal data> }")
+    }
+}
+
+impl ActivateFormQueryResponse {
+    /// The answers as field -> value (a malformed `infos` is an error, named
+    /// without its content).
+    pub fn fields(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let list: Vec<std::collections::BTreeMap<String, Value>> =
+            serde_json::from_str(&self.infos).map_err(|e| {
+                format!(
+                    "`infos` is not a JSON array of objects (column {})",
+                    e.column()
+                )
+            })?;
+        let mut out = std::collections::BTreeMap::new();
+        for one in list {
+            for (k, v) in one {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+api!(
+    ActivateFormQueryRequest,
+    "alipay.marketing.card.activateform.query",
+    ActivateFormQueryResponse
+);
+
 /// Every method this client knows, for `cardform api` and the sandbox.
 pub const METHODS: &[&str] = &[
     ImageUploadRequest::METHOD,
@@ -806,4 +948,6 @@ pub const METHODS: &[&str] = &[
     CardUpdateRequest::METHOD,
     CardQueryRequest::METHOD,
     CardDeleteRequest::METHOD,
+    OauthTokenRequest::METHOD,
+    ActivateFormQueryRequest::METHOD,
 ];

@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::{Answer, Gateway, Scope};
 use crate::alipay::methods::*;
 use crate::alipay::{ErrorClass, GatewayError};
+use crate::secret::Secret;
 
 /// How often and how patiently a call is retried.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,7 +263,32 @@ impl Governor {
         }
     }
 
-    async fn run<T, F, Fut>(&self, at: &Scope, method: &str, mut f: F) -> Result<T, GatewayError>
+    async fn run<T, F, Fut>(&self, at: &Scope, method: &str, f: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        self.attempts(at, method, true, f).await
+    }
+
+    /// [`Governor::run`] for a call that must not be repeated once the
+    /// gateway may have taken it (a single-use code): paced, and retried only
+    /// on a throttling answer (the gateway refused it before doing anything).
+    async fn once<T, F, Fut>(&self, at: &Scope, method: &str, f: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        self.attempts(at, method, false, f).await
+    }
+
+    async fn attempts<T, F, Fut>(
+        &self,
+        at: &Scope,
+        method: &str,
+        repeatable: bool,
+        mut f: F,
+    ) -> Result<T, GatewayError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
@@ -284,7 +310,10 @@ impl Governor {
             };
             attempt += 1;
             let class = err.class();
-            if !class.can_retry() || attempt >= self.policy.attempts {
+            if !class.can_retry()
+                || attempt >= self.policy.attempts
+                || (!repeatable && class != ErrorClass::Throttled)
+            {
                 return Err(err);
             }
             let wait = self.policy.backoff(attempt, (self.jitter)());
@@ -396,6 +425,69 @@ impl Gateway for Governor {
     ) -> Answer<'a, ActivateUrlApplyResponse> {
         Box::pin(self.run(at, ActivateUrlApplyRequest::METHOD, move || {
             self.inner.apply_url(at, req)
+        }))
+    }
+    fn oauth_token<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a OauthTokenRequest,
+    ) -> Answer<'a, OauthTokenResponse> {
+        // A code is single-use: a retry after the gateway took it would
+        // fail anyway, so this call goes through the limiter only.
+        Box::pin(self.once(at, OauthTokenRequest::METHOD, move || {
+            self.inner.oauth_token(at, req)
+        }))
+    }
+
+    fn query_form<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a ActivateFormQueryRequest,
+    ) -> Answer<'a, ActivateFormQueryResponse> {
+        Box::pin(self.run(at, ActivateFormQueryRequest::METHOD, move || {
+            self.inner.query_form(at, member, req)
+        }))
+    }
+
+    fn open_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a CardOpenRequest,
+    ) -> Answer<'a, CardOpenResponse> {
+        Box::pin(self.run(at, CardOpenRequest::METHOD, move || {
+            self.inner.open_card(at, member, req)
+        }))
+    }
+
+    fn update_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardUpdateRequest,
+    ) -> Answer<'a, CardUpdateResponse> {
+        Box::pin(self.run(at, CardUpdateRequest::METHOD, move || {
+            self.inner.update_card(at, req)
+        }))
+    }
+
+    fn query_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardQueryRequest,
+    ) -> Answer<'a, CardQueryResponse> {
+        Box::pin(self.run(at, CardQueryRequest::METHOD, move || {
+            self.inner.query_card(at, req)
+        }))
+    }
+
+    fn delete_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardDeleteRequest,
+    ) -> Answer<'a, CardDeleteResponse> {
+        Box::pin(self.run(at, CardDeleteRequest::METHOD, move || {
+            self.inner.delete_card(at, req)
         }))
     }
 }
@@ -551,6 +643,50 @@ mod tests {
             _: &'a Scope,
             _: &'a FormTemplateSetRequest,
         ) -> Answer<'a, EmptyResponse> {
+            unused()
+        }
+        fn oauth_token<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a OauthTokenRequest,
+        ) -> Answer<'a, OauthTokenResponse> {
+            unused()
+        }
+        fn query_form<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a Secret,
+            _: &'a ActivateFormQueryRequest,
+        ) -> Answer<'a, ActivateFormQueryResponse> {
+            unused()
+        }
+        fn open_card<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a Secret,
+            _: &'a CardOpenRequest,
+        ) -> Answer<'a, CardOpenResponse> {
+            unused()
+        }
+        fn update_card<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a CardUpdateRequest,
+        ) -> Answer<'a, CardUpdateResponse> {
+            unused()
+        }
+        fn query_card<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a CardQueryRequest,
+        ) -> Answer<'a, CardQueryResponse> {
+            unused()
+        }
+        fn delete_card<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a CardDeleteRequest,
+        ) -> Answer<'a, CardDeleteResponse> {
             unused()
         }
         fn apply_url<'a>(

@@ -104,6 +104,48 @@ pub trait Gateway: Send + Sync {
         at: &'a Scope,
         req: &'a ActivateUrlApplyRequest,
     ) -> Answer<'a, ActivateUrlApplyResponse>;
+
+    /// alipay.system.oauth.token: a member's auth_code or refresh token for
+    /// an access token. A code is single-use: never retried blindly.
+    fn oauth_token<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a OauthTokenRequest,
+    ) -> Answer<'a, OauthTokenResponse>;
+
+    /// activateform.query, as the member (`auth_token`).
+    fn query_form<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a ActivateFormQueryRequest,
+    ) -> Answer<'a, ActivateFormQueryResponse>;
+
+    /// card.open, as the member (`auth_token`); idempotent per `out_serial_no`.
+    fn open_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a CardOpenRequest,
+    ) -> Answer<'a, CardOpenResponse>;
+
+    fn update_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardUpdateRequest,
+    ) -> Answer<'a, CardUpdateResponse>;
+
+    fn query_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardQueryRequest,
+    ) -> Answer<'a, CardQueryResponse>;
+
+    fn delete_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardDeleteRequest,
+    ) -> Answer<'a, CardDeleteResponse>;
 }
 
 impl Client {
@@ -116,6 +158,23 @@ impl Client {
         R::Response: Send,
     {
         Box::pin(self.call(req, at.token.as_ref()))
+    }
+
+    fn as_member<'a, R: ApiRequest + Sync>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a R,
+    ) -> Answer<'a, R::Response>
+    where
+        R::Response: Send,
+    {
+        Box::pin(async move {
+            let mut call = crate::alipay::client::call_for(req, at.token.clone());
+            call.auth_token = Some(member.clone());
+            let node = self.execute(&call).await?;
+            decode_checked::<R>(node)
+        })
     }
 }
 
@@ -188,6 +247,56 @@ impl Gateway for Client {
         at: &'a Scope,
         req: &'a ActivateUrlApplyRequest,
     ) -> Answer<'a, ActivateUrlApplyResponse> {
+        self.typed(at, req)
+    }
+
+    fn oauth_token<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a OauthTokenRequest,
+    ) -> Answer<'a, OauthTokenResponse> {
+        self.typed(at, req)
+    }
+
+    fn query_form<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a ActivateFormQueryRequest,
+    ) -> Answer<'a, ActivateFormQueryResponse> {
+        self.as_member(at, member, req)
+    }
+
+    fn open_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        member: &'a Secret,
+        req: &'a CardOpenRequest,
+    ) -> Answer<'a, CardOpenResponse> {
+        self.as_member(at, member, req)
+    }
+
+    fn update_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardUpdateRequest,
+    ) -> Answer<'a, CardUpdateResponse> {
+        self.typed(at, req)
+    }
+
+    fn query_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardQueryRequest,
+    ) -> Answer<'a, CardQueryResponse> {
+        self.typed(at, req)
+    }
+
+    fn delete_card<'a>(
+        &'a self,
+        at: &'a Scope,
+        req: &'a CardDeleteRequest,
+    ) -> Answer<'a, CardDeleteResponse> {
         self.typed(at, req)
     }
 }

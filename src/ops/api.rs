@@ -60,6 +60,7 @@ pub async fn call(
         params: raw.params.into_iter().collect::<BTreeMap<_, _>>(),
         files,
         app_auth_token: raw.app_auth_token,
+        auth_token: None,
     };
     Ok(conn.client.execute(&call).await)
 }

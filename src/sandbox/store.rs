@@ -21,6 +21,9 @@ pub struct Store {
     pub template_ns: sled::Tree,
     pub requests: sled::Tree,
     pub cards: sled::Tree,
+    /// Members: `code:`, `token:`, `refresh:` and `form:` records (see
+    /// `business::members`).
+    pub members: sled::Tree,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,7 @@ impl Store {
             template_ns: tree("template_ns")?,
             requests: tree("requests")?,
             cards: tree("cards")?,
+            members: tree("members")?,
             group: Default::default(),
             db,
         };

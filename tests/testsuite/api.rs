@@ -136,14 +136,75 @@ fn every_method_succeeds_and_the_data_survives_a_restart() {
     );
     assert!(decoded.contains(&tid));
 
+    // A member activates: the form is submitted, Alipay sends the member to
+    // the callback with a single-use auth_code for the member's token.
+    let member = sb.activate(
+        &decoded,
+        json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13800000000"}, "deliver": false}),
+    );
+    let cb = url::Url::parse(member["callback_url"].as_str().unwrap()).unwrap();
+    assert!(cb.as_str().starts_with("https://brew.example/cb?"), "{cb}");
+    let q: std::collections::BTreeMap<String, String> = cb.query_pairs().into_owned().collect();
+    assert_eq!(q["template_id"], tid);
+    assert_eq!(q["out_string"], "store-1");
+    let user = member["user_id"].as_str().unwrap().to_string();
+    let token = sb.member_token(&q["auth_code"]);
+    // The code is spent.
+    run(sb.cardform().args([
+        "api",
+        "alipay.system.oauth.token",
+        "--param",
+        "grant_type=authorization_code",
+        "--param",
+        &format!("code={}", q["auth_code"]),
+    ]))
+    .fails()
+    .stderr_has("isv.code-invalid");
+    let form_values = run(sb.cardform().args([
+        "api",
+        "alipay.marketing.card.activateform.query",
+        "--biz-content",
+        &json!({"biz_type": "MEMBER_CARD", "template_id": tid, "request_id": q["request_id"]})
+            .to_string(),
+        "--param",
+        &format!("auth_token={token}"),
+    ]))
+    .ok()
+    .json();
+    assert!(
+        form_values.to_string().contains("13800000000"),
+        "{form_values}"
+    );
+
     let open = json!({"out_serial_no": "o-1", "card_template_id": tid,
-        "card_user_info": {"user_uni_id": "2088000000000001", "user_uni_id_type": "UID"},
+        "card_user_info": {"user_uni_id": user, "user_uni_id_type": "UID"},
         "card_ext_info": {"external_card_no": "EXT-1", "open_date": "2024-05-20 10:00:00",
             "valid_date": "2099-12-31 23:59:59", "level": "gold", "point": "10", "balance": "0.00"}});
-    let opened = sb
-        .api("alipay.marketing.card.open", &open.to_string())
-        .ok()
-        .json();
+    // Without the member's token, or with someone else's user id, no card.
+    sb.api("alipay.marketing.card.open", &open.to_string())
+        .fails()
+        .stderr_has("isv.missing-auth-token");
+    let mut other = open.clone();
+    other["card_user_info"]["user_uni_id"] = "2088999999999999".into();
+    run(sb.cardform().args([
+        "api",
+        "alipay.marketing.card.open",
+        "--biz-content",
+        &other.to_string(),
+        "--param",
+        &format!("auth_token={token}"),
+    ]))
+    .fails();
+    let opened = run(sb.cardform().args([
+        "api",
+        "alipay.marketing.card.open",
+        "--biz-content",
+        &open.to_string(),
+        "--param",
+        &format!("auth_token={token}"),
+    ]))
+    .ok()
+    .json();
     let card_no = opened["card_info"]["biz_card_no"]
         .as_str()
         .unwrap()

@@ -185,3 +185,84 @@ pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
 pub fn write_png(path: &Path, width: u32, height: u32, seed: u8) {
     std::fs::write(path, png(width, height, seed)).unwrap();
 }
+
+/// One HTTP/1.0 exchange (the connection closes after it, so the body is
+/// whatever follows the headers): a test's browser or member's phone.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+pub fn http(method: &str, url: &str, body: Option<&str>) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connects");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let location = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_string())
+    });
+    HttpAnswer {
+        status,
+        location,
+        body: body.to_string(),
+    }
+}
+
+impl Sandbox {
+    /// A member submitting the activation form of `activation_url` (the
+    /// decoded apply_card_url): the sandbox's answer, as JSON.
+    pub fn activate(&self, activation_url: &str, ask: serde_json::Value) -> serde_json::Value {
+        let mut ask = ask;
+        ask["activation_url"] = activation_url.into();
+        let a = http(
+            "POST",
+            &format!(
+                "{}/_sandbox/activate",
+                self.url.trim_end_matches("/gateway.do")
+            ),
+            Some(&ask.to_string()),
+        );
+        assert!(a.status < 300 || a.status == 502, "{} {}", a.status, a.body);
+        serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {}", a.body))
+    }
+
+    /// The member's access token for an auth_code (alipay.system.oauth.token
+    /// through `cardform api`).
+    pub fn member_token(&self, code: &str) -> String {
+        let r = run(self.cardform().args([
+            "api",
+            "alipay.system.oauth.token",
+            "--param",
+            "grant_type=authorization_code",
+            "--param",
+            &format!("code={code}"),
+        ]))
+        .ok()
+        .json();
+        r["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+}
