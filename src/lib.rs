@@ -40,6 +40,7 @@
 pub mod alipay;
 pub mod apply;
 pub mod bounded;
+pub mod cards;
 pub mod cli;
 pub mod durable;
 pub mod gateway;

@@ -5,6 +5,8 @@
 mod api;
 mod apply;
 mod bench;
+mod cards;
+mod cards_serve;
 mod drift;
 mod import;
 mod keys;
@@ -53,6 +55,9 @@ pub enum Command {
     Output(state::OutputArgs),
     /// Inspect and edit the recorded state
     State(state::Args),
+    /// Issue members' cards: bulk open and sync from CSV, query, delete, the activation callback
+    #[command(subcommand)]
+    Cards(cards::Command),
     /// Make one raw signed gateway call and print the verified response node
     Api(api::Args),
     /// Run the sandbox gateway
@@ -185,6 +190,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Output(args) => state::exec_output(args, &over),
         Command::State(args) => state::exec(args, &over),
         Command::Api(args) => api::exec(args, &over).await,
+        Command::Cards(cmd) => cards::exec(cmd, &over).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Keys(cmd) => keys::exec(cmd),
         Command::Validate(args) => validate::exec(args),

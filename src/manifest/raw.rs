@@ -472,4 +472,36 @@ pub struct ActivationUrl {
     /// Life-account app id to offer a "follow".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_app_id: Option<String>,
+    /// What `cardform cards serve` does when a member activates through this
+    /// URL (the callback points at it): which tier the card opens on, and
+    /// where the member goes next. Nothing here is sent to Alipay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<Issue>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Issue {
+    /// The level a new member's card opens on; a tiered template needs one
+    /// (its tiers' levels), an untiered one takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Members who hold a card already: a CSV (relative to the manifest)
+    /// with columns `cell`, `external_card_no` and optionally `level`,
+    /// `point`, `balance`. A member whose form phone number is in it gets
+    /// that card, on that level's tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MembersFile>,
+    /// The card's valid_date, `yyyy-MM-dd HH:mm:ss` [default: 2099-12-31 23:59:59].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_date: Option<String>,
+    /// http(s) page the member is sent to once the card is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembersFile {
+    pub file: String,
 }

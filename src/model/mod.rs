@@ -314,6 +314,27 @@ pub struct Desired {
     pub moved: Vec<Move>,
     /// `import` blocks: template address -> the template to adopt.
     pub imports: BTreeMap<Address, Import>,
+    /// `activation_url.issue` blocks, by template: what `cards serve` does
+    /// when a member activates. Sent nowhere; plan shows them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub issuance: BTreeMap<Address, Issuance>,
+}
+
+/// What `cardform cards serve` does for a member activating on a template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issuance {
+    /// The template family (`template.club` for `template.club.gold`): what
+    /// card serial numbers are derived from.
+    pub family: Address,
+    /// The level a new member starts on (a tiered template's).
+    pub level: Option<String>,
+    /// The members file as written (relative to the project root).
+    pub members: Option<String>,
+    /// Where to read it on this machine (not hashed).
+    #[serde(skip)]
+    pub members_path: Option<PathBuf>,
+    pub valid_date: String,
+    pub done_url: Option<String>,
 }
 
 /// A template at the gateway to adopt at an address.

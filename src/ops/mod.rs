@@ -5,6 +5,8 @@
 pub mod api;
 pub mod apply;
 pub mod bench;
+pub mod cards;
+pub mod cards_serve;
 pub mod gateway;
 pub mod import;
 pub mod keys;

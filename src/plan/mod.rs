@@ -126,6 +126,21 @@ pub struct Plan {
     /// configured rate limits.
     #[serde(default)]
     pub budget: Budget,
+    /// What `cardform cards serve` does for members activating on each
+    /// template with an `issue` block: for people reading the plan (apply
+    /// sends nothing for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuance: Vec<IssueLine>,
+}
+
+/// One `issue` block, as a plan shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssueLine {
+    pub template: Address,
+    pub level: Option<String>,
+    pub members: Option<String>,
+    pub valid_date: String,
+    pub done_url: Option<String>,
 }
 
 /// What applying a plan will cost in gateway calls.
@@ -753,6 +768,22 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         }
     }
     let budget = budget(&changes, snap, &desired.gateway.rate_limits);
+    let issuance: Vec<IssueLine> = desired
+        .issuance
+        .iter()
+        .filter(|(a, _)| {
+            selected
+                .as_ref()
+                .is_none_or(|s| s.merchants.contains(a.merchant.as_str()))
+        })
+        .map(|(a, i)| IssueLine {
+            template: a.clone(),
+            level: i.level.clone(),
+            members: i.members.clone(),
+            valid_date: i.valid_date.clone(),
+            done_url: i.done_url.clone(),
+        })
+        .collect();
     Ok(Plan {
         format_version: 1,
         lineage: snap.meta.lineage.clone(),
@@ -773,6 +804,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         changes,
         refresh: None,
         budget,
+        issuance,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Everything cardform shows people: results on stdout, messages on stderr.
 //! The only module that writes to the terminal.
 
+pub mod cards;
 pub mod plan;
 pub mod progress;
 pub mod qr;

@@ -405,6 +405,35 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
         out.push_str(&budget);
         out.push('\n');
     }
+    out.push_str(&issuance(plan));
+    out
+}
+
+/// What `cards serve` does per template (`issue` blocks): nothing apply
+/// sends, said so that a reviewer sees it.
+pub fn issuance(plan: &Plan) -> String {
+    if plan.issuance.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        String::from("\nMembers' cards (`cardform cards serve`; apply sends nothing for these):\n");
+    for i in &plan.issuance {
+        let mut parts = Vec::new();
+        match &i.level {
+            Some(l) => parts.push(format!("new members on level `{l}`")),
+            None => parts.push("new members on this template".to_string()),
+        }
+        if let Some(m) = &i.members {
+            parts.push(format!(
+                "card holders from `{m}` on their own card and level"
+            ));
+        }
+        parts.push(format!("valid until {}", i.valid_date));
+        if let Some(d) = &i.done_url {
+            parts.push(format!("then to {d}"));
+        }
+        let _ = writeln!(out, "  {}: {}", i.template, parts.join("; "));
+    }
     out
 }
 

@@ -97,6 +97,25 @@ struct CardRec {
     deleted: bool,
 }
 
+/// The cards held: (open, deleted, open per template_id), for the test
+/// endpoint `GET /_sandbox/cards`.
+pub fn card_counts(
+    st: &Store,
+) -> Result<(u64, u64, std::collections::BTreeMap<String, u64>), Fail> {
+    let (mut open, mut deleted, mut per) = (0, 0, std::collections::BTreeMap::new());
+    for item in st.cards.iter() {
+        let (_, v) = item.map_err(Fail::internal)?;
+        let c: CardRec = serde_json::from_slice(&v).map_err(Fail::internal)?;
+        if c.deleted {
+            deleted += 1;
+        } else {
+            open += 1;
+            *per.entry(c.template_id).or_insert(0) += 1;
+        }
+    }
+    Ok((open, deleted, per))
+}
+
 /// Now, but strictly after `previous` (both `yyyy-MM-dd HH:mm:ss`, UTC+8):
 /// a template's `gmt_modified` advances on every modify, even within a second.
 fn later_than(previous: &str) -> String {
@@ -1357,6 +1376,23 @@ pub(crate) mod members {
                 "request_id: no form this user submitted for this template",
             )),
         }
+    }
+
+    /// Members who already authorised `app` (a merchant's existing book, as
+    /// the test endpoint plays it): each a new user with a token and a
+    /// refresh token. Returns (user_id, access_token, refresh_token).
+    pub fn enrol(
+        st: &Store,
+        app: &str,
+        count: usize,
+    ) -> Result<Vec<(String, String, String)>, Fail> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let user_id = format!("2088{:012}", st.next_id()? % 1_000_000_000_000);
+            let t = issue(st, app, &user_id)?;
+            out.push((user_id, t.access_token, t.refresh_token.unwrap_or_default()));
+        }
+        Ok(out)
     }
 
     /// A member submits the activation form of `template_id` (as the test

@@ -290,6 +290,8 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         .route("/gateway.do", post(gateway))
         .route("/images/{id}", get(image))
         .route("/_sandbox/activate", post(activate))
+        .route("/_sandbox/members", post(enrol))
+        .route("/_sandbox/cards", get(cards))
         // Uploads a little over the gateway's 5 MB reach its own size check
         // (40002 isv.invalid-file-size); anything larger is 413.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -1030,6 +1032,70 @@ async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         answer.to_string(),
+    )
+        .into_response()
+}
+
+/// The cards held (a test endpoint): `GET /_sandbox/cards` answers
+/// `{"open": N, "deleted": N, "templates": {"<template_id>": N}}`.
+async fn cards(State(shared): State<Arc<Shared>>) -> Response {
+    match business::card_counts(&shared.store) {
+        Ok((open, deleted, per)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"open": open, "deleted": deleted, "templates": per}).to_string(),
+        )
+            .into_response(),
+        Err(f) => (StatusCode::INTERNAL_SERVER_ERROR, f.sub_msg).into_response(),
+    }
+}
+
+/// Members who authorised an app before (a test endpoint): `POST
+/// /_sandbox/members` with `{"app_id": "...", "count": N}` (N at most
+/// 100,000) answers `[{"user_id", "auth_token", "refresh_token"}, ...]`: the
+/// rows of a merchant's existing book, for `cards open`.
+async fn enrol(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        app_id: String,
+        count: usize,
+    }
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not the expected JSON: {e}"),
+            )
+                .into_response();
+        }
+    };
+    if ask.count > 100_000 {
+        return (StatusCode::BAD_REQUEST, "at most 100,000 members at once").into_response();
+    }
+    let made = {
+        let _guard = shared.write_lock.lock().await;
+        business::members::enrol(&shared.store, &ask.app_id, ask.count)
+    };
+    let made = match made {
+        Ok(m) => m,
+        Err(f) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{}: {}", f.sub_code, f.sub_msg),
+            )
+                .into_response();
+        }
+    };
+    if let Err(e) = shared.store.flush().await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    let list: Vec<serde_json::Value> = made
+        .into_iter()
+        .map(|(u, a, r)| serde_json::json!({"user_id": u, "auth_token": a, "refresh_token": r}))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
     )
         .into_response()
 }

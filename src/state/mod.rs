@@ -9,6 +9,7 @@
 //! old records, whatever the backend. Never holds a secret.
 
 pub mod backend;
+pub mod cards;
 #[doc(hidden)]
 pub mod contract;
 pub mod memory;

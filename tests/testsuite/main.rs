@@ -2,6 +2,7 @@
 
 mod abuse;
 mod api;
+mod cards;
 mod cert_mode;
 mod crash;
 mod damage;

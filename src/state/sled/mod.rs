@@ -25,6 +25,7 @@ use sled::Transactional;
 
 pub mod backend;
 pub mod backup;
+pub mod cards;
 pub mod integrity;
 pub mod lock;
 

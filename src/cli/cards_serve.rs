@@ -1,0 +1,53 @@
+//! `cardform cards serve`: the activation callback service.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::Outcome;
+use super::plan::ProjectArgs;
+use crate::ops;
+use crate::render;
+use crate::settings::Overrides;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Address to listen on (put it behind the https URL the activation URL's `callback` names)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
+    let log = Arc::new(render::cards::ServeLog);
+    let running = ops::cards_serve::start(
+        ops::cards_serve::Request {
+            common: args.project.common(None),
+            listen: args.listen,
+        },
+        flags,
+        log,
+    )
+    .await?;
+    render::cards::serving(running.addr, running.sandbox_url.as_deref());
+    shutdown_signal().await;
+    running.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM (a service manager's stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,642 @@
+//! `cardform cards serve`: the activation callback. A member scans the
+//! activation URL, fills the form, and Alipay sends the member's browser to
+//! the callback with `template_id`, `request_id` and a single-use
+//! `auth_code`. For each: exchange the code for the member's token, read
+//! the form, choose the tier (the `issue` block: a default level, or the
+//! member's existing card from the members file by phone), open the card,
+//! and send the member on.
+//!
+//! Idempotent per `request_id`: callbacks for one request wait for each
+//! other; the ledger journals the card before card.open (flushed) and its
+//! biz_card_no after, so a repeated callback, a retry by Alipay or a
+//! restart never opens a second card. The member's token lives in memory
+//! only (a few minutes, to finish a request cut short); nothing personal
+//! is logged or kept.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::project::{self, Common};
+use crate::alipay::GatewayError;
+use crate::alipay::methods::{
+    ActivateFormQueryRequest, CardOpenRequest, CardQueryRequest, CardUserInfo, MerchantCard,
+    MerchantMenber, OauthTokenRequest,
+};
+use crate::cards::members::Holder;
+use crate::cards::{self, Target};
+use crate::gateway::governor::{Governor, Observer};
+use crate::gateway::{Gateway, Scope};
+use crate::model::{Address, Issuance};
+use crate::secret::Secret;
+use crate::settings::Overrides;
+use crate::state::Durability;
+use crate::state::cards::{CardLedger, Entry};
+
+pub struct Request {
+    pub common: Common,
+    pub listen: SocketAddr,
+}
+
+/// Told what happens, one line per callback (no personal data).
+pub trait Log: Observer {
+    fn line(&self, text: &str);
+}
+
+/// One template members activate on.
+struct Door {
+    tier: Address,
+    issuance: Issuance,
+    target: Target,
+    template_ids: BTreeMap<Address, String>,
+    scope: Scope,
+    members: Arc<HashMap<String, Holder>>,
+}
+
+struct Ctx {
+    gateway: Arc<Governor>,
+    ledger: Arc<dyn CardLedger>,
+    app_id: String,
+    doors: HashMap<String, Arc<Door>>,
+    busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// request_id -> the member's token and who it is, for a request cut
+    /// short (memory only, minutes).
+    tokens: Mutex<HashMap<String, (Secret, CardUserInfo, Instant)>>,
+    log: Arc<dyn Log>,
+}
+
+const TOKEN_KEEP: Duration = Duration::from_secs(600);
+const TOKENS_MAX: usize = 10_000;
+
+/// A running service.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The embedded sandbox's URL, when the endpoint is `sandbox`.
+    pub sandbox_url: Option<String>,
+    pub serving: tokio::task::JoinHandle<()>,
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+    conn: super::gateway::Connection,
+    ledger: Arc<dyn CardLedger>,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(());
+        let _ = self.serving.await;
+        self.ledger.flush()?;
+        self.conn.close().await;
+        Ok(())
+    }
+}
+
+pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result<Running> {
+    let read = project::read(&req.common, flags, "cards serve")?;
+    if read.desired.issuance.is_empty() {
+        bail!(
+            "no activation URL in the project says what to issue\nhint: add an `issue:` block beside an activation URL's `callback` (see the README's member journey)"
+        );
+    }
+    let tokens = super::apply::tokens(&read.desired);
+    let reader = super::refresh::connect(
+        &read.settings,
+        &read.desired,
+        &crate::apply::Options::default(),
+        log.clone(),
+    )
+    .await?;
+    let mut doors = HashMap::new();
+    let mut members_of: HashMap<Address, Arc<HashMap<String, Holder>>> = HashMap::new();
+    for (tier, issuance) in &read.desired.issuance {
+        let Some(template_id) = read
+            .snapshot
+            .resources
+            .get(tier)
+            .and_then(|r| r.ids.template_id.clone())
+        else {
+            log.line(&format!(
+                "`{tier}` has no template at the gateway yet (run `cardform apply`): its activations are refused"
+            ));
+            continue;
+        };
+        let target =
+            Target::resolve(&read.desired, &issuance.family).map_err(anyhow::Error::msg)?;
+        let mut template_ids = BTreeMap::new();
+        for a in target.tiers.values().chain(std::iter::once(tier)) {
+            if let Some(id) = read
+                .snapshot
+                .resources
+                .get(a)
+                .and_then(|r| r.ids.template_id.clone())
+            {
+                template_ids.insert(a.clone(), id);
+            }
+        }
+        let members = match (&issuance.members_path, members_of.get(&issuance.family)) {
+            (_, Some(m)) => m.clone(),
+            (Some(path), None) => {
+                let levels: Vec<String> = target.levels();
+                let levels: Vec<&str> = levels.iter().map(String::as_str).collect();
+                let m = Arc::new(cards::members::load(path, &levels).map_err(anyhow::Error::msg)?);
+                members_of.insert(issuance.family.clone(), m.clone());
+                m
+            }
+            (None, None) => Arc::new(HashMap::new()),
+        };
+        let merchant = tier.merchant.to_string();
+        let token = match tokens.get(&merchant) {
+            Some(Ok(t)) => t.clone(),
+            Some(Err(e)) => bail!("{e}"),
+            None => None,
+        };
+        doors.insert(
+            template_id,
+            Arc::new(Door {
+                tier: tier.clone(),
+                issuance: issuance.clone(),
+                target,
+                template_ids,
+                scope: Scope::merchant(&merchant, token.as_ref()),
+                members,
+            }),
+        );
+    }
+    let ledger =
+        super::cards::open_ledger(&read.settings.state, "cards serve", req.common.lock_timeout)?;
+    let ctx = Arc::new(Ctx {
+        gateway: reader.provider.gateway.clone(),
+        ledger: ledger.clone(),
+        app_id: read.binding.app_id.clone(),
+        doors,
+        busy: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
+        log,
+    });
+    let app = axum::Router::new()
+        .fallback(axum::routing::get(callback))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(ctx);
+    let listener = tokio::net::TcpListener::bind(req.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", req.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    let sandbox_url = reader
+        .conn
+        .sandbox
+        .as_ref()
+        .map(|s| s.gateway_url().trim_end_matches("/gateway.do").to_string());
+    Ok(Running {
+        addr,
+        sandbox_url,
+        serving,
+        shutdown,
+        conn: reader.conn,
+        ledger,
+    })
+}
+
+/// What the member sees.
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{title}</title><h1>{title}</h1><p>{text}</p>"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+fn sorry(status: StatusCode, text: &str) -> Response {
+    page(status, "We could not open your card", text)
+}
+
+fn done(door: &Door, biz: &str) -> Response {
+    match &door.issuance.done_url {
+        Some(u) => {
+            let mut url = match url::Url::parse(u) {
+                Ok(url) => url,
+                Err(_) => {
+                    return page(
+                        StatusCode::OK,
+                        "Your card is ready",
+                        "Find it in Alipay's card wallet.",
+                    );
+                }
+            };
+            url.query_pairs_mut().append_pair("biz_card_no", biz);
+            (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
+        }
+        None => page(
+            StatusCode::OK,
+            "Your card is ready",
+            "Find it in Alipay's card wallet.",
+        ),
+    }
+}
+
+fn plain_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+async fn callback(
+    State(ctx): State<Arc<Ctx>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let started = Instant::now();
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let (request_id, template_id, code) = (get("request_id"), get("template_id"), get("auth_code"));
+    if !plain_id(request_id, 64) || !plain_id(template_id, 128) || !plain_id(code, 128) {
+        ctx.log
+            .line("callback refused: request_id, template_id or auth_code missing or malformed");
+        return sorry(
+            StatusCode::BAD_REQUEST,
+            "This link is incomplete. Please scan the code again.",
+        );
+    }
+    if !ctx.app_id.is_empty() && q.get("app_id").is_some_and(|a| a != &ctx.app_id) {
+        ctx.log.line(&format!(
+            "callback request_id={request_id}: refused: for another app"
+        ));
+        return sorry(
+            StatusCode::BAD_REQUEST,
+            "This link is not for this merchant.",
+        );
+    }
+    let Some(door) = ctx.doors.get(template_id).cloned() else {
+        ctx.log.line(&format!(
+            "callback request_id={request_id}: refused: template {template_id} is not one this service issues (no `issue` block, or not applied)"
+        ));
+        return sorry(
+            StatusCode::NOT_FOUND,
+            "This card is not offered here. Please ask the staff.",
+        );
+    };
+    // One at a time per request: a double tap or Alipay's retry waits for
+    // the first and then finds its card.
+    let lock = ctx
+        .busy
+        .lock()
+        .expect("not poisoned")
+        .entry(request_id.to_string())
+        .or_default()
+        .clone();
+    // The work runs on its own task: a member who closes the page (the
+    // connection drops) never cuts an issue short halfway.
+    let answer = {
+        let (ctx, door) = (ctx.clone(), door.clone());
+        let (request_id, code) = (request_id.to_string(), Secret::new(code));
+        tokio::spawn(async move {
+            let guard = lock.lock().await;
+            let answer = issue(&ctx, &door, &request_id, &code).await;
+            drop(guard);
+            ctx.busy.lock().expect("not poisoned").remove(&request_id);
+            answer
+        })
+        .await
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(_) => Err(Refusal {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            member: "Something went wrong on our side. Please try again in a moment.",
+            log: "failed: the issue panicked (a bug)".into(),
+        }),
+    };
+    let ms = started.elapsed().as_millis();
+    match answer {
+        Ok((biz, how, tier)) => {
+            ctx.log.line(&format!(
+                "callback request_id={request_id}: {how} card {biz} on {tier} ({ms} ms)"
+            ));
+            done(&door, &biz)
+        }
+        Err(Refusal {
+            status,
+            member,
+            log,
+        }) => {
+            ctx.log.line(&format!(
+                "callback request_id={request_id}: {log} ({ms} ms)"
+            ));
+            sorry(status, member)
+        }
+    }
+}
+
+/// Why a callback opened no card: for the member, and for the log.
+struct Refusal {
+    status: StatusCode,
+    member: &'static str,
+    log: String,
+}
+
+fn gateway_refusal(what: &str, e: &GatewayError, door: &Door) -> Refusal {
+    let said = match e.api() {
+        Some(a) => format!("{} {}", a.code, a.sub_code.as_deref().unwrap_or(&a.msg)),
+        None => e.retry_hint().to_string(),
+    };
+    let block = e
+        .api()
+        .and_then(|a| a.merchant_block())
+        .map(|b| format!("; {}", b.hint(&door.scope.merchant)))
+        .unwrap_or_default();
+    let expired = e
+        .api()
+        .and_then(|a| a.sub_code.as_deref())
+        .is_some_and(|s| s.contains("code"));
+    Refusal {
+        status: StatusCode::BAD_GATEWAY,
+        member: if expired {
+            "This link has expired. Please scan the code again."
+        } else {
+            "Something went wrong on our side. Please try again in a moment."
+        },
+        log: format!("failed: {what}: {said}{block}"),
+    }
+}
+
+/// `yyyy-MM-dd HH:mm:ss` (local) for a journal time, so a retried open
+/// sends what the first one sent.
+fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Local))
+        .unwrap_or_else(|_| chrono::Local::now())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+async fn issue(
+    ctx: &Ctx,
+    door: &Door,
+    request_id: &str,
+    code: &Secret,
+) -> Result<(String, &'static str, Address), Refusal> {
+    let ledger_failed = |e: crate::state::StateError| Refusal {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        member: "Something went wrong on our side. Please try again in a moment.",
+        log: format!("failed: the card ledger: {e}"),
+    };
+    let known = match ctx.ledger.by_request(request_id).map_err(ledger_failed)? {
+        Some(osn) => ctx.ledger.get(&osn).map_err(ledger_failed)?,
+        None => None,
+    };
+    if let Some(e) = &known
+        && let Some(biz) = &e.biz_card_no
+    {
+        return Ok((
+            biz.clone(),
+            "repeated callback: already opened",
+            e.template.clone(),
+        ));
+    }
+    // The member: a token kept from a request cut short, else the code.
+    let kept = {
+        let mut t = ctx.tokens.lock().expect("not poisoned");
+        t.retain(|_, (_, _, at)| at.elapsed() < TOKEN_KEEP);
+        t.get(request_id).cloned()
+    };
+    let (token, user) = match kept {
+        Some((t, u, _)) => (t, u),
+        None => {
+            if let Some(e) = &known {
+                // Cut short by a restart: the code is spent. Did the open
+                // happen? Ask Alipay by the card number cardform chose.
+                if let Some(biz) = recover(ctx, door, e).await? {
+                    return Ok((biz, "recovered", e.template.clone()));
+                }
+            }
+            let t = ctx
+                .gateway
+                .oauth_token(&door.scope, &OauthTokenRequest::code(code))
+                .await
+                .map_err(|e| gateway_refusal("alipay.system.oauth.token", &e, door))?;
+            let user = match (&t.user_id, &t.open_id) {
+                (Some(u), _) => CardUserInfo {
+                    user_uni_id: Some(u.clone()),
+                    user_uni_id_type: Some("UID".into()),
+                    open_id: None,
+                },
+                (None, Some(o)) => CardUserInfo {
+                    open_id: Some(o.clone()),
+                    ..Default::default()
+                },
+                (None, None) => unreachable!("checked when the answer was decoded"),
+            };
+            let token = Secret::new(t.access_token);
+            let mut kept = ctx.tokens.lock().expect("not poisoned");
+            if kept.len() < TOKENS_MAX {
+                kept.insert(
+                    request_id.to_string(),
+                    (token.clone(), user.clone(), Instant::now()),
+                );
+            }
+            (token, user)
+        }
+    };
+    let tier_template_id = door
+        .template_ids
+        .get(&door.tier)
+        .cloned()
+        .unwrap_or_default();
+    let form = ctx
+        .gateway
+        .query_form(
+            &door.scope,
+            &token,
+            &ActivateFormQueryRequest {
+                biz_type: "MEMBER_CARD".into(),
+                template_id: tier_template_id,
+                request_id: request_id.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| gateway_refusal("activateform.query", &e, door))?;
+    let fields = form.fields().map_err(|e| Refusal {
+        status: StatusCode::BAD_GATEWAY,
+        member: "Something went wrong on our side. Please try again in a moment.",
+        log: format!("failed: activateform.query: {e}"),
+    })?;
+    let field = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let phone = field("OPEN_FORM_FIELD_MOBILE");
+    let holder = phone.as_ref().and_then(|p| door.members.get(p)).cloned();
+    let (osn, ext) = match &holder {
+        Some(h) => (
+            cards::out_serial_no(&door.issuance.family, &h.external_card_no),
+            h.external_card_no.clone(),
+        ),
+        None => {
+            let osn = cards::activation_serial_no(&door.issuance.family, request_id);
+            (osn.clone(), osn.to_ascii_uppercase())
+        }
+    };
+    let level = holder
+        .as_ref()
+        .and_then(|h| h.level.clone())
+        .or_else(|| door.issuance.level.clone());
+    let tier = door
+        .target
+        .template_for(level.as_deref())
+        .cloned()
+        .unwrap_or_else(|_| door.tier.clone());
+    let Some(template_id) = door.template_ids.get(&tier).cloned() else {
+        return Err(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            member: "This card is not offered here. Please ask the staff.",
+            log: format!("failed: `{tier}` has no template at the gateway (run `cardform apply`)"),
+        });
+    };
+    // A card this member holds already (digitised, or opened for an
+    // earlier activation): the same card, never a second.
+    let entry = match ctx.ledger.get(&osn).map_err(ledger_failed)? {
+        Some(e) if e.biz_card_no.is_some() => {
+            let mut e = e;
+            if e.request_id.is_none() {
+                e.request_id = Some(request_id.to_string());
+                ctx.ledger
+                    .put(&e, Durability::Flushed)
+                    .map_err(ledger_failed)?;
+            }
+            let biz = e.biz_card_no.clone().unwrap_or_default();
+            return Ok((biz, "member holds it already:", e.template.clone()));
+        }
+        Some(e) => e,
+        None => {
+            let e = Entry {
+                out_serial_no: osn.clone(),
+                template: tier.clone(),
+                template_id: template_id.clone(),
+                row_digest: None,
+                request_id: Some(request_id.to_string()),
+                journalled_at: crate::state::now_rfc3339(),
+                biz_card_no: None,
+                opened_at: None,
+                synced_digest: None,
+                synced_at: None,
+                deleted_at: None,
+            };
+            // Flushed before the call: a crash after it still knows the
+            // request, so a repeated callback finds it.
+            ctx.ledger
+                .put(&e, Durability::Flushed)
+                .map_err(ledger_failed)?;
+            e
+        }
+    };
+    let gender = field("OPEN_FORM_FIELD_GENDER").and_then(|g| match g.as_str() {
+        "MALE" | "男" | "male" => Some("MALE".to_string()),
+        "FEMALE" | "女" | "female" => Some("FEMALE".to_string()),
+        _ => None,
+    });
+    let birth = field("OPEN_FORM_FIELD_BIRTHDAY").filter(|b| cards::is_date(b));
+    let member = MerchantMenber {
+        name: field("OPEN_FORM_FIELD_NAME").filter(|n| n.chars().count() <= 64),
+        gende: gender,
+        birth,
+        cell: phone.filter(|p| p.chars().count() <= 32),
+    };
+    let has_member = member.name.is_some()
+        || member.gende.is_some()
+        || member.birth.is_some()
+        || member.cell.is_some();
+    let req = CardOpenRequest {
+        out_serial_no: osn.clone(),
+        card_template_id: entry.template_id.clone(),
+        card_user_info: user,
+        card_ext_info: MerchantCard {
+            external_card_no: Some(ext),
+            open_date: Some(local_time(&entry.journalled_at)),
+            valid_date: Some(door.issuance.valid_date.clone()),
+            level: if door.target.tiers.is_empty() {
+                None
+            } else {
+                level
+            },
+            point: holder.as_ref().and_then(|h| h.point.clone()),
+            balance: holder.as_ref().and_then(|h| h.balance.clone()),
+            ..Default::default()
+        },
+        member_ext_info: has_member.then_some(member),
+        open_card_channel: None,
+        open_card_channel_id: None,
+    };
+    let opened = ctx
+        .gateway
+        .open_card(&door.scope, &token, &req)
+        .await
+        .map_err(|e| gateway_refusal("card.open", &e, door))?;
+    let biz = opened.card_info.biz_card_no.unwrap_or_default();
+    let mut entry = entry;
+    entry.biz_card_no = Some(biz.clone());
+    entry.opened_at = Some(crate::state::now_rfc3339());
+    entry.request_id = Some(request_id.to_string());
+    ctx.ledger
+        .put(&entry, Durability::Flushed)
+        .map_err(ledger_failed)?;
+    ctx.tokens.lock().expect("not poisoned").remove(request_id);
+    Ok((biz, "opened", entry.template.clone()))
+}
+
+/// A request journalled by an earlier process, its card number unknown:
+/// if the card cardform numbered exists at Alipay, record it.
+async fn recover(ctx: &Ctx, door: &Door, e: &Entry) -> Result<Option<String>, Refusal> {
+    if !e.out_serial_no.starts_with("ca") {
+        // A member's own card number: unknown here without the form.
+        return Ok(None);
+    }
+    let found = ctx
+        .gateway
+        .query_card(
+            &door.scope,
+            &CardQueryRequest {
+                target_card_no_type: "EXTERNAL_CARD".into(),
+                target_card_no: e.out_serial_no.to_ascii_uppercase(),
+                card_user_info: None,
+                ext_info: None,
+                template_id: Some(e.template_id.clone()),
+            },
+        )
+        .await;
+    match found {
+        Ok(card) => {
+            let Some(biz) = card.card_info.biz_card_no else {
+                return Ok(None);
+            };
+            let mut e = e.clone();
+            e.biz_card_no = Some(biz.clone());
+            e.opened_at = Some(crate::state::now_rfc3339());
+            ctx.ledger
+                .put(&e, Durability::Flushed)
+                .map_err(|err| Refusal {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    member: "Something went wrong on our side. Please try again in a moment.",
+                    log: format!("failed: the card ledger: {err}"),
+                })?;
+            Ok(Some(biz))
+        }
+        Err(err) if err.api().is_some() => Ok(None),
+        Err(err) => Err(gateway_refusal("card.query", &err, door)),
+    }
+}

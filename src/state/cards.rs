@@ -1,0 +1,63 @@
+//! The card ledger: what `cardform cards` journals per member card, so that
+//! a re-run (after a crash, a retry, a repeated callback) never opens a
+//! second card and never loses the card number Alipay assigned.
+//!
+//! An entry holds keys, a salted digest, the card number, and times;
+//! nothing of the member (no user id, name, phone, birthday, code or
+//! token). It lives beside the state (`<state dir>/cards`) with its own
+//! lock, so that `cards serve` runs while `apply` changes templates.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Durability, StateError};
+use crate::model::Address;
+
+/// One card, by its out_serial_no.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub out_serial_no: String,
+    /// The template (tier) the card was opened on.
+    pub template: Address,
+    pub template_id: String,
+    /// Digest of the row a CSV opened it from (salted: see `cards`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_digest: Option<String>,
+    /// The activation it was opened for (`cards serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub journalled_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biz_card_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<String>,
+    /// Digest of the values last synced (or opened with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+}
+
+/// Counts, for `cards` summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub opened: usize,
+    /// Journalled, no card number yet: the next run settles them.
+    pub in_doubt: usize,
+    pub deleted: usize,
+}
+
+pub trait CardLedger: Send + Sync {
+    /// This ledger's secret salt for row digests (made on first open).
+    fn salt(&self) -> [u8; 32];
+    fn get(&self, out_serial_no: &str) -> Result<Option<Entry>, StateError>;
+    /// Write an entry (and its `request_id`'s index, at once).
+    fn put(&self, entry: &Entry, durability: Durability) -> Result<(), StateError>;
+    /// Drop an entry whose call definitely did not take effect.
+    fn forget(&self, out_serial_no: &str) -> Result<(), StateError>;
+    /// The out_serial_no journalled for an activation's `request_id`.
+    fn by_request(&self, request_id: &str) -> Result<Option<String>, StateError>;
+    fn flush(&self) -> Result<(), StateError>;
+    fn tally(&self) -> Result<Tally, StateError>;
+}

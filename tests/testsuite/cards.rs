@@ -1,0 +1,743 @@
+//! Members' cards (issue 16): bulk digitisation with kill -9 and re-runs,
+//! sync, the activation callback service under repeated and dropped
+//! callbacks, and no member data anywhere cardform writes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A project with a tiered template (silver, gold), a form, and an
+/// activation URL whose callback is `cards serve` on `port`.
+fn project(dir: &Path, port: u16, members: &str) -> PathBuf {
+    let p = dir.join("project");
+    std::fs::create_dir_all(p.join("images")).unwrap();
+    write_png(&p.join("images/logo.png"), 500, 500, 1);
+    write_png(&p.join("images/bg.png"), 1020, 643, 2);
+    std::fs::write(p.join("members.csv"), members).unwrap();
+    std::fs::write(
+        p.join("cardform.yaml"),
+        format!(
+            r#"project: members
+merchants:
+  brew:
+    images:
+      logo: {{ file: images/logo.png, role: logo }}
+      bg: {{ file: images/bg.png, role: background }}
+    templates:
+      club:
+        card_number: {{ prefix: BREW, suffix_length: 12 }}
+        write_off: qrcode
+        style: {{ name: Brew Club, logo: logo, background: bg }}
+        form: {{ required: [mobile], optional: [name, birthday] }}
+        activation_url:
+          callback: http://127.0.0.1:{port}/activated
+          issue:
+            level: silver
+            members: {{ file: members.csv }}
+            done_url: https://brew.example.com/welcome
+        tiers:
+          - {{ level: silver, level_name: Silver }}
+          - {{ level: gold, level_name: Gold }}
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    sb: Sandbox,
+    project: PathBuf,
+    state: PathBuf,
+    port: u16,
+}
+
+impl Setup {
+    fn new(members: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let sb = Sandbox::start(&tmp.path().join("sandbox"), &[]);
+        let port = free_port();
+        let project = project(tmp.path(), port, members);
+        let state = tmp.path().join("state");
+        let s = Setup {
+            tmp,
+            sb,
+            project,
+            state,
+            port,
+        };
+        s.cardform()
+            .args(["apply", "--auto-approve", "-p"])
+            .arg(&s.project)
+            .output()
+            .map(Run::from)
+            .unwrap()
+            .ok();
+        s
+    }
+
+    /// `cardform` on this sandbox and state, run from the temporary
+    /// directory (paths relative to it work).
+    fn cardform(&self) -> Command {
+        let mut c = self.sb.cardform();
+        c.arg("--state")
+            .arg(&self.state)
+            .current_dir(self.tmp.path());
+        c
+    }
+
+    fn ids(&self) -> BTreeMap<String, String> {
+        let out = run(self.cardform().args(["output", "--format", "json"]))
+            .ok()
+            .json();
+        out["brew"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["address"].as_str().unwrap().to_string(),
+                    t["template_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn gateway_url(&self) -> String {
+        self.sb.url.trim_end_matches("/gateway.do").to_string()
+    }
+
+    fn cards(&self) -> Value {
+        let a = http(
+            "GET",
+            &format!("{}/_sandbox/cards", self.gateway_url()),
+            None,
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str(&a.body).unwrap()
+    }
+
+    fn enrol(&self, count: usize) -> Vec<Value> {
+        let a = http(
+            "POST",
+            &format!("{}/_sandbox/members", self.gateway_url()),
+            Some(&json!({"app_id": APP_ID, "count": count}).to_string()),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str::<Value>(&a.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Every file under `dir`, concatenated (what cardform wrote there).
+fn bytes_under(dir: &Path, out: &mut Vec<u8>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            bytes_under(&p, out);
+        } else {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+}
+
+/// The needles found in `hay` (each is looked up at positions where its
+/// first four bytes occur, so a large haystack stays cheap).
+fn found_in(hay: &[u8], needles: &HashSet<String>) -> Vec<String> {
+    let mut by_len: BTreeMap<usize, HashSet<&[u8]>> = BTreeMap::new();
+    let mut prefixes: HashSet<&[u8]> = HashSet::new();
+    for n in needles {
+        assert!(n.len() >= 4, "needle too short: {n}");
+        by_len.entry(n.len()).or_default().insert(n.as_bytes());
+        prefixes.insert(&n.as_bytes()[..4]);
+    }
+    let mut hits = Vec::new();
+    for i in 0..hay.len().saturating_sub(3) {
+        if !prefixes.contains(&hay[i..i + 4]) {
+            continue;
+        }
+        for (len, set) in &by_len {
+            if let Some(w) = hay.get(i..i + len)
+                && set.contains(w)
+            {
+                hits.push(String::from_utf8_lossy(w).into_owned());
+            }
+        }
+    }
+    hits
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Run `cards open` until its results file has `at_least` lines, then kill -9.
+fn kill_when(mut cmd: Command, results: &Path, at_least: usize) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if lines(results) >= at_least {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("finished ({status}) before it could be killed");
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn parse_results(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+const HEADER: &str = "external_card_no,user_id,auth_token,refresh_token,open_date,valid_date,level,point,balance,name,cell,birth,front_label_1,front_value_1";
+
+/// One good row: every third member on gold, odd ones by refresh token.
+fn row(i: usize, m: &Value, point: u32) -> String {
+    let (token, refresh) = if i.is_multiple_of(2) {
+        (m["auth_token"].as_str().unwrap(), "")
+    } else {
+        ("", m["refresh_token"].as_str().unwrap())
+    };
+    format!(
+        "P-{i:05},{},{token},{refresh},2024-01-01 10:00:00,2099-12-31 23:59:59,{},{point},{}.50,Member-{i:05},139{i:08},1971-01-{:02},Tier,{}",
+        m["user_id"].as_str().unwrap(),
+        if i.is_multiple_of(3) {
+            "gold"
+        } else {
+            "silver"
+        },
+        i % 100,
+        1 + i % 28,
+        if i.is_multiple_of(3) {
+            "Gold"
+        } else {
+            "Silver"
+        },
+    )
+}
+
+#[test]
+fn ten_thousand_rows_survive_kill_9_and_open_each_card_once() {
+    const N: usize = 10_000;
+    let s = Setup::new("cell,external_card_no\n");
+    let members = s.enrol(N);
+    let mut good = vec![HEADER.to_string()];
+    for (i, m) in members.iter().enumerate() {
+        good.push(row(i, m, 10));
+    }
+    // Three bad rows among the good ones (lines 4, 5002 and 10,004).
+    let mut with_bad = good.clone();
+    let bad_member = &members[0];
+    with_bad.insert(
+        3,
+        format!(
+            "BAD-1,{},tok,,2024-01-01 10:00:00,2099-12-31 23:59:59,silver,1,1,Member-bad,13912345678,1971/01/01,,",
+            bad_member["user_id"].as_str().unwrap()
+        ),
+    );
+    with_bad.insert(
+        5001,
+        "BAD-2,13912345678,tok,,2024-01-01 10:00:00,2099-12-31 23:59:59,silver,1.234,1,,,,,".into(),
+    );
+    with_bad.push(format!(
+        "BAD-3,{},tok,,2024-01-01 10:00:00,2099-12-31 23:59:59,platinum,1,1,,,,,",
+        bad_member["user_id"].as_str().unwrap()
+    ));
+    std::fs::write(s.tmp.path().join("cards.csv"), with_bad.join("\n") + "\n").unwrap();
+    std::fs::write(s.tmp.path().join("clean.csv"), good.join("\n") + "\n").unwrap();
+    let open = |csv: &str, results: &str| {
+        let mut c = s.cardform();
+        c.args([
+            "cards",
+            "open",
+            "-p",
+            "project",
+            "--template",
+            "merchant.brew/template.club",
+            "--csv",
+            csv,
+            "--results",
+            results,
+        ]);
+        c
+    };
+    // Killed early, killed again later, then run to the end.
+    kill_when(
+        open("cards.csv", "r1.csv"),
+        &s.tmp.path().join("r1.csv"),
+        1_500,
+    );
+    kill_when(
+        open("cards.csv", "r2.csv"),
+        &s.tmp.path().join("r2.csv"),
+        6_000,
+    );
+    let third = run(&mut open("cards.csv", "r3.csv")).fails();
+    // The bad rows are named by file, line and column; the others went ahead.
+    for want in [
+        "cards.csv:4 (BAD-1): invalid: column `birth`: must be yyyy-MM-dd",
+        "cards.csv:5002 (BAD-2): invalid: column `user_id`: must be 16 digits starting 2088",
+        "column `point`: must be a number with at most two decimals",
+        "cards.csv:10004 (BAD-3): invalid: column `level`: `platinum` is not a level",
+    ] {
+        assert!(third.stdout.contains(want), "{want}\n{}", third.stdout);
+    }
+    let results = parse_results(&s.tmp.path().join("r3.csv"));
+    assert_eq!(results.len(), N + 3);
+    let mut biz = HashSet::new();
+    for r in &results {
+        if r["external_card_no"].starts_with("BAD-") {
+            assert_eq!(r["outcome"], "invalid", "{r:?}");
+            continue;
+        }
+        assert!(
+            r["outcome"] == "opened" || r["outcome"] == "already_open",
+            "{r:?}"
+        );
+        assert!(biz.insert(r["biz_card_no"].clone()), "twice: {r:?}");
+    }
+    assert_eq!(biz.len(), N, "every card number is in the results");
+    let ids = s.ids();
+    let cards = s.cards();
+    assert_eq!(cards["open"], N as u64, "exactly one card per row: {cards}");
+    let gold = N.div_ceil(3) as u64;
+    assert_eq!(
+        cards["templates"][&ids["merchant.brew/template.club.gold"]],
+        gold
+    );
+    assert_eq!(
+        cards["templates"][&ids["merchant.brew/template.club.silver"]],
+        N as u64 - gold
+    );
+
+    // A second run opens nothing and calls nothing.
+    let again = run(s.cardform().args([
+        "cards",
+        "open",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--csv",
+        "clean.csv",
+        "--json",
+    ]))
+    .ok()
+    .json();
+    assert_eq!(again["counts"]["opened"], 0, "{again}");
+    assert_eq!(again["counts"]["already_open"], N);
+    assert_eq!(again["calls"], 0);
+
+    // Sync: 500 rows changed (50 of them to gold from silver) make exactly
+    // 500 card.update calls.
+    let mut synced = vec![HEADER.to_string()];
+    let mut moved = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let mut r = row(i, m, if i % 20 == 1 { 99 } else { 10 });
+        if i % 20 == 1 && moved.len() < 50 && i % 3 != 0 {
+            r = r.replace(",silver,", ",gold,");
+            moved.push(format!("P-{i:05}"));
+        }
+        synced.push(r);
+    }
+    std::fs::write(s.tmp.path().join("sync.csv"), synced.join("\n") + "\n").unwrap();
+    let sync = |dry: bool| {
+        let mut c = s.cardform();
+        c.args([
+            "cards",
+            "sync",
+            "-p",
+            "project",
+            "--template",
+            "merchant.brew/template.club",
+            "--csv",
+            "sync.csv",
+            "--json",
+        ]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        run(&mut c).ok().json()
+    };
+    let dry = sync(true);
+    assert_eq!(dry["counts"]["would"], 500, "{dry}");
+    assert_eq!(dry["calls"], 0);
+    let done = sync(false);
+    assert_eq!(done["counts"]["updated"], 500, "{done}");
+    assert_eq!(done["counts"]["unchanged"], N - 500);
+    assert_eq!(done["calls"], 500, "one card.update per changed card");
+    assert_eq!(sync(false)["calls"], 0, "nothing changed since");
+    // A level moved to gold moves the card to the gold tier's template.
+    let q = run(s.cardform().args([
+        "cards",
+        "query",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--card",
+        &moved[0],
+    ]))
+    .ok()
+    .json();
+    assert_eq!(q["card_info"]["level"], "gold", "{q}");
+    assert_eq!(q["card_info"]["point"], "99");
+    assert_eq!(
+        q["template_id"],
+        ids["merchant.brew/template.club.gold"].as_str()
+    );
+    let cards = s.cards();
+    assert_eq!(
+        cards["templates"][&ids["merchant.brew/template.club.gold"]],
+        gold + 50,
+        "{cards}"
+    );
+
+    // Delete one: it is gone at Alipay, and a re-open of its row is refused.
+    run(s.cardform().args([
+        "cards",
+        "delete",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--card",
+        "P-00002",
+    ]))
+    .ok()
+    .stdout_has("deleted");
+    assert_eq!(s.cards()["deleted"], 1);
+
+    // No member field, token or user id in anything cardform wrote: the
+    // outputs, the results files, the state directory.
+    let mut hay = Vec::new();
+    for f in ["r1.csv", "r2.csv", "r3.csv"] {
+        hay.extend(std::fs::read(s.tmp.path().join(f)).unwrap());
+    }
+    hay.extend(third.stdout.as_bytes());
+    hay.extend(third.stderr.as_bytes());
+    hay.extend(done.to_string().as_bytes());
+    bytes_under(&s.state, &mut hay);
+    let mut needles: HashSet<String> = HashSet::new();
+    for (i, m) in members.iter().enumerate() {
+        for k in ["user_id", "auth_token", "refresh_token"] {
+            needles.insert(m[k].as_str().unwrap().to_string());
+        }
+        needles.insert(format!("Member-{i:05}"));
+        needles.insert(format!("139{i:08}"));
+    }
+    needles.insert("1971-01-".into());
+    needles.insert("13912345678".into());
+    needles.insert("Member-bad".into());
+    let hits = found_in(&hay, &needles);
+    assert!(
+        hits.is_empty(),
+        "member data leaked: {:?}",
+        &hits[..hits.len().min(5)]
+    );
+}
+
+/// A `cards serve` child, its address read from its first line; its log
+/// (stderr) collected.
+struct Serve {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    fn start(s: &Setup) -> Serve {
+        let mut child = s
+            .cardform()
+            .args(["cards", "serve", "-p", "project", "--listen"])
+            .arg(format!("127.0.0.1:{}", s.port))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        assert!(first.starts_with("cards serve listening on"), "{first:?}");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (err, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+                let Ok(l) = l else { break };
+                sink.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        Serve { child, log }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Open a connection, send the callback, and hang up without reading: a
+/// member closing the page (or a network drop).
+fn dropped(url: &str) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    drop(s);
+}
+
+#[test]
+fn a_thousand_activations_open_a_thousand_cards_on_the_right_tiers() {
+    const N: usize = 1_000;
+    const HOLDERS: usize = 100;
+    let mut members = String::from("cell,external_card_no,level,point\n");
+    for i in 0..HOLDERS {
+        members.push_str(&format!("138{i:08},PHYS-{i:04},gold,{}\n", 100 + i));
+    }
+    let s = Setup::new(&members);
+    let ids = s.ids();
+    let serve = Serve::start(&s);
+    let silver_url = {
+        let out = run(s.cardform().args(["output", "--format", "json"]))
+            .ok()
+            .json();
+        out["brew"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["address"] == "merchant.brew/template.club.silver")
+            .unwrap()["apply_card_url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let codes = std::sync::Mutex::new(Vec::new());
+    let locations = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (s, silver_url, codes, locations) = (&s, &silver_url, &codes, &locations);
+            scope.spawn(move || {
+                for i in (t..N).step_by(8) {
+                    let phone = if i < HOLDERS {
+                        format!("138{i:08}")
+                    } else {
+                        format!("139{i:08}")
+                    };
+                    let a = s.sb.activate(
+                        silver_url,
+                        json!({"fields": {"OPEN_FORM_FIELD_MOBILE": phone,
+                            "OPEN_FORM_FIELD_NAME": format!("Member-{i:05}"),
+                            "OPEN_FORM_FIELD_BIRTHDAY": "1971-02-03"},
+                            "deliver": false}),
+                    );
+                    let cb = a["callback_url"].as_str().unwrap().to_string();
+                    let q: BTreeMap<String, String> = url::Url::parse(&cb)
+                        .unwrap()
+                        .query_pairs()
+                        .into_owned()
+                        .collect();
+                    codes.lock().unwrap().push(q["auth_code"].clone());
+                    let get = || {
+                        let r = http("GET", &cb, None);
+                        assert_eq!(r.status, 302, "{i}: {}", r.body);
+                        r.location.unwrap()
+                    };
+                    let loc = match i % 10 {
+                        // Dropped, then the member (or Alipay) tries again.
+                        0 => {
+                            dropped(&cb);
+                            get()
+                        }
+                        // A double tap: two callbacks at once.
+                        1 | 2 => std::thread::scope(|inner| {
+                            let other = inner.spawn(get);
+                            let mine = get();
+                            assert_eq!(mine, other.join().unwrap(), "{i}: two answers");
+                            mine
+                        }),
+                        _ => get(),
+                    };
+                    // Repeated later: the same card.
+                    if i % 7 == 0 {
+                        assert_eq!(get(), loc, "{i}");
+                    }
+                    locations.lock().unwrap().insert(i, loc);
+                }
+            });
+        }
+    });
+    let locations = locations.into_inner().unwrap();
+    let cards: HashSet<&String> = locations.values().collect();
+    assert_eq!(cards.len(), N, "one card per activation");
+    assert!(
+        locations[&5].starts_with("https://brew.example.com/welcome?biz_card_no=BREW"),
+        "{}",
+        locations[&5]
+    );
+    let held = s.cards();
+    assert_eq!(held["open"], N as u64, "{held}");
+    assert_eq!(
+        held["templates"][&ids["merchant.brew/template.club.gold"]],
+        HOLDERS as u64
+    );
+    assert_eq!(
+        held["templates"][&ids["merchant.brew/template.club.silver"]],
+        (N - HOLDERS) as u64
+    );
+    // A spent code with an unknown request, and a template not issued here:
+    // a clear page, a log line, no card.
+    let bad = http(
+        "GET",
+        &format!(
+            "http://127.0.0.1:{}/activated?app_id={APP_ID}&template_id={}&request_id=r-unknown&auth_code={}",
+            s.port,
+            ids["merchant.brew/template.club.silver"],
+            codes.lock().unwrap()[0]
+        ),
+        None,
+    );
+    assert_eq!(bad.status, 502);
+    assert!(bad.body.contains("scan the code again"), "{}", bad.body);
+    let unknown = http(
+        "GET",
+        &format!(
+            "http://127.0.0.1:{}/activated?app_id={APP_ID}&template_id=99999&request_id=r-2&auth_code=x",
+            s.port
+        ),
+        None,
+    );
+    assert_eq!(unknown.status, 404);
+    assert_eq!(s.cards()["open"], N as u64);
+
+    // The log names requests and cards, never the member.
+    let log = serve.log.lock().unwrap().clone();
+    assert!(
+        log.contains(
+            "request_id=r-unknown: failed: alipay.system.oauth.token: 40002 isv.code-invalid"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("repeated callback"), "{log}");
+    let mut hay = log.into_bytes();
+    drop(serve);
+    // (The ledger is the service's while it runs.) A holder's card is their physical card, with its points.
+    let q = run(s.cardform().args([
+        "cards",
+        "query",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--card",
+        "PHYS-0007",
+    ]))
+    .ok()
+    .json();
+    assert_eq!(q["card_info"]["point"], "107", "{q}");
+    assert_eq!(q["card_info"]["level"], "gold");
+
+    bytes_under(&s.state, &mut hay);
+    let mut needles: HashSet<String> = codes.into_inner().unwrap().into_iter().collect();
+    for i in 0..N {
+        needles.insert(format!("Member-{i:05}"));
+        needles.insert(if i < HOLDERS {
+            format!("138{i:08}")
+        } else {
+            format!("139{i:08}")
+        });
+    }
+    needles.insert("1971-02-03".into());
+    needles.insert("authusrB".into()); // any access token
+    needles.insert("2088000".into()); // any user id
+    let hits = found_in(&hay, &needles);
+    assert!(
+        hits.is_empty(),
+        "member data leaked: {:?}",
+        &hits[..hits.len().min(5)]
+    );
+}
+
+#[test]
+fn issue_blocks_are_checked_by_validate_and_shown_by_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = project(
+        tmp.path(),
+        8080,
+        "cell,external_card_no,level\n13800000001,PHYS-1,gold\n",
+    );
+    let v = run(cardform().arg("validate").arg(&p)).ok();
+    assert!(v.stdout.contains("is valid"), "{}", v.stdout);
+    let plan = run(cardform()
+        .args(["plan", "--state"])
+        .arg(tmp.path().join("state"))
+        .arg(&p))
+    .ok();
+    assert!(
+        plan.stdout.contains("merchant.brew/template.club.silver: new members on level `silver`; card holders from `members.csv`"),
+        "{}",
+        plan.stdout
+    );
+    let manifest = p.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("level: silver\n", "level: platinum\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("members.csv"),
+        "cell,external_card_no,level,point\n13800000001,PHYS-1,gold,1\n13800000002,PHYS-2,gold,1.234\n",
+    )
+    .unwrap();
+    let bad = run(cardform().arg("validate").arg(&p)).fails();
+    let all = format!("{}{}", bad.stdout, bad.stderr);
+    assert!(all.contains("activation_url.issue.level"), "{all}");
+    assert!(
+        all.contains("`platinum` is not a level of this template's tiers (silver, gold)"),
+        "{all}"
+    );
+    assert!(all.contains("members.csv:3: column `point`"), "{all}");
+    assert!(
+        !all.contains("13800000002"),
+        "a phone number in a message: {all}"
+    );
+}
