@@ -40,6 +40,21 @@ pub enum Command {
         #[arg(long, value_parser = super::duration, default_value = "20ms")]
         latency: Duration,
     },
+    /// `cards open` over generated members against a sandbox with injected latency, then again
+    Cards {
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, value_parser = super::duration, default_value = "20ms")]
+        latency: Duration,
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+        /// A rate limit for the app (calls/s): the sandbox enforces it, the project configures it
+        #[arg(long, value_name = "RPS")]
+        rate_limit: Option<f64>,
+        /// Keep the generated project, CSV, state and sandbox here instead of a temporary directory
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Apply new templates (with images, forms, URLs) against a sandbox with injected latency
     Apply {
         #[arg(long, default_value_t = 1000)]
@@ -128,6 +143,55 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
                     r.wall_ms as f64 / 1000.0
                 ));
             }
+            render::json(&b);
+        }
+        Command::Cards {
+            rows,
+            latency,
+            parallelism,
+            rate_limit,
+            dir,
+        } => {
+            let b = ops::bench::cards(
+                dir.as_deref().unwrap_or(work.path()),
+                rows,
+                latency,
+                parallelism,
+                rate_limit.filter(|r| *r > 0.0),
+            )
+            .await?;
+            let f = &b.first;
+            let against = match (b.rate_limit, b.latency_bound_per_s) {
+                (Some(limit), _) => format!(
+                    "{:.0}% of the {limit:.0} calls/s rate limit, {} answers 40005",
+                    f.calls as f64 / (f.wall_ms as f64 / 1000.0) / limit * 100.0,
+                    f.throttled
+                ),
+                (None, Some(bound)) => format!(
+                    "{:.0}% of the latency bound ({bound:.0}/s: {} in flight / {} ms)",
+                    f.cards_per_s / bound * 100.0,
+                    b.parallelism,
+                    b.latency_ms
+                ),
+                (None, None) => "no latency: CPU-bound".to_string(),
+            };
+            render::line(&format!(
+                "cards open: {} rows ({:.1} MB CSV), {} opened, {} calls in {:.1} s = {:.0} cards/s; {against}; peak memory {:.0} MB",
+                b.rows,
+                b.csv_mb,
+                f.opened,
+                f.calls,
+                f.wall_ms as f64 / 1000.0,
+                f.cards_per_s,
+                f.peak_rss_mb
+            ));
+            render::line(&format!(
+                "cards open again: {} already open, {} calls in {:.1} s; peak memory {:.0} MB",
+                b.again.already_open,
+                b.again.calls,
+                b.again.wall_ms as f64 / 1000.0,
+                b.again.peak_rss_mb
+            ));
             render::json(&b);
         }
         Command::Apply {

@@ -110,6 +110,30 @@ fn wait_with_peak_rss(child: &std::process::Child) -> Result<(Option<i32>, f64)>
     Ok((code, usage.ru_maxrss as f64 / 1024.0))
 }
 
+/// Wait for `child` and return its exit code and its own peak RSS in MB,
+/// read from `/proc/<pid>/status` (`VmHWM`, the high-water mark of the
+/// child's own address space) while it runs. Unlike `wait4`'s `ru_maxrss`,
+/// it is not charged with this process's RSS at the fork: a benchmark
+/// process holding a sandbox full of cards measures its child truly.
+fn wait_with_hwm(child: &mut std::process::Child) -> Result<(Option<i32>, f64)> {
+    let path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status.code(), peak_kb as f64 / 1024.0));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn children_cpu() -> Duration {
     // SAFETY: as above.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -548,5 +572,212 @@ pub async fn refresh(
         latency_ms: latency.as_millis(),
         quiet,
         one_merchant_edited,
+    })
+}
+
+/// One timed `cards open` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardsRun {
+    pub wall_ms: u128,
+    pub cards_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub opened: u64,
+    pub already_open: u64,
+    pub calls: u64,
+    pub throttled: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CardsBench {
+    pub rows: usize,
+    pub parallelism: usize,
+    pub latency_ms: u128,
+    /// parallelism / latency: card.open calls per second at most.
+    pub latency_bound_per_s: Option<f64>,
+    /// The app's rate limit (configured and enforced by the sandbox).
+    pub rate_limit: Option<f64>,
+    pub csv_mb: f64,
+    /// From an empty ledger: every row opens a card.
+    pub first: CardsRun,
+    /// The same file again: every card is open already; nothing is called.
+    pub again: CardsRun,
+}
+
+/// `cards open` over `rows` generated members (each with an auth_token the
+/// sandbox issued) against a sandbox with `latency` (and, with
+/// `rate_limit`, the app's limit enforced there and configured in the
+/// project); then the same file again. Peak memory from `wait4`.
+pub async fn cards(
+    work: &Path,
+    rows: usize,
+    latency: Duration,
+    parallelism: usize,
+    rate_limit: Option<f64>,
+) -> Result<CardsBench> {
+    let project = work.join("project");
+    std::fs::create_dir_all(project.join("images"))?;
+    std::fs::write(project.join("images/logo.png"), png(500, 500, 1))?;
+    std::fs::write(project.join("images/background.png"), png(1020, 643, 2))?;
+    let limits = rate_limit
+        .map(|r| format!("  rate_limits: {{ per_second: {r} }}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        project.join("cardform.yaml"),
+        format!(
+            "project: bench-cards\ngateway:\n  endpoint: sandbox\n{limits}merchants:\n  brew:\n    images:\n      logo: {{ file: images/logo.png, role: logo }}\n      bg: {{ file: images/background.png, role: background }}\n    templates:\n      club:\n        card_number: {{ prefix: BREW, suffix_length: 12 }}\n        write_off: qrcode\n        style: {{ name: Brew Club, logo: logo, background: bg }}\n        tiers:\n          - {{ level: silver }}\n          - {{ level: gold }}\n"
+        ),
+    )?;
+    let app = "2021000000000009";
+    let key_pem = AppPrivateKey::generate_pem();
+    let key_path: PathBuf = work.join("app.pem");
+    std::fs::write(&key_path, &key_pem)?;
+    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
+    let data = work.join("sandbox");
+    let state = work.join("state");
+    let start_sandbox = |faults: Faults| {
+        sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data.clone(),
+            apps: vec![(app.into(), key.public_key_base64())],
+            faults,
+            ..SandboxConfig::default()
+        })
+    };
+    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| {
+        cmd.arg("--state")
+            .arg(&state)
+            .env("CARDFORM_ENDPOINT", running.gateway_url())
+            .env("CARDFORM_APP_ID", app)
+            .env("CARDFORM_PRIVATE_KEY", &key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                running.platform_public_key_path(),
+            );
+    };
+    // Set up on a fast sandbox: the templates, and the members' tokens.
+    let fast = start_sandbox(Faults::default()).await?;
+    let mut apply = cardform()?;
+    env(&mut apply, &fast);
+    apply.args(["apply", "--auto-approve", "-p"]).arg(&project);
+    let out = tokio::task::spawn_blocking(move || apply.output()).await??;
+    if !out.status.success() {
+        bail!(
+            "the benchmark's apply failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let http = reqwest::Client::new();
+    let base = fast
+        .gateway_url()
+        .trim_end_matches("/gateway.do")
+        .to_string();
+    let csv_path = work.join("cards.csv");
+    {
+        let mut w = csv::Writer::from_path(&csv_path)?;
+        w.write_record([
+            "external_card_no",
+            "user_id",
+            "auth_token",
+            "open_date",
+            "valid_date",
+            "level",
+            "point",
+            "balance",
+        ])?;
+        let mut made = 0;
+        while made < rows {
+            let n = (rows - made).min(50_000);
+            let members: serde_json::Value = http
+                .post(format!("{base}/_sandbox/members"))
+                .body(serde_json::json!({"app_id": app, "count": n}).to_string())
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            for m in members.as_array().context("members")? {
+                let i = made;
+                made += 1;
+                w.write_record([
+                    format!("B-{i:07}").as_str(),
+                    m["user_id"].as_str().unwrap_or_default(),
+                    m["auth_token"].as_str().unwrap_or_default(),
+                    "2024-01-01 10:00:00",
+                    "2099-12-31 23:59:59",
+                    if i % 3 == 0 { "gold" } else { "silver" },
+                    &(i % 1000).to_string(),
+                    "10.50",
+                ])?;
+            }
+        }
+        w.flush()?;
+    }
+    fast.stop().await;
+    let running = start_sandbox(Faults {
+        latency,
+        throttle_rps: rate_limit,
+        ..Faults::default()
+    })
+    .await?;
+    let timed = |results: &str| -> Result<CardsRun> {
+        let mut cmd = cardform()?;
+        env(&mut cmd, &running);
+        cmd.args([
+            "cards",
+            "open",
+            "--json",
+            "--template",
+            "merchant.brew/template.club",
+            "--parallelism",
+            &parallelism.to_string(),
+            "-p",
+        ])
+        .arg(&project)
+        .arg("--csv")
+        .arg(&csv_path)
+        .arg("--results")
+        .arg(work.join(results))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        let start = Instant::now();
+        let mut child = cmd.spawn()?;
+        let mut stdout = child.stdout.take().context("stdout")?;
+        let reading = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut s).map(|_| s)
+        });
+        let (code, peak) = wait_with_hwm(&mut child)?;
+        let wall = start.elapsed();
+        let text = reading
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the report panicked"))??;
+        if code != Some(0) {
+            bail!("the benchmark's cards open failed (exit {code:?}):\n{text}");
+        }
+        let r: serde_json::Value = serde_json::from_str(&text)?;
+        let opened = r["counts"]["opened"].as_u64().unwrap_or(0);
+        Ok(CardsRun {
+            wall_ms: wall.as_millis(),
+            cards_per_s: rows as f64 / wall.as_secs_f64(),
+            peak_rss_mb: peak,
+            opened,
+            already_open: r["counts"]["already_open"].as_u64().unwrap_or(0),
+            calls: r["calls"].as_u64().unwrap_or(0),
+            throttled: r["throttled"].as_u64().unwrap_or(0),
+        })
+    };
+    let first = tokio::task::block_in_place(|| timed("results-1.csv"))?;
+    let again = tokio::task::block_in_place(|| timed("results-2.csv"))?;
+    running.stop().await;
+    Ok(CardsBench {
+        rows,
+        parallelism,
+        latency_ms: latency.as_millis(),
+        latency_bound_per_s: (!latency.is_zero())
+            .then(|| parallelism as f64 / latency.as_secs_f64()),
+        rate_limit,
+        csv_mb: std::fs::metadata(&csv_path)?.len() as f64 / 1e6,
+        first,
+        again,
     })
 }

@@ -219,7 +219,35 @@ struct Checked {
     invalid: BTreeMap<u64, (String, String)>,
 }
 
-fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
+/// The longest line a cards CSV may have: a row is well under 2 KB, so
+/// anything this long is not a cards file (and is never held in memory).
+const MAX_LINE: usize = 64 * 1024;
+
+/// A file read with every line bounded by [`MAX_LINE`].
+struct Lines {
+    file: std::fs::File,
+    run: usize,
+}
+
+impl std::io::Read for Lines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        for &b in &buf[..n] {
+            self.run = if b == b'\n' { 0 } else { self.run + 1 };
+            if self.run > MAX_LINE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a line longer than 64 KB",
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+type Csv = csv::Reader<Lines>;
+
+fn reader(path: &Path) -> Result<Csv> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read the cards file `{}`", path.display()))?;
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
@@ -228,14 +256,10 @@ fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
     Ok(csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(file))
+        .from_reader(Lines { file, run: 0 }))
 }
 
-fn header(
-    path: &Path,
-    r: &mut csv::Reader<std::fs::File>,
-    purpose: Purpose,
-) -> Result<Vec<String>> {
+fn header(path: &Path, r: &mut Csv, purpose: Purpose) -> Result<Vec<String>> {
     let header: Vec<String> = r
         .headers()
         .with_context(|| format!("{}:1: cannot read the header", path.display()))?
@@ -272,6 +296,15 @@ fn check_all(path: &Path, purpose: Purpose, target: &Target) -> Result<Checked> 
     let mut rows = 0;
     let ext_col = header.iter().position(|h| h == "external_card_no");
     for item in r.records() {
+        if let Err(e) = &item
+            && let csv::ErrorKind::Io(io) = e.kind()
+        {
+            bail!(
+                "{}:{}: {io}: not a cards file",
+                path.display(),
+                e.position().map_or(rows + 2, |p| p.line())
+            );
+        }
         rows += 1;
         let (line, rec) = match record(item) {
             Ok(v) => v,
@@ -703,6 +736,14 @@ pub async fn batch(
     let mut r = reader_at(&req.csv, purpose)?;
     let header = checked.header.clone();
     for item in r.records() {
+        if let Err(e) = &item
+            && let csv::ErrorKind::Io(io) = e.kind()
+        {
+            bail!(
+                "{}: {io} (the file changed while it was read)",
+                req.csv.display()
+            );
+        }
         let Ok((line, rec)) = record(item) else {
             continue;
         };
@@ -778,7 +819,7 @@ pub async fn batch(
     })
 }
 
-fn reader_at(path: &Path, purpose: Purpose) -> Result<csv::Reader<std::fs::File>> {
+fn reader_at(path: &Path, purpose: Purpose) -> Result<Csv> {
     let mut r = reader(path)?;
     header(path, &mut r, purpose)?;
     Ok(r)

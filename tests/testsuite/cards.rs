@@ -741,3 +741,150 @@ fn issue_blocks_are_checked_by_validate_and_shown_by_plan() {
         "a phone number in a message: {all}"
     );
 }
+
+#[test]
+fn a_merchant_whose_authorisation_broke_stops_at_once_with_a_hint() {
+    let mut s = Setup::new("cell,external_card_no\n");
+    let members = s.enrol(200);
+    let mut rows = vec![HEADER.to_string()];
+    for (i, m) in members.iter().enumerate() {
+        rows.push(row(i, m, 1));
+    }
+    std::fs::write(s.tmp.path().join("cards.csv"), rows.join("\n")).unwrap();
+    // The merchant now acts through an app_auth_token, which has expired.
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "  brew:\n",
+            "  brew:\n    app_auth_token: { env: BREW_TOKEN }\n",
+        ),
+    )
+    .unwrap();
+    s.sb.restart(&["--merchant-fault", "tok-brew=expired"]);
+    let r = run(s.cardform().env("BREW_TOKEN", "tok-brew").args([
+        "cards",
+        "open",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--csv",
+        "cards.csv",
+        "--parallelism",
+        "2",
+        "--json",
+    ]))
+    .fails();
+    let report = r.json();
+    assert!(
+        report["merchant_blocked"]
+            .as_str()
+            .unwrap()
+            .contains("merchant `brew` must authorise the app again"),
+        "{report}"
+    );
+    let c = &report["counts"];
+    assert_eq!(
+        c["failed"].as_u64().unwrap() + c["not_attempted"].as_u64().unwrap(),
+        200
+    );
+    // Only the calls already under way were made: no retries, no budget
+    // spent on a merchant that cannot answer.
+    assert!(report["calls"].as_u64().unwrap() <= 8, "{report}");
+    assert!(c["not_attempted"].as_u64().unwrap() >= 190, "{report}");
+    assert!(!r.stderr.contains("tok-brew"), "{}", r.stderr);
+    assert_eq!(s.cards()["open"], 0);
+}
+
+#[test]
+fn cards_serve_killed_mid_activations_never_opens_a_card_twice() {
+    const N: usize = 300;
+    let s = Setup::new("cell,external_card_no\n");
+    let silver_url = {
+        let out = run(s.cardform().args(["output", "--format", "json"]))
+            .ok()
+            .json();
+        out["brew"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["address"] == "merchant.brew/template.club.silver")
+            .unwrap()["apply_card_url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Every member submits the form first; their callbacks are delivered
+    // while the service is killed with -9 partway.
+    let callbacks: Vec<String> = (0..N)
+        .map(|i| {
+            s.sb.activate(
+                &silver_url,
+                json!({"fields": {"OPEN_FORM_FIELD_MOBILE": format!("139{i:08}")}, "deliver": false}),
+            )["callback_url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut serve = Serve::start(&s);
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..6 {
+            let (callbacks, answered) = (&callbacks, &answered);
+            scope.spawn(move || {
+                for cb in callbacks.iter().skip(t).step_by(6) {
+                    // Refused connections after the kill are expected.
+                    let Ok(mut c) = std::net::TcpStream::connect(
+                        cb.strip_prefix("http://")
+                            .unwrap()
+                            .split('/')
+                            .next()
+                            .unwrap(),
+                    ) else {
+                        continue;
+                    };
+                    let path = &cb[cb.find("/activated").unwrap()..];
+                    let _ = write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+                    let mut out = String::new();
+                    let _ = std::io::Read::read_to_string(&mut c, &mut out);
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        // kill -9 once a third are answered, with callbacks in flight.
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < N / 3 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        serve.child.kill().unwrap();
+        serve.child.wait().unwrap();
+    });
+    // Restarted, every callback is delivered again (as Alipay or the member
+    // would): each answers with its card, or for one cut short whose code
+    // is spent, asks the member to scan again. No card twice.
+    let _serve = Serve::start(&s);
+    let mut cards = HashSet::new();
+    let mut again = 0;
+    for cb in &callbacks {
+        let r = http("GET", cb, None);
+        match r.status {
+            302 => assert!(cards.insert(r.location.unwrap()), "a card twice for {cb}"),
+            502 if r.body.contains("scan the code again") => again += 1,
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    let held = s.cards();
+    assert_eq!(
+        held["open"],
+        cards.len() as u64,
+        "{held}; {again} to scan again"
+    );
+    assert!(cards.len() >= N / 3, "{} cards", cards.len());
+    // Those asked to scan again get their card with a fresh activation.
+    assert!(
+        again <= 12,
+        "{again} members cut short (at most the callbacks in flight)"
+    );
+}

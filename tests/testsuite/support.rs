@@ -161,6 +161,14 @@ impl Sandbox {
         run(self.cardform().args(["api", method, "--biz-content", biz]))
     }
 
+    /// Stop and start again on the same data, with `extra` arguments.
+    pub fn restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.clone();
+        *self = Sandbox::start(&dir, extra);
+    }
+
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

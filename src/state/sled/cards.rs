@@ -37,6 +37,9 @@ impl SledLedger {
             match sled::Config::new()
                 .path(dir.join("store"))
                 .flush_every_ms(Some(FLUSH_EVERY_MS))
+                // Rows are streamed: a bounded page cache keeps a run of
+                // 100,000 cards in bounded memory (sled's default is 1 GB).
+                .cache_capacity(16 * 1024 * 1024)
                 .open()
             {
                 Ok(db) => Ok(Some(db)),
