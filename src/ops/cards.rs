@@ -37,9 +37,15 @@ pub fn open_ledger(
     operation: &str,
     timeout: Duration,
 ) -> Result<Arc<dyn CardLedger>> {
-    let dir = location.local_dir();
-    match crate::state::sled::cards::SledLedger::open(dir, operation, timeout) {
-        Ok(l) => Ok(Arc::new(l)),
+    let opened: Result<Arc<dyn CardLedger>, crate::state::StateError> = match location {
+        Location::Dir(dir) => crate::state::sled::cards::SledLedger::open(dir, operation, timeout)
+            .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
+        Location::Postgres(url) => crate::state::postgres::backend::PgBackend::new(url)
+            .open_ledger(operation, timeout)
+            .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
+    };
+    match opened {
+        Ok(l) => Ok(l),
         Err(crate::state::StateError::Locked(crate::state::backend::LockError::Held {
             dir,
             holder,
@@ -50,6 +56,12 @@ pub fn open_ledger(
             holder.pid,
             holder.host,
             holder.since
+        ),
+        Err(crate::state::StateError::Locked(crate::state::backend::LockError::Busy {
+            dir,
+            ..
+        })) => bail!(
+            "the card ledger in {dir} is in use by another `cardform cards` command\nhint: one at a time: wait for it (--lock-timeout 5m), or stop it first"
         ),
         Err(e) => Err(e.into()),
     }

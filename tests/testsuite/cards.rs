@@ -63,17 +63,22 @@ struct Setup {
     tmp: tempfile::TempDir,
     sb: Sandbox,
     project: PathBuf,
+    /// A directory, or a postgres:// URL.
     state: PathBuf,
     port: u16,
 }
 
 impl Setup {
     fn new(members: &str) -> Setup {
+        Setup::with_state(members, None)
+    }
+
+    fn with_state(members: &str, state: Option<&str>) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let sb = Sandbox::start(&tmp.path().join("sandbox"), &[]);
         let port = free_port();
         let project = project(tmp.path(), port, members);
-        let state = tmp.path().join("state");
+        let state = state.map_or_else(|| tmp.path().join("state"), PathBuf::from);
         let s = Setup {
             tmp,
             sb,
@@ -887,4 +892,62 @@ fn cards_serve_killed_mid_activations_never_opens_a_card_twice() {
         again <= 12,
         "{again} members cut short (at most the callbacks in flight)"
     );
+}
+
+#[test]
+fn the_card_ledger_lives_in_postgresql_with_a_shared_state() {
+    const N: usize = 400;
+    let url = crate::pg::cluster().url("cards");
+    let s = Setup::with_state("cell,external_card_no\n", Some(&url));
+    let members = s.enrol(N);
+    let mut rows = vec![HEADER.to_string()];
+    for (i, m) in members.iter().enumerate() {
+        rows.push(row(i, m, 5));
+    }
+    std::fs::write(s.tmp.path().join("cards.csv"), rows.join("\n") + "\n").unwrap();
+    let open = |results: &str| {
+        let mut c = s.cardform();
+        c.args([
+            "cards",
+            "open",
+            "-p",
+            "project",
+            "--template",
+            "merchant.brew/template.club",
+            "--csv",
+            "cards.csv",
+            "--results",
+            results,
+            "--json",
+        ]);
+        c
+    };
+    kill_when(open("r1.csv"), &s.tmp.path().join("r1.csv"), 120);
+    let done = run(&mut open("r2.csv")).ok().json();
+    assert_eq!(
+        done["counts"]["opened"].as_u64().unwrap()
+            + done["counts"]["already_open"].as_u64().unwrap(),
+        N as u64,
+        "{done}"
+    );
+    assert_eq!(s.cards()["open"], N as u64);
+    let again = run(&mut open("r3.csv")).ok().json();
+    assert_eq!(again["counts"]["already_open"], N, "{again}");
+    assert_eq!(again["calls"], 0);
+    // The ledger is in the state's schema, one row per card, nothing personal.
+    let schema = url.split("schema=").nth(1).unwrap();
+    let n = crate::pg::cluster().psql(&format!(
+        "SELECT count(*) FROM {schema}.cards WHERE key LIKE 'c:%'"
+    ));
+    assert_eq!(n.trim(), N.to_string());
+    let dump = crate::pg::cluster().psql(&format!("SELECT key || entry FROM {schema}.cards"));
+    let mut needles: HashSet<String> = HashSet::new();
+    for (i, m) in members.iter().enumerate() {
+        for k in ["user_id", "auth_token", "refresh_token"] {
+            needles.insert(m[k].as_str().unwrap().to_string());
+        }
+        needles.insert(format!("139{i:08}"));
+    }
+    let hits = found_in(dump.as_bytes(), &needles);
+    assert!(hits.is_empty(), "{hits:?}");
 }

@@ -65,6 +65,22 @@ impl PgBackend {
         Ok(PgStore::new(worker))
     }
 
+    /// Open the card ledger in this state's schema, holding its own lock
+    /// (one `cardform cards` command at a time, beside any state writer).
+    pub fn open_ledger(
+        &self,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<super::cards::PgLedger, StateError> {
+        super::cards::PgLedger::open(
+            self.connector(),
+            self.names.clone(),
+            self.describe(),
+            operation,
+            timeout,
+        )
+    }
+
     fn once<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client, &Names) -> Result<R, StateError> + Send + 'static,

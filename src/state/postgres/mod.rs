@@ -20,6 +20,7 @@
 //!   synchronous client may not run.
 
 pub mod backend;
+pub mod cards;
 pub mod lock;
 pub mod schema;
 pub mod url;

@@ -20,6 +20,9 @@ pub struct Names {
     pub locks: String,
     pub backups: String,
     pub migrations: String,
+    /// The card ledger (`cardform cards`): keyed entries, and its salt.
+    pub cards: String,
+    pub cards_meta: String,
 }
 
 impl Names {
@@ -35,14 +38,17 @@ impl Names {
             locks: q("locks"),
             backups: q("backups"),
             migrations: q("migrations"),
+            cards: q("cards"),
+            cards_meta: q("cards_meta"),
         }
     }
 }
 
 /// The migrations, in order; never edit one that shipped, add another.
 fn migrations(s: &Names) -> Vec<String> {
-    vec![format!(
-        "CREATE TABLE {meta} (
+    vec![
+        format!(
+            "CREATE TABLE {meta} (
              id int PRIMARY KEY CHECK (id = 1),
              lineage text NOT NULL,
              serial bigint NOT NULL,
@@ -74,13 +80,27 @@ fn migrations(s: &Names) -> Vec<String> {
              written_at timestamptz NOT NULL DEFAULT now(),
              snapshot text NOT NULL
          );",
-        meta = s.meta,
-        resources = s.resources,
-        intents = s.intents,
-        forgotten = s.forgotten,
-        locks = s.locks,
-        backups = s.backups,
-    )]
+            meta = s.meta,
+            resources = s.resources,
+            intents = s.intents,
+            forgotten = s.forgotten,
+            locks = s.locks,
+            backups = s.backups,
+        ),
+        // 2: the card ledger (issue 16).
+        format!(
+            "CREATE TABLE {cards} (
+             key text PRIMARY KEY,
+             entry text NOT NULL
+         );
+         CREATE TABLE {cards_meta} (
+             id int PRIMARY KEY CHECK (id = 1),
+             salt bytea NOT NULL
+         );",
+            cards = s.cards,
+            cards_meta = s.cards_meta,
+        ),
+    ]
 }
 
 /// The advisory-lock key that serializes migrations of one schema.

@@ -1,0 +1,204 @@
+//! The card ledger in PostgreSQL: `<schema>.cards` (keys `c:<out_serial_no>`
+//! with an entry as JSON, `r:<request_id>` with its out_serial_no) and the
+//! salt in `<schema>.cards_meta`; the same contract as the sled ledger, so
+//! that pipelines sharing a state share its cards too. One `cards` command
+//! at a time: a session advisory lock of its own (released with the
+//! session, even by kill -9), independent of the state's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+
+use super::db_error;
+use super::schema::Names;
+use super::worker::Worker;
+use crate::state::backend::LockError;
+use crate::state::cards::{CardLedger, Entry, Tally};
+use crate::state::{Durability, StateError};
+
+pub struct PgLedger {
+    worker: Worker,
+    salt: [u8; 32],
+    describe: String,
+}
+
+fn ledger_key(s: &Names) -> i64 {
+    super::lock::key(&format!("cards/{}", s.schema))
+}
+
+impl PgLedger {
+    pub(crate) fn open(
+        connect: impl FnOnce() -> Result<Client, StateError> + Send + 'static,
+        names: Arc<Names>,
+        describe: String,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Self, StateError> {
+        let s = names.clone();
+        let shown = describe.clone();
+        let _ = operation;
+        let worker = Worker::start(connect, names.clone(), move |c| {
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(20);
+            loop {
+                let got: bool = c
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&ledger_key(&s)])
+                    .map_err(db_error)?
+                    .get(0);
+                if got {
+                    return Ok(());
+                }
+                let waited = started.elapsed();
+                if waited >= timeout {
+                    return Err(LockError::Busy {
+                        dir: format!("{shown} (card ledger)"),
+                        waited,
+                    }
+                    .into());
+                }
+                std::thread::sleep(pause.min(timeout - waited));
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        })?;
+        let s = names.clone();
+        let salt = worker.call(move |c| {
+            let fresh: [u8; 32] = rand::random();
+            c.execute(
+                &format!(
+                    "INSERT INTO {} (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                    s.cards_meta
+                ),
+                &[&fresh.as_slice()],
+            )
+            .map_err(db_error)?;
+            let salt: Vec<u8> = c
+                .query_one(&format!("SELECT salt FROM {}", s.cards_meta), &[])
+                .map_err(db_error)?
+                .get(0);
+            salt.try_into().map_err(|_| StateError::Damaged {
+                dir: s.schema.clone(),
+                reason: "the card ledger's salt is not 32 bytes".into(),
+            })
+        })?;
+        Ok(PgLedger {
+            worker,
+            salt,
+            describe,
+        })
+    }
+
+    fn corrupt(&self, key: &str, e: impl std::fmt::Display) -> StateError {
+        StateError::Corrupt {
+            key: format!("{} card ledger: {key}", self.describe),
+            reason: e.to_string(),
+        }
+    }
+
+    fn text(&self, key: String) -> Result<Option<String>, StateError> {
+        let s = self.worker.names();
+        self.worker.call(move |c| {
+            Ok(c.query_opt(
+                &format!("SELECT entry FROM {} WHERE key = $1", s.cards),
+                &[&key],
+            )
+            .map_err(db_error)?
+            .map(|r| r.get::<_, String>(0)))
+        })
+    }
+}
+
+impl CardLedger for PgLedger {
+    fn salt(&self) -> [u8; 32] {
+        self.salt
+    }
+
+    fn get(&self, out_serial_no: &str) -> Result<Option<Entry>, StateError> {
+        let key = format!("c:{out_serial_no}");
+        match self.text(key.clone())? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| self.corrupt(&key, e)),
+        }
+    }
+
+    fn put(&self, entry: &Entry, durability: Durability) -> Result<(), StateError> {
+        let s = self.worker.names();
+        let mut rows = vec![(
+            format!("c:{}", entry.out_serial_no),
+            serde_json::to_string(entry).map_err(|e| StateError::Io(e.to_string()))?,
+        )];
+        if let Some(r) = &entry.request_id {
+            rows.push((format!("r:{r}"), entry.out_serial_no.clone()));
+        }
+        self.worker.call(move |c| {
+            let mut tx = c.transaction().map_err(db_error)?;
+            if durability == Durability::Deferred {
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .map_err(db_error)?;
+            }
+            for (k, v) in &rows {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (key, entry) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET entry = EXCLUDED.entry",
+                        s.cards
+                    ),
+                    &[k, v],
+                )
+                .map_err(db_error)?;
+            }
+            tx.commit().map_err(db_error)
+        })
+    }
+
+    fn forget(&self, out_serial_no: &str) -> Result<(), StateError> {
+        let s = self.worker.names();
+        let key = format!("c:{out_serial_no}");
+        self.worker.call(move |c| {
+            c.execute(&format!("DELETE FROM {} WHERE key = $1", s.cards), &[&key])
+                .map(|_| ())
+                .map_err(db_error)
+        })
+    }
+
+    fn by_request(&self, request_id: &str) -> Result<Option<String>, StateError> {
+        self.text(format!("r:{request_id}"))
+    }
+
+    fn flush(&self) -> Result<(), StateError> {
+        let s = self.worker.names();
+        // A synchronous commit puts every earlier asynchronous one on disk.
+        self.worker.call(move |c| {
+            c.execute(&format!("UPDATE {} SET salt = salt", s.cards_meta), &[])
+                .map(|_| ())
+                .map_err(db_error)
+        })
+    }
+
+    fn tally(&self) -> Result<Tally, StateError> {
+        let s = self.worker.names();
+        let texts: Vec<(String, String)> = self.worker.call(move |c| {
+            Ok(c.query(
+                &format!("SELECT key, entry FROM {} WHERE key LIKE 'c:%'", s.cards),
+                &[],
+            )
+            .map_err(db_error)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })?;
+        let mut t = Tally::default();
+        for (k, v) in texts {
+            let e: Entry = serde_json::from_str(&v).map_err(|e| self.corrupt(&k, e))?;
+            if e.deleted_at.is_some() {
+                t.deleted += 1;
+            } else if e.biz_card_no.is_some() {
+                t.opened += 1;
+            } else {
+                t.in_doubt += 1;
+            }
+        }
+        Ok(t)
+    }
+}
