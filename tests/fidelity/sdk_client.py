@@ -9,6 +9,8 @@ import json
 import os
 import struct
 import sys
+import urllib.parse
+import urllib.request
 import zlib
 
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
@@ -31,6 +33,17 @@ from alipay.aop.api.response.AlipayMarketingCardTemplateCreateResponse import Al
 from alipay.aop.api.response.AlipayMarketingCardTemplateQueryResponse import AlipayMarketingCardTemplateQueryResponse
 from alipay.aop.api.response.AlipayMarketingCardActivateurlApplyResponse import AlipayMarketingCardActivateurlApplyResponse
 from alipay.aop.api.response.AlipayOfflineMaterialImageUploadResponse import AlipayOfflineMaterialImageUploadResponse
+from alipay.aop.api.request.AlipaySystemOauthTokenRequest import AlipaySystemOauthTokenRequest
+from alipay.aop.api.response.AlipaySystemOauthTokenResponse import AlipaySystemOauthTokenResponse
+from alipay.aop.api.domain.AlipayMarketingCardActivateformQueryModel import AlipayMarketingCardActivateformQueryModel
+from alipay.aop.api.request.AlipayMarketingCardActivateformQueryRequest import AlipayMarketingCardActivateformQueryRequest
+from alipay.aop.api.response.AlipayMarketingCardActivateformQueryResponse import AlipayMarketingCardActivateformQueryResponse
+from alipay.aop.api.domain.AlipayMarketingCardOpenModel import AlipayMarketingCardOpenModel
+from alipay.aop.api.domain.CardUserInfo import CardUserInfo
+from alipay.aop.api.domain.MerchantCard import MerchantCard
+from alipay.aop.api.domain.MerchantMenber import MerchantMenber
+from alipay.aop.api.request.AlipayMarketingCardOpenRequest import AlipayMarketingCardOpenRequest
+from alipay.aop.api.response.AlipayMarketingCardOpenResponse import AlipayMarketingCardOpenResponse
 
 
 def png(width, height, seed):
@@ -128,6 +141,62 @@ def main():
         raise SystemExit("FAIL: another merchant's token must not see this template")
     checks += 1
     print("ok: official SDK app_auth_token call (signed business error verified)")
+
+    # A member's journey with the SDK's own member classes: the app's
+    # activation URL, a member submitting its form (the sandbox's test
+    # endpoint), the auth_code for a token, the form, the card as the member.
+    a = AlipayMarketingCardActivateurlApplyModel()
+    a.template_id = template_id
+    a.callback = "https://example.com/callback"
+    resp = AlipayMarketingCardActivateurlApplyResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardActivateurlApplyRequest(biz_model=a)))
+    check("activateurl.apply", resp)
+    url = urllib.parse.unquote(resp.apply_card_url)
+    ask = json.dumps({"activation_url": url, "fields": {"OPEN_FORM_FIELD_MOBILE": "13800000000"}, "deliver": False}).encode()
+    member = json.load(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1/_sandbox/activate", data=ask, method="POST")))
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(member["callback_url"]).query))
+    t = AlipaySystemOauthTokenRequest()
+    t.grant_type = "authorization_code"
+    t.code = query["auth_code"]
+    resp = AlipaySystemOauthTokenResponse()
+    resp.parse_response_content(client.execute(t))
+    check("system.oauth.token", resp)
+    token, user_id = resp.access_token, resp.user_id
+    assert user_id == member["user_id"], (user_id, member)
+    f = AlipayMarketingCardActivateformQueryModel()
+    f.biz_type = "MEMBER_CARD"
+    f.template_id = template_id
+    f.request_id = query["request_id"]
+    req = AlipayMarketingCardActivateformQueryRequest(biz_model=f)
+    req.add_other_text_param("auth_token", token)
+    resp = AlipayMarketingCardActivateformQueryResponse()
+    resp.parse_response_content(client.execute(req))
+    check("card.activateform.query (auth_token)", resp)
+    assert "13800000000" in resp.infos, resp.infos
+    o = AlipayMarketingCardOpenModel()
+    o.out_serial_no = "sdk-" + os.urandom(6).hex()
+    o.card_template_id = template_id
+    u = CardUserInfo()
+    u.user_uni_id = user_id
+    u.user_uni_id_type = "UID"
+    o.card_user_info = u
+    c = MerchantCard()
+    c.external_card_no = "SDK-1"
+    c.open_date = "2024-05-20 10:00:00"
+    c.valid_date = "2099-12-31 23:59:59"
+    c.point = "10"
+    c.balance = "0.00"
+    o.card_ext_info = c
+    m = MerchantMenber()
+    m.name = "Member"
+    m.cell = "13800000000"
+    o.member_ext_info = m
+    req = AlipayMarketingCardOpenRequest(biz_model=o)
+    req.add_other_text_param("auth_token", token)
+    resp = AlipayMarketingCardOpenResponse()
+    resp.parse_response_content(client.execute(req))
+    check("card.open (auth_token)", resp)
+    assert resp.card_info.biz_card_no.startswith("SDK"), resp.card_info.biz_card_no
     print(f"{checks} passed, 0 failed")
 
 
