@@ -469,7 +469,7 @@ impl Shared {
                 let adopted: Attrs = change
                     .before
                     .clone()
-                    .and_then(|v| serde_json::from_value(v).ok())
+                    .and_then(|v| serde_json::from_value(*v).ok())
                     .ok_or_else(|| {
                         Failure::Local(format!(
                             "the imported template of `{address}` is missing from the plan (bug)"

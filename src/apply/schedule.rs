@@ -189,7 +189,7 @@ mod tests {
             address: Address::new("m", kind, name),
             kind,
             action,
-            reason: String::new(),
+            reason: "".into(),
             before: None,
             after: None,
             deps: deps.iter().map(|a| (*a).clone()).collect(),

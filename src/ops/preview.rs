@@ -139,7 +139,7 @@ pub fn for_plan(
             let recorded = c
                 .before
                 .as_ref()
-                .and_then(|v| serde_json::from_value::<Attrs>(v.clone()).ok());
+                .and_then(|v| serde_json::from_value::<Attrs>((**v).clone()).ok());
             let (before, compare) = match recorded {
                 Some(Attrs::Template(before)) => {
                     let source = RecordedImages {

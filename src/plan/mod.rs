@@ -4,6 +4,7 @@
 //! No clock, no network, no store: `plan(&Desired, &Snapshot, &Options)`.
 //! Output order is deterministic (dependency order, then address).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -50,21 +51,24 @@ pub struct Change {
     pub address: Address,
     pub kind: Kind,
     pub action: Action,
-    /// Why, for people. Code never branches on it.
-    pub reason: String,
-    /// Attributes recorded in state (absent for a create).
+    /// Why, for people. Code never branches on it. (Fixed reasons, such
+    /// as a no-op's "up to date", cost no allocation.)
+    pub reason: Cow<'static, str>,
+    /// Attributes recorded in state (absent for a create). Boxed, as are
+    /// `after` and `moved_from`: a no-op has none of them, and a plan of
+    /// 85,000 resources holds 85,000 changes (a change is 136 bytes, not 312).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<Value>,
+    pub before: Option<Box<Value>>,
     /// Attributes the manifests ask for (absent for a retire).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Value>,
+    pub after: Option<Box<Value>>,
     /// Addresses this change waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deps: Vec<Address>,
     /// The address the state recorded it under, when a `moved` block renames
     /// it (the rename itself makes no gateway call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub moved_from: Option<Address>,
+    pub moved_from: Option<Box<Address>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,7 +227,7 @@ impl Plan {
     pub fn moves(&self) -> impl Iterator<Item = (&Address, &Address)> {
         self.changes
             .iter()
-            .filter_map(|c| Some((c.moved_from.as_ref()?, &c.address)))
+            .filter_map(|c| Some((&**c.moved_from.as_ref()?, &c.address)))
     }
 }
 
@@ -687,7 +691,8 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
                     // Nothing to show: the recorded attributes are not
                     // even parsed (a no-op plan of 100,000 resources
                     // stays cheap).
-                    (Action::NoOp, "up to date".to_string(), None)
+                    // (Its reason is set below, without an allocation.)
+                    (Action::NoOp, String::new(), None)
                 }
             }
         };
@@ -698,11 +703,14 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             address: address.clone(),
             kind: address.kind,
             action,
-            reason,
-            before,
+            reason: match action {
+                Action::NoOp => Cow::Borrowed("up to date"),
+                _ => reason.into(),
+            },
+            before: before.map(Box::new),
             // No-ops carry no attributes and no dependencies (nothing waits
             // for them): plans of large projects stay small.
-            after: (action != Action::NoOp).then(|| res.attrs.to_json()),
+            after: (action != Action::NoOp).then(|| Box::new(res.attrs.to_json())),
             deps: if action == Action::NoOp {
                 Vec::new()
             } else {
@@ -743,15 +751,15 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             address: address.clone(),
             kind: address.kind,
             action: Action::Retire,
-            reason,
-            before: Some(old.attrs_value()),
+            reason: reason.into(),
+            before: Some(Box::new(old.attrs_value())),
             after: None,
             deps: Vec::new(),
             moved_from: None,
         });
     }
     for c in changes.iter_mut() {
-        c.moved_from = origin.get(&c.address).cloned();
+        c.moved_from = origin.get(&c.address).cloned().map(Box::new);
     }
     let mut summary = Summary::default();
     for c in &changes {
@@ -944,7 +952,7 @@ mod tests {
             .unwrap()
             .changes
             .into_iter()
-            .map(|c| (c.address.to_string(), c.action, c.reason))
+            .map(|c| (c.address.to_string(), c.action, c.reason.into_owned()))
             .collect()
     }
 

@@ -64,7 +64,7 @@ fn action_text(c: &Change) -> String {
     }
 }
 
-fn pretty(v: &Option<serde_json::Value>) -> String {
+fn pretty(v: &Option<Box<serde_json::Value>>) -> String {
     v.as_ref()
         .map(|v| serde_json::to_string_pretty(v).expect("values serialize"))
         .unwrap_or_default()
@@ -269,9 +269,9 @@ fn refresh_section(plan: &Plan, show_diffs: bool, markdown: bool) -> String {
                     address: d.address.clone(),
                     kind: d.address.kind,
                     action: Action::Update,
-                    reason: String::new(),
-                    before: Some(d.recorded.clone()),
-                    after: Some(d.at_gateway.clone()),
+                    reason: "".into(),
+                    before: Some(Box::new(d.recorded.clone())),
+                    after: Some(Box::new(d.at_gateway.clone())),
                     deps: Vec::new(),
                     moved_from: None,
                 };
@@ -366,7 +366,7 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
             (Some(from), Action::NoOp) => {
                 format!("renamed from {from} in state; no gateway call")
             }
-            _ => c.reason.clone(),
+            _ => c.reason.to_string(),
         };
         let _ = writeln!(
             out,
@@ -496,7 +496,7 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
             action_text(c),
             escape(&match &c.moved_from {
                 Some(from) => format!("moved from `{from}`; {}", c.reason),
-                None => c.reason.clone(),
+                None => c.reason.to_string(),
             })
         );
     }
