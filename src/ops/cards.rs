@@ -41,7 +41,7 @@ pub fn open_ledger(
         Location::Dir(dir) => crate::state::sled::cards::SledLedger::open(dir, operation, timeout)
             .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
         Location::Postgres(url) => crate::state::postgres::backend::PgBackend::new(url)
-            .open_ledger(operation, timeout)
+            .open_ledger(timeout)
             .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
     };
     match opened {

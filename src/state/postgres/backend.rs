@@ -67,16 +67,11 @@ impl PgBackend {
 
     /// Open the card ledger in this state's schema, holding its own lock
     /// (one `cardform cards` command at a time, beside any state writer).
-    pub fn open_ledger(
-        &self,
-        operation: &str,
-        timeout: Duration,
-    ) -> Result<super::cards::PgLedger, StateError> {
+    pub fn open_ledger(&self, timeout: Duration) -> Result<super::cards::PgLedger, StateError> {
         super::cards::PgLedger::open(
             self.connector(),
             self.names.clone(),
             self.describe(),
-            operation,
             timeout,
         )
     }

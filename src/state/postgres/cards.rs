@@ -32,12 +32,10 @@ impl PgLedger {
         connect: impl FnOnce() -> Result<Client, StateError> + Send + 'static,
         names: Arc<Names>,
         describe: String,
-        operation: &str,
         timeout: Duration,
     ) -> Result<Self, StateError> {
         let s = names.clone();
         let shown = describe.clone();
-        let _ = operation;
         let worker = Worker::start(connect, names.clone(), move |c| {
             let started = Instant::now();
             let mut pause = Duration::from_millis(20);
