@@ -9,6 +9,7 @@
 pub mod diag;
 pub mod lower;
 pub mod raw;
+mod schema_errors;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -314,7 +315,7 @@ fn yaml_path(pointer_segments: &[String]) -> String {
 fn check_schema(
     validator: &jsonschema::Validator,
     src: &SourceFile,
-    json: serde_json::Value,
+    mut json: serde_json::Value,
 ) -> Result<raw::Manifest, Vec<Diagnostic>> {
     if !json.is_object() {
         return Err(vec![src.diag(
@@ -324,7 +325,7 @@ fn check_schema(
     }
     let mut out = Vec::new();
     let mut shown = 0;
-    for err in validator.iter_errors(&json) {
+    let _ = schema_errors::for_each_error(validator, &mut json, &mut |segs, err| {
         // A file with a hundred thousand mistakes is one mistake repeated:
         // report the first ones, and say how many more there are.
         shown += 1;
@@ -333,89 +334,93 @@ fn check_schema(
                 "",
                 format!("… more schema errors in this file, not shown (the first {MAX_SCHEMA_ERRORS} are)"),
             ));
-            break;
+            return std::ops::ControlFlow::Break(());
         }
-        let segs: Vec<String> = err
-            .instance_path()
-            .as_str()
-            .split('/')
-            .skip(1)
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        let path = yaml_path(&segs);
-        // A secret written where its source belongs: never echo the value.
-        // `state.url` holds a password: a secret too (other `url`s are not).
-        let state_url = segs.len() >= 2 && segs[0] == "state" && segs[1] == "url";
-        if let Some(field) = segs
+        schema_error(src, segs, err, &mut out);
+        std::ops::ControlFlow::Continue(())
+    });
+    if !out.is_empty() {
+        return Err(out);
+    }
+    serde_json::from_value(json).map_err(|e| vec![src.diag("", format!("{e}"))])
+}
+
+/// One schema error as diagnostics, at its YAML path.
+fn schema_error(
+    src: &SourceFile,
+    segs: &[String],
+    err: &jsonschema::ValidationError<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let path = yaml_path(segs);
+    // A secret written where its source belongs: never echo the value.
+    // `state.url` holds a password: a secret too (other `url`s are not).
+    let state_url = segs.len() >= 2 && segs[0] == "state" && segs[1] == "url";
+    if let Some(field) = segs
+        .iter()
+        .find(|s| SECRET_FIELDS.contains(&s.as_str()))
+        .or_else(|| segs.get(1).filter(|_| state_url))
+    {
+        let at: Vec<String> = segs
             .iter()
-            .find(|s| SECRET_FIELDS.contains(&s.as_str()))
-            .or_else(|| segs.get(1).filter(|_| state_url))
-        {
-            let at: Vec<String> = segs
-                .iter()
-                .take_while(|s| *s != field)
-                .chain(std::iter::once(field))
-                .cloned()
-                .collect();
-            let at = yaml_path(&at);
-            let mut d = src
+            .take_while(|s| *s != field)
+            .chain(std::iter::once(field))
+            .cloned()
+            .collect();
+        let at = yaml_path(&at);
+        let mut d = src
                 .diag(
                     &at,
                     format!("`{field}` must say where the secret comes from, not hold it"),
                 )
                 .with_hint("write `{ file: path }` (relative to this manifest) or `{ env: NAME }`; never the secret itself");
-            d.snippet = d.snippet.as_deref().map(redact_line);
-            out.push(d);
-            continue;
-        }
-        match err.kind() {
-            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let allowed = allowed_keys(err.schema_path().as_str());
-                for key in unexpected {
-                    let p = source::join(&path, key);
-                    let mut d = src.diag(&p, format!("unknown key `{key}`"));
-                    d.hint =
-                        diag::did_you_mean(key, allowed.iter().map(String::as_str)).or_else(|| {
-                            (!allowed.is_empty()).then(|| {
-                                format!(
-                                    "allowed here: {}",
-                                    allowed
-                                        .iter()
-                                        .map(|k| format!("`{k}`"))
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
-                            })
-                        });
-                    out.push(d);
-                }
-            }
-            jsonschema::error::ValidationErrorKind::Enum { options } => {
-                let allowed: Vec<String> = options
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let got = err.instance().to_string();
-                let mut d = src.diag(
-                    &path,
-                    format!("{got} is not one of: {}", allowed.join(", ")),
-                );
-                if let Some(word) = err.instance().as_str() {
-                    d.hint = diag::did_you_mean(word, allowed.iter().map(String::as_str));
-                }
+        d.snippet = d.snippet.as_deref().map(redact_line);
+        out.push(d);
+        return;
+    }
+    match err.kind() {
+        jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let allowed = allowed_keys(err.schema_path().as_str());
+            for key in unexpected {
+                let p = source::join(&path, key);
+                let mut d = src.diag(&p, format!("unknown key `{key}`"));
+                d.hint =
+                    diag::did_you_mean(key, allowed.iter().map(String::as_str)).or_else(|| {
+                        (!allowed.is_empty()).then(|| {
+                            format!(
+                                "allowed here: {}",
+                                allowed
+                                    .iter()
+                                    .map(|k| format!("`{k}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })
+                    });
                 out.push(d);
             }
-            _ => out.push(src.diag(&path, schema_message(&err.to_string()))),
         }
+        jsonschema::error::ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let got = err.instance().to_string();
+            let mut d = src.diag(
+                &path,
+                format!("{got} is not one of: {}", allowed.join(", ")),
+            );
+            if let Some(word) = err.instance().as_str() {
+                d.hint = diag::did_you_mean(word, allowed.iter().map(String::as_str));
+            }
+            out.push(d);
+        }
+        _ => out.push(src.diag(&path, schema_message(&err.to_string()))),
     }
-    if !out.is_empty() {
-        return Err(out);
-    }
-    serde_json::from_value(json).map_err(|e| vec![src.diag("", format!("{e}"))])
 }
 
 /// The schema once, for the vocabulary.
