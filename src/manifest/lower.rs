@@ -269,12 +269,18 @@ fn interpolate_value(
 }
 
 pub fn lower(
-    files: &[(SourceFile, raw::Manifest)],
+    files: &mut [(SourceFile, raw::Manifest)],
     cli_vars: &BTreeMap<String, String>,
     env: &dyn Fn(&str) -> Option<String>,
     project: &Project,
     diags: &mut Diagnostics,
 ) -> Option<Desired> {
+    // Each merchant's raw form is dropped once it is lowered: at 5,000
+    // merchants the raw and the lowered forms together were a fifth of a
+    // plan's peak memory.
+    let raw_merchants: Vec<Option<BTreeMap<String, raw::Merchant>>> =
+        files.iter_mut().map(|(_, m)| m.merchants.take()).collect();
+    let files: &[(SourceFile, raw::Manifest)] = files;
     let mut ctx = Ctx {
         files,
         diags,
@@ -292,9 +298,9 @@ pub fn lower(
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut default_images: BTreeMap<String, (At, raw::Image)> = BTreeMap::new();
     let mut default_templates: BTreeMap<String, (At, raw::Template)> = BTreeMap::new();
-    let mut merchants: BTreeMap<&str, (At, &raw::Merchant)> = BTreeMap::new();
+    let mut merchants: BTreeMap<String, (At, raw::Merchant)> = BTreeMap::new();
     let mut seen: HashMap<String, At> = HashMap::new();
-    for (i, (_, m)) in files.iter().enumerate() {
+    for (i, ((_, m), raw_merchants)) in files.iter().zip(raw_merchants).enumerate() {
         if let Some(g) = &m.gateway {
             let at = At::new(i, "gateway");
             if let Some((first, _)) = &gateway {
@@ -378,15 +384,15 @@ pub fn lower(
                 }
             }
         }
-        for (k, v) in m.merchants.iter().flatten() {
-            if let Some(at) = unique(&mut ctx, "merchants", k) {
-                if !valid_name(k) {
+        for (k, v) in raw_merchants.into_iter().flatten() {
+            if let Some(at) = unique(&mut ctx, "merchants", &k) {
+                if !valid_name(&k) {
                     let d = ctx
                         .err(&at, "", format!("merchant name `{k}` is not a valid name"))
                         .with_hint(NAME_HINT);
                     ctx.diags.push(d);
                 }
-                merchants.insert(k.as_str(), (at, v));
+                merchants.insert(k, (at, v));
             }
         }
     }
@@ -426,13 +432,13 @@ pub fn lower(
             .warning();
         ctx.diags.push(d);
     }
-    for (mname, (mat, m)) in &merchants {
+    while let Some((mname, (mat, m))) = merchants.pop_first() {
         lower_merchant(
             &mut ctx,
             &mut desired,
-            mname,
-            mat,
-            m,
+            &mname,
+            &mat,
+            &m,
             &vars,
             cli_vars,
             &default_images,

@@ -238,7 +238,7 @@ fn finish(
             name: default_name,
             root,
         };
-        lower::lower(&parsed, &opts.vars, env, &project, &mut diags)
+        lower::lower(&mut parsed, &opts.vars, env, &project, &mut diags)
     };
     diags.sort();
     let desired = if diags.has_errors() { None } else { desired };
