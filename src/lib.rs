@@ -55,5 +55,6 @@ pub mod provider;
 pub mod render;
 pub mod sandbox;
 pub mod secret;
+pub mod serve;
 pub mod settings;
 pub mod state;

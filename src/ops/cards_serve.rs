@@ -186,13 +186,9 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         .with_context(|| format!("cannot listen on {}", req.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await;
-    });
+    // The callback faces the internet: the sandbox's hardened loop (bounded
+    // connections, slow clients closed).
+    let serving = tokio::spawn(crate::serve::serve(listener, app, stop));
     let sandbox_url = reader
         .conn
         .sandbox

@@ -298,7 +298,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        serve(listener, app, rx).await;
+        crate::serve::serve(listener, app, rx).await;
         let _ = shared.store.flush().await;
     });
     Ok(RunningSandbox {
@@ -314,53 +314,9 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
 /// its multipart framing and parameters. Larger is answered 413 before it is
 /// read.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-/// Connections served at once; more wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 256;
-/// A client must send a request's head within this long, and its body
-/// within [`BODY_TIMEOUT`]; a slow client is closed, not waited on.
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A client must send a request's body within this long (its head within
+/// [`crate::serve::HEADER_TIMEOUT`]); a slow client is closed, not waited on.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Accept and serve connections until `stop` fires: at most
-/// [`MAX_CONNECTIONS`] at once, each closed if its request head is slower
-/// than [`HEADER_TIMEOUT`]; then let the open ones finish (briefly).
-async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true);
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("bug: the slots are never closed"),
-            _ = &mut stop => break,
-        };
-        let (tcp, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                // Out of file descriptors and the like: the connection is
-                // lost, the server is not.
-                Err(_) => continue,
-            },
-            _ = &mut stop => break,
-        };
-        // Answers go out at once (no Nagle delay waiting on the client's ACK).
-        let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
-}
 
 /// A failed call, as the gateway reports it.
 #[derive(Debug, Clone)]

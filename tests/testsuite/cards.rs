@@ -558,6 +558,19 @@ fn a_thousand_activations_open_a_thousand_cards_on_the_right_tiers() {
     let codes = std::sync::Mutex::new(Vec::new());
     let locations = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
+        // The callback faces the internet: a client that never finishes its
+        // request head is closed (by the server: `read_to_end` returns), while
+        // the members go on.
+        let port = s.port;
+        scope.spawn(move || {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            c.write_all(b"GET /activated?request_id=slow HTTP/1.1\r\nhost: x\r\n")
+                .unwrap();
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut c, &mut out).expect("cards serve closes a slow client");
+            assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+        });
         for t in 0..8 {
             let (s, silver_url, codes, locations) = (&s, &silver_url, &codes, &locations);
             scope.spawn(move || {
