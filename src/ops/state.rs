@@ -35,7 +35,19 @@ pub fn rebind(
 /// The last committed state, for commands that only read (`output`,
 /// `state list | show | export`): a backend that can answers without
 /// waiting for a writer.
+/// The recorded state, for a command that only reads (`output`, `state
+/// list|show|export`). A state directory that does not exist is an error
+/// (the command was run from another directory, or the state lives
+/// elsewhere), not an empty state, and is not created.
 pub fn snapshot(location: &Location, timeout: Duration) -> Result<Snapshot> {
+    if let Location::Dir(d) = location
+        && !d.exists()
+    {
+        bail!(
+            "there is no state at `{}`: nothing was applied with this state directory. Run from the directory you ran `cardform apply` in, or name the state with --state or CARDFORM_STATE (a directory, or the postgres:// URL a manifest's `state` block names)",
+            d.display()
+        );
+    }
     Ok(location.backend().read("state", timeout)?)
 }
 

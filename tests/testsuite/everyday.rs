@@ -527,6 +527,30 @@ fn output_qr_says_which_files_it_wrote() {
     );
 }
 
+/// Reading commands run from another directory find no state: they say so
+/// and create none, rather than print an empty state.
+#[test]
+fn reading_a_state_that_is_not_there_says_so() {
+    let w = Work::new();
+    w.add("coffee", "proj");
+    run(w.cmd().args(["apply", "proj", "--auto-approve"])).ok();
+    for args in [&["output"][..], &["state", "list"], &["state", "export"]] {
+        let r = run(w.at("elsewhere").args(args));
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("there is no state at `state`")
+                && r.stderr.contains("--state or CARDFORM_STATE"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+    assert!(!w.dir().join("elsewhere/state").exists(), "none created");
+    // Named, it is read from anywhere.
+    let r = run(w.at("elsewhere").args(["output", "--state", "../state"])).ok();
+    assert!(r.stdout.contains("merchant.brew"), "{}", r.stdout);
+}
+
 #[test]
 fn every_manifest_in_the_readme_applies_on_the_embedded_sandbox() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
