@@ -235,7 +235,7 @@ fn pointer_mut<'v>(doc: &'v mut Value, at: &[String]) -> Option<&'v mut Value> {
 }
 
 /// A JSON pointer's segments, unescaped.
-pub fn segments(pointer: &str) -> Vec<String> {
+fn segments(pointer: &str) -> Vec<String> {
     pointer
         .split('/')
         .skip(1)
