@@ -1,48 +1,87 @@
 //! cardform: declarative provisioning for Alipay membership-card programs.
 //!
-//! Module map (dependencies point inward: `cli -> ops -> everything else`):
+//! The code is a house of rooms, listed here top to bottom. A file may
+//! import only rooms below its own: never one above, never one beside it in
+//! the same room (`tests/testsuite/layers.rs` reads this list and every
+//! `crate::` path in `src/`, and fails naming the file and line). A new
+//! top-level module must be given a room here.
 //!
-//! - [`cli`]: clap argument structs, one file per command; parse and dispatch only.
-//! - [`settings`]: flags + `CARDFORM_*` environment (+ manifest gateway block) into
-//!   one `Settings`; the only code that reads the environment.
-//! - [`ops`]: one function per user-visible operation; the only place that wires
-//!   concrete things (stores, HTTP transport, embedded sandbox) together.
-//! - [`render`]: human, JSON and Markdown views, progress, QR codes; the only
-//!   place that writes to the terminal.
-//! - [`manifest`]: raw YAML types, safe reading with positions, schema, lowering
-//!   to [`model::Desired`] with located diagnostics.
-//! - [`model`]: the pure domain in the manifest's words: addresses, kinds,
-//!   desired attributes (`model::template` records the raw -> normalized ->
-//!   domain -> wire decision).
-//! - [`graph`]: the dependency graph of desired resources (order, closure).
-//! - [`plan`]: the pure planner: desired + snapshot -> changes with reasons.
-//! - [`apply`]: the executor: walks a plan in dependency order
-//!   (`apply::schedule`, pure), commits every success, skips the dependents
-//!   of failures.
-//! - [`provider`]: per resource kind, desired attributes <-> gateway calls;
-//!   the only place that maps the domain's words to the gateway's.
-//! - [`gateway`]: the gateway seam: a trait of typed calls (the signed client
-//!   implements it) and the governor in front of it (retry, backoff, throttle
-//!   pauses per app and merchant).
-//! - [`state`]: snapshots, the `StateStore` and `Backend` traits, the sled
-//!   backend (lock, integrity checkpoints, backup, recovery), an in-memory
-//!   backend for tests, and the migration of old records.
-//! - [`durable`]: group commit (many writers, few fsyncs).
-//! - [`alipay`]: the gateway client (keys, signing, envelope, errors) and the
-//!   plain wire types of each method (`alipay::methods`, importing nothing of
-//!   the client).
+//! 1. command line: [`cli`]
+//! 2. benchmarks: [`bench`]
+//! 3. views: [`render`]
+//! 4. operations: [`ops`]
+//! 5. settings: [`settings`]
+//! 6. executors: [`apply`]
+//! 7. stores: [`stores`]
+//! 8. provider: [`provider`]
+//! 9. transports: [`client`], [`sandbox`]
+//! 10. gateway seam: [`gateway`]
+//! 11. certificates: [`pki`]
+//! 12. protocol: [`alipay`]
+//! 13. planner: [`plan`], [`preview`]
+//! 14. graph: [`graph`]
+//! 15. manifests: [`manifest`]
+//! 16. member cards: [`cards`]
+//! 17. records: [`state`]
+//! 18. domain: [`model`]
+//! 19. utilities: [`util`]
+//!
+//! What each room owns:
+//!
+//! - [`cli`]: clap argument structs, one file per command; parse, call one
+//!   operation, hand its result to a view. No business logic.
+//! - [`bench`]: the documented benchmarks (`cardform bench`): generated
+//!   projects, the real binary timed as a child process.
+//! - [`render`]: human, JSON and Markdown views, progress, the apply prompt,
+//!   diagnostics; the only place (with `cli`) that writes to the terminal.
+//! - [`ops`]: one function per user-visible operation, and the shared wiring
+//!   (project loading, gateway connection, tokens) in files of its own; the
+//!   only place that wires concrete things together. Returns data.
+//! - [`settings`]: flags + `CARDFORM_*` environment (+ manifest gateway
+//!   block) into one `Settings`; the only code that reads the environment.
+//! - [`apply`]: the executors: a plan walked in dependency order
+//!   (`apply::schedule`, pure) committing every success; members' cards
+//!   (`apply::cards`) issued row by row through the card ledger.
+//! - [`stores`]: the state backends (sled, PostgreSQL, memory), record
+//!   migration, the backend contract, and `stores::Location`, the one map
+//!   from a state location to a backend.
+//! - [`provider`]: per resource kind (`provider::image`, `template`, `form`,
+//!   `activation_url`) and for members' cards: domain <-> gateway calls, ids,
+//!   share of the call budget; the only place that maps the domain's words
+//!   onto the gateway's.
+//! - [`client`]: the signed HTTP client (the only `reqwest` user besides the
+//!   sandbox); [`sandbox`]: a faithful emulator of the gateway, which never
+//!   reaches the client's code.
+//! - [`gateway`]: the gateway seam: one call in, its verified answer out
+//!   (`Gateway::send`), typed requests on top (`Typed::call`), and the
+//!   governor in front (retry, backoff, throttle pauses, rate limits).
 //! - [`pki`]: making certificates and CSRs (the sandbox's certificate
 //!   authority, `keys generate`).
-//! - [`sandbox`]: a faithful emulator of the gateway, persisted and fault-injectable.
-//! - [`secret`]: a string that never prints.
-//! - [`bounded`]: reading user-named files within a size limit.
+//! - [`alipay`]: the protocol as plain data and pure computations: one typed
+//!   request/response per method, keys, string-to-sign, envelope,
+//!   certificates, AES, typed errors.
+//! - [`plan`]: the pure planner: desired + snapshot -> changes with reasons;
+//!   [`preview`]: card pictures from the domain model.
+//! - [`graph`]: the dependency graph of desired resources (order, closure).
+//! - [`manifest`]: raw YAML types, safe reading with positions, schema,
+//!   lowering to [`model::Desired`] with located diagnostics, members files.
+//! - [`cards`]: members' card rows, pure: seed 004's formats, tiers, serial
+//!   numbers, salted digests.
+//! - [`state`]: the records (snapshots, intents, card-ledger entries) and the
+//!   traits a backend implements (`StateStore`, `Backend`, `CardLedger`).
+//! - [`model`]: the pure domain in the manifest's words: addresses, kinds,
+//!   desired attributes.
+//! - [`util`]: secrets that never print, bounded reads, group commit, the
+//!   hardened serve loop, text clipping, QR codes.
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod alipay;
 pub mod apply;
-pub mod bounded;
+pub mod bench;
 pub mod cards;
 pub mod cli;
-pub mod durable;
+pub mod client;
 pub mod gateway;
 pub mod graph;
 pub mod manifest;
@@ -54,7 +93,7 @@ pub mod preview;
 pub mod provider;
 pub mod render;
 pub mod sandbox;
-pub mod secret;
-pub mod serve;
 pub mod settings;
 pub mod state;
+pub mod stores;
+pub mod util;

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::state::Location;
+use crate::stores::Location;
 
 use crate::alipay::SignType;
 use crate::model::{GatewayBlock, SecretRef};
-use crate::secret::Secret;
+use crate::util::secret::Secret;
 
 /// What the command line says about the gateway and the state, as plain
 /// data (`cli` fills it from its flags; nothing here knows clap).
@@ -142,7 +142,7 @@ impl Settings {
     pub fn state_before_manifests(flags: &Overrides) -> Option<Location> {
         match state_from_flags(flags) {
             Some(l) => l.ok(),
-            None => Some(Location::Dir(PathBuf::from(DEFAULT_STATE))),
+            None => Some(Location::dir(DEFAULT_STATE)),
         }
     }
 
@@ -231,7 +231,7 @@ impl Settings {
                     }
                     location(&url, "the manifest's state.url")?
                 }
-                (None, None) => Location::Dir(PathBuf::from(DEFAULT_STATE)),
+                (None, None) => Location::dir(DEFAULT_STATE),
             },
         })
     }
@@ -240,9 +240,11 @@ impl Settings {
 /// Read a secret from where it is kept. Errors name the place, never the value.
 pub fn read_secret(r: &SecretRef, what: &str) -> Result<String, String> {
     match r {
-        SecretRef::File(p) => crate::bounded::read_text(p, crate::bounded::MAX_SECRET_BYTES)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read the {what}: {e}")),
+        SecretRef::File(p) => {
+            crate::util::bounded::read_text(p, crate::util::bounded::MAX_SECRET_BYTES)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read the {what}: {e}"))
+        }
         SecretRef::Env(name) => env(name).ok_or_else(|| {
             format!("the {what} comes from environment variable `{name}`, which is not set")
         }),

@@ -114,7 +114,7 @@ pub fn open(method: &str, body: &str, v: Verifier<'_>) -> Result<Map<String, Val
         if seen != cert.alipay_cert_sn {
             return Err(GatewayError::CertRotated {
                 method: method.to_string(),
-                seen: crate::manifest::diag::clip(&seen, 64),
+                seen: crate::util::text::clip(&seen, 64),
                 configured: cert.alipay_cert_sn.clone(),
                 configured_source: cert.alipay_cert_source.to_string(),
             });

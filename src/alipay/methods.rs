@@ -18,6 +18,8 @@ use serde_json::Value;
 pub trait ApiRequest: Serialize + Sized {
     const METHOD: &'static str;
     type Response: DeserializeOwned;
+    /// Whether a failed call may be sent again (the governor's business).
+    const RETRY: Retry = Retry::Repeatable;
 
     /// Whether a verified success carries what the method must return (its
     /// ids, well-formed). A success without them is a failed call.
@@ -29,6 +31,20 @@ pub trait ApiRequest: Serialize + Sized {
     fn encoding(&self) -> Encoding {
         Encoding::BizContent(biz_json(self))
     }
+}
+
+/// Whether a call may be sent again after a failure that can be retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retry {
+    /// Sending it again is harmless (idempotent, or keyed by a request id).
+    #[default]
+    Repeatable,
+    /// Sent again, but an attempt whose outcome is in doubt may have taken
+    /// effect (an image upload: a second image no state knows); counted.
+    NotIdempotent,
+    /// Only after a throttling answer (the gateway refused it before doing
+    /// anything): a single-use code must not be spent twice.
+    OnlyWhenThrottled,
 }
 
 /// How a request's fields travel to the gateway (the client signs and sends
@@ -142,6 +158,7 @@ pub struct ImageUploadResponse {
 
 impl ApiRequest for ImageUploadRequest {
     const METHOD: &'static str = "alipay.offline.material.image.upload";
+    const RETRY: Retry = Retry::NotIdempotent;
     type Response = ImageUploadResponse;
 
     fn check(r: &ImageUploadResponse) -> Result<(), String> {
@@ -450,6 +467,28 @@ api!(
     TemplateIdResponse,
     check = |r: &TemplateIdResponse| check_id("template_id", &r.template_id, 128)
 );
+
+/// template.create sent exactly as journalled (the request's JSON), so a
+/// replay after a crash is byte-for-byte the same request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalledCreate(pub Value);
+
+impl Serialize for JournalledCreate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl ApiRequest for JournalledCreate {
+    const METHOD: &'static str = TemplateCreateRequest::METHOD;
+    type Response = TemplateIdResponse;
+    fn check(r: &TemplateIdResponse) -> Result<(), String> {
+        TemplateCreateRequest::check(r)
+    }
+    fn encoding(&self) -> Encoding {
+        Encoding::BizContent(self.0.to_string())
+    }
+}
 
 /// AlipayMarketingCardTemplateModifyModel: create's fields minus `card_type` and
 /// `service_label_list`, plus `template_id`.
@@ -804,20 +843,20 @@ api!(
 pub struct OauthTokenRequest {
     pub grant_type: String,
     #[serde(skip)]
-    pub code: Option<crate::secret::Secret>,
+    pub code: Option<crate::util::secret::Secret>,
     #[serde(skip)]
-    pub refresh_token: Option<crate::secret::Secret>,
+    pub refresh_token: Option<crate::util::secret::Secret>,
 }
 
 impl OauthTokenRequest {
-    pub fn code(code: &crate::secret::Secret) -> Self {
+    pub fn code(code: &crate::util::secret::Secret) -> Self {
         OauthTokenRequest {
             grant_type: "authorization_code".into(),
             code: Some(code.clone()),
             refresh_token: None,
         }
     }
-    pub fn refresh(token: &crate::secret::Secret) -> Self {
+    pub fn refresh(token: &crate::util::secret::Secret) -> Self {
         OauthTokenRequest {
             grant_type: "refresh_token".into(),
             code: None,
@@ -855,6 +894,9 @@ impl std::fmt::Debug for OauthTokenResponse {
 impl ApiRequest for OauthTokenRequest {
     const METHOD: &'static str = "alipay.system.oauth.token";
     type Response = OauthTokenResponse;
+    // A code is single-use: a retry after the gateway took it would fail
+    // anyway, so this call goes through the limiter only.
+    const RETRY: Retry = Retry::OnlyWhenThrottled;
 
     fn check(r: &OauthTokenResponse) -> Result<(), String> {
         if r.access_token.is_empty() || r.access_token.len() > 256 {

@@ -1,8 +1,9 @@
-//! The Alipay OpenAPI gateway client (`gateway.do`, protocol v2).
+//! The Alipay OpenAPI protocol (`gateway.do`, version 2) as plain data and pure
+//! computations; the signed HTTP client that sends it is `crate::client`.
 //!
 //! - [`keys`]: app private key / Alipay public key, every format Alipay hands out;
 //! - [`sign`]: string-to-sign and sign types;
-//! - [`client`]: request building, encoding, transport;
+//! - [`call`]: one call as plain data, and the typed view of it;
 //! - [`envelope`]: response node location and signature verification;
 //! - [`error`]: typed errors that say whether a retry can help;
 //! - [`cert`]: certificate serial numbers and checks for public-key-certificate mode;
@@ -14,15 +15,16 @@
 //! gateway seam (`crate::gateway`) decides that.
 
 pub mod aes;
+pub mod call;
 pub mod cert;
-pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod methods;
 pub mod sign;
 
-pub use client::{Call, Client, FilePart, GatewayConfig};
+pub use call::Call;
 pub use error::{ApiError, ErrorClass, GatewayError, MerchantBlock};
 pub use keys::{AlipayPublicKey, AppPrivateKey, KeySource};
+pub use methods::FilePart;
 pub use sign::SignType;

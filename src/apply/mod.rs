@@ -32,8 +32,8 @@ use crate::gateway::governor::Observer;
 use crate::model::{Address, Attrs, Desired, Kind, TemplateAttrs};
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{self, ImageIds, Provider};
-use crate::secret::Secret;
 use crate::state::{Durability, Ids, Intent, ResourceState, Snapshot, StateStore, now_rfc3339};
+use crate::util::secret::Secret;
 
 pub use crate::gateway::governor::RetryPolicy;
 
@@ -421,11 +421,10 @@ impl Shared {
             let old = self.ids_of(address);
             self.flushed(|| self.store.forget(address))?;
             self.state.lock().expect("state lock").remove(address);
-            let note = match (address.kind, &old.template_id, &old.image_id) {
-                (Kind::Template, Some(_), _) | (Kind::Image, _, Some(_)) => {
-                    "it stays at Alipay (no delete API)"
-                }
-                _ => "forgotten",
+            let note = if provider::left_at_gateway(address.kind, &old) {
+                "it stays at Alipay (no delete API)"
+            } else {
+                "forgotten"
             };
             return Ok((Some(note.to_string()), old));
         }

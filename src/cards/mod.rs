@@ -14,11 +14,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::alipay::methods::{
-    CardFrontText, CardOpenRequest, CardUserInfo, MerchantCard, MerchantMenber,
-};
 use crate::model::{Address, Attrs, Desired, Kind};
-use crate::secret::Secret;
+use crate::util::secret::Secret;
 
 /// The columns a cards CSV may have. Any other column is an error (a typo
 /// would otherwise drop a value silently).
@@ -64,6 +61,31 @@ pub enum MemberAuth {
     Refresh(Secret),
 }
 
+/// Who the card is for: an Alipay user id or an open_id.
+#[derive(Clone, Default, PartialEq)]
+pub struct CardUser {
+    pub user_uni_id: Option<String>,
+    /// `UID` with a user id.
+    pub user_uni_id_type: Option<String>,
+    pub open_id: Option<String>,
+}
+
+/// A line of text on the card's front.
+#[derive(Clone, Default, PartialEq)]
+pub struct FrontText {
+    pub label: Option<String>,
+    pub value: Option<String>,
+}
+
+/// What the member told the merchant (personal data).
+#[derive(Clone, Default, PartialEq)]
+pub struct Member {
+    pub name: Option<String>,
+    pub gender: Option<String>,
+    pub birth: Option<String>,
+    pub cell: Option<String>,
+}
+
 /// One checked row. `Debug` is deliberately not derived: it holds personal
 /// data.
 #[derive(Clone)]
@@ -71,15 +93,15 @@ pub struct Row {
     /// 1-based line of the row in its file.
     pub line: u64,
     pub external_card_no: String,
-    pub user: Option<CardUserInfo>,
+    pub user: Option<CardUser>,
     pub auth: Option<MemberAuth>,
     pub open_date: Option<String>,
     pub valid_date: Option<String>,
     pub level: Option<String>,
     pub point: Option<String>,
     pub balance: Option<String>,
-    pub front: Vec<CardFrontText>,
-    pub member: Option<MerchantMenber>,
+    pub front: Vec<FrontText>,
+    pub member: Option<Member>,
     pub channel: Option<String>,
 }
 
@@ -217,7 +239,7 @@ pub fn parse_row(
             if !is_user_id(&u) {
                 errors.push(bad("user_id", "must be 16 digits starting 2088"));
             }
-            Some(CardUserInfo {
+            Some(CardUser {
                 user_uni_id: Some(u),
                 user_uni_id_type: Some("UID".into()),
                 open_id: None,
@@ -227,7 +249,7 @@ pub fn parse_row(
             if !plain(&o, 64) {
                 errors.push(bad("open_id", "must be 1 to 64 characters"));
             }
-            Some(CardUserInfo {
+            Some(CardUser {
                 open_id: Some(o),
                 ..Default::default()
             })
@@ -326,7 +348,7 @@ pub fn parse_row(
             errors.push(bad(&lc, format!("`{vc}` needs its label")));
         }
         if label.is_some() || value.is_some() {
-            front.push(CardFrontText { label, value });
+            front.push(FrontText { label, value });
         }
     }
     let gender = get("gender").map(|g| g.to_ascii_uppercase());
@@ -356,9 +378,9 @@ pub fn parse_row(
     }
     let member = (name.is_some() || gender.is_some() || birth.is_some() || cell.is_some())
         .then_some({
-            MerchantMenber {
+            Member {
                 name,
-                gende: gender,
+                gender,
                 birth,
                 cell,
             }
@@ -581,7 +603,7 @@ impl Row {
             self.point.as_deref(),
             self.balance.as_deref(),
             member.and_then(|m| m.name.as_deref()),
-            member.and_then(|m| m.gende.as_deref()),
+            member.and_then(|m| m.gender.as_deref()),
             member.and_then(|m| m.birth.as_deref()),
             member.and_then(|m| m.cell.as_deref()),
             self.channel.as_deref(),
@@ -599,42 +621,6 @@ impl Row {
         ];
         parts.extend(self.front_parts());
         digest(salt, &parts)
-    }
-
-    /// The card as sent to card.open.
-    pub fn open_request(&self, out_serial_no: &str, template_id: &str) -> CardOpenRequest {
-        CardOpenRequest {
-            out_serial_no: out_serial_no.to_string(),
-            card_template_id: template_id.to_string(),
-            card_user_info: self.user.clone().unwrap_or_default(),
-            card_ext_info: MerchantCard {
-                external_card_no: Some(self.external_card_no.clone()),
-                open_date: self.open_date.clone(),
-                valid_date: self.valid_date.clone(),
-                level: self.level.clone(),
-                point: self.point.clone(),
-                balance: self.balance.clone(),
-                front_text_list: (!self.front.is_empty()).then(|| self.front.clone()),
-                ..Default::default()
-            },
-            member_ext_info: self.member.clone(),
-            open_card_channel: self.channel.clone(),
-            open_card_channel_id: None,
-        }
-    }
-
-    /// The values card.update sends (`template_id`: the tier's, when the
-    /// level moved to a tier of its own). Dates are not among them: a card
-    /// keeps the dates it was opened with.
-    pub fn update_card(&self, template_id: Option<&str>) -> MerchantCard {
-        MerchantCard {
-            level: self.level.clone(),
-            point: self.point.clone(),
-            balance: self.balance.clone(),
-            front_text_list: (!self.front.is_empty()).then(|| self.front.clone()),
-            template_id: template_id.map(str::to_string),
-            ..Default::default()
-        }
     }
 }
 

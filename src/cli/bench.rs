@@ -1,10 +1,10 @@
-//! `cardform bench plan | apply`: arguments and dispatch to `ops::bench`.
+//! `cardform bench plan | apply`: arguments and dispatch to `crate::bench`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::Outcome;
-use crate::ops;
+use crate::bench;
 use crate::render;
 
 #[derive(Debug, clap::Subcommand)]
@@ -80,14 +80,13 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
     let pg = match &over.state {
         Some(s) => {
             let s = s.to_string_lossy().to_string();
-            match crate::state::Location::parse(&s).map_err(anyhow::Error::msg)? {
-                crate::state::Location::Postgres(u) => Some(u),
-                crate::state::Location::Dir(_) => {
-                    anyhow::bail!(
-                        "the benchmarks keep sled state in their own directory; --state takes a postgres:// URL here"
-                    )
-                }
+            let location = crate::stores::Location::parse(&s).map_err(anyhow::Error::msg)?;
+            if location.is_local() {
+                anyhow::bail!(
+                    "the benchmarks keep sled state in their own directory; --state takes a postgres:// URL here"
+                )
             }
+            Some(location)
         }
         None => None,
     };
@@ -98,7 +97,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             runs,
             dir,
         } => {
-            let b = ops::bench::plan(
+            let b = bench::plan(
                 dir.as_deref().unwrap_or(work.path()),
                 merchants,
                 templates,
@@ -116,7 +115,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             templates,
             dir,
         } => {
-            let resources = ops::bench::prepare_plan(&dir, merchants, templates, pg.as_ref())?;
+            let resources = bench::prepare_plan(&dir, merchants, templates, pg.as_ref())?;
             render::line(&resources.to_string());
         }
         Command::Refresh {
@@ -124,7 +123,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             templates,
             latency,
         } => {
-            let b = ops::bench::refresh(work.path(), merchants, templates, latency).await?;
+            let b = bench::refresh(work.path(), merchants, templates, latency).await?;
             for (what, r) in [
                 ("no drift", &b.quiet),
                 (
@@ -152,7 +151,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             rate_limit,
             dir,
         } => {
-            let b = ops::bench::cards(
+            let b = bench::cards(
                 dir.as_deref().unwrap_or(work.path()),
                 rows,
                 latency,
@@ -201,7 +200,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             runs,
             rate_limit,
         } => {
-            let b = ops::bench::apply(
+            let b = bench::apply(
                 work.path(),
                 templates,
                 latency,

@@ -141,7 +141,7 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
         }
         Command::Rebind { .. } => unreachable!("handled above"),
         Command::Migrate { to, force } => {
-            let to = crate::state::Location::parse(&to).map_err(anyhow::Error::msg)?;
+            let to = crate::stores::Location::parse(&to).map_err(anyhow::Error::msg)?;
             let m = ops::state::migrate(&dir, &to, t, force)?;
             render::line(&format!(
                 "Moved {} resource(s), {} intent(s) and {} forgotten id(s) from {} to {} (lineage {}, serial {}).",

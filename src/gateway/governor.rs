@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Answer, Gateway, Scope};
-use crate::alipay::methods::*;
+use crate::alipay::Call;
+use crate::alipay::methods::Retry;
 use crate::alipay::{ErrorClass, GatewayError};
-use crate::secret::Secret;
 
 /// How often and how patiently a call is retried.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,30 +263,14 @@ impl Governor {
         }
     }
 
-    async fn run<T, F, Fut>(&self, at: &Scope, method: &str, f: F) -> Result<T, GatewayError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, GatewayError>>,
-    {
-        self.attempts(at, method, true, f).await
-    }
-
-    /// [`Governor::run`] for a call that must not be repeated once the
-    /// gateway may have taken it (a single-use code): paced, and retried only
-    /// on a throttling answer (the gateway refused it before doing anything).
-    async fn once<T, F, Fut>(&self, at: &Scope, method: &str, f: F) -> Result<T, GatewayError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, GatewayError>>,
-    {
-        self.attempts(at, method, false, f).await
-    }
-
+    /// Send through `f` until it succeeds, the error cannot be retried, the
+    /// attempts run out, or (for a call sent once, [`Retry::OnlyWhenThrottled`])
+    /// the gateway answered anything but "throttled".
     async fn attempts<T, F, Fut>(
         &self,
         at: &Scope,
         method: &str,
-        repeatable: bool,
+        retry: Retry,
         mut f: F,
     ) -> Result<T, GatewayError>
     where
@@ -312,7 +296,7 @@ impl Governor {
             let class = err.class();
             if !class.can_retry()
                 || attempt >= self.policy.attempts
-                || (!repeatable && class != ErrorClass::Throttled)
+                || (retry == Retry::OnlyWhenThrottled && class != ErrorClass::Throttled)
             {
                 return Err(err);
             }
@@ -350,145 +334,25 @@ impl Gateway for Governor {
         self.inner.app_id()
     }
 
-    fn upload_image<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a ImageUploadRequest,
-    ) -> Answer<'a, ImageUploadResponse> {
+    fn send<'a>(&'a self, at: &'a Scope, call: &'a Call) -> Answer<'a, Map<String, Value>> {
         Box::pin(
-            self.run(at, ImageUploadRequest::METHOD, move || async move {
-                let r = self.inner.upload_image(at, req).await;
-                if r.as_ref().is_err_and(GatewayError::in_doubt) {
-                    // An upload is not idempotent: this attempt may have stored an
-                    // image no state will know.
+            self.attempts(at, &call.method, call.retry, move || async move {
+                let r = self.inner.send(at, call).await.and_then(|node| {
+                    if let Some(check) = call.check {
+                        check(&node)?;
+                    }
+                    Ok(node)
+                });
+                if call.retry == Retry::NotIdempotent
+                    && r.as_ref().is_err_and(GatewayError::in_doubt)
+                {
+                    // Not idempotent (an upload): this attempt may have stored
+                    // something no state will know.
                     self.uploads_in_doubt.fetch_add(1, Ordering::Relaxed);
                 }
                 r
             }),
         )
-    }
-
-    fn create_template<'a>(
-        &'a self,
-        at: &'a Scope,
-        journalled: &'a Value,
-    ) -> Answer<'a, TemplateIdResponse> {
-        Box::pin(self.run(at, TemplateCreateRequest::METHOD, move || {
-            self.inner.create_template(at, journalled)
-        }))
-    }
-
-    fn modify_template<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a TemplateModifyRequest,
-    ) -> Answer<'a, TemplateIdResponse> {
-        Box::pin(self.run(at, TemplateModifyRequest::METHOD, move || {
-            self.inner.modify_template(at, req)
-        }))
-    }
-
-    fn query_template<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a TemplateQueryRequest,
-    ) -> Answer<'a, TemplateQueryResponse> {
-        Box::pin(self.run(at, TemplateQueryRequest::METHOD, move || {
-            self.inner.query_template(at, req)
-        }))
-    }
-
-    fn list_templates<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a TemplateBatchQueryRequest,
-    ) -> Answer<'a, TemplateBatchQueryResponse> {
-        Box::pin(self.run(at, TemplateBatchQueryRequest::METHOD, move || {
-            self.inner.list_templates(at, req)
-        }))
-    }
-
-    fn set_form<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a FormTemplateSetRequest,
-    ) -> Answer<'a, EmptyResponse> {
-        Box::pin(self.run(at, FormTemplateSetRequest::METHOD, move || {
-            self.inner.set_form(at, req)
-        }))
-    }
-
-    fn apply_url<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a ActivateUrlApplyRequest,
-    ) -> Answer<'a, ActivateUrlApplyResponse> {
-        Box::pin(self.run(at, ActivateUrlApplyRequest::METHOD, move || {
-            self.inner.apply_url(at, req)
-        }))
-    }
-    fn oauth_token<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a OauthTokenRequest,
-    ) -> Answer<'a, OauthTokenResponse> {
-        // A code is single-use: a retry after the gateway took it would
-        // fail anyway, so this call goes through the limiter only.
-        Box::pin(self.once(at, OauthTokenRequest::METHOD, move || {
-            self.inner.oauth_token(at, req)
-        }))
-    }
-
-    fn query_form<'a>(
-        &'a self,
-        at: &'a Scope,
-        member: &'a Secret,
-        req: &'a ActivateFormQueryRequest,
-    ) -> Answer<'a, ActivateFormQueryResponse> {
-        Box::pin(self.run(at, ActivateFormQueryRequest::METHOD, move || {
-            self.inner.query_form(at, member, req)
-        }))
-    }
-
-    fn open_card<'a>(
-        &'a self,
-        at: &'a Scope,
-        member: &'a Secret,
-        req: &'a CardOpenRequest,
-    ) -> Answer<'a, CardOpenResponse> {
-        Box::pin(self.run(at, CardOpenRequest::METHOD, move || {
-            self.inner.open_card(at, member, req)
-        }))
-    }
-
-    fn update_card<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a CardUpdateRequest,
-    ) -> Answer<'a, CardUpdateResponse> {
-        Box::pin(self.run(at, CardUpdateRequest::METHOD, move || {
-            self.inner.update_card(at, req)
-        }))
-    }
-
-    fn query_card<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a CardQueryRequest,
-    ) -> Answer<'a, CardQueryResponse> {
-        Box::pin(self.run(at, CardQueryRequest::METHOD, move || {
-            self.inner.query_card(at, req)
-        }))
-    }
-
-    fn delete_card<'a>(
-        &'a self,
-        at: &'a Scope,
-        req: &'a CardDeleteRequest,
-    ) -> Answer<'a, CardDeleteResponse> {
-        Box::pin(self.run(at, CardDeleteRequest::METHOD, move || {
-            self.inner.delete_card(at, req)
-        }))
     }
 }
 
@@ -496,6 +360,8 @@ impl Gateway for Governor {
 mod tests {
     use super::*;
     use crate::alipay::ApiError;
+    use crate::alipay::methods::{ApiRequest, TemplateBatchQueryRequest};
+    use crate::gateway::Typed;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::watch;
 
@@ -584,47 +450,16 @@ mod tests {
         }))
     }
 
-    fn unused<'a, T: Send + 'a>() -> Answer<'a, T> {
-        Box::pin(async { panic!("not scripted") })
-    }
-
     impl Gateway for Scripted {
         fn app_id(&self) -> &str {
             "2021"
         }
-        fn upload_image<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a ImageUploadRequest,
-        ) -> Answer<'a, ImageUploadResponse> {
-            unused()
-        }
-        fn create_template<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a Value,
-        ) -> Answer<'a, TemplateIdResponse> {
-            unused()
-        }
-        fn modify_template<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a TemplateModifyRequest,
-        ) -> Answer<'a, TemplateIdResponse> {
-            unused()
-        }
-        fn query_template<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a TemplateQueryRequest,
-        ) -> Answer<'a, TemplateQueryResponse> {
-            unused()
-        }
-        fn list_templates<'a>(
-            &'a self,
-            at: &'a Scope,
-            _: &'a TemplateBatchQueryRequest,
-        ) -> Answer<'a, TemplateBatchQueryResponse> {
+        fn send<'a>(&'a self, at: &'a Scope, call: &'a Call) -> Answer<'a, Map<String, Value>> {
+            assert_eq!(
+                call.method,
+                TemplateBatchQueryRequest::METHOD,
+                "not scripted"
+            );
             self.seen.lock().unwrap().push(at.merchant.clone());
             let next = {
                 let mut s = self.script.lock().unwrap();
@@ -634,67 +469,9 @@ mod tests {
             Box::pin(async move {
                 match next {
                     Some(code) => Err(api_error(code)),
-                    None => Ok(TemplateBatchQueryResponse::default()),
+                    None => Ok(Map::new()),
                 }
             })
-        }
-        fn set_form<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a FormTemplateSetRequest,
-        ) -> Answer<'a, EmptyResponse> {
-            unused()
-        }
-        fn oauth_token<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a OauthTokenRequest,
-        ) -> Answer<'a, OauthTokenResponse> {
-            unused()
-        }
-        fn query_form<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a Secret,
-            _: &'a ActivateFormQueryRequest,
-        ) -> Answer<'a, ActivateFormQueryResponse> {
-            unused()
-        }
-        fn open_card<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a Secret,
-            _: &'a CardOpenRequest,
-        ) -> Answer<'a, CardOpenResponse> {
-            unused()
-        }
-        fn update_card<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a CardUpdateRequest,
-        ) -> Answer<'a, CardUpdateResponse> {
-            unused()
-        }
-        fn query_card<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a CardQueryRequest,
-        ) -> Answer<'a, CardQueryResponse> {
-            unused()
-        }
-        fn delete_card<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a CardDeleteRequest,
-        ) -> Answer<'a, CardDeleteResponse> {
-            unused()
-        }
-        fn apply_url<'a>(
-            &'a self,
-            _: &'a Scope,
-            _: &'a ActivateUrlApplyRequest,
-        ) -> Answer<'a, ActivateUrlApplyResponse> {
-            unused()
         }
     }
 
@@ -741,7 +518,7 @@ mod tests {
         let brew = Scope::merchant("brew", None);
         let tea_call = tokio::spawn({
             let gov = gov.clone();
-            async move { gov.list_templates(&tea, &PAGE).await }
+            async move { gov.call(&tea, &PAGE).await }
         });
         // tea was answered 40005 and now waits out its pause.
         clock.until_sleepers(1).await;
@@ -749,7 +526,7 @@ mod tests {
         assert!(gov.paused_until("brew").is_none());
         // brew's calls go straight through while tea waits: no sleep, no pause.
         for _ in 0..3 {
-            gov.list_templates(&brew, &PAGE).await.unwrap();
+            gov.call(&brew, &PAGE).await.unwrap();
         }
         assert_eq!(clock.sleepers.load(Ordering::SeqCst), 1);
         assert_eq!(clock.slept.lock().unwrap().len(), 1);
@@ -783,10 +560,7 @@ mod tests {
             let gov = governor(g.clone(), clock.clone());
             let call = tokio::spawn({
                 let gov = gov.clone();
-                async move {
-                    gov.list_templates(&Scope::merchant("brew", None), &PAGE)
-                        .await
-                }
+                async move { gov.call(&Scope::merchant("brew", None), &PAGE).await }
             });
             // Drive time: whenever the call sleeps, let its wait pass.
             while !call.is_finished() {

@@ -102,7 +102,7 @@ impl Ctx<'_> {
             return r.clone();
         }
         let r = (|| {
-            let bytes = crate::bounded::read(path, MAX_IMAGE_BYTES)?;
+            let bytes = crate::util::bounded::read(path, MAX_IMAGE_BYTES)?;
             let format = match imagesize::image_type(&bytes) {
                 Ok(imagesize::ImageType::Png) => "png",
                 Ok(imagesize::ImageType::Jpeg) => "jpg",
@@ -612,14 +612,14 @@ fn secret_ref(ctx: &mut Ctx, at: &At, field: &str, s: &raw::SecretSource) -> Opt
                             "`{f}` is not a regular file (a directory, device, FIFO or socket)"
                         ),
                     );
-                } else if meta.len() > crate::bounded::MAX_SECRET_BYTES {
+                } else if meta.len() > crate::util::bounded::MAX_SECRET_BYTES {
                     ctx.report(
                         at,
                         &format!("{field}.file"),
                         format!(
                             "`{f}` is {} bytes; a key or token file is at most {} bytes",
                             meta.len(),
-                            crate::bounded::MAX_SECRET_BYTES
+                            crate::util::bounded::MAX_SECRET_BYTES
                         ),
                     );
                 }
@@ -1868,12 +1868,12 @@ merchants:
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("logo.png"),
-            crate::render::qr::png(500, 500, |x, _| x % 2 == 0),
+            crate::util::qr::png(500, 500, |x, _| x % 2 == 0),
         )
         .unwrap();
         std::fs::write(
             dir.path().join("bg.png"),
-            crate::render::qr::png(1020, 643, |x, _| x % 3 == 0),
+            crate::util::qr::png(1020, 643, |x, _| x % 3 == 0),
         )
         .unwrap();
         let text = PROJECT

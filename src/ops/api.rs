@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::gateway::Connection;
 use crate::alipay::{Call, FilePart, GatewayError};
-use crate::secret::Secret;
+use crate::util::secret::Secret;
 
 pub struct RawCall {
     pub method: String,
@@ -42,7 +42,7 @@ pub async fn call(
     for (field, path) in &raw.files {
         // A raw call sends what it is given (the gateway checks sizes); the
         // bound only keeps a wrong path (a device, a huge file) from being read.
-        let bytes = crate::bounded::read(path, 64 * 1024 * 1024)
+        let bytes = crate::util::bounded::read(path, 64 * 1024 * 1024)
             .map_err(|e| anyhow::anyhow!("file part `{field}`: {e}"))?;
         files.push(FilePart {
             field: field.clone(),
@@ -61,6 +61,8 @@ pub async fn call(
         files,
         app_auth_token: raw.app_auth_token,
         auth_token: None,
+        retry: Default::default(),
+        check: None,
     };
     Ok(conn.client.execute(&call).await)
 }

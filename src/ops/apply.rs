@@ -13,8 +13,8 @@ use crate::gateway::Scope;
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
-use crate::secret::Secret;
 use crate::settings::{Overrides, read_secret};
+use crate::util::secret::Secret;
 
 pub struct Request {
     pub common: Common,

@@ -24,12 +24,13 @@ use crate::alipay::methods::{
 };
 use crate::cards::{self, MemberAuth, Purpose, Row, Target};
 use crate::gateway::governor::{Governor, Observer};
-use crate::gateway::{Gateway, Scope};
+use crate::gateway::{Scope, Typed};
 use crate::model::Address;
-use crate::secret::Secret;
 use crate::settings::Overrides;
+use crate::state::Durability;
 use crate::state::cards::{CardLedger, Entry};
-use crate::state::{Durability, Location};
+use crate::stores::Location;
+use crate::util::secret::Secret;
 
 /// The card ledger of a run's state (always local: see the README).
 pub fn open_ledger(
@@ -37,13 +38,10 @@ pub fn open_ledger(
     operation: &str,
     timeout: Duration,
 ) -> Result<Arc<dyn CardLedger>> {
-    let opened: Result<Arc<dyn CardLedger>, crate::state::StateError> = match location {
-        Location::Dir(dir) => crate::state::sled::cards::SledLedger::open(dir, operation, timeout)
-            .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
-        Location::Postgres(url) => crate::state::postgres::backend::PgBackend::new(url)
-            .open_ledger(timeout)
-            .map(|l| Arc::new(l) as Arc<dyn CardLedger>),
-    };
+    let opened = location
+        .backend()
+        .open_cards(operation, timeout)
+        .map(Arc::from);
     match opened {
         Ok(l) => Ok(l),
         Err(crate::state::StateError::Locked(crate::state::backend::LockError::Held {
@@ -425,7 +423,7 @@ impl Ctx {
             Some(MemberAuth::Token(t)) => Ok(t.clone()),
             Some(MemberAuth::Refresh(r)) => self
                 .gateway
-                .oauth_token(&self.scope, &OauthTokenRequest::refresh(r))
+                .call(&self.scope, &OauthTokenRequest::refresh(r))
                 .await
                 .map(|t| Secret::new(t.access_token))
                 .map_err(|e| {
@@ -503,8 +501,8 @@ impl Ctx {
             Ok(t) => t,
             Err(o) => return o,
         };
-        let req = row.open_request(&osn, &entry.template_id);
-        match self.gateway.open_card(&self.scope, &token, &req).await {
+        let req = crate::provider::card::open_request(row, &osn, &entry.template_id);
+        match self.gateway.call_as(&self.scope, &token, &req).await {
             Ok(resp) => {
                 let biz = resp.card_info.biz_card_no.unwrap_or_default();
                 entry.biz_card_no = Some(biz.clone());
@@ -570,11 +568,14 @@ impl Ctx {
             occur_time: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
             // A level that moves the card to a tier of its own carries that
             // tier's template (seed 004).
-            card_info: row.update_card(moved.then_some(template_id.as_str())),
+            card_info: crate::provider::card::update_values(
+                row,
+                moved.then_some(template_id.as_str()),
+            ),
             ext_info: None,
             merchant_card_msg_info: None,
         };
-        match self.gateway.update_card(&self.scope, &req).await {
+        match self.gateway.call(&self.scope, &req).await {
             Ok(_) => {
                 entry.synced_digest = Some(digest);
                 entry.synced_at = Some(crate::state::now_rfc3339());
@@ -893,7 +894,7 @@ pub async fn query(one: One, flags: &Overrides) -> Result<serde_json::Value> {
     let answer = reader
         .provider
         .gateway
-        .query_card(
+        .call(
             &scope,
             &CardQueryRequest {
                 target_card_no_type: "BIZ_CARD".into(),
@@ -934,7 +935,7 @@ pub async fn delete(one: One, reason: &str, flags: &Overrides) -> Result<String>
     let answer = reader
         .provider
         .gateway
-        .delete_card(
+        .call(
             &scope,
             &CardDeleteRequest {
                 out_serial_no: format!("cd{}", &entry.out_serial_no[2..]),

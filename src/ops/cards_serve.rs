@@ -32,12 +32,12 @@ use crate::alipay::methods::{
 use crate::cards::members::Holder;
 use crate::cards::{self, Target};
 use crate::gateway::governor::{Governor, Observer};
-use crate::gateway::{Gateway, Scope};
+use crate::gateway::{Scope, Typed};
 use crate::model::{Address, Issuance};
-use crate::secret::Secret;
 use crate::settings::Overrides;
 use crate::state::Durability;
 use crate::state::cards::{CardLedger, Entry};
+use crate::util::secret::Secret;
 
 pub struct Request {
     pub common: Common,
@@ -188,7 +188,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     // The callback faces the internet: the sandbox's hardened loop (bounded
     // connections, slow clients closed).
-    let serving = tokio::spawn(crate::serve::serve(listener, app, stop));
+    let serving = tokio::spawn(crate::util::serve::serve(listener, app, stop));
     let sandbox_url = reader
         .conn
         .sandbox
@@ -421,7 +421,7 @@ async fn issue(
             }
             let t = ctx
                 .gateway
-                .oauth_token(&door.scope, &OauthTokenRequest::code(code))
+                .call(&door.scope, &OauthTokenRequest::code(code))
                 .await
                 .map_err(|e| gateway_refusal("alipay.system.oauth.token", &e, door))?;
             let user = match (&t.user_id, &t.open_id) {
@@ -454,7 +454,7 @@ async fn issue(
         .unwrap_or_default();
     let form = ctx
         .gateway
-        .query_form(
+        .call_as(
             &door.scope,
             &token,
             &ActivateFormQueryRequest {
@@ -580,7 +580,7 @@ async fn issue(
     };
     let opened = ctx
         .gateway
-        .open_card(&door.scope, &token, &req)
+        .call_as(&door.scope, &token, &req)
         .await
         .map_err(|e| gateway_refusal("card.open", &e, door))?;
     let biz = opened.card_info.biz_card_no.unwrap_or_default();
@@ -604,7 +604,7 @@ async fn recover(ctx: &Ctx, door: &Door, e: &Entry) -> Result<Option<String>, Re
     }
     let found = ctx
         .gateway
-        .query_card(
+        .call(
             &door.scope,
             &CardQueryRequest {
                 target_card_no_type: "EXTERNAL_CARD".into(),

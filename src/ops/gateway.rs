@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::alipay::aes::AesKey;
 use crate::alipay::cert::{CertMode, CertText};
-use crate::alipay::{AlipayPublicKey, AppPrivateKey, Client, GatewayConfig, KeySource};
+use crate::alipay::{AlipayPublicKey, AppPrivateKey, KeySource};
+use crate::client::{Client, GatewayConfig};
 use crate::model::SecretRef;
 use crate::sandbox::{self, Faults, RunningSandbox, SandboxConfig};
 use crate::settings::{Endpoint, GatewaySettings, read_secret};

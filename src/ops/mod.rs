@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod apply;
-pub mod bench;
 pub mod cards;
 pub mod cards_serve;
 pub mod gateway;

@@ -8,7 +8,8 @@ use anyhow::{Result, bail};
 
 use crate::model::Desired;
 use crate::settings::{Endpoint, Settings};
-use crate::state::{Binding, Location, Snapshot, StateStore};
+use crate::state::{Binding, Snapshot, StateStore};
+use crate::stores::Location;
 
 /// Load and lower the manifests; an invalid project is an error carrying
 /// every diagnostic (the CLI renders them).
@@ -110,10 +111,7 @@ pub struct Read {
 /// dropped and the state is read again the ordinary way, so every answer
 /// and message is the one a sequential read gives.
 pub fn read(common: &Common, flags: &crate::settings::Overrides, operation: &str) -> Result<Read> {
-    let early = Settings::state_before_manifests(flags).filter(|l| match l {
-        Location::Dir(d) => d.is_dir(),
-        Location::Postgres(_) => true,
-    });
+    let early = Settings::state_before_manifests(flags).filter(|l| l.backend().exists());
     let (desired, early) = std::thread::scope(|s| {
         let early = early.map(|location| {
             s.spawn(move || {

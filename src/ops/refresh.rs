@@ -240,7 +240,7 @@ pub async fn plan(
 ) -> Result<(crate::plan::Plan, Option<Reader>)> {
     let imports = pending_imports(desired, snapshot);
     if mode == Mode::Off && !imports {
-        return Ok((crate::plan::plan(desired, snapshot, &options)?, None));
+        return Ok((planned(desired, snapshot, &options)?, None));
     }
     let reader = connect(settings, desired, run, observer).await?;
     let planned = async {
@@ -248,7 +248,7 @@ pub async fn plan(
             options.imported = read_imports(desired, snapshot, &reader).await?;
         }
         if mode == Mode::Off {
-            return Ok(crate::plan::plan(desired, snapshot, &options)?);
+            return Ok(planned(desired, snapshot, &options)?);
         }
         // Only the selected merchants are read (an ISV's `drift --merchant x`
         // costs x's calls, not the whole book's).
@@ -271,8 +271,8 @@ pub async fn plan(
             }
         };
         let mut plan = match mode {
-            Mode::Only => crate::plan::refresh_only(desired, snapshot, &options)?,
-            _ => crate::plan::plan(
+            Mode::Only => crate::plan::refresh_only(planned(desired, snapshot, &options)?),
+            _ => planned(
                 desired,
                 &drift::refreshed(snapshot, &found.drifted),
                 &options,
@@ -358,4 +358,17 @@ pub async fn read_imports(
         .await
         .into_iter()
         .collect()
+}
+
+/// A plan with its call budget: the planner says what changes, the provider
+/// what those changes cost at the gateway.
+pub fn planned(
+    desired: &crate::model::Desired,
+    snapshot: &Snapshot,
+    options: &crate::plan::Options,
+) -> Result<crate::plan::Plan, crate::plan::PlanError> {
+    let mut plan = crate::plan::plan(desired, snapshot, options)?;
+    let (moved, _) = crate::plan::after_moves(desired, snapshot)?;
+    plan.budget = crate::provider::budget(&plan.changes, &moved, &desired.gateway.rate_limits);
+    Ok(plan)
 }

@@ -24,7 +24,7 @@ pub struct Serve {
 /// Read the files the flags name and start serving.
 pub async fn serve(s: Serve) -> Result<RunningSandbox> {
     let read = |what: &str, app_id: &str, path: &Path| -> Result<String> {
-        crate::bounded::read_text(path, crate::bounded::MAX_SECRET_BYTES)
+        crate::util::bounded::read_text(path, crate::util::bounded::MAX_SECRET_BYTES)
             .map_err(|e| anyhow::anyhow!("the {what} of app `{app_id}`: {e}"))
     };
     let mut keys = Vec::new();
@@ -55,7 +55,7 @@ pub async fn serve(s: Serve) -> Result<RunningSandbox> {
 /// Issue an app certificate from a CSR with the sandbox's certificate
 /// authority (made on first use, as `serve --cert-mode` would).
 pub fn issue_cert(data: &Path, csr: &Path, out: &Path, days: u64) -> Result<()> {
-    let text = crate::bounded::read_text(csr, crate::bounded::MAX_SECRET_BYTES)
+    let text = crate::util::bounded::read_text(csr, crate::util::bounded::MAX_SECRET_BYTES)
         .map_err(|e| anyhow::anyhow!("the certificate request: {e}"))?;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the directory `{}`", data.display()))?;

@@ -11,7 +11,8 @@ use super::project;
 use crate::model::{Address, Kind};
 use crate::settings::{Overrides, Settings};
 use crate::state::backend::Recovered;
-use crate::state::{Binding, Location, LockInfo, Snapshot};
+use crate::state::{Binding, LockInfo, Snapshot};
+use crate::stores::Location;
 
 /// `state rebind`: bind the state to this project and gateway; returns the
 /// binding it had and the one it has now.
@@ -40,12 +41,9 @@ pub fn rebind(
 /// (the command was run from another directory, or the state lives
 /// elsewhere), not an empty state, and is not created.
 pub fn snapshot(location: &Location, timeout: Duration) -> Result<Snapshot> {
-    if let Location::Dir(d) = location
-        && !d.exists()
-    {
+    if !location.backend().exists() {
         bail!(
-            "there is no state at `{}`: nothing was applied with this state directory. Run from the directory you ran `cardform apply` in, or name the state with --state or CARDFORM_STATE (a directory, or the postgres:// URL a manifest's `state` block names)",
-            d.display()
+            "there is no state at `{location}`: nothing was applied with this state directory. Run from the directory you ran `cardform apply` in, or name the state with --state or CARDFORM_STATE (a directory, or the postgres:// URL a manifest's `state` block names)"
         );
     }
     Ok(location.backend().read("state", timeout)?)
@@ -117,7 +115,7 @@ pub fn import(location: &Location, timeout: Duration, file: &Path, force: bool) 
         )
     })?;
     // An export from an older cardform speaks the gateway's words.
-    crate::state::migrate::snapshot(&mut incoming).map_err(anyhow::Error::msg)?;
+    crate::stores::migrate::snapshot(&mut incoming).map_err(anyhow::Error::msg)?;
     let store = project::open_state(location, "state import", timeout)?;
     let current = store.snapshot()?;
     let fresh = current.resources.is_empty() && current.meta.serial == 0;
@@ -186,7 +184,7 @@ pub fn write_qr_codes(
     for t in outputs.values().flatten() {
         if let Some(url) = &t.apply_card_url {
             let file = dir.join(format!("{}-{}.png", t.address.merchant, t.address.name));
-            let png = crate::render::qr::qr_png(url).map_err(anyhow::Error::msg)?;
+            let png = crate::util::qr::qr_png(url).map_err(anyhow::Error::msg)?;
             std::fs::write(&file, png)
                 .with_context(|| format!("cannot write `{}`", file.display()))?;
             written.push((t.address.clone(), file));

@@ -127,7 +127,7 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<drift::Refresh>,
     /// The gateway calls the plan will make, and their time at the
-    /// configured rate limits.
+    /// configured rate limits (filled in by the provider).
     #[serde(default)]
     pub budget: Budget,
     /// What `cardform cards serve` does for members activating on each
@@ -147,7 +147,9 @@ pub struct IssueLine {
     pub done_url: Option<String>,
 }
 
-/// What applying a plan will cost in gateway calls.
+/// What applying a plan will cost in gateway calls: counted by the provider
+/// (`provider::budget`), which knows each kind's calls; the planner leaves it
+/// empty.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
     pub calls: usize,
@@ -157,65 +159,6 @@ pub struct Budget {
     /// app's, each merchant's and each method's); none without limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_at_limits: Option<f64>,
-}
-
-/// The calls `changes` make: one per change that reaches the gateway, and
-/// one template batchquery per merchant whose first templates are created
-/// (the check for templates the state does not know).
-pub fn budget(changes: &[Change], snap: &Snapshot, limits: &crate::model::RateLimits) -> Budget {
-    let mut b = Budget::default();
-    let add = |b: &mut Budget, merchant: &str, method: &str| {
-        b.calls += 1;
-        *b.by_method.entry(method.to_string()).or_default() += 1;
-        *b.per_merchant.entry(merchant.to_string()).or_default() += 1;
-    };
-    // Merchants whose templates the state knows: no check before creating.
-    let mut checked: BTreeSet<&str> = snap
-        .resources
-        .keys()
-        .chain(snap.intents.keys())
-        .filter(|a| a.kind == Kind::Template)
-        .map(|a| a.merchant.as_str())
-        .collect();
-    for c in changes {
-        let m = c.address.merchant.as_str();
-        let method = match (c.kind, c.action) {
-            (_, Action::NoOp | Action::Retire) => None,
-            (Kind::Image, Action::Import) => None,
-            (Kind::Image, _) => Some("alipay.offline.material.image.upload"),
-            (Kind::Template, Action::Create) => {
-                if checked.insert(m) {
-                    add(&mut b, m, "alipay.marketing.card.template.batchquery");
-                }
-                Some("alipay.marketing.card.template.create")
-            }
-            (Kind::Template, Action::Replace) => Some("alipay.marketing.card.template.create"),
-            (Kind::Template, _) => Some("alipay.marketing.card.template.modify"),
-            (Kind::Form, _) => Some("alipay.marketing.card.formtemplate.set"),
-            (Kind::ActivationUrl, _) => Some("alipay.marketing.card.activateurl.apply"),
-        };
-        if let Some(method) = method {
-            add(&mut b, m, method);
-        }
-    }
-    if !limits.is_empty() && b.calls > 0 {
-        let mut secs: f64 = 0.0;
-        if let Some(r) = limits.per_second {
-            secs = secs.max(b.calls as f64 / r);
-        }
-        for (m, n) in &b.per_merchant {
-            if let Some(r) = limits.merchant(m) {
-                secs = secs.max(*n as f64 / r);
-            }
-        }
-        for (method, n) in &b.by_method {
-            if let Some(r) = limits.per_method.get(method) {
-                secs = secs.max(*n as f64 / r);
-            }
-        }
-        b.seconds_at_limits = Some(secs);
-    }
-    b
 }
 
 impl Plan {
@@ -334,7 +277,7 @@ pub fn relocated(
 
 /// The snapshot as the `moved` blocks leave it, and where each renamed
 /// record came from. Borrowed as is when nothing moves.
-fn after_moves<'a>(
+pub fn after_moves<'a>(
     desired: &Desired,
     snap: &'a Snapshot,
 ) -> Result<(std::borrow::Cow<'a, Snapshot>, BTreeMap<Address, Address>), PlanError> {
@@ -398,14 +341,13 @@ fn after_moves<'a>(
 
 /// A plan that changes nothing at the gateway (`--refresh-only`): its
 /// `refresh` says what the state will learn.
-pub fn refresh_only(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, PlanError> {
-    let mut p = plan(desired, snap, opts)?;
+pub fn refresh_only(mut p: Plan) -> Plan {
     p.summary = Summary {
         no_op: p.changes.len(),
         ..Summary::default()
     };
     p.changes.clear();
-    Ok(p)
+    p
 }
 
 /// What a state records for some merchants (resources with their hashes and
@@ -775,7 +717,6 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             Action::Import => summary.import += 1,
         }
     }
-    let budget = budget(&changes, snap, &desired.gateway.rate_limits);
     let issuance: Vec<IssueLine> = desired
         .issuance
         .iter()
@@ -811,7 +752,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         summary,
         changes,
         refresh: None,
-        budget,
+        budget: Budget::default(),
         issuance,
     })
 }

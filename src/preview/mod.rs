@@ -114,7 +114,7 @@ impl<'a> DesiredImages<'a> {
         {
             return hit.clone();
         }
-        let decoded = crate::bounded::read(path, 5 * 1024 * 1024)
+        let decoded = crate::util::bounded::read(path, 5 * 1024 * 1024)
             .ok()
             .and_then(|b| decode(&b).ok())
             .map(Arc::new);

@@ -3,6 +3,13 @@
 //! only place that maps the domain's words onto the gateway's ([`template`]).
 //! It must never retry, sleep or touch state: calls go through the governed
 //! gateway, results go back to the executor.
+//!
+//! One module per resource kind ([`image`], [`template`], [`form`],
+//! [`activation_url`]) says its calls (and so its share of the call budget,
+//! [`budget`]), the ids it shows, and what stays at Alipay when the state
+//! forgets it; the functions below are the one place that picks the module
+//! for a kind, so the planner, the executor and the views never match on
+//! kinds for these facts. [`card`] maps members' card rows.
 
 use std::sync::Arc;
 
@@ -11,13 +18,58 @@ use serde_json::Value;
 use crate::alipay::GatewayError;
 use crate::alipay::methods::*;
 use crate::gateway::governor::Governor;
-use crate::gateway::{Gateway, Scope};
-use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, TemplateAttrs};
+use crate::gateway::{Scope, Typed};
+use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, Kind, TemplateAttrs};
+use crate::plan::Action;
 use crate::state::Ids;
 
+pub mod activation_url;
+pub mod budget;
+pub mod card;
+pub mod form;
+pub mod image;
 pub mod template;
 
+pub use budget::budget;
+
 pub use template::{ImageIds, MissingImage};
+
+/// The calls a change of `kind` makes for `action`.
+pub fn calls(kind: Kind, action: Action) -> &'static [&'static str] {
+    match kind {
+        Kind::Image => image::calls(action),
+        Kind::Template => template::calls(action),
+        Kind::Form => form::calls(action),
+        Kind::ActivationUrl => activation_url::calls(action),
+    }
+}
+
+/// A resource's own ids, Terraform style: ` [template_id=...]` (a form and an
+/// activation URL also record their template's id, not shown again); empty
+/// when it has none.
+pub fn ids_text(kind: Kind, ids: &Ids) -> String {
+    let parts = match kind {
+        Kind::Image => image::shown_ids(ids),
+        Kind::Template => template::shown_ids(ids),
+        Kind::Form => form::shown_ids(ids),
+        Kind::ActivationUrl => activation_url::shown_ids(ids),
+    };
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(" "))
+    }
+}
+
+/// Whether forgetting a resource with these ids leaves something at Alipay
+/// (templates and images have no delete).
+pub fn left_at_gateway(kind: Kind, ids: &Ids) -> bool {
+    match kind {
+        Kind::Image => image::left_at_gateway(ids),
+        Kind::Template => template::left_at_gateway(ids),
+        Kind::Form | Kind::ActivationUrl => false,
+    }
+}
 
 /// Why a template could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +137,7 @@ impl Provider {
             detail,
         };
         // Any size the gateway takes; the content check below says if it changed.
-        let bytes = crate::bounded::read(&attrs.source, 5 * 1024 * 1024).map_err(fail)?;
+        let bytes = crate::util::bounded::read(&attrs.source, 5 * 1024 * 1024).map_err(fail)?;
         // The bytes must be the ones planned: a file edited since is not
         // uploaded under the old plan's name.
         let sha = {
@@ -104,7 +156,7 @@ impl Provider {
             image_pid: None,
             image_content: bytes,
         };
-        let resp = self.gateway.upload_image(at, &req).await?;
+        let resp = self.gateway.call(at, &req).await?;
         Ok(Ids {
             image_id: Some(resp.image_id),
             image_url: Some(resp.image_url),
@@ -123,7 +175,7 @@ impl Provider {
             page_no,
             page_size: 20,
         };
-        let resp = self.gateway.list_templates(at, &req).await?;
+        let resp = self.gateway.call(at, &req).await?;
         Ok((
             resp.template_total.max(resp.mcard_template.len() as i64),
             resp.mcard_template
@@ -146,7 +198,7 @@ impl Provider {
                 page_no,
                 page_size: 20,
             };
-            let resp = self.gateway.list_templates(at, &req).await?;
+            let resp = self.gateway.call(at, &req).await?;
             let last = resp.mcard_template.len() < 20;
             all.extend(resp.mcard_template);
             if last || page_no * 20 >= resp.template_total {
@@ -192,7 +244,7 @@ impl Provider {
         let req = TemplateQueryRequest {
             template_id: template_id.to_string(),
         };
-        self.gateway.query_template(at, &req).await
+        self.gateway.call(at, &req).await
     }
 
     /// Send a template.create exactly as journalled.
@@ -201,7 +253,11 @@ impl Provider {
         at: &Scope,
         request: &Value,
     ) -> Result<String, GatewayError> {
-        Ok(self.gateway.create_template(at, request).await?.template_id)
+        Ok(self
+            .gateway
+            .call(at, &JournalledCreate(request.clone()))
+            .await?
+            .template_id)
     }
 
     pub async fn modify_template(
@@ -209,7 +265,7 @@ impl Provider {
         at: &Scope,
         req: &TemplateModifyRequest,
     ) -> Result<(), GatewayError> {
-        self.gateway.modify_template(at, req).await.map(|_| ())
+        self.gateway.call(at, req).await.map(|_| ())
     }
 
     pub async fn set_form(
@@ -222,7 +278,7 @@ impl Provider {
             template_id: template_id.to_string(),
             fields: template::form_fields(&attrs.required, &attrs.optional),
         };
-        self.gateway.set_form(at, &req).await.map(|_| ())
+        self.gateway.call(at, &req).await.map(|_| ())
     }
 
     /// Returns the URL decoded once (the gateway sends it URL-encoded).
@@ -238,7 +294,7 @@ impl Provider {
             out_string: attrs.out_string.clone(),
             follow_app_id: attrs.follow_app_id.clone(),
         };
-        let resp = self.gateway.apply_url(at, &req).await?;
+        let resp = self.gateway.call(at, &req).await?;
         Ok(decode_once(&resp.apply_card_url))
     }
 }

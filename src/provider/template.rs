@@ -461,6 +461,39 @@ pub fn from_wire(
     })
 }
 
+/// The calls a change of a template makes: a create (a replacement is a new
+/// template: templates have no delete) or a modify; an import modifies only
+/// when the adopted template differs, counted as one.
+pub fn calls(action: crate::plan::Action) -> &'static [&'static str] {
+    use crate::alipay::methods::{ApiRequest, TemplateCreateRequest, TemplateModifyRequest};
+    use crate::plan::Action;
+    match action {
+        Action::NoOp | Action::Retire => &[],
+        Action::Create | Action::Replace => &[TemplateCreateRequest::METHOD],
+        Action::Update | Action::Import => &[TemplateModifyRequest::METHOD],
+    }
+}
+
+/// The calls made once per merchant before its first template is created:
+/// a batchquery for templates the state does not know.
+pub fn checks_before_first_create() -> &'static [&'static str] {
+    use crate::alipay::methods::{ApiRequest, TemplateBatchQueryRequest};
+    &[TemplateBatchQueryRequest::METHOD]
+}
+
+/// Its own id, for people: `template_id=...`.
+pub fn shown_ids(ids: &crate::state::Ids) -> Vec<String> {
+    ids.template_id
+        .iter()
+        .map(|t| format!("template_id={t}"))
+        .collect()
+}
+
+/// What stays at Alipay when the state forgets it.
+pub fn left_at_gateway(ids: &crate::state::Ids) -> bool {
+    ids.template_id.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 pub mod cards;
 pub mod plan;
 pub mod progress;
-pub mod qr;
 
 use std::io::Write;
 

@@ -17,22 +17,7 @@ use crate::state::Ids;
 /// The resource's own id, Terraform style: `[template_id=...]` (a form and
 /// an activation URL also record their template's id, not shown again).
 pub fn ids_text(kind: Kind, ids: &Ids) -> String {
-    let mut parts = Vec::new();
-    match kind {
-        Kind::Image => parts.extend(ids.image_id.as_ref().map(|i| format!("image_id={i}"))),
-        Kind::Template => {
-            parts.extend(ids.template_id.as_ref().map(|t| format!("template_id={t}")))
-        }
-        Kind::Form => {}
-        Kind::ActivationUrl => {
-            parts.extend(ids.apply_card_url.as_ref().map(|u| format!("url={u}")))
-        }
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", parts.join(" "))
-    }
+    crate::provider::ids_text(kind, ids)
 }
 
 pub fn line_for(l: &ResultLine) -> String {

@@ -145,7 +145,10 @@ fn now_cst() -> String {
 fn namespace(inc: &Incoming) -> String {
     let app = inc.get("app_id").unwrap_or_default();
     match inc.get("app_auth_token") {
-        Some(t) => format!("{app}:{}", crate::secret::Secret::new(t).fingerprint()),
+        Some(t) => format!(
+            "{app}:{}",
+            crate::util::secret::Secret::new(t).fingerprint()
+        ),
         None => format!("{app}:-"),
     }
 }
@@ -1161,7 +1164,7 @@ fn card_query(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
         _ => get_card(st, ns, &req.target_card_no)?,
     };
     let no = rec.card.biz_card_no.clone().unwrap_or_default();
-    let pass_id = crate::secret::Secret::new(&no).fingerprint();
+    let pass_id = crate::util::secret::Secret::new(&no).fingerprint();
     Ok(success(&CardQueryResponse {
         card_info: rec.card,
         schema_url: Some(format!(

@@ -131,6 +131,24 @@ impl RunningSandbox {
         self.data_dir.join("platform_public.pem")
     }
 
+    /// Members who authorised `app_id` before, made through the test
+    /// endpoint `POST /_sandbox/members` (for benchmarks that run the
+    /// sandbox in their own process): `[{"user_id", "auth_token", ..}]`.
+    pub async fn enrol(&self, app_id: &str, count: usize) -> Result<serde_json::Value, String> {
+        let url = format!("http://{}/_sandbox/members", self.addr);
+        let answer = reqwest::Client::new()
+            .post(url)
+            .body(serde_json::json!({"app_id": app_id, "count": count}).to_string())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("the sandbox's members endpoint failed: {e}"))?;
+        answer
+            .json()
+            .await
+            .map_err(|e| format!("the sandbox's members endpoint answered oddly: {e}"))
+    }
+
     /// Stop serving and wait until the data is flushed and closed.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -298,7 +316,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         .with_state(shared.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        crate::serve::serve(listener, app, rx).await;
+        crate::util::serve::serve(listener, app, rx).await;
         let _ = shared.store.flush().await;
     });
     Ok(RunningSandbox {
@@ -315,7 +333,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
 /// read.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// A client must send a request's body within this long (its head within
-/// [`crate::serve::HEADER_TIMEOUT`]); a slow client is closed, not waited on.
+/// [`crate::util::serve::HEADER_TIMEOUT`]); a slow client is closed, not waited on.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A failed call, as the gateway reports it.
@@ -754,7 +772,7 @@ fn check_cert_sns(
                 "isv.invalid-app-cert-sn",
                 format!(
                     "app_cert_sn {} does not match the app certificate registered for app_id {app_id}",
-                    crate::manifest::diag::clip(sn, 64)
+                    crate::util::text::clip(sn, 64)
                 ),
             ));
         }
@@ -769,7 +787,7 @@ fn check_cert_sns(
             "isv.invalid-root-cert-sn",
             format!(
                 "alipay_root_cert_sn {} does not name this gateway's root certificate",
-                crate::manifest::diag::clip(sn, 200)
+                crate::util::text::clip(sn, 200)
             ),
         )),
         Some(_) => Ok(()),

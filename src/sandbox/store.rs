@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 pub struct Store {
     db: sled::Db,
-    group: std::sync::Arc<crate::durable::GroupFlush>,
+    group: std::sync::Arc<crate::util::durable::GroupFlush>,
     pub apps: sled::Tree,
     /// app_id -> the app's AES content-encryption key (base64), once set.
     pub encrypt_keys: sled::Tree,

@@ -1,78 +1,20 @@
-//! The state-backend seam: where a state lives ([`Location`]), and what a
-//! backend must do besides recording ([`Backend`]): open a store with its
+//! The state-backend seam: what a backend must do besides recording
+//! ([`Backend`]): open a store with its
 //! lock held, say who holds the lock, break a stale one, keep a
 //! last-known-good backup and recover from it. Stores migrate old records on
 //! open (see [`super::migrate`]).
 //!
-//! Owns the contract; must never know how a backend keeps its data.
+//! Owns the contract; must never know how a backend keeps its data (the
+//! backends are `crate::stores`, which also maps a location to one).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cards::CardLedger;
 use super::{Ids, Snapshot, StateError, StateStore};
 use crate::model::Address;
-
-/// Where a state lives, as `--state` / `CARDFORM_STATE` say it: a directory
-/// (the sled backend, the default) or a `postgres://` URL (the PostgreSQL
-/// backend, for states shared by a team or pipelines).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Dir(PathBuf),
-    Postgres(super::postgres::PgUrl),
-}
-
-impl Location {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.split_once("://") {
-            Some((scheme, _))
-                if scheme.eq_ignore_ascii_case("postgres")
-                    || scheme.eq_ignore_ascii_case("postgresql") =>
-            {
-                super::postgres::PgUrl::parse(s).map(Location::Postgres)
-            }
-            Some((scheme, _))
-                if !scheme.is_empty()
-                    && scheme
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '+') =>
-            {
-                Err(format!(
-                    "`{scheme}://` is not a state backend cardform knows (a directory is)"
-                ))
-            }
-            _ => Ok(Location::Dir(PathBuf::from(s))),
-        }
-    }
-
-    /// A directory on this machine for local companions of the state (the
-    /// embedded sandbox's data): the state directory, or for a database
-    /// state `./state`.
-    pub fn local_dir(&self) -> &Path {
-        match self {
-            Location::Dir(d) => d,
-            Location::Postgres(_) => Path::new("state"),
-        }
-    }
-
-    pub fn backend(&self) -> Box<dyn Backend> {
-        match self {
-            Location::Dir(d) => Box::new(super::sled::backend::SledBackend::new(d)),
-            Location::Postgres(u) => Box::new(super::postgres::PgBackend::new(u)),
-        }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Dir(d) => write!(f, "{}", d.display()),
-            Location::Postgres(u) => write!(f, "{u}"),
-        }
-    }
-}
 
 /// Who holds a state's lock, for messages.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -166,6 +108,16 @@ pub trait Backend: Send + Sync {
     fn read(&self, operation: &str, timeout: Duration) -> Result<Snapshot, StateError> {
         self.open(operation, timeout)?.snapshot()
     }
+    /// Whether a state is there to read: a command that only reads never
+    /// creates one. A backend that cannot tell without connecting says yes.
+    fn exists(&self) -> bool;
+    /// Open the card ledger kept beside this state, with its own lock
+    /// (held until the ledger drops).
+    fn open_cards(
+        &self,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn CardLedger>, StateError>;
     /// Who holds the lock now, if anyone.
     fn lock_holder(&self) -> Option<LockInfo>;
     /// Clear the lock record of a run that is gone; refused while its holder

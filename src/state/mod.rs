@@ -2,22 +2,14 @@
 //!
 //! [`Snapshot`] is the read-only view the planner takes; [`StateStore`] is the
 //! trait the executor writes through; [`Backend`] opens a store (locked) and
-//! answers for it as a whole (lock holder, backup, recovery). Backends:
-//! [`sled`] (a local directory, the default), [`postgres`] (a shared
-//! database) and [`memory`] (tests); the location says which (`--state` /
-//! `CARDFORM_STATE`). [`migrate`] upgrades
-//! old records, whatever the backend. Never holds a secret.
+//! answers for it as a whole (lock holder, backup, recovery). The backends
+//! live in `crate::stores`; this room holds the records and the traits, and
+//! does no I/O of its own. Never holds a secret.
 
 pub mod backend;
 pub mod cards;
-#[doc(hidden)]
-pub mod contract;
-pub mod memory;
-pub mod migrate;
-pub mod postgres;
-pub mod sled;
 
-pub use backend::{Backend, Location, LockInfo};
+pub use backend::{Backend, LockInfo};
 
 use std::collections::BTreeMap;
 

@@ -16,11 +16,11 @@ use cardform::ops;
 use cardform::plan;
 use cardform::provider::Provider;
 use cardform::settings::{Endpoint, GatewaySettings};
-use cardform::state::Location;
-use cardform::state::sled::SledStore;
 use cardform::state::{
     Binding, Durability, Intent, ResourceState, Snapshot, StateError, StateStore,
 };
+use cardform::stores::Location;
+use cardform::stores::sled::SledStore;
 
 /// A store that drops every deferred commit: what a crash right after the
 /// run would leave on disk (sled: before its next flush; PostgreSQL: before

@@ -476,7 +476,7 @@ fn the_markdown_plan_warns_keeps_indentation_and_fits_a_comment() {
 
     // A large plan stays under the budget and says what it left out.
     let big = w.tmp.path().join("big");
-    cardform::ops::bench::generate(&big, 400, 5).unwrap();
+    cardform::bench::generate(&big, 400, 5).unwrap();
     let md = run(cardform().current_dir(w.tmp.path()).args([
         "--state",
         "big-state",

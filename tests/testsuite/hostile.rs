@@ -363,7 +363,7 @@ fn a_signed_success_without_its_ids_is_a_failed_call() {
 fn creates_in_doubt_never_block_their_own_rerun() {
     // Two merchants without tokens share the app's namespace at the gateway.
     let s = Setup::new();
-    cardform::ops::bench::generate(&s.tmp.path().join("two"), 2, 1).unwrap();
+    cardform::bench::generate(&s.tmp.path().join("two"), 2, 1).unwrap();
     let hostile = Hostile::start(Mode::UnsignedErrorAfterEffect, &s.sandbox, "");
     // Only the first merchant's template goes out: it takes effect, its
     // result is lost, its create stays in doubt.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use sha2::Digest;
 
 use cardform::alipay::*;
-use cardform::secret::Secret;
+use cardform::client::{Client, GatewayConfig};
+use cardform::util::secret::Secret;
 
 fn data(name: &str) -> String {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));

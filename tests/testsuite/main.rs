@@ -12,6 +12,7 @@ mod gitops;
 mod hostile;
 mod isv;
 mod known_answers;
+mod layers;
 mod pg;
 mod plan_apply;
 mod preview;

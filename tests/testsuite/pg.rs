@@ -171,8 +171,8 @@ pub fn cluster() -> &'static Cluster {
 #[test]
 fn the_postgres_backend_keeps_the_contract() {
     let url = cluster().url("contract");
-    let location = cardform::state::Location::parse(&url).unwrap();
-    cardform::state::contract::keeps_the_contract(location.backend().as_ref(), true);
+    let location = cardform::stores::Location::parse(&url).unwrap();
+    cardform::stores::contract::keeps_the_contract(location.backend().as_ref(), true);
 }
 
 use crate::plan_apply::{

@@ -185,7 +185,7 @@ impl Drop for Sandbox {
 /// A valid 1-bit grayscale PNG of the given size (the library's own writer).
 /// `seed` varies the pixels so that images of one size can differ in content.
 pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    cardform::render::qr::png(width, height, |x, y| {
+    cardform::util::qr::png(width, height, |x, y| {
         ((x ^ y) as u8).wrapping_mul(31).wrapping_add(seed) & 1 == 1
     })
 }

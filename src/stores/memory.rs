@@ -6,11 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::backend::{Backend, LockError, LockInfo, Recovered};
-use super::{
-    Binding, Durability, Intent, ResourceState, Snapshot, StateError, StateStore, migrate,
-};
+use super::migrate;
 use crate::model::{Address, Kind};
+use crate::state::backend::{Backend, LockError, LockInfo, Recovered};
+use crate::state::{Binding, Durability, Intent, ResourceState, Snapshot, StateError, StateStore};
 
 #[derive(Default)]
 struct Shared {
@@ -81,6 +80,20 @@ impl Backend for MemoryBackend {
         Ok(Box::new(MemoryStore {
             shared: self.shared.clone(),
         }))
+    }
+
+    fn exists(&self) -> bool {
+        true
+    }
+
+    fn open_cards(
+        &self,
+        _operation: &str,
+        _timeout: Duration,
+    ) -> Result<Box<dyn crate::state::cards::CardLedger>, StateError> {
+        Err(StateError::Refused(
+            "an in-memory state keeps no card ledger".into(),
+        ))
     }
 
     fn lock_holder(&self) -> Option<LockInfo> {
@@ -196,6 +209,6 @@ mod tests {
 
     #[test]
     fn the_memory_backend_keeps_the_contract() {
-        crate::state::contract::keeps_the_contract(&MemoryBackend::new(), false);
+        crate::stores::contract::keeps_the_contract(&MemoryBackend::new(), false);
     }
 }

@@ -11,12 +11,11 @@ use serde::Serialize;
 
 use crate::alipay::{AppPrivateKey, KeySource, SignType};
 use crate::sandbox::{self, Faults, SandboxConfig};
-use crate::state::Location;
-use crate::state::postgres::PgUrl;
+use crate::stores::Location;
 
 /// A `1-bit` PNG, enough for the sandbox and the manifest checks.
 fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    crate::render::qr::png(width, height, |x, y| {
+    crate::util::qr::png(width, height, |x, y| {
         (x / 7 + y / 5 + seed as u32).is_multiple_of(3)
     })
 }
@@ -75,20 +74,15 @@ pub struct PlanBench {
 /// `--state` for a child process (the URL with its password: it goes
 /// nowhere but the child's arguments).
 fn state_arg(l: &Location) -> std::ffi::OsString {
-    match l {
-        Location::Dir(d) => d.clone().into_os_string(),
-        Location::Postgres(u) => u.expose().into(),
-    }
+    l.to_arg()
 }
 
 /// Where a benchmark keeps its state: sled under `work`, or a schema of its
 /// own in the given database (`bench_<what>_<pid>`).
-fn state_location(work: &Path, pg: Option<&PgUrl>, what: &str) -> Location {
+fn state_location(work: &Path, pg: Option<&Location>, what: &str) -> Location {
     match pg {
-        None => Location::Dir(work.join(format!("state-{what}"))),
-        Some(u) => {
-            Location::Postgres(u.with_schema(&format!("bench_{what}_{}", std::process::id())))
-        }
+        None => Location::dir(work.join(format!("state-{what}"))),
+        Some(shared) => shared.separate(&format!("bench_{what}_{}", std::process::id())),
     }
 }
 
@@ -161,14 +155,14 @@ pub fn prepare_plan(
     work: &Path,
     merchants: usize,
     templates: usize,
-    pg: Option<&PgUrl>,
+    pg: Option<&Location>,
 ) -> Result<usize> {
     let project = work.join("project");
     generate(&project, merchants, templates)?;
-    let desired = super::project::load(&project, &Default::default())?;
+    let desired = crate::ops::project::load(&project, &Default::default())?;
     // Given a URL, it is the schema `bench plan` chose for this run.
     let location = match pg {
-        Some(u) => Location::Postgres(u.clone()),
+        Some(shared) => shared.clone(),
         None => state_location(work, None, "plan"),
     };
     let store = location.backend().open("bench", Duration::ZERO)?;
@@ -207,7 +201,7 @@ pub fn plan(
     merchants: usize,
     templates: usize,
     runs: usize,
-    pg: Option<&PgUrl>,
+    pg: Option<&Location>,
 ) -> Result<PlanBench> {
     let project = work.join("project");
     let state = state_arg(&state_location(work, pg, "plan"));
@@ -305,7 +299,7 @@ pub async fn apply(
     latency: Duration,
     parallelism: usize,
     runs: usize,
-    pg: Option<&PgUrl>,
+    pg: Option<&Location>,
     rate_limit: Option<f64>,
 ) -> Result<ApplyBench> {
     let per = 5;
@@ -666,11 +660,6 @@ pub async fn cards(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let http = reqwest::Client::new();
-    let base = fast
-        .gateway_url()
-        .trim_end_matches("/gateway.do")
-        .to_string();
     let csv_path = work.join("cards.csv");
     {
         let mut w = csv::Writer::from_path(&csv_path)?;
@@ -687,14 +676,7 @@ pub async fn cards(
         let mut made = 0;
         while made < rows {
             let n = (rows - made).min(50_000);
-            let members: serde_json::Value = http
-                .post(format!("{base}/_sandbox/members"))
-                .body(serde_json::json!({"app_id": app, "count": n}).to_string())
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let members = fast.enrol(app, n).await.map_err(anyhow::Error::msg)?;
             for m in members.as_array().context("members")? {
                 let i = made;
                 made += 1;

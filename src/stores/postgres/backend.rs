@@ -131,6 +131,20 @@ impl Backend for PgBackend {
         self.once(read_snapshot)
     }
 
+    fn exists(&self) -> bool {
+        // Whether the schema is there is known only by connecting; a read
+        // that finds none says so.
+        true
+    }
+
+    fn open_cards(
+        &self,
+        _operation: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn crate::state::cards::CardLedger>, StateError> {
+        Ok(Box::new(self.open_ledger(timeout)?))
+    }
+
     fn lock_holder(&self) -> Option<LockInfo> {
         self.once(lock::live_rows)
             .ok()?

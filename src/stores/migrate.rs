@@ -14,10 +14,10 @@
 
 use serde_json::Value;
 
-use super::{Intent, ResourceState, Snapshot, raw_attrs};
 use crate::alipay::methods::{TemplateBody, TemplateCardLevelConf};
 use crate::model::{Attrs, Kind};
 use crate::provider::template::{form_field, from_wire};
+use crate::state::{Intent, ResourceState, Snapshot, raw_attrs};
 
 /// The attributes in the new words, if `old` is in the old ones.
 pub fn attrs(kind: Kind, old: &Value) -> Result<Option<Attrs>, String> {

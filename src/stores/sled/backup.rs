@@ -31,9 +31,10 @@ pub fn read(dir: &Path) -> Result<Option<Snapshot>, String> {
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = crate::bounded::read(&path, 1 << 30)?;
+    let bytes = crate::util::bounded::read(&path, 1 << 30)?;
     let mut snap: Snapshot = serde_json::from_slice(&bytes)
         .map_err(|e| format!("`{}` is unreadable: {e}", path.display()))?;
-    crate::state::migrate::snapshot(&mut snap).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    crate::stores::migrate::snapshot(&mut snap)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
     Ok(Some(snap))
 }

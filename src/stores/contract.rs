@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use super::{Backend, Binding, Durability, Ids, Intent, ResourceState, Snapshot, StateError};
 use crate::model::{Address, Kind};
+use crate::state::{
+    Backend, Binding, Durability, Ids, Intent, ResourceState, Snapshot, StateError,
+};
 
 fn resource(a: &Address, id: &str) -> ResourceState {
     ResourceState {

@@ -101,7 +101,7 @@ pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapsho
     {
         let key: &str = row.get(0);
         let mut r: ResourceState = serde_json::from_str(row.get(1)).map_err(|e| corrupt(key, e))?;
-        crate::state::migrate::resource(&mut r).map_err(|e| corrupt(key, e))?;
+        crate::stores::migrate::resource(&mut r).map_err(|e| corrupt(key, e))?;
         resources.insert(r.address.clone(), r);
     }
     let mut intents = BTreeMap::new();
@@ -111,7 +111,7 @@ pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapsho
     {
         let key: &str = row.get(0);
         let mut i: Intent = serde_json::from_str(row.get(1)).map_err(|e| corrupt(key, e))?;
-        crate::state::migrate::intent(&mut i).map_err(|e| corrupt(key, e))?;
+        crate::stores::migrate::intent(&mut i).map_err(|e| corrupt(key, e))?;
         intents.insert(i.address.clone(), i);
     }
     let mut forgotten = BTreeMap::new();

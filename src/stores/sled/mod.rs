@@ -113,7 +113,7 @@ pub struct SledStore {
     /// template_id -> address, for templates forgotten (see `Snapshot::forgotten`).
     forgotten: sled::Tree,
     dir: PathBuf,
-    group: crate::durable::GroupFlush,
+    group: crate::util::durable::GroupFlush,
     lineage: String,
     live: std::sync::Mutex<Live>,
     /// The records as `verify` read them on open, for the first snapshot
@@ -318,10 +318,10 @@ impl SledStore {
             };
             let mut changed = false;
             if let Some(r) = record.resource.as_mut() {
-                changed |= crate::state::migrate::resource(r).map_err(corrupt)?;
+                changed |= crate::stores::migrate::resource(r).map_err(corrupt)?;
             }
             if let Some(i) = record.intent.as_mut() {
-                changed |= crate::state::migrate::intent(i).map_err(corrupt)?;
+                changed |= crate::stores::migrate::intent(i).map_err(corrupt)?;
             }
             if changed {
                 self.put(&k, record)?;
@@ -626,7 +626,7 @@ fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, StateError>) -> Result<T
             dir,
             format!(
                 "the storage library failed reading it ({})",
-                crate::manifest::diag::clip(&what, 200)
+                crate::util::text::clip(&what, 200)
             ),
         ))
     })
@@ -898,7 +898,7 @@ mod tests {
     #[test]
     fn the_sled_backend_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        crate::state::contract::keeps_the_contract(&backend::SledBackend::new(dir.path()), false);
+        crate::stores::contract::keeps_the_contract(&backend::SledBackend::new(dir.path()), false);
     }
 
     #[test]

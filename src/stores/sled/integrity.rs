@@ -99,7 +99,7 @@ pub fn write(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
 /// `integrity.json`, if there is one. An unreadable one is an error.
 pub fn read(dir: &Path) -> Result<Option<Checkpoint>, String> {
     let path = file(dir);
-    match crate::bounded::read(&path, 64 * 1024) {
+    match crate::util::bounded::read(&path, 64 * 1024) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("`{}` is unreadable: {e}", path.display())),

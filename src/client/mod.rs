@@ -1,4 +1,4 @@
-//! The gateway client: builds the common parameters, signs, encodes (form or
+//! The signed gateway client (the one place that speaks HTTP to Alipay): builds the common parameters, signs, encodes (form or
 //! multipart), sends over a pooled reqwest client, and opens the signed envelope.
 //!
 //! 1. merge common params + API params (+ `biz_content`) into one sorted map;
@@ -13,19 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{FixedOffset, Utc};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::aes::AesKey;
-use super::cert::CertMode;
-use super::envelope;
-use super::error::GatewayError;
-use super::keys::{AlipayPublicKey, AppPrivateKey};
-use super::methods::{ApiRequest, Encoding};
-pub use super::methods::{FilePart, biz_json};
-use super::sign::{SignType, string_to_sign};
-use crate::secret::Secret;
+pub use crate::alipay::Call;
+use crate::alipay::aes::AesKey;
+use crate::alipay::cert::CertMode;
+use crate::alipay::envelope;
+use crate::alipay::error::GatewayError;
+use crate::alipay::keys::{AlipayPublicKey, AppPrivateKey};
+pub use crate::alipay::methods::{FilePart, biz_json};
+use crate::alipay::sign::{SignType, string_to_sign};
+use crate::gateway::{Answer, Gateway, Scope};
 
 /// The largest response body read: far above any card API answer (a
 /// batchquery page of 20 templates is a few KB; an activation URL at most 100 KB).
@@ -49,19 +48,6 @@ const QUERY_PARAMS: &[&str] = &[
     "app_cert_sn",
     "alipay_root_cert_sn",
 ];
-
-/// One gateway call, before signing.
-#[derive(Debug, Clone, Default)]
-pub struct Call {
-    pub method: String,
-    pub biz_content: Option<String>,
-    /// API text params and overrides of common params (e.g. a pinned `timestamp`).
-    pub params: BTreeMap<String, String>,
-    pub files: Vec<FilePart>,
-    pub app_auth_token: Option<Secret>,
-    /// A member's access token (card.open, activateform.query).
-    pub auth_token: Option<Secret>,
-}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -279,7 +265,7 @@ impl Client {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .map(|l| crate::manifest::diag::clip(l, 200))
+                .map(|l| crate::util::text::clip(l, 200))
                 .unwrap_or_else(|| "(no Location)".into());
             return Err(GatewayError::Redirect {
                 method: method.into(),
@@ -323,17 +309,6 @@ impl Client {
             }
             e => e,
         })
-    }
-
-    /// A typed call: serialize the request, execute, deserialize the node.
-    pub async fn call<R: ApiRequest>(
-        &self,
-        request: &R,
-        app_auth_token: Option<&Secret>,
-    ) -> Result<R::Response, GatewayError> {
-        let call = call_for(request, app_auth_token.cloned());
-        let node = self.execute(&call).await?;
-        decode_checked::<R>(node)
     }
 
     /// The response body, at most [`MAX_RESPONSE_BYTES`]: a gateway answer
@@ -389,44 +364,14 @@ impl Client {
     }
 }
 
-/// Deserialize a verified node into a typed response.
-pub fn decode_node<T: DeserializeOwned>(
-    method: &str,
-    node: Map<String, Value>,
-) -> Result<T, GatewayError> {
-    serde_json::from_value(Value::Object(node)).map_err(|e| GatewayError::Malformed {
-        method: method.into(),
-        detail: format!("unexpected response fields: {e}"),
-    })
-}
-
-/// Deserialize a verified node and check that it carries what the method
-/// must return: a signed "Success" without its ids is a failed call.
-pub fn decode_checked<R: ApiRequest>(
-    node: Map<String, Value>,
-) -> Result<R::Response, GatewayError> {
-    let response = decode_node(R::METHOD, node)?;
-    R::check(&response).map_err(|detail| GatewayError::Malformed {
-        method: R::METHOD.into(),
-        detail: format!("a success without what the method returns: {detail}"),
-    })?;
-    Ok(response)
-}
-
-/// The unsigned call for a typed request: the wire type says how its fields
-/// travel, the client owns turning that into a call.
-pub fn call_for<R: ApiRequest>(request: &R, app_auth_token: Option<Secret>) -> Call {
-    let mut call = Call {
-        method: R::METHOD.to_string(),
-        app_auth_token,
-        ..Call::default()
-    };
-    match request.encoding() {
-        Encoding::BizContent(biz) => call.biz_content = Some(biz),
-        Encoding::TopLevel { params, files } => {
-            call.params.extend(params);
-            call.files = files;
-        }
+/// The production gateway: every call signed with the app's key and every
+/// answer verified with Alipay's.
+impl Gateway for Client {
+    fn app_id(&self) -> &str {
+        &self.config().app_id
     }
-    call
+
+    fn send<'a>(&'a self, _at: &'a Scope, call: &'a Call) -> Answer<'a, Map<String, Value>> {
+        Box::pin(self.execute(call))
+    }
 }

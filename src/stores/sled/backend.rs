@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{SledStore, backup, integrity, lock, salvage};
 use crate::state::backend::{Backend, LockInfo, NotRestored, Recovered};
+use crate::state::cards::CardLedger;
 use crate::state::{Snapshot, StateError, StateStore};
 
 pub struct SledBackend {
@@ -37,6 +38,20 @@ impl Backend for SledBackend {
 
     fn open(&self, operation: &str, timeout: Duration) -> Result<Box<dyn StateStore>, StateError> {
         Ok(Box::new(SledStore::open(&self.dir, operation, timeout)?))
+    }
+
+    fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    fn open_cards(
+        &self,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn CardLedger>, StateError> {
+        Ok(Box::new(super::cards::SledLedger::open(
+            &self.dir, operation, timeout,
+        )?))
     }
 
     fn read(&self, operation: &str, timeout: Duration) -> Result<Snapshot, StateError> {
