@@ -37,6 +37,7 @@ use crate::util::secret::Secret;
 
 pub use crate::gateway::governor::RetryPolicy;
 
+pub mod cards;
 pub mod schedule;
 
 #[derive(Debug, Clone)]

@@ -159,7 +159,7 @@ pub fn prepare_plan(
 ) -> Result<usize> {
     let project = work.join("project");
     generate(&project, merchants, templates)?;
-    let desired = crate::ops::project::load(&project, &Default::default())?;
+    let desired = crate::ops::load::load(&project, &Default::default())?;
     // Given a URL, it is the schema `bench plan` chose for this run.
     let location = match pg {
         Some(shared) => shared.clone(),

@@ -8,8 +8,6 @@
 //! what [`Entry`](crate::state::cards::Entry) holds: keys, a salted digest,
 //! the card number Alipay assigned, times.
 
-pub mod members;
-
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};

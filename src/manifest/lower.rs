@@ -1317,7 +1317,7 @@ fn lower_issue(
     let mut members_path = None;
     if let Some(m) = &issue.members {
         let path = ctx.dir(at.file).join(&m.file);
-        match crate::cards::members::check_file(&path, &known) {
+        match super::members::check_file(&path, &known) {
             Ok(()) => {
                 members = Some(super::relative_path(&ctx.root, &path));
                 members_path = Some(path);

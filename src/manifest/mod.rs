@@ -8,6 +8,7 @@
 
 pub mod diag;
 pub mod lower;
+pub mod members;
 pub mod raw;
 mod schema_errors;
 pub mod source;

@@ -13,8 +13,7 @@ use crate::gateway::Scope;
 use crate::model::{Address, Desired};
 use crate::plan::{self, Plan};
 use crate::provider::Provider;
-use crate::settings::{Overrides, read_secret};
-use crate::util::secret::Secret;
+use crate::settings::Overrides;
 
 pub struct Request {
     pub common: Common,
@@ -42,22 +41,6 @@ pub enum Applied {
     Done(Plan, Report),
     /// `--refresh-only`: the state learned what the gateway holds.
     Refreshed(Plan, usize),
-}
-
-/// Resolve each merchant's app_auth_token; a missing one fails only that merchant.
-pub fn tokens(desired: &Desired) -> Tokens {
-    desired
-        .merchants
-        .iter()
-        .map(|(name, m)| {
-            let t = match &m.app_auth_token {
-                None => Ok(None),
-                Some(r) => read_secret(r, &format!("app_auth_token of merchant `{name}`"))
-                    .map(|s| Some(Secret::new(s))),
-            };
-            (name.clone(), t)
-        })
-        .collect()
 }
 
 pub async fn run(
@@ -95,7 +78,7 @@ pub async fn run(
         binding,
     } = project::open_for(&common, flags, "apply", merchants.as_ref())?;
     // A connection made early to refresh is reused by the apply.
-    let mut reader: Option<super::refresh::Reader> = None;
+    let mut reader: Option<super::gateway::Reader> = None;
     if let Some(planned_for) = &saved_binding
         && planned_for != &binding
     {
@@ -245,14 +228,14 @@ pub async fn run(
         }
         return Ok(Applied::Done(plan, report));
     }
-    let super::refresh::Reader {
+    let super::gateway::Reader {
         conn,
         provider,
         tokens,
     } = match reader {
         Some(r) => r,
         None => {
-            super::refresh::connect(&settings, &desired, &req.options, progress.clone()).await?
+            super::gateway::governed(&settings, &desired, &req.options, progress.clone()).await?
         }
     };
     let mut options = req.options.clone();

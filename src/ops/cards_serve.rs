@@ -29,10 +29,10 @@ use crate::alipay::methods::{
     ActivateFormQueryRequest, CardOpenRequest, CardQueryRequest, CardUserInfo, MerchantCard,
     MerchantMenber, OauthTokenRequest,
 };
-use crate::cards::members::Holder;
 use crate::cards::{self, Target};
 use crate::gateway::governor::{Governor, Observer};
 use crate::gateway::{Scope, Typed};
+use crate::manifest::members::{self, Holder};
 use crate::model::{Address, Issuance};
 use crate::settings::Overrides;
 use crate::state::Durability;
@@ -102,8 +102,8 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             "no activation URL in the project says what to issue\nhint: add an `issue:` block beside an activation URL's `callback` (see the README's member journey)"
         );
     }
-    let tokens = super::apply::tokens(&read.desired);
-    let reader = super::refresh::connect(
+    let tokens = super::tokens::tokens(&read.desired);
+    let reader = super::gateway::governed(
         &read.settings,
         &read.desired,
         &crate::apply::Options::default(),
@@ -142,7 +142,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             (Some(path), None) => {
                 let levels: Vec<String> = target.levels();
                 let levels: Vec<&str> = levels.iter().map(String::as_str).collect();
-                let m = Arc::new(cards::members::load(path, &levels).map_err(anyhow::Error::msg)?);
+                let m = Arc::new(members::load(path, &levels).map_err(anyhow::Error::msg)?);
                 members_of.insert(issuance.family.clone(), m.clone());
                 m
             }

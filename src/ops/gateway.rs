@@ -1,6 +1,8 @@
 //! Connect to the configured gateway: read the keys, build the client, and for
 //! the `sandbox` endpoint start an in-process sandbox persisted under the state
-//! directory, with a development app key created on first use.
+//! directory, with a development app key created on first use; and the
+//! governed connection ([`governed`]) every operation that calls the gateway
+//! shares.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -265,4 +267,31 @@ pub async fn connect(settings: &GatewaySettings, state_dir: &Path) -> Result<Con
             })
         }
     }
+}
+
+/// A governed connection to the gateway (retries, throttle pauses, rate
+/// limits), and each merchant's token: what every operation that calls the
+/// gateway starts from.
+pub struct Reader {
+    pub conn: Connection,
+    pub provider: Arc<crate::provider::Provider>,
+    pub tokens: crate::apply::Tokens,
+}
+
+pub async fn governed(
+    settings: &crate::settings::Settings,
+    desired: &crate::model::Desired,
+    options: &crate::apply::Options,
+    observer: Arc<dyn crate::gateway::governor::Observer>,
+) -> Result<Reader> {
+    let conn = connect(&settings.gateway, settings.local_dir()).await?;
+    let client = conn.client.clone().with_max_in_flight(options.parallelism);
+    let governor = crate::gateway::governor::Governor::new(Arc::new(client), options.retry.clone())
+        .observed_by(observer)
+        .with_limits(desired.gateway.rate_limits.clone());
+    Ok(Reader {
+        conn,
+        provider: Arc::new(crate::provider::Provider::new(Arc::new(governor))),
+        tokens: super::tokens::tokens(desired),
+    })
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::project::{self, Common};
+use super::project::Common;
 use crate::gateway::Scope;
 use crate::manifest::raw;
 use crate::model::SecretRef;
@@ -209,14 +209,14 @@ pub async fn generate(
     merchant: &str,
     out: &Path,
 ) -> Result<Generated> {
-    let desired = project::load(&common.project, &common.vars)?;
+    let desired = super::load::load(&common.project, &common.vars)?;
     let settings = Settings::resolve_with(flags, &desired.gateway)?;
     let Some(info) = desired.merchants.get(merchant) else {
         bail!(
             "merchant `{merchant}` is not declared in the project\nhint: declare it (with its app_auth_token, if the app acts for it) under `merchants:` first"
         );
     };
-    let reader = super::refresh::connect(
+    let reader = super::gateway::governed(
         &settings,
         &desired,
         &crate::apply::Options::default(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::project::{self, Common};
+use super::project::Common;
 use crate::model::Address;
 use crate::preview::{self, DesiredImages};
 use crate::state::Snapshot;
@@ -29,7 +29,7 @@ pub struct Report {
 pub fn run(common: &Common, select: &crate::plan::Selection, out: &Path) -> Result<Report> {
     use rayon::prelude::*;
     let started = std::time::Instant::now();
-    let desired = project::load(&common.project, &common.vars)?;
+    let desired = super::load::load(&common.project, &common.vars)?;
     let scope = select.scope(&desired, &Snapshot::empty())?;
     let templates = preview::templates(&desired, scope.as_ref().map(|s| &s.addresses));
     let images = DesiredImages::new(&desired);

@@ -1,7 +1,8 @@
-//! Loading a project and opening its state: shared by plan, apply and output.
+//! Opening a project against its state (load, settings, lock, snapshot,
+//! binding): the one path plan and apply share.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -11,15 +12,7 @@ use crate::settings::{Endpoint, Settings};
 use crate::state::{Binding, Snapshot, StateStore};
 use crate::stores::Location;
 
-/// Load and lower the manifests; an invalid project is an error carrying
-/// every diagnostic (the CLI renders them).
-pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<Desired> {
-    let loaded = super::validate::load(path, vars.clone());
-    match loaded.desired {
-        Some(d) => Ok(d),
-        None => Err(loaded.diagnostics.into()),
-    }
-}
+use super::load::load;
 
 /// Open (and lock) the state store, whatever its backend.
 pub fn open_state(

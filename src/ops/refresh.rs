@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 use chrono::{NaiveDateTime, TimeZone};
 
+use super::gateway::Reader;
 use crate::apply::Tokens;
 use crate::gateway::Scope;
 use crate::model::{Address, Kind};
@@ -199,32 +200,6 @@ pub enum Mode {
     Only,
 }
 
-/// A governed connection to the gateway, and each merchant's token.
-pub struct Reader {
-    pub conn: super::gateway::Connection,
-    pub provider: std::sync::Arc<Provider>,
-    pub tokens: Tokens,
-}
-
-pub async fn connect(
-    settings: &crate::settings::Settings,
-    desired: &crate::model::Desired,
-    options: &crate::apply::Options,
-    observer: std::sync::Arc<dyn crate::gateway::governor::Observer>,
-) -> Result<Reader> {
-    use std::sync::Arc;
-    let conn = super::gateway::connect(&settings.gateway, settings.local_dir()).await?;
-    let client = conn.client.clone().with_max_in_flight(options.parallelism);
-    let governor = crate::gateway::governor::Governor::new(Arc::new(client), options.retry.clone())
-        .observed_by(observer)
-        .with_limits(desired.gateway.rate_limits.clone());
-    Ok(Reader {
-        conn,
-        provider: Arc::new(Provider::new(Arc::new(governor))),
-        tokens: super::apply::tokens(desired),
-    })
-}
-
 /// The one path plan and apply share: plan, reading the gateway first when
 /// `mode` asks for a refresh or `import` blocks name templates the state does
 /// not record. The connection, if one was made, is handed back open (apply
@@ -242,7 +217,7 @@ pub async fn plan(
     if mode == Mode::Off && !imports {
         return Ok((planned(desired, snapshot, &options)?, None));
     }
-    let reader = connect(settings, desired, run, observer).await?;
+    let reader = super::gateway::governed(settings, desired, run, observer).await?;
     let planned = async {
         if imports {
             options.imported = read_imports(desired, snapshot, &reader).await?;

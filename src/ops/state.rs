@@ -22,7 +22,7 @@ pub fn rebind(
     flags: &Overrides,
     timeout: Duration,
 ) -> Result<(Option<Binding>, Binding)> {
-    let desired = project::load(project_path, vars)?;
+    let desired = super::load::load(project_path, vars)?;
     let settings = Settings::resolve_with(flags, &desired.gateway)?;
     let store = project::open_state(&settings.state, "state rebind", timeout)?;
     let old = store.snapshot()?.meta.binding;

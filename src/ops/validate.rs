@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::manifest::{self, Diagnostics, LoadOptions, Loaded};
+use crate::manifest::Diagnostics;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -49,20 +49,8 @@ fn card_warnings(desired: &crate::model::Desired) -> Vec<CardWarning> {
         .collect()
 }
 
-/// Load with the real environment for `${env:NAME}`.
-pub fn load(path: &Path, vars: BTreeMap<String, String>) -> Loaded {
-    let env = |name: &str| crate::settings::env(name);
-    manifest::load(
-        path,
-        &LoadOptions {
-            vars,
-            env: Some(&env),
-        },
-    )
-}
-
 pub fn validate(path: &Path, vars: BTreeMap<String, String>) -> Report {
-    let loaded = load(path, vars);
+    let loaded = super::load::manifests(path, vars);
     let card_warnings = loaded
         .desired
         .as_ref()

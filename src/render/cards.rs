@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::alipay::GatewayError;
+use crate::apply::cards::{Counts, Outcome, Progress, Report};
 use crate::gateway::Scope;
 use crate::gateway::governor::Observer;
-use crate::ops::cards::{Counts, Outcome, Progress, Report};
 
 fn thousands(n: u64) -> String {
     let s = n.to_string();

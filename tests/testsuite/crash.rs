@@ -72,13 +72,13 @@ async fn apply_once(
     store: Arc<dyn StateStore>,
     provider: &Arc<Provider>,
 ) -> apply::Report {
-    let desired = ops::project::load(project, &Default::default()).unwrap();
+    let desired = ops::load::load(project, &Default::default()).unwrap();
     let snapshot = store.snapshot().unwrap();
     let plan = plan::plan(&desired, &snapshot, &Default::default()).unwrap();
     let caps = Capabilities {
         store,
         provider: provider.clone(),
-        tokens: ops::apply::tokens(&desired),
+        tokens: ops::tokens::tokens(&desired),
         progress: Arc::new(NoProgress),
     };
     apply::apply(
@@ -179,7 +179,7 @@ async fn losing_every_deferred_commit(location: Option<Location>) {
     assert_eq!(resumed, templates.len());
     let state = store.snapshot().unwrap();
     assert!(state.intents.is_empty());
-    let desired = ops::project::load(&project, &Default::default()).unwrap();
+    let desired = ops::load::load(&project, &Default::default()).unwrap();
     assert!(
         !plan::plan(&desired, &state, &Default::default())
             .unwrap()

@@ -178,7 +178,7 @@ fn a_name_that_does_not_fit_is_cut_as_the_wallet_cuts_it_and_reported() {
 #[test]
 fn the_layout_puts_each_field_where_the_wallet_shows_it() {
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee");
-    let loaded = cardform::ops::validate::load(&project, Default::default());
+    let loaded = cardform::ops::load::manifests(&project, Default::default());
     let desired = loaded.desired.expect("the coffee example loads");
     let templates = cardform::preview::templates(&desired, None);
     assert_eq!(templates.len(), 3);
@@ -230,7 +230,7 @@ fn the_layout_puts_each_field_where_the_wallet_shows_it() {
     }
     // A template without tiers has no level name on it.
     let isv = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/isv");
-    let desired = cardform::ops::validate::load(&isv, Default::default())
+    let desired = cardform::ops::load::manifests(&isv, Default::default())
         .desired
         .expect("the ISV example loads");
     let untiered: Vec<_> = cardform::preview::templates(&desired, None)

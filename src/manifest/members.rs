@@ -99,7 +99,7 @@ pub fn load(path: &Path, levels: &[&str]) -> Result<HashMap<String, Holder>, Str
         let (p, b) = (get(point), get(balance));
         for (name, v) in [("point", &p), ("balance", &b)] {
             if let Some(v) = v
-                && !super::is_amount(v)
+                && !crate::cards::is_amount(v)
             {
                 return Err(format!(
                     "{shown}:{line}: column `{name}`: must be a number with at most two decimals"
