@@ -74,7 +74,8 @@
 //! - [`util`]: secrets that never print, bounded reads, group commit, the
 //!   hardened serve loop, text clipping, QR codes.
 
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+// Printing belongs to the views and the command line (allowed there).
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
 pub mod alipay;
 pub mod apply;

@@ -110,8 +110,19 @@ fn location(value: &str, origin: &'static str) -> Result<Location, SettingsError
 }
 
 /// Read one environment variable; empty counts as unset.
+#[allow(clippy::disallowed_methods)] // the one reader of the environment
 pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The names of the `CARDFORM_*` variables set now (a benchmark clears them
+/// for the child it times).
+#[allow(clippy::disallowed_methods)] // the one reader of the environment
+pub fn cardform_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("CARDFORM_"))
+        .collect()
 }
 
 pub fn parse_endpoint(value: &str, origin: &'static str) -> Result<Endpoint, SettingsError> {

@@ -140,10 +140,8 @@ fn children_cpu() -> Duration {
 
 fn cardform() -> Result<Command> {
     let mut c = Command::new(std::env::current_exe().context("cannot find the cardform binary")?);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARDFORM_") {
-            c.env_remove(k);
-        }
+    for k in crate::settings::cardform_variables() {
+        c.env_remove(k);
     }
     Ok(c)
 }

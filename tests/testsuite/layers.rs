@@ -386,6 +386,26 @@ fn check(files: &BTreeMap<String, String>) -> Checked {
                 ));
             }
         }
+        // Only the views and the command line write to the terminal.
+        if top != "render" && top != "cli" {
+            for (n, l) in code_only(src).lines().enumerate() {
+                for w in [
+                    "stdout()",
+                    "stderr()",
+                    "println!",
+                    "print!(",
+                    "eprintln!",
+                    "eprint!(",
+                ] {
+                    if l.contains(w) {
+                        problems.push(format!(
+                            "src/{rel}:{}: writes to the terminal (`{w}`): only the views (`render`) and `cli` print; return data",
+                            n + 1
+                        ));
+                    }
+                }
+            }
+        }
         // The planner is pure domain: no gateway vocabulary.
         if top == "plan" {
             for (n, l) in src.lines().enumerate() {
@@ -512,6 +532,18 @@ fn the_check_fails_on_a_back_import_and_names_the_line() {
     );
     assert!(has("src/plan/mod.rs:2: names the sled backend"), "{p:?}");
     assert!(has("src/plan/mod.rs:3: uses the `sled` crate"), "{p:?}");
+
+    // Printing outside the views.
+    files.insert(
+        "plan/mod.rs".into(),
+        "fn f() {\n    println!(\"x\");\n}\n".into(),
+    );
+    let p = check(&files).problems;
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("src/plan/mod.rs:2: writes to the terminal")),
+        "{p:?}"
+    );
 
     // Inline modules: `super::super` from a file's inline tests stays home.
     files.insert("ops/mod.rs".into(), "use crate::plan;\n".into());

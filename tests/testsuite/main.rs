@@ -1,5 +1,8 @@
 //! The integration test suite: the real `cardform` binary against a real sandbox.
 
+// Tests set up environments for the binary they run.
+#![allow(clippy::disallowed_methods)]
+
 mod abuse;
 mod api;
 mod cards;
