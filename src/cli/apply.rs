@@ -34,9 +34,8 @@ pub struct Args {
     /// Gateway calls in flight at once
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
-    /// Print the report as JSON on stdout (and everything else on stderr)
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub format: super::FormatArg,
     #[command(flatten)]
     pub refresh: super::plan::RefreshArgs,
 }
@@ -61,7 +60,11 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
             "the project is given twice (as an argument and with -p)\nhint: give it once: `cardform apply PATH` or `cardform apply -p PATH`"
         );
     }
-    let (auto, json) = (args.auto_approve, args.json);
+    let json = args
+        .format
+        .get("apply", &[super::Format::Human, super::Format::Json])?
+        == super::Format::Json;
+    let auto = args.auto_approve;
     let ask = move |plan: &crate::plan::Plan| {
         if auto {
             render::text_to(&render::plan::human(plan, true), json);

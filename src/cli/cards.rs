@@ -46,9 +46,8 @@ pub struct BatchArgs {
     /// Gateway calls in flight at once
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
-    /// Print the report as JSON on stdout
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub format: super::FormatArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +102,10 @@ async fn batch(a: BatchArgs, purpose: Purpose, flags: &Overrides) -> Outcome {
     } else {
         "sync"
     };
+    let json = a.format.get(
+        &format!("cards {what}"),
+        &[super::Format::Human, super::Format::Json],
+    )? == super::Format::Json;
     let progress = Arc::new(render::cards::Bar::new(what));
     let report = ops::cards::batch(
         ops::cards::Batch {
@@ -123,7 +126,7 @@ async fn batch(a: BatchArgs, purpose: Purpose, flags: &Overrides) -> Outcome {
     .await;
     drop(progress);
     let report = report?;
-    if a.json {
+    if json {
         render::json(&report);
     } else {
         render::text(&render::cards::report(

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Format;
 use super::Outcome;
-use super::plan::{Format, ProjectArgs};
+use super::plan::ProjectArgs;
 use crate::ops;
 use crate::render;
 use crate::settings::Overrides;
@@ -18,8 +19,8 @@ pub struct Args {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub select: super::plan::SelectArgs,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[command(flatten)]
+    pub format: super::FormatArg,
     /// Markdown only: the most bytes to print
     #[arg(long, value_name = "BYTES", default_value_t = 60_000)]
     pub max_bytes: usize,
@@ -29,6 +30,9 @@ pub struct Args {
 /// changed outside cardform (drift, a template gone from the listing, or
 /// templates the state does not know), 1 on error.
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
+    let format = args
+        .format
+        .get("drift", &[Format::Human, Format::Json, Format::Markdown])?;
     let common = args.project.common(args.path.as_ref());
     let planned = ops::plan::run(
         &common,
@@ -39,7 +43,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     .await?;
     let plan = &planned.plan;
     let refresh = plan.refresh.clone().unwrap_or_default();
-    match args.format {
+    match format {
         Format::Human => render::text(&render::plan::human(plan, true)),
         Format::Json => render::json(&refresh),
         Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),

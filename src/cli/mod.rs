@@ -108,6 +108,55 @@ pub struct GatewayFlags {
     pub alipay_root_cert: Option<PathBuf>,
 }
 
+/// How a command prints its report: one flag for every command that prints
+/// one (`--json` is kept as the short form of `--format json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+    Markdown,
+}
+
+impl Format {
+    fn as_str(self) -> &'static str {
+        match self {
+            Format::Human => "human",
+            Format::Json => "json",
+            Format::Markdown => "markdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FormatArg {
+    /// How to print the report: human, json, or markdown (plan and drift)
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// The same as --format json
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+}
+
+impl FormatArg {
+    /// The format asked for, if `command` offers it.
+    pub fn get(&self, command: &str, offered: &[Format]) -> anyhow::Result<Format> {
+        let f = if self.json { Format::Json } else { self.format };
+        if !offered.contains(&f) {
+            anyhow::bail!(
+                "`cardform {command}` does not print {}\nhint: --format takes {} here",
+                f.as_str(),
+                offered
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+        }
+        Ok(f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SignTypeArg {
     #[value(name = "RSA2")]

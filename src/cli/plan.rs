@@ -4,19 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::Format;
 use super::{Outcome, key_value};
 use crate::ops;
 use crate::ops::project::Common;
 use crate::render;
 use crate::settings::Overrides;
-
-#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
-pub enum Format {
-    #[default]
-    Human,
-    Json,
-    Markdown,
-}
 
 /// What plan and apply share.
 #[derive(Debug, clap::Args)]
@@ -80,8 +73,8 @@ pub struct Args {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub select: SelectArgs,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[command(flatten)]
+    pub format: super::FormatArg,
     /// Markdown only: the most bytes to print (a pull-request comment's limit
     /// is 65,536); larger plans are summarised per merchant and say what was left out
     #[arg(long, value_name = "BYTES", default_value_t = 60_000)]
@@ -124,6 +117,9 @@ impl RefreshArgs {
 }
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
+    let format = args
+        .format
+        .get("plan", &[Format::Human, Format::Json, Format::Markdown])?;
     let common = args.project.common(args.path.as_ref());
     let planned =
         ops::plan::run(&common, flags, args.select.selection(), args.refresh.mode()).await?;
@@ -135,7 +131,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         Some(dir) => Some(ops::preview::for_plan(plan, &planned.desired, dir)?),
         None => None,
     };
-    match args.format {
+    match format {
         Format::Human => {
             render::text(&render::plan::human(plan, true));
             if let Some(out) = &args.out {
@@ -150,7 +146,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
     }
     if let (Some(dir), Some(previews)) = (&args.preview_dir, &previews) {
-        match args.format {
+        match format {
             Format::Markdown => render::text(&render::plan::previews_markdown(dir, previews)),
             // JSON stays the plan alone; the pictures are listed on stderr.
             Format::Json => render::note(&render::plan::previews_human(dir, previews)),

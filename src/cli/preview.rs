@@ -20,15 +20,18 @@ pub struct Args {
     /// Directory the pictures are written to (`<merchant>/<template>.png`)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Print the report as JSON
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub format: super::FormatArg,
 }
 
 pub fn exec(args: Args) -> Outcome {
+    let json = args
+        .format
+        .get("preview", &[super::Format::Human, super::Format::Json])?
+        == super::Format::Json;
     let common = args.project.common(args.path.as_ref());
     let report = ops::preview::run(&common, &args.select.selection(), &args.out)?;
-    if args.json {
+    if json {
         render::json(&report);
         return Ok(ExitCode::SUCCESS);
     }

@@ -188,8 +188,8 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
 
 #[derive(Debug, clap::Args)]
 pub struct OutputArgs {
-    #[arg(long, value_enum, default_value_t = super::validate::Format::Human)]
-    pub format: super::validate::Format,
+    #[command(flatten)]
+    pub format: super::FormatArg,
     /// Write a QR code PNG per activation URL into this directory
     #[arg(long, value_name = "DIR")]
     pub qr: Option<PathBuf>,
@@ -207,6 +207,10 @@ pub struct OutputArgs {
 }
 
 pub fn exec_output(args: OutputArgs, flags: &Overrides) -> Outcome {
+    let json = args
+        .format
+        .get("output", &[super::Format::Human, super::Format::Json])?
+        == super::Format::Json;
     let dir = Settings::resolve(flags)?.state;
     let mut snap = ops::state::snapshot(&dir, args.lock_timeout)?;
     let select = crate::plan::Selection {
@@ -229,9 +233,9 @@ pub fn exec_output(args: OutputArgs, flags: &Overrides) -> Outcome {
             qr_dir.display()
         ));
     }
-    match args.format {
-        super::validate::Format::Json => render::json(&outputs),
-        super::validate::Format::Human => {
+    match json {
+        true => render::json(&outputs),
+        false => {
             for (merchant, ts) in &outputs {
                 render::line(&format!("merchant.{merchant}"));
                 for t in ts {

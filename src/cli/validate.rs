@@ -3,16 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Format;
 use super::{Outcome, key_value};
 use crate::ops;
 use crate::render;
-
-#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
-pub enum Format {
-    #[default]
-    Human,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,19 +19,23 @@ pub struct Args {
     /// Set a `${var:NAME}` value (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = key_value)]
     pub vars: Vec<(String, String)>,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[command(flatten)]
+    pub format: super::FormatArg,
 }
 
 pub fn exec(args: Args) -> Outcome {
+    let json = args
+        .format
+        .get("validate", &[Format::Human, Format::Json])?
+        == Format::Json;
     let path = args
         .path
         .or(args.project)
         .unwrap_or_else(|| PathBuf::from("."));
     let report = ops::validate::validate(&path, args.vars.into_iter().collect());
-    match args.format {
-        Format::Json => render::json(&report),
-        Format::Human => {
+    match json {
+        true => render::json(&report),
+        false => {
             render::diagnostics(&report.diagnostics);
             for w in &report.card_warnings {
                 render::note(&format!("warning: {}: {}", w.address, w.message));

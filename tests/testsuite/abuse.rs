@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 const AS_LIMIT: &str = "--as=300000000";

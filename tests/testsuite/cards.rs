@@ -12,14 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A project with a tiered template (silver, gold), a form, and an
 /// activation URL whose callback is `cards serve` on `port`.
 fn project(dir: &Path, port: u16, members: &str) -> PathBuf {
@@ -910,7 +902,7 @@ fn cards_serve_killed_mid_activations_never_opens_a_card_twice() {
 #[test]
 fn the_card_ledger_lives_in_postgresql_with_a_shared_state() {
     const N: usize = 400;
-    let url = crate::pg::cluster().url("cards");
+    let url = cluster().url("cards");
     let s = Setup::with_state("cell,external_card_no\n", Some(&url));
     let members = s.enrol(N);
     let mut rows = vec![HEADER.to_string()];
@@ -949,11 +941,11 @@ fn the_card_ledger_lives_in_postgresql_with_a_shared_state() {
     assert_eq!(again["calls"], 0);
     // The ledger is in the state's schema, one row per card, nothing personal.
     let schema = url.split("schema=").nth(1).unwrap();
-    let n = crate::pg::cluster().psql(&format!(
+    let n = cluster().psql(&format!(
         "SELECT count(*) FROM {schema}.cards WHERE key LIKE 'c:%'"
     ));
     assert_eq!(n.trim(), N.to_string());
-    let dump = crate::pg::cluster().psql(&format!("SELECT key || entry FROM {schema}.cards"));
+    let dump = cluster().psql(&format!("SELECT key || entry FROM {schema}.cards"));
     let mut needles: HashSet<String> = HashSet::new();
     for (i, m) in members.iter().enumerate() {
         for k in ["user_id", "auth_token", "refresh_token"] {

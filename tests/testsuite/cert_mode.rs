@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 const CERT_APP: &str = "2021000000000077";

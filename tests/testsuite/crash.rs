@@ -96,7 +96,7 @@ async fn apply_once(
 async fn coffee_on_embedded_sandbox() -> (tempfile::TempDir, ops::gateway::Connection, Arc<Provider>)
 {
     let tmp = tempfile::tempdir().unwrap();
-    crate::plan_apply::copy_dir(
+    crate::support::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
         &tmp.path().join("project"),
     );
@@ -130,7 +130,7 @@ async fn losing_every_deferred_commit_converges_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_every_deferred_commit_converges_without_duplicates_on_postgres() {
-    let url = crate::pg::cluster().url("deferred");
+    let url = crate::support::cluster().url("deferred");
     losing_every_deferred_commit(Some(Location::parse(&url).unwrap())).await;
 }
 

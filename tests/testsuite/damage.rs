@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 struct Damaged {

@@ -3,34 +3,28 @@
 //! restored by apply, or accepted by `apply --refresh-only`; templates the
 //! state does not know are listed with the import block that adopts them.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
-struct Work {
-    tmp: tempfile::TempDir,
+/// The coffee example applied in a workspace, and what the console does to it.
+struct Coffee {
+    work: Work,
 }
 
-impl Work {
-    fn coffee() -> Work {
-        let tmp = tempfile::tempdir().unwrap();
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee"),
-            &tmp.path().join("coffee"),
-        );
-        let w = Work { tmp };
+impl Coffee {
+    fn new() -> Coffee {
+        let work = Work::new();
+        work.add("coffee", "coffee");
+        let w = Coffee { work };
         run(w.cmd().args(["apply", "coffee", "--auto-approve"])).ok();
         w
     }
     /// `cardform` in the work directory, on its embedded sandbox.
     fn cmd(&self) -> Command {
-        let mut c = cardform();
-        c.current_dir(self.tmp.path());
-        c
+        self.work.cmd()
     }
     fn template_id(&self, tier: &str) -> String {
         let out = run(self.cmd().args(["output", "--format", "json"]))
@@ -73,7 +67,7 @@ impl Work {
 
 #[test]
 fn a_console_edit_is_caught_restored_or_accepted() {
-    let w = Work::coffee();
+    let w = Coffee::new();
     // Nothing changed: the cheap pass reads no template whole.
     let r = w.drift("json");
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -180,7 +174,7 @@ fn a_console_edit_is_caught_restored_or_accepted() {
 
 #[test]
 fn templates_the_state_does_not_know_are_listed_with_their_import_block() {
-    let w = Work::coffee();
+    let w = Coffee::new();
     // A template made by a script on the official SDK, images borrowed.
     let gold = w.template_id("club.gold");
     let q = w.api(
@@ -216,7 +210,7 @@ fn templates_the_state_does_not_know_are_listed_with_their_import_block() {
 /// import with what the manifests change, and a second plan has no changes.
 #[test]
 fn an_import_block_adopts_a_template_without_creating_one() {
-    let w = Work::coffee();
+    let w = Coffee::new();
     let state = run(w.cmd().args(["state", "export"])).ok().json();
     let image = |name: &str| {
         state["resources"][format!("merchant.brew/image.{name}")]["ids"]["image_id"]
@@ -248,7 +242,7 @@ fn an_import_block_adopts_a_template_without_creating_one() {
             .unwrap()
     };
     let before = total();
-    let manifest = w.tmp.path().join("coffee/cardform.yaml");
+    let manifest = w.work.dir().join("coffee/cardform.yaml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let text = text.replacen(
         "    templates:\n",

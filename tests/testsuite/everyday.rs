@@ -2,69 +2,13 @@
 //! working directory, a terminal where it matters. Each test pins one finding
 //! of the everyday-paths review.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
-
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 /// A work directory holding copies of examples; commands run inside it (or
 /// below it) with relative paths, on the embedded sandbox under `state/`.
-struct Work {
-    tmp: tempfile::TempDir,
-}
-
-impl Work {
-    fn new() -> Work {
-        Work {
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn dir(&self) -> PathBuf {
-        self.tmp.path().join("work")
-    }
-    /// Copy `examples/<example>` to `work/<as_name>`.
-    fn add(&self, example: &str, as_name: &str) -> PathBuf {
-        let to = self.dir().join(as_name);
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("examples")
-                .join(example),
-            &to,
-        );
-        to
-    }
-    /// `cardform` run in `work/<cwd>` (tokens for the ISV example set).
-    fn at(&self, cwd: &str) -> Command {
-        let mut c = cardform();
-        let dir = self.dir().join(cwd);
-        std::fs::create_dir_all(&dir).unwrap();
-        c.current_dir(dir);
-        for var in [
-            "TEA_APP_AUTH_TOKEN",
-            "BAKERY_APP_AUTH_TOKEN",
-            "NOODLES_APP_AUTH_TOKEN",
-        ] {
-            c.env(var, format!("202405BB{var}"));
-        }
-        c
-    }
-    fn cmd(&self) -> Command {
-        self.at("")
-    }
-    fn export(&self) -> Value {
-        run(self.cmd().args(["state", "export"])).ok().json()
-    }
-    fn edit(&self, file: &str, from: &str, to: &str) {
-        let p = self.dir().join(file);
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains(from), "{from:?} not in {file}");
-        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
-    }
-}
-
 #[test]
 fn a_saved_plan_applies_with_relative_paths_from_any_directory() {
     let w = Work::new();

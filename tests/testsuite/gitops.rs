@@ -7,8 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::pg::cluster;
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 fn kit() -> PathBuf {

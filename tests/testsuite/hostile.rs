@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,7 +1,6 @@
 //! An ISV's book of merchants: selecting merchants and addresses by glob on
 //! plan, apply, drift and output, and the plan saying what it selected.
 
-use crate::plan_apply::Project;
 use crate::support::*;
 
 /// The addresses a plan changes.

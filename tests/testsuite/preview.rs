@@ -12,7 +12,6 @@ use cardform::preview::color::Rgb;
 use cardform::preview::layout::{Role, layout};
 use cardform::preview::{Pixmap, tier_of};
 
-use crate::plan_apply::Project;
 use crate::support::*;
 
 fn golden_dir(case: &str) -> PathBuf {

@@ -1,6 +1,5 @@
 //! The seams, seen from outside: per-merchant throttling behind the gateway seam.
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 /// The sandbox throttles only merchant `tea` (its app_auth_token) to 2 calls/s.

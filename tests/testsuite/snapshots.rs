@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::plan_apply::copy_dir;
 use crate::support::*;
 
 /// Filters for what differs from run to run.

@@ -359,3 +359,48 @@ fn the_readme_manifest_example_validates() {
     let r = run(cardform().arg("validate").arg(tmp.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// One `--format` for every command that prints a report: `--json` is its
+/// short form, and a format a command has no view for is refused before any
+/// work, saying which it takes.
+#[test]
+fn one_format_flag_and_json_as_its_alias() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coffee");
+    let a = run(cardform()
+        .arg("validate")
+        .arg(&dir)
+        .args(["--format", "json"]))
+    .ok();
+    let b = run(cardform().arg("validate").arg(&dir).arg("--json")).ok();
+    assert_eq!(a.json()["valid"], true);
+    assert_eq!(a.stdout, b.stdout);
+    let r = run(cardform()
+        .arg("validate")
+        .arg(&dir)
+        .args(["--format", "markdown"]))
+    .fails();
+    assert!(
+        r.stderr
+            .contains("`cardform validate` does not print markdown")
+            && r.stderr.contains("--format takes human or json here"),
+        "{}",
+        r.stderr
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(cardform()
+        .current_dir(tmp.path())
+        .arg("apply")
+        .arg(&dir)
+        .args(["--format", "markdown"]))
+    .fails();
+    assert!(
+        r.stderr
+            .contains("`cardform apply` does not print markdown"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !tmp.path().join("state").exists(),
+        "a refused format touched the state"
+    );
+}

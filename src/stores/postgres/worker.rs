@@ -50,8 +50,12 @@ impl Worker {
                 for job in rx {
                     job(&mut client);
                 }
-                // The sender is gone: the store was dropped. Closing the
-                // connection releases the session's advisory locks.
+                // The sender is gone: the store was dropped. The session's
+                // advisory locks are released here, before the store's drop
+                // returns: closing the connection alone frees them only when
+                // the server's backend has ended, a moment later, and a run
+                // that opens the state next would find it still locked.
+                let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
                 let _ = client.close();
             })
             .map_err(|e| StateError::Io(format!("cannot start the PostgreSQL thread: {e}")))?;

@@ -1,8 +1,18 @@
-//! Test support: run the real `cardform` binary, start a real sandbox process,
-//! make images. Waits on conditions (a line printed, a process exit), never on
-//! fixed sleeps.
+//! Test support, every helper shared by more than one test module: run the
+//! real `cardform` binary, start a real sandbox process, make images, free
+//! ports, copies of example projects ([`project`]), workspaces ([`work`]),
+//! a PostgreSQL server ([`pg`]). Waits on conditions (a line printed, a
+//! process exit), never on fixed sleeps.
 
 #![allow(dead_code)]
+
+pub mod pg;
+pub mod project;
+pub mod work;
+
+pub use pg::cluster;
+pub use project::*;
+pub use work::Work;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -273,4 +283,13 @@ impl Sandbox {
             .expect("access_token")
             .to_string()
     }
+}
+
+/// A loopback port free now (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
