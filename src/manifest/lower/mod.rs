@@ -8,10 +8,10 @@
 //!    interpolate `${var:..}` / `${env:..}`, check, and emit the template, its
 //!    form and its activation URL.
 //!
-//! By section: [`variables`] (`${var:..}`/`${env:..}`), [`extends`],
-//! [`merchants`] (images, templates, tiers), [`templates`] (one template
-//! emitted and checked), [`issue`] (issue blocks), [`moves`] (`import` and
-//! `moved` blocks), [`gateway`] (the gateway block); this file holds the
+//! By section: `variables` (`${var:..}`/`${env:..}`), `extends`,
+//! `merchants` (images, templates, tiers), `templates` (one template
+//! emitted and checked), `issue` (issue blocks), `moves` (`import` and
+//! `moved` blocks), `gateway` (the gateway block); this file holds the
 //! shared context and the entry point, [`lower`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

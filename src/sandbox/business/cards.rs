@@ -1,0 +1,215 @@
+//! Members' cards: `card.open`, `update`, `query`, `delete`, as the member
+//! whose token opened them.
+
+use super::*;
+
+pub(super) fn card_open(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
+    let (req, biz): (CardOpenRequest, Value) = parse_biz(inc)?;
+    need("out_serial_no", &Some(req.out_serial_no.clone()))?;
+    max_len("out_serial_no", &req.out_serial_no, 64)?;
+    let key = format!("{ns}|card.open|{}", req.out_serial_no);
+    if let Some(node) = replay(st, &key, &biz, "out_serial_no")? {
+        return Ok(node);
+    }
+    let tpl = store::get::<TemplateRec>(&st.templates, &req.card_template_id)?
+        .filter(|t| t.ns == ns)
+        .ok_or_else(|| {
+            Fail::business(
+                "TEMPLATE_NOT_EXIT",
+                format!("template {} does not exist", req.card_template_id),
+            )
+        })?;
+    let user = &req.card_user_info;
+    if user.user_uni_id.is_some() == user.open_id.is_some() {
+        return Err(Fail::business(
+            "INVALID_PARAMETER",
+            "card_user_info: exactly one of user_uni_id and open_id is required",
+        ));
+    }
+    if let Some(uid) = &user.user_uni_id
+        && !members::is_user_id(uid)
+    {
+        return Err(bad(
+            "card_user_info.user_uni_id",
+            "must be 16 digits starting 2088",
+        ));
+    }
+    let member = members::holder(st, inc)?;
+    if user.user_uni_id.as_deref().or(user.open_id.as_deref()) != Some(member.as_str()) {
+        return Err(bad(
+            "card_user_info",
+            "the auth_token belongs to another user",
+        ));
+    }
+    let ext = &req.card_ext_info;
+    need("card_ext_info.external_card_no", &ext.external_card_no)?;
+    members::check_card(ext, true)?;
+    if let Some(m) = &req.member_ext_info {
+        members::check_member(m)?;
+    }
+    if ext.biz_card_no.is_some() {
+        return Err(Fail::business(
+            "INVALID_PARAMETER",
+            "card_ext_info.biz_card_no is assigned by Alipay; do not send it",
+        ));
+    }
+    if let Some(level) = &ext.level
+        && let Some(levels) = &tpl.card_level_conf
+        && !levels.iter().any(|l| &l.level == level)
+    {
+        return Err(Fail::business(
+            "INVALID_PARAMETER",
+            format!("card_ext_info.level `{level}` is not a level of the template"),
+        ));
+    }
+    let suffix_len: usize = tpl
+        .body
+        .biz_no_suffix_len
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let seq = st.next_id()?.to_string();
+    let digits = if seq.len() >= suffix_len {
+        seq[seq.len() - suffix_len..].to_string()
+    } else {
+        format!("{seq:0>suffix_len$}")
+    };
+    let biz_card_no = format!(
+        "{}{digits}",
+        tpl.body.biz_no_prefix.as_deref().unwrap_or("")
+    );
+    let mut card = ext.clone();
+    card.biz_card_no = Some(biz_card_no.clone());
+    let rec = CardRec {
+        ns: ns.into(),
+        template_id: tpl.template_id,
+        card: card.clone(),
+        user: req.card_user_info.clone(),
+        deleted: false,
+    };
+    store::put(&st.cards, &biz_card_no, &rec)?;
+    let node = success(&CardOpenResponse {
+        card_info: card,
+        open_card_channel: req.open_card_channel,
+        open_card_channel_id: req.open_card_channel_id,
+    });
+    remember(st, &key, biz, &node)?;
+    Ok(node)
+}
+
+pub(super) fn get_card(st: &Store, ns: &str, no: &str) -> Result<CardRec, Fail> {
+    store::get::<CardRec>(&st.cards, no)?
+        .filter(|c| c.ns == ns && !c.deleted)
+        .ok_or_else(|| Fail::business("CARD_NOT_EXIST", format!("card {no} does not exist")))
+}
+
+pub(super) fn card_update(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
+    let (req, _): (CardUpdateRequest, Value) = parse_biz(inc)?;
+    one_of(
+        "target_card_no_type",
+        &req.target_card_no_type,
+        &["BIZ_CARD"],
+    )?;
+    members::check_time("occur_time", &req.occur_time)?;
+    let mut rec = get_card(st, ns, &req.target_card_no)?;
+    let new = req.card_info;
+    members::check_card(&new, false)?;
+    for (field, old, newv) in [
+        ("card_info.open_date", &rec.card.open_date, &new.open_date),
+        (
+            "card_info.valid_date",
+            &rec.card.valid_date,
+            &new.valid_date,
+        ),
+    ] {
+        if newv.is_some() && newv != old {
+            return Err(bad(field, "cannot be changed by card.update"));
+        }
+    }
+    if let Some(tid) = &new.template_id {
+        get_template(st, ns, tid)?;
+        rec.template_id = tid.clone();
+    }
+    macro_rules! take {
+        ($($f:ident),*) => { $( if new.$f.is_some() { rec.card.$f = new.$f.clone(); } )* };
+    }
+    take!(
+        level,
+        point,
+        balance,
+        mdcode_info,
+        front_text_list,
+        front_image_id,
+        custom_assets,
+        external_card_no
+    );
+    store::put(&st.cards, &req.target_card_no, &rec)?;
+    Ok(success(&CardUpdateResponse { result_code: None }))
+}
+
+pub(super) fn card_query(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
+    let (req, _): (CardQueryRequest, Value) = parse_biz(inc)?;
+    one_of(
+        "target_card_no_type",
+        &req.target_card_no_type,
+        &["BIZ_CARD", "EXTERNAL_CARD", "D_QR_CODE", "D_BAR_CODE"],
+    )?;
+    let rec = match req.target_card_no_type.as_str() {
+        "EXTERNAL_CARD" => {
+            let mut found = None;
+            for item in st.cards.iter() {
+                let (_, v) = item.map_err(Fail::internal)?;
+                if let Ok(c) = serde_json::from_slice::<CardRec>(&v)
+                    && c.ns == ns
+                    && !c.deleted
+                    && c.card.external_card_no.as_deref() == Some(req.target_card_no.as_str())
+                {
+                    found = Some(c);
+                }
+            }
+            found.ok_or_else(|| {
+                Fail::business(
+                    "CARD_NOT_EXIST",
+                    format!("card {} does not exist", req.target_card_no),
+                )
+            })?
+        }
+        _ => get_card(st, ns, &req.target_card_no)?,
+    };
+    let no = rec.card.biz_card_no.clone().unwrap_or_default();
+    let pass_id = crate::util::secret::Secret::new(&no).fingerprint();
+    Ok(success(&CardQueryResponse {
+        card_info: rec.card,
+        schema_url: Some(format!(
+            "alipays://platformapi/startapp?appId=20000021&p={pass_id}"
+        )),
+        pass_id: Some(pass_id),
+    }))
+}
+
+pub(super) fn card_delete(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
+    let (req, biz): (CardDeleteRequest, Value) = parse_biz(inc)?;
+    max_len("out_serial_no", &req.out_serial_no, 32)?;
+    let key = format!("{ns}|card.delete|{}", req.out_serial_no);
+    if let Some(node) = replay(st, &key, &biz, "out_serial_no")? {
+        return Ok(node);
+    }
+    one_of(
+        "target_card_no_type",
+        &req.target_card_no_type,
+        &["BIZ_CARD"],
+    )?;
+    one_of(
+        "reason_code",
+        &req.reason_code,
+        &["USER_UNBUND", "CANCEL", "PRESENT"],
+    )?;
+    let mut rec = get_card(st, ns, &req.target_card_no)?;
+    rec.deleted = true;
+    store::put(&st.cards, &req.target_card_no, &rec)?;
+    let node = success(&CardDeleteResponse {
+        biz_serial_no: Some(format!("{:020}", st.next_id()?)),
+    });
+    remember(st, &key, biz, &node)?;
+    Ok(node)
+}

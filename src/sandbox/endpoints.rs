@@ -1,0 +1,204 @@
+//! The sandbox's HTTP side besides `gateway.do`: the uploaded images it
+//! serves, and the test endpoints (`POST /_sandbox/activate` submits a
+//! member's form and delivers the callback, `POST /_sandbox/members`,
+//! `GET /_sandbox/cards`). None of these exist at Alipay.
+
+use super::*;
+
+/// A member activating a card, played by the sandbox (a test endpoint, not
+/// Alipay's): `POST /_sandbox/activate` with
+/// `{"activation_url": "<decoded apply_card_url>", "fields": {"OPEN_FORM_FIELD_MOBILE": "..."},
+/// "user_id": "2088..." (optional: a new member otherwise)}`. The member
+/// "submits" the template's form; the answer is where Alipay would send the
+/// member's browser: `{"callback_url": "<callback>?app_id=..&template_id=..&request_id=..&auth_code=..[&out_string=..]",
+/// "user_id": "...", "request_id": "..."}`.
+pub(crate) async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        activation_url: String,
+        #[serde(default)]
+        fields: BTreeMap<String, String>,
+        #[serde(default)]
+        user_id: Option<String>,
+        /// Send the member's browser to the callback (a GET, redirects not
+        /// followed) and report what it answered; `false` only hands back
+        /// the URL (a test then calls it, repeats it or drops it).
+        #[serde(default = "yes")]
+        deliver: bool,
+    }
+    fn yes() -> bool {
+        true
+    }
+    let refuse = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return refuse(format!("not the expected JSON: {e}")),
+    };
+    let Ok(url) = url::Url::parse(&ask.activation_url) else {
+        return refuse("activation_url is not a URL".into());
+    };
+    let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+    let (Some(app), Some(template_id)) = (q.get("app_id"), q.get("template_id")) else {
+        return refuse("activation_url has no app_id or template_id".into());
+    };
+    let Some(callback) = q.get("callback") else {
+        return refuse("the activation URL has no callback: nothing to send the member to".into());
+    };
+    let submitted = {
+        let _guard = shared.write_lock.lock().await;
+        business::members::submit(
+            &shared.store,
+            app,
+            template_id,
+            ask.user_id.as_deref(),
+            &ask.fields,
+        )
+    };
+    let (user_id, request_id, code) = match submitted {
+        Ok(v) => v,
+        Err(f) => return refuse(format!("{}: {}", f.sub_code, f.sub_msg)),
+    };
+    if let Err(e) = shared.store.flush().await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    let Ok(mut target) = url::Url::parse(callback) else {
+        return refuse("the callback is not a URL".into());
+    };
+    {
+        let mut pairs = target.query_pairs_mut();
+        pairs.append_pair("app_id", app);
+        pairs.append_pair("template_id", template_id);
+        pairs.append_pair("request_id", &request_id);
+        pairs.append_pair("auth_code", &code);
+        if let Some(o) = q.get("out_string") {
+            pairs.append_pair("out_string", o);
+        }
+    }
+    let mut answer = serde_json::json!({
+        "callback_url": target.as_str(),
+        "user_id": user_id,
+        "request_id": request_id,
+    });
+    if ask.deliver {
+        match deliver(target.as_str()).await {
+            Ok((status, location)) => {
+                answer["callback_status"] = status.into();
+                answer["location"] = location.map_or(serde_json::Value::Null, Into::into);
+            }
+            Err(e) => {
+                answer["callback_error"] = e.into();
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    answer.to_string(),
+                )
+                    .into_response();
+            }
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+/// The cards held (a test endpoint): `GET /_sandbox/cards` answers
+/// `{"open": N, "deleted": N, "templates": {"<template_id>": N}}`.
+pub(crate) async fn cards(State(shared): State<Arc<Shared>>) -> Response {
+    match business::card_counts(&shared.store) {
+        Ok((open, deleted, per)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"open": open, "deleted": deleted, "templates": per}).to_string(),
+        )
+            .into_response(),
+        Err(f) => (StatusCode::INTERNAL_SERVER_ERROR, f.sub_msg).into_response(),
+    }
+}
+
+/// Members who authorised an app before (a test endpoint): `POST
+/// /_sandbox/members` with `{"app_id": "...", "count": N}` (N at most
+/// 100,000) answers `[{"user_id", "auth_token", "refresh_token"}, ...]`: the
+/// rows of a merchant's existing book, for `cards open`.
+pub(crate) async fn enrol(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        app_id: String,
+        count: usize,
+    }
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not the expected JSON: {e}"),
+            )
+                .into_response();
+        }
+    };
+    if ask.count > 100_000 {
+        return (StatusCode::BAD_REQUEST, "at most 100,000 members at once").into_response();
+    }
+    let made = {
+        let _guard = shared.write_lock.lock().await;
+        business::members::enrol(&shared.store, &ask.app_id, ask.count)
+    };
+    let made = match made {
+        Ok(m) => m,
+        Err(f) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{}: {}", f.sub_code, f.sub_msg),
+            )
+                .into_response();
+        }
+    };
+    if let Err(e) = shared.store.flush().await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    let list: Vec<serde_json::Value> = made
+        .into_iter()
+        .map(|(u, a, r)| serde_json::json!({"user_id": u, "auth_token": a, "refresh_token": r}))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
+}
+
+/// The member's browser arriving at the merchant's callback: one GET, the
+/// answer's status and `Location` (a redirect is the member's next page).
+pub(crate) async fn deliver(url: &str) -> Result<(u16, Option<String>), String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("the callback could not be reached: {}", e.without_url()))?;
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((resp.status().as_u16(), location))
+}
+
+pub(crate) async fn image(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    match shared.store.image_bytes.get(id.as_bytes()) {
+        Ok(Some(bytes)) => {
+            let mime = imagesize::image_type(&bytes)
+                .map(business::mime_of)
+                .unwrap_or("application/octet-stream");
+            ([(header::CONTENT_TYPE, mime)], bytes.to_vec()).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
