@@ -910,6 +910,32 @@ mod tests {
     const CLUB: &str = "merchant.brew/template.club";
     const URL: &str = "merchant.brew/activation_url.club";
 
+    /// The planner is a pure function: the same inputs give the same plan,
+    /// byte for byte, and it counts no calls (the provider does).
+    #[test]
+    fn the_same_inputs_give_the_same_plan_and_no_budget() {
+        let d = base();
+        let mut s = applied(&d);
+        s.resources.remove(&Address::new(M, Kind::Template, "club"));
+        let once = serde_json::to_string(&plan(&d, &s, &Options::default()).unwrap()).unwrap();
+        let again = serde_json::to_string(&plan(&d, &s, &Options::default()).unwrap()).unwrap();
+        assert_eq!(once, again);
+        let p = plan(&d, &s, &Options::default()).unwrap();
+        assert_eq!(p.budget, Budget::default());
+        assert!(p.has_changes());
+    }
+
+    /// A plan that only reads (`--refresh-only`) keeps nothing to do but its
+    /// summary counts every resource as unchanged.
+    #[test]
+    fn a_refresh_only_plan_changes_nothing() {
+        let d = base();
+        let p = refresh_only(plan(&d, &Snapshot::empty(), &Options::default()).unwrap());
+        assert!(p.changes.is_empty());
+        assert_eq!(p.summary.no_op, 3);
+        assert!(!p.has_changes());
+    }
+
     #[test]
     fn every_action_with_its_reason() {
         let d = base();

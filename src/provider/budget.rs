@@ -57,3 +57,100 @@ pub fn budget(changes: &[Change], snap: &Snapshot, limits: &RateLimits) -> Budge
     }
     b
 }
+
+#[cfg(test)]
+mod tests {
+    //! The budget from hand-built changes: each kind's calls, the check
+    //! before a merchant's first templates, the time at the limits.
+
+    use super::*;
+    use crate::model::Address;
+    use crate::state::{Ids, ResourceState};
+
+    fn change(merchant: &str, kind: Kind, name: &str, action: Action) -> Change {
+        Change {
+            address: Address::new(merchant, kind, name),
+            kind,
+            action,
+            reason: "".into(),
+            before: None,
+            after: None,
+            deps: Vec::new(),
+            moved_from: None,
+        }
+    }
+
+    fn program(merchant: &str, action: Action) -> Vec<Change> {
+        vec![
+            change(merchant, Kind::Image, "logo", action),
+            change(merchant, Kind::Template, "club", action),
+            change(merchant, Kind::Template, "gold", action),
+            change(merchant, Kind::Form, "club", action),
+            change(merchant, Kind::ActivationUrl, "club", action),
+        ]
+    }
+
+    #[test]
+    fn each_kind_counts_its_calls_and_a_new_merchant_is_checked_once() {
+        let mut changes = program("tea", Action::Create);
+        changes.extend(program("brew", Action::Create));
+        changes.push(change("brew", Kind::Image, "adopted", Action::Import));
+        changes.push(change("brew", Kind::Template, "old", Action::Retire));
+        changes.push(change("brew", Kind::Form, "same", Action::NoOp));
+        // brew's templates are known to the state: no batchquery for it.
+        let mut snap = Snapshot::empty();
+        let known = Address::new("brew", Kind::Template, "old");
+        snap.resources.insert(
+            known.clone(),
+            ResourceState {
+                address: known,
+                kind: Kind::Template,
+                ids: Ids::default(),
+                hash: String::new(),
+                attrs: crate::state::raw_attrs(&crate::model::Attrs::Image(Box::new(
+                    crate::model::ImageAttrs {
+                        file: String::new(),
+                        source: Default::default(),
+                        role: String::new(),
+                        image_type: "png".into(),
+                        sha256: String::new(),
+                        width: 1,
+                        height: 1,
+                        bytes: 1,
+                        id: None,
+                    },
+                ))),
+                applied_at: String::new(),
+            },
+        );
+        let b = budget(&changes, &snap, &RateLimits::default());
+        let by = |m: &str| b.by_method.get(m).copied().unwrap_or(0);
+        assert_eq!(by("alipay.offline.material.image.upload"), 2);
+        assert_eq!(by("alipay.marketing.card.template.create"), 4);
+        assert_eq!(by("alipay.marketing.card.template.batchquery"), 1);
+        assert_eq!(by("alipay.marketing.card.formtemplate.set"), 2);
+        assert_eq!(by("alipay.marketing.card.activateurl.apply"), 2);
+        assert_eq!(b.calls, 11);
+        assert_eq!(b.per_merchant["tea"], 6);
+        assert_eq!(b.per_merchant["brew"], 5);
+        assert_eq!(b.seconds_at_limits, None);
+    }
+
+    #[test]
+    fn updates_modify_and_the_tightest_limit_sets_the_time() {
+        let changes = program("tea", Action::Update);
+        let limits = RateLimits {
+            per_second: Some(100.0),
+            per_method: [("alipay.marketing.card.template.modify".to_string(), 1.0)].into(),
+            ..RateLimits::default()
+        };
+        let b = budget(&changes, &Snapshot::empty(), &limits);
+        assert_eq!(b.by_method["alipay.marketing.card.template.modify"], 2);
+        assert!(
+            !b.by_method
+                .contains_key("alipay.marketing.card.template.batchquery")
+        );
+        assert_eq!(b.calls, 5);
+        assert_eq!(b.seconds_at_limits, Some(2.0));
+    }
+}
