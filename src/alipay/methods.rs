@@ -783,6 +783,67 @@ api!(
     CardUpdateResponse
 );
 
+/// BenefitInfoDetail: a benefit a trade used or gained.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenefitInfoDetail {
+    /// `PRE_FUND` (prepaid value), `DISCOUNT` (not in a gain list), `COUPON`.
+    pub benefit_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// For a COUPON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// AlipayMarketingCardConsumeSyncModel: one trade on a card, with the card's
+/// state after it (`card_info`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeSyncRequest {
+    pub target_card_no: String,
+    /// `BIZ_CARD`.
+    pub target_card_no_type: String,
+    /// `OPEN`, `TRADE`, `DEPOSIT`, `RETURN`.
+    pub trade_type: String,
+    pub trade_no: String,
+    /// When the member paid (yyyy-MM-dd HH:mm:ss); a later time than the
+    /// previous sync's updates the card.
+    pub trade_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_pay_amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_info: Option<MerchantCard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_benefit_list: Option<Vec<BenefitInfoDetail>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gain_benefit_list: Option<Vec<BenefitInfoDetail>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
+    /// `ALIPAY`, `ENTITY`, `OTHER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swipe_cert_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConsumeSyncResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_card_no: Option<String>,
+}
+api!(
+    ConsumeSyncRequest,
+    "alipay.marketing.card.consume.sync",
+    ConsumeSyncResponse
+);
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CardQueryRequest {
@@ -990,6 +1051,7 @@ pub const METHODS: &[&str] = &[
     CardUpdateRequest::METHOD,
     CardQueryRequest::METHOD,
     CardDeleteRequest::METHOD,
+    ConsumeSyncRequest::METHOD,
     OauthTokenRequest::METHOD,
     ActivateFormQueryRequest::METHOD,
 ];

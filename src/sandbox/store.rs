@@ -21,6 +21,9 @@ pub struct Store {
     pub template_ns: sled::Tree,
     pub requests: sled::Tree,
     pub cards: sled::Tree,
+    /// `biz_card_no | trade_no` -> the trade consume.sync recorded (the
+    /// card's history, as the wallet lists it).
+    pub trades: sled::Tree,
     /// Members: `code:`, `token:`, `refresh:` and `form:` records (see
     /// `business::members`).
     pub members: sled::Tree,
@@ -55,6 +58,7 @@ impl Store {
             template_ns: tree("template_ns")?,
             requests: tree("requests")?,
             cards: tree("cards")?,
+            trades: tree("trades")?,
             members: tree("members")?,
             group: Default::default(),
             db,

@@ -956,3 +956,107 @@ fn the_card_ledger_lives_in_postgresql_with_a_shared_state() {
     let hits = found_in(dump.as_bytes(), &needles);
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// The sandbox's side of `alipay.marketing.card.consume.sync` (a new gateway
+/// method: its wire type, the sandbox's rule and a dispatch line): a trade on
+/// a card is recorded once per trade_no, the same trade again replays its
+/// answer, other content under the same trade_no is refused, a later trade
+/// updates the card and an earlier one does not, and the method's formats
+/// are enforced.
+#[test]
+fn consume_sync_records_each_trade_once_and_a_later_time_updates_the_card() {
+    let s = Setup::new("cell,external_card_no\n");
+    let m = &s.enrol(1)[0];
+    std::fs::write(
+        s.tmp.path().join("one.csv"),
+        format!("{HEADER}\n{}\n", row(0, m, 10)),
+    )
+    .unwrap();
+    let r = run(s.cardform().args([
+        "cards",
+        "open",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--csv",
+        "one.csv",
+        "--results",
+        "one-results.csv",
+        "--json",
+    ]))
+    .ok()
+    .json();
+    assert_eq!(r["counts"]["opened"], 1, "{r}");
+    let biz = parse_results(&s.tmp.path().join("one-results.csv"))[0]["biz_card_no"].clone();
+    let api = |biz_content: &Value| {
+        run(s.cardform().args([
+            "api",
+            "alipay.marketing.card.consume.sync",
+            "--biz-content",
+            &biz_content.to_string(),
+        ]))
+    };
+    let query = || {
+        run(s.cardform().args([
+            "api",
+            "alipay.marketing.card.query",
+            "--biz-content",
+            &json!({"target_card_no": biz, "target_card_no_type": "BIZ_CARD"}).to_string(),
+        ]))
+        .ok()
+        .json()
+    };
+    let trade = |no: &str, time: &str, point: &str| {
+        json!({
+            "target_card_no": biz, "target_card_no_type": "BIZ_CARD",
+            "trade_type": "TRADE", "trade_no": no, "trade_time": time,
+            "trade_name": "Latte", "trade_amount": "32.00", "act_pay_amount": "30.00",
+            "card_info": {"point": point},
+            "gain_benefit_list": [{"benefit_type": "COUPON", "count": "1"}],
+            "shop_code": "S001",
+        })
+    };
+    let first = api(&trade("T1", "2024-06-01 10:00:00", "40")).ok().json();
+    assert_eq!(first["external_card_no"], "P-00000", "{first}");
+    assert_eq!(query()["card_info"]["point"], "40");
+    // The same trade again: the same answer, nothing changes.
+    let again = api(&trade("T1", "2024-06-01 10:00:00", "40")).ok().json();
+    assert_eq!(again, first);
+    // Other content under the same trade_no is refused.
+    let r = api(&trade("T1", "2024-06-01 10:00:00", "41")).fails();
+    assert!(
+        r.stderr.contains("40004") && r.stderr.contains("trade_no"),
+        "{}",
+        r.stderr
+    );
+    // An earlier trade is recorded but does not overtake the card's state.
+    api(&trade("T0", "2024-05-01 10:00:00", "5")).ok();
+    assert_eq!(query()["card_info"]["point"], "40");
+    // A later one updates it.
+    api(&trade("T2", "2024-07-01 10:00:00", "75")).ok();
+    assert_eq!(query()["card_info"]["point"], "75");
+    // Formats: the trade type, the time, amounts, benefit types, the card.
+    for (field, bad) in [
+        ("trade_type", json!("BUY")),
+        ("trade_time", json!("2024-07-01")),
+        ("act_pay_amount", json!("3.005")),
+        ("target_card_no_type", json!("EXTERNAL_CARD")),
+    ] {
+        let mut t = trade("T9", "2024-08-01 10:00:00", "1");
+        t[field] = bad;
+        let r = api(&t).fails();
+        assert!(r.stderr.contains(field), "{field}: {}", r.stderr);
+    }
+    let mut t = trade("T9", "2024-08-01 10:00:00", "1");
+    t["gain_benefit_list"] = json!([{"benefit_type": "DISCOUNT"}]);
+    assert!(
+        api(&t)
+            .fails()
+            .stderr
+            .contains("gain_benefit_list.benefit_type")
+    );
+    let mut t = trade("T9", "2024-08-01 10:00:00", "1");
+    t["target_card_no"] = json!("999");
+    assert!(api(&t).fails().stderr.contains("CARD_NOT_EXIST"));
+}

@@ -245,7 +245,7 @@ pub fn check_time(field: &str, v: &str) -> Result<(), Fail> {
         .map_err(|_| bad(field, "must be yyyy-MM-dd HH:mm:ss"))
 }
 
-fn check_amount(field: &str, v: &str) -> Result<(), Fail> {
+pub fn check_amount(field: &str, v: &str) -> Result<(), Fail> {
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
     let int = int.strip_prefix('-').unwrap_or(int);
     let ok = !int.is_empty()

@@ -106,6 +106,10 @@ struct CardRec {
     card: MerchantCard,
     user: CardUserInfo,
     deleted: bool,
+    /// The latest trade_time consume.sync was sent (its card_info applies
+    /// only when later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_trade_time: Option<String>,
 }
 
 /// The cards held: (open, deleted, open per template_id), for the test
@@ -332,6 +336,7 @@ pub(crate) async fn dispatch(
             "alipay.marketing.card.update" => card_update(st, &ns, inc)?,
             "alipay.marketing.card.query" => card_query(st, &ns, inc)?,
             "alipay.marketing.card.delete" => card_delete(st, &ns, inc)?,
+            "alipay.marketing.card.consume.sync" => consume_sync(st, &ns, inc)?,
             "alipay.system.oauth.token" => members::oauth_token(st, inc)?,
             "alipay.marketing.card.activateform.query" => members::form_query(st, &ns, inc)?,
             other => {
