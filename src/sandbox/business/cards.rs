@@ -279,12 +279,12 @@ pub(super) fn consume_sync(st: &Store, ns: &str, inc: &Incoming) -> Result<Strin
         return Ok(node);
     }
     let mut rec = get_card(st, ns, &req.target_card_no)?;
+    let later = rec
+        .last_trade_time
+        .as_deref()
+        .is_none_or(|last| req.trade_time.as_str() > last);
     if let Some(card) = &req.card_info {
         members::check_card(card, false)?;
-        let later = rec
-            .last_trade_time
-            .as_deref()
-            .is_none_or(|last| req.trade_time.as_str() > last);
         if later {
             macro_rules! take {
                 ($($f:ident),*) => { $( if card.$f.is_some() { rec.card.$f = card.$f.clone(); } )* };
@@ -292,11 +292,7 @@ pub(super) fn consume_sync(st: &Store, ns: &str, inc: &Incoming) -> Result<Strin
             take!(level, point, balance, front_text_list);
         }
     }
-    if rec
-        .last_trade_time
-        .as_deref()
-        .is_none_or(|last| req.trade_time.as_str() > last)
-    {
+    if later {
         rec.last_trade_time = Some(req.trade_time.clone());
     }
     store::put(&st.cards, &req.target_card_no, &rec)?;
