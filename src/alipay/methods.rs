@@ -844,6 +844,32 @@ api!(
     ConsumeSyncResponse
 );
 
+/// AlipayMarketingCardMessageNotifyModel: a message to a card's holder.
+/// `notify_type` POINT_REMIND (points about to expire) is the one type the
+/// SDK documents; `notify_info` is a JSON object as a string
+/// (`{"expired_point": "100", "expired_time": "yyyy-MM-dd HH:mm:ss"}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MessageNotifyRequest {
+    pub target_card_no: String,
+    /// `BIZ_CARD`.
+    pub target_card_no_type: String,
+    pub notify_type: String,
+    /// The merchant's number for this message: Alipay sends one message per
+    /// notify_no (idempotent).
+    pub notify_no: String,
+    pub notify_info: String,
+    pub occur_time: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MessageNotifyResponse {}
+api!(
+    MessageNotifyRequest,
+    "alipay.marketing.card.message.notify",
+    MessageNotifyResponse
+);
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CardQueryRequest {
@@ -1052,6 +1078,7 @@ pub const METHODS: &[&str] = &[
     CardQueryRequest::METHOD,
     CardDeleteRequest::METHOD,
     ConsumeSyncRequest::METHOD,
+    MessageNotifyRequest::METHOD,
     OauthTokenRequest::METHOD,
     ActivateFormQueryRequest::METHOD,
 ];

@@ -15,17 +15,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::alipay::GatewayError;
-use crate::alipay::methods::{CardUpdateRequest, OauthTokenRequest};
+use crate::alipay::methods::{
+    ApiRequest, CardQueryRequest, CardUpdateRequest, MerchantCardMsgInfo, OauthTokenRequest,
+};
+use crate::cards::trade::{self, CardRef, Reminder, Trade};
 use crate::cards::{self, MemberAuth, Purpose, Row, Target};
 use crate::gateway::governor::{Governor, Observer};
 use crate::gateway::{Scope, Typed};
 use crate::model::Address;
 use crate::state::Durability;
-use crate::state::cards::{CardLedger, Entry};
+use crate::state::cards::{CardLedger, Entry, Once};
 use crate::util::secret::Secret;
 
 /// What became of one row.
@@ -45,9 +49,30 @@ pub enum Outcome {
     Unchanged {
         biz_card_no: String,
     },
+    /// A trade Alipay accepted (`cards consume`).
+    Synced {
+        biz_card_no: String,
+    },
+    /// Synced by an earlier run (or an earlier request from the till).
+    AlreadySynced {
+        biz_card_no: String,
+    },
+    /// A reminder Alipay accepted (`cards notify`).
+    Notified {
+        biz_card_no: String,
+    },
+    AlreadyNotified {
+        biz_card_no: String,
+    },
     /// `--dry-run`: what a run would do.
     WouldOpen,
     WouldUpdate {
+        biz_card_no: String,
+    },
+    WouldSync {
+        biz_card_no: String,
+    },
+    WouldNotify {
         biz_card_no: String,
     },
     Failed {
@@ -72,8 +97,14 @@ impl Outcome {
             Outcome::AlreadyOpen { .. } => "already_open",
             Outcome::Updated { .. } => "updated",
             Outcome::Unchanged { .. } => "unchanged",
+            Outcome::Synced { .. } => "synced",
+            Outcome::AlreadySynced { .. } => "already_synced",
+            Outcome::Notified { .. } => "notified",
+            Outcome::AlreadyNotified { .. } => "already_notified",
             Outcome::WouldOpen => "would_open",
             Outcome::WouldUpdate { .. } => "would_update",
+            Outcome::WouldSync { .. } => "would_sync",
+            Outcome::WouldNotify { .. } => "would_notify",
             Outcome::Failed { .. } => "failed",
             Outcome::Invalid { .. } => "invalid",
             Outcome::NotAttempted { .. } => "not_attempted",
@@ -93,7 +124,13 @@ impl Outcome {
             | Outcome::AlreadyOpen { biz_card_no }
             | Outcome::Updated { biz_card_no }
             | Outcome::Unchanged { biz_card_no }
-            | Outcome::WouldUpdate { biz_card_no } => biz_card_no,
+            | Outcome::Synced { biz_card_no }
+            | Outcome::AlreadySynced { biz_card_no }
+            | Outcome::Notified { biz_card_no }
+            | Outcome::AlreadyNotified { biz_card_no }
+            | Outcome::WouldUpdate { biz_card_no }
+            | Outcome::WouldSync { biz_card_no }
+            | Outcome::WouldNotify { biz_card_no } => biz_card_no,
             _ => "",
         }
     }
@@ -128,6 +165,10 @@ pub struct Counts {
     pub already_open: u64,
     pub updated: u64,
     pub unchanged: u64,
+    pub synced: u64,
+    pub already_synced: u64,
+    pub notified: u64,
+    pub already_notified: u64,
     pub would: u64,
     pub failed: u64,
     pub not_attempted: u64,
@@ -141,7 +182,14 @@ impl Counts {
             Outcome::AlreadyOpen { .. } => self.already_open += 1,
             Outcome::Updated { .. } => self.updated += 1,
             Outcome::Unchanged { .. } => self.unchanged += 1,
-            Outcome::WouldOpen | Outcome::WouldUpdate { .. } => self.would += 1,
+            Outcome::Synced { .. } => self.synced += 1,
+            Outcome::AlreadySynced { .. } => self.already_synced += 1,
+            Outcome::Notified { .. } => self.notified += 1,
+            Outcome::AlreadyNotified { .. } => self.already_notified += 1,
+            Outcome::WouldOpen
+            | Outcome::WouldUpdate { .. }
+            | Outcome::WouldSync { .. }
+            | Outcome::WouldNotify { .. } => self.would += 1,
             Outcome::Failed { .. } => self.failed += 1,
             Outcome::Invalid { .. } => self.done -= 1,
             Outcome::NotAttempted { .. } => self.not_attempted += 1,
@@ -224,14 +272,14 @@ fn reader(path: &Path) -> Result<Csv> {
         .from_reader(Lines { file, run: 0 }))
 }
 
-fn header(path: &Path, r: &mut Csv, purpose: Purpose) -> Result<Vec<String>> {
+fn header<R: Rows>(path: &Path, r: &mut Csv, rows: &R) -> Result<Vec<String>> {
     let header: Vec<String> = r
         .headers()
         .with_context(|| format!("{}:1: cannot read the header", path.display()))?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    cards::check_header(&header, purpose)
+    rows.check_header(&header)
         .map_err(|e| anyhow::anyhow!("{}:1: {e}", path.display()))?;
     Ok(header)
 }
@@ -253,13 +301,33 @@ fn record(
     }
 }
 
-pub fn check_all(path: &Path, purpose: Purpose, target: &Target) -> Result<Checked> {
+/// A kind of cards file: its header, its rows, what no two rows may share,
+/// and the work one row is (`cards open`, `sync`, `consume`, `notify`).
+pub trait Rows: Send + Sync + 'static {
+    type Row: Send + 'static;
+    fn check_header(&self, header: &[String]) -> Result<(), String>;
+    /// A checked row, or every problem it has (columns named, never values).
+    fn parse(&self, header: &[String], fields: &[&str], line: u64) -> Result<Self::Row, String>;
+    /// What no two rows may share (hashed), and the words when two do:
+    /// "<what> also on line N: <why>".
+    fn unique(&self, row: &Self::Row) -> (String, &'static str, &'static str);
+    /// The card a row is named by in results (a card number only).
+    fn shown(&self, row: &Self::Row) -> String;
+    fn line(&self, row: &Self::Row) -> u64;
+    /// The row's work.
+    fn work(&self, ctx: Arc<Ctx>, row: Self::Row) -> BoxFuture<'static, Outcome>;
+}
+
+/// Every row checked, streamed (no call is made while any row is unread).
+pub fn check_all<R: Rows>(path: &Path, rows: &R) -> Result<Checked> {
     let mut r = reader(path)?;
-    let header = header(path, &mut r, purpose)?;
+    let header = header(path, &mut r, rows)?;
     let mut invalid = BTreeMap::new();
     let mut seen: HashMap<[u8; 16], u64> = HashMap::new();
-    let mut rows = 0;
-    let ext_col = header.iter().position(|h| h == "external_card_no");
+    let mut count = 0;
+    let card_col = header
+        .iter()
+        .position(|h| h == "external_card_no" || h == "biz_card_no");
     for item in r.records() {
         if let Err(e) = &item
             && let csv::ErrorKind::Io(io) = e.kind()
@@ -267,10 +335,10 @@ pub fn check_all(path: &Path, purpose: Purpose, target: &Target) -> Result<Check
             bail!(
                 "{}:{}: {io}: not a cards file",
                 path.display(),
-                e.position().map_or(rows + 2, |p| p.line())
+                e.position().map_or(count + 2, |p| p.line())
             );
         }
-        rows += 1;
+        count += 1;
         let (line, rec) = match record(item) {
             Ok(v) => v,
             Err((line, why)) => {
@@ -278,37 +346,175 @@ pub fn check_all(path: &Path, purpose: Purpose, target: &Target) -> Result<Check
                 continue;
             }
         };
-        let ext = ext_col
+        // A row of the wrong shape is named by its line only: what sits in
+        // the card number's place may be anything (a token, a phone number).
+        let shown = card_col
+            .filter(|_| rec.len() == header.len())
             .and_then(|i| rec.get(i))
             .map(|s| s.trim().chars().take(64).collect())
             .unwrap_or_default();
         let fields: Vec<&str> = rec.iter().collect();
-        let problem = match cards::parse_row(&header, &fields, line, purpose) {
-            Err(errs) => Some(
-                errs.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            Ok(row) => match target.template_for(row.level.as_deref()) {
-                Err(e) => Some(e.to_string()),
-                Ok(_) => {
-                    let key = ext_key(&row.external_card_no);
-                    seen.insert(key, line).map(|first| {
-                        format!("external card number also on line {first}: a card is opened once")
-                    })
-                }
-            },
+        let problem = match rows.parse(&header, &fields, line) {
+            Err(e) => Some(e),
+            Ok(row) => {
+                let (key, what, why) = rows.unique(&row);
+                seen.insert(ext_key(&key), line)
+                    .map(|first| format!("{what} also on line {first}: {why}"))
+            }
         };
         if let Some(p) = problem {
-            invalid.insert(line, (ext, p));
+            invalid.insert(line, (shown, p));
         }
     }
     Ok(Checked {
         header,
-        rows,
+        rows: count,
         invalid,
     })
+}
+
+/// Cards opened or synced from members' rows, on a template's tiers.
+pub struct Members {
+    pub purpose: Purpose,
+    pub target: Target,
+}
+
+impl Rows for Members {
+    type Row = (Row, Address);
+
+    fn check_header(&self, header: &[String]) -> Result<(), String> {
+        cards::check_header(header, self.purpose)
+    }
+
+    fn parse(&self, header: &[String], fields: &[&str], line: u64) -> Result<Self::Row, String> {
+        let row = cards::parse_row(header, fields, line, self.purpose).map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let tier = self
+            .target
+            .template_for(row.level.as_deref())
+            .map_err(|e| e.to_string())?
+            .clone();
+        Ok((row, tier))
+    }
+
+    fn unique(&self, (row, _): &Self::Row) -> (String, &'static str, &'static str) {
+        (
+            row.external_card_no.clone(),
+            "external card number",
+            "a card is opened once",
+        )
+    }
+
+    fn shown(&self, (row, _): &Self::Row) -> String {
+        row.external_card_no.clone()
+    }
+
+    fn line(&self, (row, _): &Self::Row) -> u64 {
+        row.line
+    }
+
+    fn work(&self, ctx: Arc<Ctx>, (row, tier): Self::Row) -> BoxFuture<'static, Outcome> {
+        let purpose = self.purpose;
+        Box::pin(async move {
+            match purpose {
+                Purpose::Open => ctx.open(&row, &tier).await,
+                Purpose::Sync => ctx.sync(&row, &tier).await,
+            }
+        })
+    }
+}
+
+/// Trades at the till (`cards consume`): consume.sync once per trade.
+pub struct Trades {
+    pub target: Target,
+}
+
+fn joined(errs: Vec<cards::RowError>) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn card_shown(c: &CardRef) -> String {
+    c.shown().to_string()
+}
+
+impl Rows for Trades {
+    type Row = Trade;
+
+    fn check_header(&self, header: &[String]) -> Result<(), String> {
+        trade::check_trade_header(header)
+    }
+
+    fn parse(&self, header: &[String], fields: &[&str], line: u64) -> Result<Trade, String> {
+        let t = trade::parse_trade(header, fields, line).map_err(joined)?;
+        if t.level.is_some() {
+            self.target
+                .template_for(t.level.as_deref())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(t)
+    }
+
+    fn unique(&self, t: &Trade) -> (String, &'static str, &'static str) {
+        (
+            format!("{}\0{}", t.card.shown(), t.trade_no),
+            "the same card and trade_no",
+            "a trade is synced once",
+        )
+    }
+
+    fn shown(&self, t: &Trade) -> String {
+        card_shown(&t.card)
+    }
+
+    fn line(&self, t: &Trade) -> u64 {
+        t.line
+    }
+
+    fn work(&self, ctx: Arc<Ctx>, t: Trade) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move { ctx.consume(&t).await })
+    }
+}
+
+/// Points-expiry reminders (`cards notify`): message.notify once each.
+pub struct Reminders;
+
+impl Rows for Reminders {
+    type Row = Reminder;
+
+    fn check_header(&self, header: &[String]) -> Result<(), String> {
+        trade::check_reminder_header(header)
+    }
+
+    fn parse(&self, header: &[String], fields: &[&str], line: u64) -> Result<Reminder, String> {
+        trade::parse_reminder(header, fields, line).map_err(joined)
+    }
+
+    fn unique(&self, r: &Reminder) -> (String, &'static str, &'static str) {
+        (
+            format!("{}\0{}\0{}", r.card.shown(), r.expired_point, r.expired_time),
+            "the same reminder",
+            "a reminder is sent once",
+        )
+    }
+
+    fn shown(&self, r: &Reminder) -> String {
+        card_shown(&r.card)
+    }
+
+    fn line(&self, r: &Reminder) -> u64 {
+        r.line
+    }
+
+    fn work(&self, ctx: Arc<Ctx>, r: Reminder) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move { ctx.notify(&r).await })
+    }
 }
 
 fn ext_key(ext: &str) -> [u8; 16] {
@@ -319,8 +525,8 @@ fn ext_key(ext: &str) -> [u8; 16] {
     k
 }
 
-/// Everything a row's issue needs, shared by the in-flight rows.
-struct Ctx {
+/// Everything a row's work needs, shared by the rows in flight.
+pub struct Ctx {
     gateway: Arc<Governor>,
     ledger: Arc<dyn CardLedger>,
     scope: Scope,
@@ -328,12 +534,19 @@ struct Ctx {
     template_ids: BTreeMap<Address, String>,
     salt: [u8; 32],
     dry_run: bool,
+    /// `cards sync` sends the points message (`changed_point`).
+    points_message: bool,
     blocked: OnceLock<String>,
 }
 
 /// The gateway's words for a failure, with the row's personal values and
 /// secrets taken out (a gateway may echo what it was sent).
 fn failure(e: &GatewayError, row: &Row) -> Outcome {
+    failure_without(e, &row_secrets(row))
+}
+
+/// What a member row holds that must never be shown.
+fn row_secrets(row: &Row) -> Vec<&str> {
     let mut secrets: Vec<&str> = Vec::new();
     if let Some(u) = &row.user {
         secrets.extend(u.user_uni_id.as_deref());
@@ -349,6 +562,11 @@ fn failure(e: &GatewayError, row: &Row) -> Outcome {
     if let Some(MemberAuth::Token(t) | MemberAuth::Refresh(t)) = &row.auth {
         secrets.push(t.expose());
     }
+    secrets
+}
+
+/// The gateway's words for a failure, with `secrets` taken out.
+fn failure_without(e: &GatewayError, secrets: &[&str]) -> Outcome {
     let redact = |s: &str| {
         let mut s = s.to_string();
         for v in secrets.iter().filter(|v| v.len() >= 2) {
@@ -485,6 +703,180 @@ impl Ctx {
         }
     }
 
+    /// The Alipay card number of a card cardform opened on this template
+    /// (named by the merchant's number or Alipay's), or why not.
+    fn biz_card(&self, card: &CardRef) -> std::result::Result<String, Outcome> {
+        let osn = match card {
+            CardRef::External(ext) => cards::out_serial_no(&self.target.family, ext),
+            CardRef::Biz(biz) => match self.ledger.by_biz(biz) {
+                Ok(Some(osn)) => osn,
+                Ok(None) => {
+                    return Err(Outcome::local(
+                        "cardform opened no card with this biz_card_no (`cardform cards open` records the cards it opens)",
+                    ));
+                }
+                Err(e) => return Err(Outcome::local(format!("the card ledger: {e}"))),
+            },
+        };
+        let Some(entry) = self.entry(&osn)? else {
+            return Err(Outcome::local(
+                "cardform opened no card for this external card number (`cardform cards open` first)",
+            ));
+        };
+        let ours = entry.template == self.target.family
+            || self.target.tiers.values().any(|t| t == &entry.template);
+        if !ours {
+            return Err(Outcome::local(format!(
+                "this card is on `{}`, not on `{}`",
+                entry.template, self.target.family
+            )));
+        }
+        if entry.deleted_at.is_some() {
+            return Err(Outcome::local("this card was deleted (`cards delete`)"));
+        }
+        entry.biz_card_no.ok_or_else(|| {
+            Outcome::local(
+                "the card's opening is unfinished: run `cardform cards open` with its row again first",
+            )
+        })
+    }
+
+    /// A call made once per key, ever: journalled before it is sent,
+    /// settled after. The same key with the same content is answered from
+    /// the journal (or, while in doubt, sent again: Alipay answers a repeat
+    /// of the same trade_no / notify_no with the first answer); the same key
+    /// with other content is refused.
+    async fn once<Q>(&self, once: OnceCall<'_>, request: impl FnOnce(&str) -> Q) -> Outcome
+    where
+        Q: ApiRequest + Sync,
+        Q::Response: Send,
+    {
+        if let Some(why) = self.blocked.get() {
+            return Outcome::NotAttempted {
+                message: why.clone(),
+            };
+        }
+        let biz = once.biz_card_no.to_string();
+        let known = match self.ledger.once(&once.key) {
+            Ok(k) => k,
+            Err(e) => return Outcome::local(format!("the card ledger: {e}")),
+        };
+        if let Some(k) = &known {
+            if k.digest != once.digest {
+                return Outcome::local(once.conflict);
+            }
+            if k.done_at.is_some() {
+                return (once.already)(biz);
+            }
+        }
+        if self.dry_run {
+            return (once.would)(biz);
+        }
+        let mut entry = known.clone().unwrap_or_else(|| Once {
+            key: once.key.clone(),
+            biz_card_no: biz.clone(),
+            digest: once.digest.clone(),
+            journalled_at: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+            done_at: None,
+        });
+        if known.is_none()
+            && let Err(e) = self.ledger.put_once(&entry, once.journal)
+        {
+            return Outcome::local(format!("the card ledger: {e}"));
+        }
+        let req = request(&entry.journalled_at);
+        match self.gateway.call(&self.scope, &req).await {
+            Ok(_) => {
+                entry.done_at = Some(crate::state::now_rfc3339());
+                // Deferred: were it lost, a re-run sends the same request
+                // again and Alipay answers with the first answer.
+                if let Err(e) = self.ledger.put_once(&entry, Durability::Deferred) {
+                    return Outcome::local(format!(
+                        "sent, but the card ledger failed: {e}; run again to record it"
+                    ));
+                }
+                (once.done)(biz)
+            }
+            Err(e) => {
+                self.block(&e);
+                if known.is_none() && !e.in_doubt() {
+                    let _ = self.ledger.forget_once(&once.key);
+                }
+                failure_without(&e, &[])
+            }
+        }
+    }
+
+    pub(crate) async fn consume(&self, t: &Trade) -> Outcome {
+        let biz = match self.biz_card(&t.card) {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
+        let once = OnceCall {
+            key: t.key(&biz),
+            biz_card_no: &biz,
+            digest: t.digest(&self.salt),
+            journal: Durability::Deferred,
+            conflict: "this trade_no was synced to this card with other values: a trade is synced once (a correction is a trade of its own, e.g. a RETURN)",
+            done: |b| Outcome::Synced { biz_card_no: b },
+            already: |b| Outcome::AlreadySynced { biz_card_no: b },
+            would: |b| Outcome::WouldSync { biz_card_no: b },
+        };
+        self.once(once, |_| crate::provider::card::consume_request(t, &biz))
+            .await
+    }
+
+    pub(crate) async fn notify(&self, r: &Reminder) -> Outcome {
+        let biz = match self.biz_card(&r.card) {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
+        let once = OnceCall {
+            key: r.key(&biz),
+            biz_card_no: &biz,
+            digest: r.digest(&self.salt),
+            // Flushed: a re-sent reminder must carry the same occur_time
+            // (the journal's), or Alipay would see other content.
+            journal: Durability::Flushed,
+            conflict: "a reminder with this notify_no was sent with other values",
+            done: |b| Outcome::Notified { biz_card_no: b },
+            already: |b| Outcome::AlreadyNotified { biz_card_no: b },
+            would: |b| Outcome::WouldNotify { biz_card_no: b },
+        };
+        self.once(once, |at| {
+            crate::provider::card::notify_request(r, &biz, at)
+        })
+        .await
+    }
+
+    /// The points message of a sync: the change since the card's points at
+    /// Alipay (read with card.query), signed (`+20`, `-15.5`); none when the
+    /// points did not move or cannot be read as numbers.
+    async fn changed_point(&self, biz: &str, row: &Row) -> std::result::Result<Option<String>, Outcome> {
+        let Some(new) = row.point.as_deref() else {
+            return Ok(None);
+        };
+        let card = self
+            .gateway
+            .call(
+                &self.scope,
+                &CardQueryRequest {
+                    target_card_no_type: "BIZ_CARD".into(),
+                    target_card_no: biz.to_string(),
+                    card_user_info: None,
+                    ext_info: None,
+                    template_id: None,
+                },
+            )
+            .await
+            .map_err(|e| {
+                self.block(&e);
+                failure(&e, row)
+            })?;
+        let old = card.card_info.point.as_deref().unwrap_or("0");
+        Ok(cards::point_change(old, new))
+    }
+
     async fn sync(&self, row: &Row, tier: &Address) -> Outcome {
         if let Some(why) = self.blocked.get() {
             return Outcome::NotAttempted {
@@ -517,6 +909,14 @@ impl Ctx {
             return Outcome::WouldUpdate { biz_card_no: biz };
         }
         let template_id = &self.template_ids[tier];
+        let changed_point = if self.points_message {
+            match self.changed_point(&biz, row).await {
+                Ok(c) => c,
+                Err(o) => return o,
+            }
+        } else {
+            None
+        };
         let req = CardUpdateRequest {
             target_card_no: biz.clone(),
             target_card_no_type: "BIZ_CARD".into(),
@@ -528,7 +928,9 @@ impl Ctx {
                 moved.then_some(template_id.as_str()),
             ),
             ext_info: None,
-            merchant_card_msg_info: None,
+            merchant_card_msg_info: changed_point.map(|p| MerchantCardMsgInfo {
+                changed_point: Some(p),
+            }),
         };
         match self.gateway.call(&self.scope, &req).await {
             Ok(_) => {
@@ -552,6 +954,19 @@ impl Ctx {
     }
 }
 
+/// One once-ever call: its journal key, the card, the digest of what it
+/// sends, how its journal is written, and its outcomes' words.
+struct OnceCall<'a> {
+    key: String,
+    biz_card_no: &'a str,
+    digest: String,
+    journal: Durability,
+    conflict: &'static str,
+    done: fn(String) -> Outcome,
+    already: fn(String) -> Outcome,
+    would: fn(String) -> Outcome,
+}
+
 /// What the card executor is handed: the governed gateway, the ledger, who
 /// the calls are for, the target's tiers and their template ids.
 pub struct Cards {
@@ -562,6 +977,8 @@ pub struct Cards {
     pub template_ids: BTreeMap<Address, String>,
     pub dry_run: bool,
     pub parallelism: usize,
+    /// `cards sync` sends the points message (`changed_point`).
+    pub points_message: bool,
 }
 
 /// What a run of the executor leaves besides its counts.
@@ -588,15 +1005,24 @@ pub fn results_file(p: &Path) -> Result<csv::Writer<std::fs::File>> {
     Ok(w)
 }
 
+/// A results-file cell that a spreadsheet shows as text, never runs: a
+/// leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` before it.
+fn cell(v: &str) -> std::borrow::Cow<'_, str> {
+    match v.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{v}").into(),
+        _ => v.into(),
+    }
+}
+
 impl Cards {
-    /// Issue the checked rows of `csv`: the invalid ones reported first, by
-    /// line; the good ones read again, streamed, with at most twice the
-    /// parallelism under way.
+    /// Work through the checked rows of `csv`: the invalid ones reported
+    /// first, by line; the good ones read again, streamed, with at most
+    /// twice the parallelism under way.
     #[allow(clippy::too_many_arguments)]
-    pub async fn issue(
+    pub async fn run<R: Rows>(
         self,
         csv: &Path,
-        purpose: Purpose,
+        rows: R,
         checked: Checked,
         mut results: Option<csv::Writer<std::fs::File>>,
         counts: &mut Counts,
@@ -604,7 +1030,6 @@ impl Cards {
         progress: Arc<dyn Progress>,
     ) -> Result<Issued> {
         let salt = self.ledger.salt();
-        let target = self.target.clone();
         let ctx = Arc::new(Ctx {
             gateway: self.gateway,
             ledger: self.ledger,
@@ -613,6 +1038,7 @@ impl Cards {
             template_ids: self.template_ids,
             salt,
             dry_run: self.dry_run,
+            points_message: self.points_message,
             blocked: OnceLock::new(),
         });
         let problems = Arc::new(Mutex::new(Vec::new()));
@@ -632,12 +1058,12 @@ impl Cards {
                 };
                 w.write_record([
                     r.line.to_string().as_str(),
-                    &r.external_card_no,
+                    &cell(&r.external_card_no),
                     r.outcome.as_str(),
-                    r.outcome.biz_card_no(),
-                    code,
-                    sub,
-                    msg,
+                    &cell(r.outcome.biz_card_no()),
+                    &cell(code),
+                    &cell(sub),
+                    &cell(msg),
                 ])?;
             }
             if r.outcome.failed() {
@@ -663,7 +1089,7 @@ impl Cards {
         }
         let parallelism = self.parallelism.max(1) * 2;
         let mut in_flight = FuturesUnordered::new();
-        let mut r = reader_at(csv, purpose)?;
+        let mut r = reader_at(csv, &rows)?;
         let header = checked.header.clone();
         for item in r.records() {
             if let Err(e) = &item
@@ -682,23 +1108,17 @@ impl Cards {
             }
             let fields: Vec<&str> = rec.iter().collect();
             // Checked in the first pass; a file changed since is caught here.
-            let row = match cards::parse_row(&header, &fields, line, purpose) {
-                Ok(row) => row,
-                Err(_) => {
-                    record_result(
-                        RowResult {
-                            line,
-                            external_card_no: String::new(),
-                            outcome: Outcome::Invalid {
-                                message: "the row changed since it was checked".into(),
-                            },
+            let Ok(row) = rows.parse(&header, &fields, line) else {
+                record_result(
+                    RowResult {
+                        line,
+                        external_card_no: String::new(),
+                        outcome: Outcome::Invalid {
+                            message: "the row changed since it was checked".into(),
                         },
-                        counts,
-                    )?;
-                    continue;
-                }
-            };
-            let Ok(tier) = target.template_for(row.level.as_deref()).cloned() else {
+                    },
+                    counts,
+                )?;
                 continue;
             };
             while in_flight.len() >= parallelism {
@@ -707,16 +1127,13 @@ impl Cards {
                     progress.row(counts, started.elapsed());
                 }
             }
-            let ctx = ctx.clone();
+            let (line, shown) = (rows.line(&row), rows.shown(&row));
+            let work = rows.work(ctx.clone(), row);
             in_flight.push(async move {
-                let outcome = match purpose {
-                    Purpose::Open => ctx.open(&row, &tier).await,
-                    Purpose::Sync => ctx.sync(&row, &tier).await,
-                };
                 RowResult {
-                    line: row.line,
-                    external_card_no: row.external_card_no.clone(),
-                    outcome,
+                    line,
+                    external_card_no: shown,
+                    outcome: work.await,
                 }
             });
         }
@@ -737,8 +1154,8 @@ impl Cards {
     }
 }
 
-fn reader_at(path: &Path, purpose: Purpose) -> Result<Csv> {
+fn reader_at<R: Rows>(path: &Path, rows: &R) -> Result<Csv> {
     let mut r = reader(path)?;
-    header(path, &mut r, purpose)?;
+    header(path, &mut r, rows)?;
     Ok(r)
 }

@@ -8,6 +8,8 @@
 //! what [`Entry`](crate::state::cards::Entry) holds: keys, a salted digest,
 //! the card number Alipay assigned, times.
 
+pub mod trade;
+
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
@@ -186,6 +188,37 @@ pub fn is_amount(v: &str) -> bool {
         && frac.len() <= 2
         && frac.bytes().all(|b| b.is_ascii_digit())
         && !(v.contains('.') && frac.is_empty())
+}
+
+/// An amount in hundredths, exactly (`is_amount`'s form; a leading `+` too).
+fn cents(v: &str) -> Option<i128> {
+    let v = v.trim();
+    let (neg, body) = match v.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    if !is_amount(body) || body.starts_with('-') {
+        return None;
+    }
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let n = int.parse::<i128>().ok()? * 100 + format!("{frac:0<2}").parse::<i128>().ok()?;
+    Some(if neg { -n } else { n })
+}
+
+/// The points message's change from `old` to `new` points: signed (`+20`,
+/// `-15.5`), `None` when nothing moved or either is not a number.
+pub fn point_change(old: &str, new: &str) -> Option<String> {
+    let d = cents(new)? - cents(old)?;
+    if d == 0 {
+        return None;
+    }
+    let sign = if d < 0 { "-" } else { "+" };
+    let (int, frac) = (d.abs() / 100, d.abs() % 100);
+    Some(match frac {
+        0 => format!("{sign}{int}"),
+        f if f % 10 == 0 => format!("{sign}{int}.{}", f / 10),
+        f => format!("{sign}{int}.{f:02}"),
+    })
 }
 
 /// A user id Alipay hands out: 16 digits starting 2088.
@@ -715,6 +748,15 @@ mod tests {
         assert_ne!(out_serial_no(&a, "P-1"), out_serial_no(&b, "P-1"));
         assert_eq!(out_serial_no(&a, "P-1").len(), 32);
         assert_ne!(out_serial_no(&a, "r"), activation_serial_no(&a, "r"));
+    }
+
+    #[test]
+    fn point_changes_are_exact_and_signed() {
+        assert_eq!(point_change("100", "120").as_deref(), Some("+20"));
+        assert_eq!(point_change("120.5", "105").as_deref(), Some("-15.5"));
+        assert_eq!(point_change("0.01", "0.1").as_deref(), Some("+0.09"));
+        assert_eq!(point_change("10", "10.00"), None);
+        assert_eq!(point_change("x", "10"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cardform cards`: issue members' cards (open, sync, query, delete, and the
-//! activation callback service).
+//! activation callback service) and run them (consume: trades; notify:
+//! reminders).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +8,9 @@ use std::sync::Arc;
 
 use super::Outcome;
 use super::plan::ProjectArgs;
-use crate::cards::Purpose;
 use crate::model::Address;
 use crate::ops;
+use crate::ops::cards::Job;
 use crate::render;
 use crate::settings::Overrides;
 
@@ -19,6 +20,10 @@ pub enum Command {
     Open(BatchArgs),
     /// card.update for each CSV row whose point, balance, level or front text changed since last synced
     Sync(BatchArgs),
+    /// A trade on a member's card for each CSV row (consume.sync: the card's history in the wallet); each trade once, ever
+    Consume(BatchArgs),
+    /// A points-expiry reminder for each CSV row (message.notify, POINT_REMIND); each reminder once, ever
+    Notify(BatchArgs),
     /// One card as Alipay holds it
     Query(OneArgs),
     /// Delete one card at Alipay
@@ -34,7 +39,7 @@ pub struct BatchArgs {
     /// The template (`merchant.brew/template.club`; a tiered one's rows pick their tier by `level`)
     #[arg(long, value_name = "ADDRESS")]
     pub template: Address,
-    /// The rows (header: external_card_no, user_id|open_id, auth_token|refresh_token, open_date, valid_date, level, point, balance, front_label_N/front_value_N, name, gender, birth, cell, channel)
+    /// The rows. open/sync: external_card_no, user_id|open_id, auth_token|refresh_token, open_date, valid_date, level, point, balance, front_label_N/front_value_N, name, gender, birth, cell, channel. consume: external_card_no|biz_card_no, trade_no, trade_type, trade_time, trade_name, trade_amount, act_pay_amount, point, balance, level, shop_code, memo, swipe_cert_type, use_benefit_*/gain_benefit_* (type, amount, count, description). notify: external_card_no|biz_card_no, expired_point, expired_time
     #[arg(long, value_name = "FILE")]
     pub csv: PathBuf,
     /// Write every row's result here (line, external_card_no, outcome, biz_card_no, code, sub_code, message)
@@ -72,8 +77,10 @@ pub struct DeleteArgs {
 
 pub async fn exec(cmd: Command, flags: &Overrides) -> Outcome {
     match cmd {
-        Command::Open(a) => batch(a, Purpose::Open, flags).await,
-        Command::Sync(a) => batch(a, Purpose::Sync, flags).await,
+        Command::Open(a) => batch(a, Job::Open, flags).await,
+        Command::Sync(a) => batch(a, Job::Sync, flags).await,
+        Command::Consume(a) => batch(a, Job::Consume, flags).await,
+        Command::Notify(a) => batch(a, Job::Notify, flags).await,
         Command::Query(a) => {
             let card = ops::cards::query(one(a), flags).await?;
             render::json(&card);
@@ -96,12 +103,8 @@ fn one(a: OneArgs) -> ops::cards::One {
     }
 }
 
-async fn batch(a: BatchArgs, purpose: Purpose, flags: &Overrides) -> Outcome {
-    let what = if purpose == Purpose::Open {
-        "open"
-    } else {
-        "sync"
-    };
+async fn batch(a: BatchArgs, job: Job, flags: &Overrides) -> Outcome {
+    let what = job.name();
     let json = a.format.get(
         &format!("cards {what}"),
         &[super::Format::Human, super::Format::Json],
@@ -119,7 +122,7 @@ async fn batch(a: BatchArgs, purpose: Purpose, flags: &Overrides) -> Outcome {
                 ..Default::default()
             },
         },
-        purpose,
+        job,
         flags,
         progress.clone(),
     )

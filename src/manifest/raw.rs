@@ -498,6 +498,11 @@ pub struct Issue {
     /// http(s) page the member is sent to once the card is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_url: Option<String>,
+    /// `cardform cards sync` sends the member Alipay's points message ("your
+    /// points changed by +20") with each card whose points moved
+    /// (`merchant_card_msg_info.changed_point`) [default: false].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub points_message: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

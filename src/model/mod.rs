@@ -335,6 +335,8 @@ pub struct Issuance {
     pub members_path: Option<PathBuf>,
     pub valid_date: String,
     pub done_url: Option<String>,
+    /// `cards sync` sends the points message with each points change.
+    pub points_message: bool,
 }
 
 /// A template at the gateway to adopt at an address.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use super::project::{self, Common};
 use crate::alipay::methods::{CardDeleteRequest, CardQueryRequest};
 use crate::apply::cards as issue;
-use crate::apply::cards::{Counts, Progress, Report};
+use crate::apply::cards::{Counts, Members, Progress, Reminders, Report, Rows, Trades};
 use crate::cards::{self, Purpose, Target};
 use crate::gateway::{Scope, Typed};
 use crate::model::Address;
@@ -89,10 +89,32 @@ fn template_ids(
     Ok(ids)
 }
 
-/// `cards open` and `cards sync`.
+/// What a batch does with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Open,
+    Sync,
+    /// Trades at the till: consume.sync.
+    Consume,
+    /// Points-expiry reminders: message.notify.
+    Notify,
+}
+
+impl Job {
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Open => "open",
+            Job::Sync => "sync",
+            Job::Consume => "consume",
+            Job::Notify => "notify",
+        }
+    }
+}
+
+/// `cards open`, `sync`, `consume` and `notify`.
 pub async fn batch(
     req: Batch,
-    purpose: Purpose,
+    job: Job,
     flags: &Overrides,
     progress: Arc<dyn Progress>,
 ) -> Result<Report> {
@@ -100,83 +122,124 @@ pub async fn batch(
     let read = project::read(&req.common, flags, "cards")?;
     let target = Target::resolve(&read.desired, &req.template).map_err(anyhow::Error::msg)?;
     let ids = template_ids(&target, &read.snapshot)?;
-    let checked = {
-        let (path, target) = (req.csv.clone(), target.clone());
-        tokio::task::spawn_blocking(move || issue::check_all(&path, purpose, &target))
-            .await
-            .context("the check of the rows panicked")??
-    };
-    let mut counts = Counts {
-        rows: checked.rows,
-        invalid: checked.invalid.len() as u64,
-        ..Counts::default()
-    };
-    progress.checked(&counts);
-    let results = match &req.results {
-        Some(p) => Some(issue::results_file(p)?),
-        None => None,
-    };
-    let ledger = open_ledger(
-        &read.settings.state,
-        if purpose == Purpose::Open {
-            "cards open"
-        } else {
-            "cards sync"
-        },
-        req.common.lock_timeout,
-    )?;
-    let tokens = super::tokens::tokens(&read.desired);
-    let merchant = target.family.merchant.to_string();
-    let token = match tokens.get(&merchant) {
-        Some(Ok(t)) => t.clone(),
-        Some(Err(e)) => bail!("{e}"),
-        None => None,
-    };
-    let reader = super::gateway::governed(
-        &read.settings,
-        &read.desired,
-        &req.options,
-        progress.clone(),
-    )
-    .await?;
-    let gateway = reader.provider.gateway.clone();
-    let before = gateway.stats();
-    let issued = issue::Cards {
-        gateway: gateway.clone(),
-        ledger: ledger.clone(),
-        scope: Scope::merchant(&merchant, token.as_ref()),
+    // The points message is the manifest's choice (an `issue` block's
+    // `points_message`), off by default.
+    let points_message = job == Job::Sync
+        && read
+            .desired
+            .issuance
+            .values()
+            .any(|i| i.family == target.family && i.points_message);
+    let run = Run {
+        req,
+        read,
         target: target.clone(),
-        template_ids: ids,
-        dry_run: req.dry_run,
-        parallelism: req.options.parallelism,
-    }
-    .issue(
-        &req.csv,
-        purpose,
-        checked,
-        results,
-        &mut counts,
+        ids,
+        points_message,
         started,
         progress,
-    )
-    .await?;
-    ledger.flush()?;
-    let stats = gateway.stats().since(&before);
-    reader.conn.close().await;
-    Ok(Report {
-        purpose: if purpose == Purpose::Open {
-            "open"
-        } else {
-            "sync"
-        },
-        template: target.family.to_string(),
-        counts,
-        problems: issued.problems,
-        merchant_blocked: issued.merchant_blocked,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        calls: stats.calls,
-        throttled: stats.throttled.values().map(|t| t.answers).sum(),
-    })
+    };
+    match job {
+        Job::Open => run.go(Members { purpose: Purpose::Open, target }, job).await,
+        Job::Sync => run.go(Members { purpose: Purpose::Sync, target }, job).await,
+        Job::Consume => run.go(Trades { target }, job).await,
+        Job::Notify => run.go(Reminders, job).await,
+    }
+}
+
+/// A batch, resolved: what its rows need.
+struct Run {
+    req: Batch,
+    read: project::Read,
+    target: Target,
+    ids: BTreeMap<Address, String>,
+    points_message: bool,
+    started: Instant,
+    progress: Arc<dyn Progress>,
+}
+
+impl Run {
+    async fn go<R: Rows>(self, rows: R, job: Job) -> Result<Report> {
+        let Run {
+            req,
+            read,
+            target,
+            ids,
+            points_message,
+            started,
+            progress,
+        } = self;
+        let (checked, rows) = {
+            let path = req.csv.clone();
+            tokio::task::spawn_blocking(move || issue::check_all(&path, &rows).map(|c| (c, rows)))
+                .await
+                .context("the check of the rows panicked")??
+        };
+        let mut counts = Counts {
+            rows: checked.rows,
+            invalid: checked.invalid.len() as u64,
+            ..Counts::default()
+        };
+        progress.checked(&counts);
+        let results = match &req.results {
+            Some(p) => Some(issue::results_file(p)?),
+            None => None,
+        };
+        let ledger = open_ledger(
+            &read.settings.state,
+            &format!("cards {}", job.name()),
+            req.common.lock_timeout,
+        )?;
+        let tokens = super::tokens::tokens(&read.desired);
+        let merchant = target.family.merchant.to_string();
+        let token = match tokens.get(&merchant) {
+            Some(Ok(t)) => t.clone(),
+            Some(Err(e)) => bail!("{e}"),
+            None => None,
+        };
+        let reader = super::gateway::governed(
+            &read.settings,
+            &read.desired,
+            &req.options,
+            progress.clone(),
+        )
+        .await?;
+        let gateway = reader.provider.gateway.clone();
+        let before = gateway.stats();
+        let issued = issue::Cards {
+            gateway: gateway.clone(),
+            ledger: ledger.clone(),
+            scope: Scope::merchant(&merchant, token.as_ref()),
+            target: target.clone(),
+            template_ids: ids,
+            dry_run: req.dry_run,
+            parallelism: req.options.parallelism,
+            points_message,
+        }
+        .run(
+            &req.csv,
+            rows,
+            checked,
+            results,
+            &mut counts,
+            started,
+            progress,
+        )
+        .await?;
+        ledger.flush()?;
+        let stats = gateway.stats().since(&before);
+        reader.conn.close().await;
+        Ok(Report {
+            purpose: job.name(),
+            template: target.family.to_string(),
+            counts,
+            problems: issued.problems,
+            merchant_blocked: issued.merchant_blocked,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            calls: stats.calls,
+            throttled: stats.throttled.values().map(|t| t.answers).sum(),
+        })
+    }
 }
 
 /// One card, as `cards query` and `cards delete` name it.

@@ -104,14 +104,26 @@ pub(crate) async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> 
 }
 
 /// The cards held (a test endpoint): `GET /_sandbox/cards` answers
-/// `{"open": N, "deleted": N, "templates": {"<template_id>": N}}`.
+/// `{"open": N, "deleted": N, "templates": {"<template_id>": N}, "trades":
+/// N, "messages": {"<kind>": N}}`.
 pub(crate) async fn cards(State(shared): State<Arc<Shared>>) -> Response {
     match business::card_counts(&shared.store) {
-        Ok((open, deleted, per)) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({"open": open, "deleted": deleted, "templates": per}).to_string(),
-        )
-            .into_response(),
+        Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Err(f) => (StatusCode::INTERNAL_SERVER_ERROR, f.sub_msg).into_response(),
+    }
+}
+
+/// One card's history (a test endpoint): `GET /_sandbox/cards/{biz_card_no}`
+/// answers its values, trades (oldest first) and messages; 404 if unknown.
+pub(crate) async fn card(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(biz): axum::extract::Path<String>,
+) -> Response {
+    match business::card_history(&shared.store, &biz) {
+        Ok(Some(v)) => {
+            ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such card").into_response(),
         Err(f) => (StatusCode::INTERNAL_SERVER_ERROR, f.sub_msg).into_response(),
     }
 }

@@ -24,6 +24,9 @@ pub struct Store {
     /// `biz_card_no | trade_no` -> the trade consume.sync recorded (the
     /// card's history, as the wallet lists it).
     pub trades: sled::Tree,
+    /// `biz_card_no | kind | id` -> a message sent to a card's holder
+    /// (`changed_point` from card.update, `POINT_REMIND` from message.notify).
+    pub messages: sled::Tree,
     /// Members: `code:`, `token:`, `refresh:` and `form:` records (see
     /// `business::members`).
     pub members: sled::Tree,
@@ -59,6 +62,7 @@ impl Store {
             requests: tree("requests")?,
             cards: tree("cards")?,
             trades: tree("trades")?,
+            messages: tree("messages")?,
             members: tree("members")?,
             group: Default::default(),
             db,

@@ -39,6 +39,26 @@ pub struct Entry {
     pub deleted_at: Option<String>,
 }
 
+/// A call made once per key, ever: a trade (`cards consume`, the till's
+/// transactions) or a reminder (`cards notify`). Journalled before the call
+/// and settled after it; holds a salted digest of what was sent, never the
+/// amounts or the member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Once {
+    /// `t:<hex>` for a trade, `n:<hex>` for a reminder (see `cards::trade`).
+    pub key: String,
+    /// The card it was sent to (Alipay's card number).
+    pub biz_card_no: String,
+    /// Salted digest of the content: the same key with other content is
+    /// refused.
+    pub digest: String,
+    pub journalled_at: String,
+    /// When Alipay accepted it; `None` while in doubt (journalled, no
+    /// answer recorded): a re-run sends the same content again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<String>,
+}
+
 /// Counts, for `cards` summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -58,6 +78,13 @@ pub trait CardLedger: Send + Sync {
     fn forget(&self, out_serial_no: &str) -> Result<(), StateError>;
     /// The out_serial_no journalled for an activation's `request_id`.
     fn by_request(&self, request_id: &str) -> Result<Option<String>, StateError>;
+    /// The card opened under an Alipay card number (indexed by `put`).
+    fn by_biz(&self, biz_card_no: &str) -> Result<Option<String>, StateError>;
+    /// A once-ever call's journal entry.
+    fn once(&self, key: &str) -> Result<Option<Once>, StateError>;
+    fn put_once(&self, once: &Once, durability: Durability) -> Result<(), StateError>;
+    /// Drop a journal entry whose call definitely did not take effect.
+    fn forget_once(&self, key: &str) -> Result<(), StateError>;
     fn flush(&self) -> Result<(), StateError>;
     fn tally(&self) -> Result<Tally, StateError>;
 }

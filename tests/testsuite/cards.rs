@@ -1060,3 +1060,289 @@ fn consume_sync_records_each_trade_once_and_a_later_time_updates_the_card() {
     t["target_card_no"] = json!("999");
     assert!(api(&t).fails().stderr.contains("CARD_NOT_EXIST"));
 }
+
+impl Setup {
+    /// `cards <job>` on the club template with a CSV and a results file
+    /// (relative to the temporary directory).
+    fn batch(&self, job: &str, csv: &str, results: Option<&str>) -> Command {
+        let mut c = self.cardform();
+        c.args([
+            "cards",
+            job,
+            "-p",
+            "project",
+            "--template",
+            "merchant.brew/template.club",
+            "--csv",
+            csv,
+        ]);
+        if let Some(r) = results {
+            c.args(["--results", r]);
+        }
+        c
+    }
+
+    /// Open a card for each of `n` new members; their external card numbers
+    /// are `P-00000`... and their biz_card_nos are returned in order.
+    fn open_cards(&self, n: usize) -> (Vec<Value>, Vec<String>) {
+        let members = self.enrol(n);
+        let mut rows = vec![HEADER.to_string()];
+        for (i, m) in members.iter().enumerate() {
+            rows.push(row(i, m, 10));
+        }
+        std::fs::write(self.tmp.path().join("open.csv"), rows.join("\n") + "\n").unwrap();
+        run(&mut self.batch("open", "open.csv", Some("opened.csv"))).ok();
+        let mut biz = vec![String::new(); n];
+        for r in parse_results(&self.tmp.path().join("opened.csv")) {
+            let i: usize = r["external_card_no"][2..].parse().unwrap();
+            biz[i] = r["biz_card_no"].clone();
+        }
+        (members, biz)
+    }
+
+    fn history(&self, biz: &str) -> Value {
+        let a = http(
+            "GET",
+            &format!("{}/_sandbox/cards/{biz}", self.gateway_url()),
+            None,
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str(&a.body).unwrap()
+    }
+}
+
+const TRADES: &str = "external_card_no,trade_no,trade_type,trade_time,trade_name,trade_amount,act_pay_amount,point,balance,memo,gain_benefit_type,gain_benefit_count";
+
+/// Trade `k` of card `i`: purchases, with a top-up and a refund among them;
+/// the card's points after trade k are 10 * (k + 1). Times rise with k.
+fn trade_row(i: usize, k: usize) -> String {
+    let (ty, name) = match k % 5 {
+        3 => ("DEPOSIT", "Top-up"),
+        4 => ("RETURN", "Refund"),
+        _ => ("TRADE", "Latte"),
+    };
+    format!(
+        "P-{i:05},T-{i:05}-{k:02},{ty},2026-12-{:02} {:02}:{:02}:00,{name},32.00,30.00,{},{}.00,shop 7,{},{}",
+        1 + k / 24,
+        k % 24,
+        i % 60,
+        10 * (k + 1),
+        100 + k,
+        if k % 5 == 0 { "COUPON" } else { "" },
+        if k % 5 == 0 { "1" } else { "" },
+    )
+}
+
+/// issue 26: 10,000 trades from a CSV, killed twice with kill -9 and run
+/// again: exactly 10,000 trades at Alipay, each in the results; the same
+/// file again sends nothing; the same trade_no with other content is an
+/// error for that row; a malformed row is named by its line only.
+#[test]
+fn ten_thousand_trades_survive_kill_9_and_sync_each_once() {
+    const CARDS: usize = 1_000;
+    const PER_CARD: usize = 10;
+    let s = Setup::new("cell,external_card_no\n");
+    let (_, biz) = s.open_cards(CARDS);
+    let mut good = vec![TRADES.to_string()];
+    // Per card, the latest trade is listed first: the card must still end
+    // with the latest trade's values, whatever order they arrive in.
+    for i in 0..CARDS {
+        good.push(trade_row(i, PER_CARD - 1));
+        for k in 0..PER_CARD - 1 {
+            good.push(trade_row(i, k));
+        }
+    }
+    let mut with_bad = good.clone();
+    with_bad.insert(5, "P-00001,T-BAD-1,SALE,2026-12-01 10:00:00,x,1,1,1,1,,,".into());
+    with_bad.insert(
+        6,
+        "P-00001,T-BAD-2,TRADE,2026/12/01,x,1.234,1,1,1,,,".into(),
+    );
+    // A row whose shape is wrong: its second cell is a secret, never shown.
+    with_bad.insert(7, "SECRET-TOKEN-4711,T-BAD-3,TRADE".into());
+    with_bad.push(trade_row(0, 0)); // the same trade twice in one file
+    std::fs::write(s.tmp.path().join("trades.csv"), with_bad.join("\n") + "\n").unwrap();
+    std::fs::write(s.tmp.path().join("clean.csv"), good.join("\n") + "\n").unwrap();
+    kill_when(
+        s.batch("consume", "trades.csv", Some("t1.csv")),
+        &s.tmp.path().join("t1.csv"),
+        1_500,
+    );
+    kill_when(
+        s.batch("consume", "trades.csv", Some("t2.csv")),
+        &s.tmp.path().join("t2.csv"),
+        6_000,
+    );
+    let third = run(&mut s.batch("consume", "trades.csv", Some("t3.csv"))).fails();
+    for want in [
+        "trades.csv:6 (P-00001): invalid: column `trade_type`: must be one of OPEN, TRADE, DEPOSIT, RETURN",
+        "trades.csv:7 (P-00001): invalid: column `trade_time`: must be yyyy-MM-dd HH:mm:ss",
+        "column `trade_amount`: must be a number with at most two decimals",
+        "trades.csv:8: invalid: has 3 fields; the header has 12",
+        "(P-00000): invalid: the same card and trade_no also on line 3: a trade is synced once",
+    ] {
+        assert!(third.stdout.contains(want), "{want}\n{}", third.stdout);
+    }
+    let results = parse_results(&s.tmp.path().join("t3.csv"));
+    assert_eq!(results.len(), CARDS * PER_CARD + 4);
+    let mut ok = 0;
+    for r in &results {
+        if r["outcome"] == "invalid" {
+            continue;
+        }
+        assert!(
+            r["outcome"] == "synced" || r["outcome"] == "already_synced",
+            "{r:?}"
+        );
+        ok += 1;
+    }
+    assert_eq!(ok, CARDS * PER_CARD);
+    let counts = s.cards();
+    assert_eq!(
+        counts["trades"],
+        (CARDS * PER_CARD) as u64,
+        "exactly one trade at Alipay per row: {counts}"
+    );
+    // The card's history: every trade, oldest first, and the latest
+    // trade's values on the card although it was sent first.
+    let h = s.history(&biz[7]);
+    let trades = h["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), PER_CARD, "{h}");
+    assert_eq!(trades[0]["trade_no"], "T-00007-00");
+    assert_eq!(trades[3]["trade_type"], "DEPOSIT");
+    assert_eq!(trades[4]["trade_type"], "RETURN");
+    assert_eq!(h["card_info"]["point"], (10 * PER_CARD).to_string(), "{h}");
+    assert_eq!(h["card_info"]["balance"], format!("{}.00", 100 + PER_CARD - 1));
+
+    // The same file again: nothing sent.
+    let again = run(s.batch("consume", "clean.csv", None).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(again["counts"]["already_synced"], CARDS * PER_CARD, "{again}");
+    assert_eq!(again["calls"], 0);
+    // The same trade_no with other content: an error for that row, no call.
+    std::fs::write(
+        s.tmp.path().join("changed.csv"),
+        format!(
+            "{TRADES}\n{}\n",
+            trade_row(3, 2).replace(",30.00,", ",31.00,")
+        ),
+    )
+    .unwrap();
+    let changed = run(s.batch("consume", "changed.csv", None).arg("--json"))
+        .fails()
+        .json();
+    assert_eq!(changed["calls"], 0, "{changed}");
+    assert!(
+        changed["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("other values"),
+        "{changed}"
+    );
+    assert_eq!(s.cards()["trades"], (CARDS * PER_CARD) as u64);
+    // By Alipay's card number too (a biz_card_no column).
+    std::fs::write(
+        s.tmp.path().join("by-biz.csv"),
+        format!(
+            "biz_card_no,trade_no,trade_type,trade_time,point\n{},T-NEW,TRADE,2026-12-31 09:00:00,999\n",
+            biz[9]
+        ),
+    )
+    .unwrap();
+    let by_biz = run(s.batch("consume", "by-biz.csv", None).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(by_biz["counts"]["synced"], 1, "{by_biz}");
+    assert_eq!(s.history(&biz[9])["card_info"]["point"], "999");
+
+    // Nothing of the malformed row, in any output or results file.
+    let mut hay = Vec::new();
+    for f in ["t1.csv", "t2.csv", "t3.csv"] {
+        hay.extend(std::fs::read(s.tmp.path().join(f)).unwrap());
+    }
+    hay.extend(third.stdout.as_bytes());
+    hay.extend(third.stderr.as_bytes());
+    bytes_under(&s.state, &mut hay);
+    let needles: HashSet<String> = ["SECRET-TOKEN-4711".to_string()].into();
+    assert!(found_in(&hay, &needles).is_empty(), "a malformed row leaked");
+}
+
+/// issue 26: messages to members. `points_message: true` makes `cards sync`
+/// carry the change in points (500 changes, 500 updates with it, each the
+/// exact change); `cards notify` sends each points-expiry reminder once.
+#[test]
+fn points_messages_and_reminders_reach_members_once() {
+    const N: usize = 600;
+    let s = Setup::new("cell,external_card_no\n");
+    let (members, biz) = s.open_cards(N);
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "done_url: https://brew.example.com/welcome",
+            "done_url: https://brew.example.com/welcome\n            points_message: true",
+        ),
+    )
+    .unwrap();
+    // The flag is not sent to Alipay: nothing to apply.
+    run(s.cardform().args(["plan", "-p", "project", "--detailed-exitcode"])).ok();
+    let mut rows = vec![HEADER.to_string()];
+    for (i, m) in members.iter().enumerate() {
+        rows.push(row(i, m, if i < 500 { 10 + i as u32 } else { 10 }));
+    }
+    std::fs::write(s.tmp.path().join("sync.csv"), rows.join("\n") + "\n").unwrap();
+    let done = run(s.batch("sync", "sync.csv", None).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(done["counts"]["updated"], 499, "{done}"); // row 0: 10 -> 10
+    let counts = s.cards();
+    assert_eq!(counts["messages"]["changed_point"], 499, "{counts}");
+    let h = s.history(&biz[7]);
+    assert_eq!(h["messages"][0]["changed_point"], "+7", "{h}");
+    assert_eq!(h["card_info"]["point"], "17");
+
+    // 300 reminders, once each, however often the file runs.
+    let mut reminders = vec!["external_card_no,expired_point,expired_time".to_string()];
+    for i in 0..300 {
+        reminders.push(format!("P-{i:05},{},2026-12-31 23:59:59", 5 + i % 7));
+    }
+    std::fs::write(
+        s.tmp.path().join("remind.csv"),
+        reminders.join("\n") + "\n",
+    )
+    .unwrap();
+    let sent = run(s.batch("notify", "remind.csv", Some("reminded.csv")).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(sent["counts"]["notified"], 300, "{sent}");
+    let again = run(s.batch("notify", "remind.csv", None).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(again["counts"]["already_notified"], 300, "{again}");
+    assert_eq!(again["calls"], 0);
+    assert_eq!(s.cards()["messages"]["POINT_REMIND"], 300);
+    let h = s.history(&biz[3]);
+    let remind = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "POINT_REMIND")
+        .unwrap();
+    assert_eq!(remind["expired_point"], "8");
+
+    // Nothing personal in what cardform wrote.
+    let mut hay = Vec::new();
+    hay.extend(std::fs::read(s.tmp.path().join("reminded.csv")).unwrap());
+    hay.extend(done.to_string().as_bytes());
+    bytes_under(&s.state, &mut hay);
+    let mut needles: HashSet<String> = HashSet::new();
+    for (i, m) in members.iter().enumerate() {
+        for k in ["user_id", "auth_token", "refresh_token"] {
+            needles.insert(m[k].as_str().unwrap().to_string());
+        }
+        needles.insert(format!("Member-{i:05}"));
+    }
+    assert!(found_in(&hay, &needles).is_empty(), "member data leaked");
+}

@@ -93,6 +93,7 @@ pub(super) fn lower_issue(
             members_path,
             valid_date,
             done_url: issue.done_url.clone(),
+            points_message: issue.points_message,
         },
     );
 }

@@ -1,5 +1,6 @@
 //! Members' cards: `card.open`, `update`, `query`, `delete`, as the member
-//! whose token opened them, and `consume.sync`, a trade on a card.
+//! whose token opened them; `consume.sync`, a trade on a card; and messages
+//! to a card's holder (card.update's `changed_point`, `message.notify`).
 
 use super::*;
 
@@ -145,6 +146,20 @@ pub(super) fn card_update(st: &Store, ns: &str, inc: &Incoming) -> Result<String
         external_card_no
     );
     store::put(&st.cards, &req.target_card_no, &rec)?;
+    // The points message: sent only for a signed decimal (JAVA-C: "an
+    // invalid format sends no message").
+    if let Some(p) = req
+        .merchant_card_msg_info
+        .as_ref()
+        .and_then(|m| m.changed_point.as_deref())
+        && is_signed_amount(p)
+    {
+        store::put(
+            &st.messages,
+            &format!("{}|changed_point|{:020}", req.target_card_no, st.next_id()?),
+            &serde_json::json!({"changed_point": p, "occur_time": req.occur_time}),
+        )?;
+    }
     Ok(success(&CardUpdateResponse { result_code: None }))
 }
 
@@ -304,6 +319,59 @@ pub(super) fn consume_sync(st: &Store, ns: &str, inc: &Incoming) -> Result<Strin
     let node = success(&ConsumeSyncResponse {
         external_card_no: rec.card.external_card_no.clone(),
     });
+    remember(st, &key, biz, &node)?;
+    Ok(node)
+}
+
+/// `100`, `-100`, `+2.5`: a points change as card.update's message takes it.
+fn is_signed_amount(v: &str) -> bool {
+    let body = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    !int.is_empty()
+        && int.len() <= 16
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 2
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(body.contains('.') && frac.is_empty())
+}
+
+/// message.notify: a message to a card's holder, once per notify_no (the
+/// same notify_no again replays; other content is refused). POINT_REMIND
+/// takes `notify_info` `{"expired_point", "expired_time"}`, both required.
+pub(super) fn message_notify(st: &Store, ns: &str, inc: &Incoming) -> Result<String, Fail> {
+    let (req, biz): (MessageNotifyRequest, Value) = parse_biz(inc)?;
+    one_of(
+        "target_card_no_type",
+        &req.target_card_no_type,
+        &["BIZ_CARD"],
+    )?;
+    need("target_card_no", &Some(req.target_card_no.clone()))?;
+    one_of("notify_type", &req.notify_type, &["POINT_REMIND"])?;
+    need("notify_no", &Some(req.notify_no.clone()))?;
+    max_len("notify_no", &req.notify_no, 64)?;
+    members::check_time("occur_time", &req.occur_time)?;
+    let info: serde_json::Map<String, Value> = serde_json::from_str(&req.notify_info)
+        .map_err(|_| bad("notify_info", "must be a JSON object"))?;
+    let text = |k: &str| -> Result<String, Fail> {
+        info.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(&format!("notify_info.{k}"), "is required"))
+    };
+    let (point, expiry) = (text("expired_point")?, text("expired_time")?);
+    members::check_amount("notify_info.expired_point", &point)?;
+    members::check_time("notify_info.expired_time", &expiry)?;
+    let key = format!("{ns}|message.notify|{}", req.notify_no);
+    if let Some(node) = replay(st, &key, &biz, "notify_no")? {
+        return Ok(node);
+    }
+    get_card(st, ns, &req.target_card_no)?;
+    store::put(
+        &st.messages,
+        &format!("{}|POINT_REMIND|{}", req.target_card_no, req.notify_no),
+        &serde_json::json!({"expired_point": point, "expired_time": expiry}),
+    )?;
+    let node = success(&MessageNotifyResponse {});
     remember(st, &key, biz, &node)?;
     Ok(node)
 }

@@ -112,12 +112,11 @@ struct CardRec {
     last_trade_time: Option<String>,
 }
 
-/// The cards held: (open, deleted, open per template_id), for the test
-/// endpoint `GET /_sandbox/cards`.
-pub fn card_counts(
-    st: &Store,
-) -> Result<(u64, u64, std::collections::BTreeMap<String, u64>), Fail> {
-    let (mut open, mut deleted, mut per) = (0, 0, std::collections::BTreeMap::new());
+/// The cards held, for the test endpoint `GET /_sandbox/cards`: `open`,
+/// `deleted`, open cards per template id, trades recorded (`trades`), and
+/// messages sent to holders per kind (`messages`).
+pub fn card_counts(st: &Store) -> Result<Value, Fail> {
+    let (mut open, mut deleted, mut per) = (0u64, 0u64, std::collections::BTreeMap::new());
     for item in st.cards.iter() {
         let (_, v) = item.map_err(Fail::internal)?;
         let c: CardRec = serde_json::from_slice(&v).map_err(Fail::internal)?;
@@ -125,10 +124,55 @@ pub fn card_counts(
             deleted += 1;
         } else {
             open += 1;
-            *per.entry(c.template_id).or_insert(0) += 1;
+            *per.entry(c.template_id).or_insert(0u64) += 1;
         }
     }
-    Ok((open, deleted, per))
+    let mut messages = std::collections::BTreeMap::<String, u64>::new();
+    for item in st.messages.iter() {
+        let (k, _) = item.map_err(Fail::internal)?;
+        let k = String::from_utf8_lossy(&k);
+        if let Some(kind) = k.split('|').nth(1) {
+            *messages.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    Ok(serde_json::json!({
+        "open": open,
+        "deleted": deleted,
+        "templates": per,
+        "trades": st.trades.len(),
+        "messages": messages,
+    }))
+}
+
+/// A card's history as the wallet lists it (`GET /_sandbox/cards/{biz}`):
+/// the card's values, its trades in trade_time order, and its messages.
+pub fn card_history(st: &Store, biz_card_no: &str) -> Result<Option<Value>, Fail> {
+    let Some(rec) = store::get::<CardRec>(&st.cards, biz_card_no)? else {
+        return Ok(None);
+    };
+    let prefix = format!("{biz_card_no}|");
+    let mut trades = Vec::new();
+    for item in st.trades.scan_prefix(prefix.as_bytes()) {
+        let (_, v) = item.map_err(Fail::internal)?;
+        trades.push(serde_json::from_slice::<Value>(&v).map_err(Fail::internal)?);
+    }
+    trades.sort_by(|a, b| a["trade_time"].as_str().cmp(&b["trade_time"].as_str()));
+    let mut messages = Vec::new();
+    for item in st.messages.scan_prefix(prefix.as_bytes()) {
+        let (k, v) = item.map_err(Fail::internal)?;
+        let mut m = serde_json::from_slice::<Value>(&v).map_err(Fail::internal)?;
+        if let Some(kind) = String::from_utf8_lossy(&k).split('|').nth(1) {
+            m["kind"] = Value::from(kind);
+        }
+        messages.push(m);
+    }
+    Ok(Some(serde_json::json!({
+        "card_info": rec.card,
+        "template_id": rec.template_id,
+        "deleted": rec.deleted,
+        "trades": trades,
+        "messages": messages,
+    })))
 }
 
 /// Now, but strictly after `previous` (both `yyyy-MM-dd HH:mm:ss`, UTC+8):
@@ -337,6 +381,7 @@ pub(crate) async fn dispatch(
             "alipay.marketing.card.query" => card_query(st, &ns, inc)?,
             "alipay.marketing.card.delete" => card_delete(st, &ns, inc)?,
             "alipay.marketing.card.consume.sync" => consume_sync(st, &ns, inc)?,
+            "alipay.marketing.card.message.notify" => message_notify(st, &ns, inc)?,
             "alipay.system.oauth.token" => members::oauth_token(st, inc)?,
             "alipay.marketing.card.activateform.query" => members::form_query(st, &ns, inc)?,
             other => {

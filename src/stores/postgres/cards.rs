@@ -14,7 +14,7 @@ use super::db_error;
 use super::schema::Names;
 use super::worker::Worker;
 use crate::state::backend::LockError;
-use crate::state::cards::{CardLedger, Entry, Tally};
+use crate::state::cards::{CardLedger, Entry, Once, Tally};
 use crate::state::{Durability, StateError};
 
 pub struct PgLedger {
@@ -104,32 +104,10 @@ impl PgLedger {
             .map(|r| r.get::<_, String>(0)))
         })
     }
-}
 
-impl CardLedger for PgLedger {
-    fn salt(&self) -> [u8; 32] {
-        self.salt
-    }
-
-    fn get(&self, out_serial_no: &str) -> Result<Option<Entry>, StateError> {
-        let key = format!("c:{out_serial_no}");
-        match self.text(key.clone())? {
-            None => Ok(None),
-            Some(t) => serde_json::from_str(&t)
-                .map(Some)
-                .map_err(|e| self.corrupt(&key, e)),
-        }
-    }
-
-    fn put(&self, entry: &Entry, durability: Durability) -> Result<(), StateError> {
+    /// Write keyed rows in one transaction.
+    fn upsert(&self, rows: Vec<(String, String)>, durability: Durability) -> Result<(), StateError> {
         let s = self.worker.names();
-        let mut rows = vec![(
-            format!("c:{}", entry.out_serial_no),
-            serde_json::to_string(entry).map_err(|e| StateError::Io(e.to_string()))?,
-        )];
-        if let Some(r) = &entry.request_id {
-            rows.push((format!("r:{r}"), entry.out_serial_no.clone()));
-        }
         self.worker.call(move |c| {
             let mut tx = c.transaction().map_err(db_error)?;
             if durability == Durability::Deferred {
@@ -150,14 +128,73 @@ impl CardLedger for PgLedger {
         })
     }
 
-    fn forget(&self, out_serial_no: &str) -> Result<(), StateError> {
+    fn forget_key(&self, key: String) -> Result<(), StateError> {
         let s = self.worker.names();
-        let key = format!("c:{out_serial_no}");
         self.worker.call(move |c| {
             c.execute(&format!("DELETE FROM {} WHERE key = $1", s.cards), &[&key])
                 .map(|_| ())
                 .map_err(db_error)
         })
+    }
+}
+
+impl CardLedger for PgLedger {
+    fn salt(&self) -> [u8; 32] {
+        self.salt
+    }
+
+    fn get(&self, out_serial_no: &str) -> Result<Option<Entry>, StateError> {
+        let key = format!("c:{out_serial_no}");
+        match self.text(key.clone())? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| self.corrupt(&key, e)),
+        }
+    }
+
+    fn put(&self, entry: &Entry, durability: Durability) -> Result<(), StateError> {
+        let mut rows = vec![(
+            format!("c:{}", entry.out_serial_no),
+            serde_json::to_string(entry).map_err(|e| StateError::Io(e.to_string()))?,
+        )];
+        if let Some(r) = &entry.request_id {
+            rows.push((format!("r:{r}"), entry.out_serial_no.clone()));
+        }
+        if let Some(b) = &entry.biz_card_no {
+            rows.push((format!("b:{b}"), entry.out_serial_no.clone()));
+        }
+        self.upsert(rows, durability)
+    }
+
+    fn by_biz(&self, biz_card_no: &str) -> Result<Option<String>, StateError> {
+        self.text(format!("b:{biz_card_no}"))
+    }
+
+    fn once(&self, key: &str) -> Result<Option<Once>, StateError> {
+        let key = format!("o:{key}");
+        match self.text(key.clone())? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| self.corrupt(&key, e)),
+        }
+    }
+
+    fn put_once(&self, once: &Once, durability: Durability) -> Result<(), StateError> {
+        let row = (
+            format!("o:{}", once.key),
+            serde_json::to_string(once).map_err(|e| StateError::Io(e.to_string()))?,
+        );
+        self.upsert(vec![row], durability)
+    }
+
+    fn forget_once(&self, key: &str) -> Result<(), StateError> {
+        self.forget_key(format!("o:{key}"))
+    }
+
+    fn forget(&self, out_serial_no: &str) -> Result<(), StateError> {
+        self.forget_key(format!("c:{out_serial_no}"))
     }
 
     fn by_request(&self, request_id: &str) -> Result<Option<String>, StateError> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::lock;
-use crate::state::cards::{CardLedger, Entry, Tally};
+use crate::state::cards::{CardLedger, Entry, Once, Tally};
 use crate::state::{Durability, FLUSH_EVERY_MS, LockInfo, StateError};
 
 pub struct SledLedger {
@@ -91,6 +91,16 @@ impl SledLedger {
             reason: e.to_string(),
         }
     }
+
+    /// An index entry (a key naming an out_serial_no).
+    fn text(&self, key: &str) -> Result<Option<String>, StateError> {
+        match self.tree.get(key).map_err(io)? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|e| self.corrupt(key, e)),
+        }
+    }
 }
 
 impl CardLedger for SledLedger {
@@ -117,6 +127,9 @@ impl CardLedger for SledLedger {
         if let Some(r) = &entry.request_id {
             batch.insert(format!("r:{r}").as_bytes(), entry.out_serial_no.as_bytes());
         }
+        if let Some(b) = &entry.biz_card_no {
+            batch.insert(format!("b:{b}").as_bytes(), entry.out_serial_no.as_bytes());
+        }
         self.tree.apply_batch(batch).map_err(io)?;
         if durability == Durability::Flushed {
             self.db.flush().map_err(io)?;
@@ -132,13 +145,41 @@ impl CardLedger for SledLedger {
     }
 
     fn by_request(&self, request_id: &str) -> Result<Option<String>, StateError> {
-        let key = format!("r:{request_id}");
+        self.text(&format!("r:{request_id}"))
+    }
+
+    fn by_biz(&self, biz_card_no: &str) -> Result<Option<String>, StateError> {
+        self.text(&format!("b:{biz_card_no}"))
+    }
+
+    fn once(&self, key: &str) -> Result<Option<Once>, StateError> {
+        let key = format!("o:{key}");
         match self.tree.get(&key).map_err(io)? {
             None => Ok(None),
-            Some(v) => String::from_utf8(v.to_vec())
+            Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| self.corrupt(&key, e)),
         }
+    }
+
+    fn put_once(&self, once: &Once, durability: Durability) -> Result<(), StateError> {
+        self.tree
+            .insert(
+                format!("o:{}", once.key),
+                serde_json::to_vec(once).map_err(io)?,
+            )
+            .map_err(io)?;
+        if durability == Durability::Flushed {
+            self.db.flush().map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn forget_once(&self, key: &str) -> Result<(), StateError> {
+        self.tree
+            .remove(format!("o:{key}"))
+            .map(|_| ())
+            .map_err(io)
     }
 
     fn flush(&self) -> Result<(), StateError> {
