@@ -498,7 +498,12 @@ impl Rows for Reminders {
 
     fn unique(&self, r: &Reminder) -> (String, &'static str, &'static str) {
         (
-            format!("{}\0{}\0{}", r.card.shown(), r.expired_point, r.expired_time),
+            format!(
+                "{}\0{}\0{}",
+                r.card.shown(),
+                r.expired_point,
+                r.expired_time
+            ),
             "the same reminder",
             "a reminder is sent once",
         )
@@ -536,6 +541,12 @@ pub struct Ctx {
     dry_run: bool,
     /// `cards sync` sends the points message (`changed_point`).
     points_message: bool,
+    /// Every journal write flushed (the till's transactions: an answer
+    /// given is on disk).
+    durable: bool,
+    /// Once-ever calls in flight, by key: the same trade arriving twice at
+    /// once is sent once.
+    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     blocked: OnceLock<String>,
 }
 
@@ -585,6 +596,30 @@ fn failure_without(e: &GatewayError, secrets: &[&str]) -> Outcome {
 }
 
 impl Ctx {
+    /// The context `cards serve` syncs the till's transactions in: one per
+    /// template family, every write flushed.
+    pub fn for_transactions(
+        gateway: Arc<Governor>,
+        ledger: Arc<dyn CardLedger>,
+        scope: Scope,
+        target: Target,
+    ) -> Ctx {
+        let salt = ledger.salt();
+        Ctx {
+            gateway,
+            ledger,
+            scope,
+            target,
+            template_ids: BTreeMap::new(),
+            salt,
+            dry_run: false,
+            points_message: false,
+            durable: true,
+            keys: Mutex::new(HashMap::new()),
+            blocked: OnceLock::new(),
+        }
+    }
+
     fn block(&self, e: &GatewayError) {
         if let Some(b) = e.api().and_then(|a| a.merchant_block()) {
             let _ = self.blocked.set(b.hint(&self.scope.merchant));
@@ -756,6 +791,31 @@ impl Ctx {
                 message: why.clone(),
             };
         }
+        let key = once.key.clone();
+        let lock = self
+            .keys
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let outcome = {
+            let _held = lock.lock().await;
+            self.once_locked(once, request).await
+        };
+        let mut keys = self.keys.lock().expect("not poisoned");
+        // Ours and the map's: nobody else waits on this key.
+        if Arc::strong_count(&lock) == 2 {
+            keys.remove(&key);
+        }
+        outcome
+    }
+
+    async fn once_locked<Q>(&self, once: OnceCall<'_>, request: impl FnOnce(&str) -> Q) -> Outcome
+    where
+        Q: ApiRequest + Sync,
+        Q::Response: Send,
+    {
         let biz = once.biz_card_no.to_string();
         let known = match self.ledger.once(&once.key) {
             Ok(k) => k,
@@ -779,8 +839,13 @@ impl Ctx {
             journalled_at: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
             done_at: None,
         });
+        let journal = if self.durable {
+            Durability::Flushed
+        } else {
+            once.journal
+        };
         if known.is_none()
-            && let Err(e) = self.ledger.put_once(&entry, once.journal)
+            && let Err(e) = self.ledger.put_once(&entry, journal)
         {
             return Outcome::local(format!("the card ledger: {e}"));
         }
@@ -790,7 +855,12 @@ impl Ctx {
                 entry.done_at = Some(crate::state::now_rfc3339());
                 // Deferred: were it lost, a re-run sends the same request
                 // again and Alipay answers with the first answer.
-                if let Err(e) = self.ledger.put_once(&entry, Durability::Deferred) {
+                let settle = if self.durable {
+                    Durability::Flushed
+                } else {
+                    Durability::Deferred
+                };
+                if let Err(e) = self.ledger.put_once(&entry, settle) {
                     return Outcome::local(format!(
                         "sent, but the card ledger failed: {e}; run again to record it"
                     ));
@@ -852,7 +922,11 @@ impl Ctx {
     /// The points message of a sync: the change since the card's points at
     /// Alipay (read with card.query), signed (`+20`, `-15.5`); none when the
     /// points did not move or cannot be read as numbers.
-    async fn changed_point(&self, biz: &str, row: &Row) -> std::result::Result<Option<String>, Outcome> {
+    async fn changed_point(
+        &self,
+        biz: &str,
+        row: &Row,
+    ) -> std::result::Result<Option<String>, Outcome> {
         let Some(new) = row.point.as_deref() else {
             return Ok(None);
         };
@@ -1039,6 +1113,8 @@ impl Cards {
             salt,
             dry_run: self.dry_run,
             points_message: self.points_message,
+            durable: false,
+            keys: Mutex::new(HashMap::new()),
             blocked: OnceLock::new(),
         });
         let problems = Arc::new(Mutex::new(Vec::new()));

@@ -129,7 +129,10 @@ pub fn check_header(header: &[String], known: &[&str], required: &[&str]) -> Res
             return Err(format!("column `{h}` appears twice"));
         }
     }
-    match (seen.contains("external_card_no"), seen.contains("biz_card_no")) {
+    match (
+        seen.contains("external_card_no"),
+        seen.contains("biz_card_no"),
+    ) {
         (false, false) => {
             return Err(
                 "the card is required: an `external_card_no` or `biz_card_no` column".into(),
@@ -157,11 +160,7 @@ pub fn check_trade_header(header: &[String]) -> Result<(), String> {
 }
 
 pub fn check_reminder_header(header: &[String]) -> Result<(), String> {
-    check_header(
-        header,
-        REMINDER_COLUMNS,
-        &["expired_point", "expired_time"],
-    )
+    check_header(header, REMINDER_COLUMNS, &["expired_point", "expired_time"])
 }
 
 /// A row's cells by column, trimmed, empty ones left out; or the row's
@@ -330,12 +329,10 @@ impl Cells<'_> {
     pub fn trade(mut self, line: u64) -> Result<Trade, Vec<RowError>> {
         let card = self.card();
         let trade_no = self.required_text("trade_no", 64);
-        let trade_type = self
-            .one_of("trade_type", TRADE_TYPES)
-            .unwrap_or_else(|| {
-                self.fail("trade_type", "is required");
-                String::new()
-            });
+        let trade_type = self.one_of("trade_type", TRADE_TYPES).unwrap_or_else(|| {
+            self.fail("trade_type", "is required");
+            String::new()
+        });
         let trade_time = self.time("trade_time");
         let trade = Trade {
             line,
@@ -400,7 +397,10 @@ fn key(kind: &[u8], parts: &[&str]) -> String {
 impl Trade {
     /// Its journal key: once per (card, trade_no), ever.
     pub fn key(&self, biz_card_no: &str) -> String {
-        format!("t:{}", key(b"cardform trade", &[biz_card_no, &self.trade_no]))
+        format!(
+            "t:{}",
+            key(b"cardform trade", &[biz_card_no, &self.trade_no])
+        )
     }
 
     /// A salted digest of everything the trade sends (the same trade_no
@@ -455,10 +455,7 @@ impl Reminder {
     }
 
     pub fn digest(&self, salt: &[u8]) -> String {
-        digest(
-            salt,
-            &[Some(&self.expired_point), Some(&self.expired_time)],
-        )
+        digest(salt, &[Some(&self.expired_point), Some(&self.expired_time)])
     }
 }
 
@@ -485,7 +482,16 @@ mod tests {
         check_trade_header(&header).unwrap();
         let t = parse_trade(
             &header,
-            &["P-1", "T-1", "trade", "2026-12-07 10:00:00", "12.50", "130", "", ""],
+            &[
+                "P-1",
+                "T-1",
+                "trade",
+                "2026-12-07 10:00:00",
+                "12.50",
+                "130",
+                "",
+                "",
+            ],
             2,
         )
         .unwrap();
@@ -493,7 +499,16 @@ mod tests {
         assert_eq!(t.card, CardRef::External("P-1".into()));
         let errs = parse_trade(
             &header,
-            &["P-2", "", "SALE", "07/12/2026", "12.505", "x", "", "DISCOUNT"],
+            &[
+                "P-2",
+                "",
+                "SALE",
+                "07/12/2026",
+                "12.505",
+                "x",
+                "",
+                "DISCOUNT",
+            ],
             3,
         )
         .unwrap_err();
@@ -536,7 +551,13 @@ mod tests {
 
     #[test]
     fn keys_are_per_card_and_trade_and_digests_see_every_field() {
-        let header = h(&["biz_card_no", "trade_no", "trade_type", "trade_time", "point"]);
+        let header = h(&[
+            "biz_card_no",
+            "trade_no",
+            "trade_type",
+            "trade_time",
+            "point",
+        ]);
         let t = |no: &str, point: &str| {
             parse_trade(
                 &header,

@@ -503,6 +503,19 @@ pub struct Issue {
     /// (`merchant_card_msg_info.changed_point`) [default: false].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub points_message: bool,
+    /// `cardform cards serve` also takes the till's transactions for this
+    /// card (`POST /transactions`), from callers that send this token as
+    /// `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<Transactions>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transactions {
+    /// The bearer token the till sends (a file or an environment variable;
+    /// never inline).
+    pub token: SecretSource,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -337,6 +337,9 @@ pub struct Issuance {
     pub done_url: Option<String>,
     /// `cards sync` sends the points message with each points change.
     pub points_message: bool,
+    /// `cards serve` takes the till's transactions from callers holding
+    /// this token (`POST /transactions`).
+    pub transactions_token: Option<SecretRef>,
 }
 
 /// A template at the gateway to adopt at an address.

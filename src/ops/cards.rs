@@ -140,8 +140,26 @@ pub async fn batch(
         progress,
     };
     match job {
-        Job::Open => run.go(Members { purpose: Purpose::Open, target }, job).await,
-        Job::Sync => run.go(Members { purpose: Purpose::Sync, target }, job).await,
+        Job::Open => {
+            run.go(
+                Members {
+                    purpose: Purpose::Open,
+                    target,
+                },
+                job,
+            )
+            .await
+        }
+        Job::Sync => {
+            run.go(
+                Members {
+                    purpose: Purpose::Sync,
+                    target,
+                },
+                job,
+            )
+            .await
+        }
         Job::Consume => run.go(Trades { target }, job).await,
         Job::Notify => run.go(Reminders, job).await,
     }

@@ -168,6 +168,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
     }
     let ledger =
         super::cards::open_ledger(&read.settings.state, "cards serve", req.common.lock_timeout)?;
+    let till = transactions(&doors, &reader.provider.gateway, &ledger, &log)?;
     let ctx = Arc::new(Ctx {
         gateway: reader.provider.gateway.clone(),
         ledger: ledger.clone(),
@@ -177,10 +178,13 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         tokens: Mutex::new(HashMap::new()),
         log,
     });
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .fallback(axum::routing::get(callback))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(ctx);
+    if let Some(till) = till {
+        app = app.merge(super::till::router(Arc::new(till)));
+    }
     let listener = tokio::net::TcpListener::bind(req.listen)
         .await
         .with_context(|| format!("cannot listen on {}", req.listen))?;
@@ -202,6 +206,54 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         conn: reader.conn,
         ledger,
     })
+}
+
+/// The till endpoint's families: each template family whose `issue` block
+/// names a `transactions.token`, with its token read now (a token that
+/// cannot be read stops the start).
+fn transactions(
+    doors: &HashMap<String, Arc<Door>>,
+    gateway: &Arc<Governor>,
+    ledger: &Arc<dyn CardLedger>,
+    log: &Arc<dyn Log>,
+) -> Result<Option<super::till::Till>> {
+    let mut families = HashMap::new();
+    for door in doors.values() {
+        let Some(token) = &door.issuance.transactions_token else {
+            continue;
+        };
+        let family = door.issuance.family.to_string();
+        if families.contains_key(&family) {
+            continue;
+        }
+        let token =
+            crate::settings::read_secret(token, &format!("the transactions token of `{family}`"))
+                .map_err(anyhow::Error::msg)?;
+        log.line(&format!(
+            "transactions for `{family}`: POST /transactions (bearer token)"
+        ));
+        families.insert(
+            family,
+            super::till::Family {
+                token: Secret::new(token),
+                target: door.target.clone(),
+                ctx: Arc::new(crate::apply::cards::Ctx::for_transactions(
+                    gateway.clone(),
+                    ledger.clone(),
+                    door.scope.clone(),
+                    door.target.clone(),
+                )),
+            },
+        );
+    }
+    if families.is_empty() {
+        return Ok(None);
+    }
+    let log = log.clone();
+    Ok(Some(super::till::Till {
+        families,
+        log: Box::new(move |l: &str| log.line(l)),
+    }))
 }
 
 /// What the member sees.

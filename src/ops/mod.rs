@@ -16,5 +16,6 @@ pub mod project;
 pub mod refresh;
 pub mod sandbox;
 pub mod state;
+pub mod till;
 pub mod tokens;
 pub mod validate;

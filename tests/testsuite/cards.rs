@@ -481,8 +481,13 @@ struct Serve {
 
 impl Serve {
     fn start(s: &Setup) -> Serve {
+        Serve::start_with(s, &[])
+    }
+
+    fn start_with(s: &Setup, env: &[(&str, &str)]) -> Serve {
         let mut child = s
             .cardform()
+            .envs(env.iter().copied())
             .args(["cards", "serve", "-p", "project", "--listen"])
             .arg(format!("127.0.0.1:{}", s.port))
             .stdout(Stdio::piped())
@@ -1128,8 +1133,8 @@ fn trade_row(i: usize, k: usize) -> String {
         i % 60,
         10 * (k + 1),
         100 + k,
-        if k % 5 == 0 { "COUPON" } else { "" },
-        if k % 5 == 0 { "1" } else { "" },
+        if k.is_multiple_of(5) { "COUPON" } else { "" },
+        if k.is_multiple_of(5) { "1" } else { "" },
     )
 }
 
@@ -1153,7 +1158,10 @@ fn ten_thousand_trades_survive_kill_9_and_sync_each_once() {
         }
     }
     let mut with_bad = good.clone();
-    with_bad.insert(5, "P-00001,T-BAD-1,SALE,2026-12-01 10:00:00,x,1,1,1,1,,,".into());
+    with_bad.insert(
+        5,
+        "P-00001,T-BAD-1,SALE,2026-12-01 10:00:00,x,1,1,1,1,,,".into(),
+    );
     with_bad.insert(
         6,
         "P-00001,T-BAD-2,TRADE,2026/12/01,x,1.234,1,1,1,,,".into(),
@@ -1212,13 +1220,20 @@ fn ten_thousand_trades_survive_kill_9_and_sync_each_once() {
     assert_eq!(trades[3]["trade_type"], "DEPOSIT");
     assert_eq!(trades[4]["trade_type"], "RETURN");
     assert_eq!(h["card_info"]["point"], (10 * PER_CARD).to_string(), "{h}");
-    assert_eq!(h["card_info"]["balance"], format!("{}.00", 100 + PER_CARD - 1));
+    assert_eq!(
+        h["card_info"]["balance"],
+        format!("{}.00", 100 + PER_CARD - 1)
+    );
 
     // The same file again: nothing sent.
     let again = run(s.batch("consume", "clean.csv", None).arg("--json"))
         .ok()
         .json();
-    assert_eq!(again["counts"]["already_synced"], CARDS * PER_CARD, "{again}");
+    assert_eq!(
+        again["counts"]["already_synced"],
+        CARDS * PER_CARD,
+        "{again}"
+    );
     assert_eq!(again["calls"], 0);
     // The same trade_no with other content: an error for that row, no call.
     std::fs::write(
@@ -1265,7 +1280,10 @@ fn ten_thousand_trades_survive_kill_9_and_sync_each_once() {
     hay.extend(third.stderr.as_bytes());
     bytes_under(&s.state, &mut hay);
     let needles: HashSet<String> = ["SECRET-TOKEN-4711".to_string()].into();
-    assert!(found_in(&hay, &needles).is_empty(), "a malformed row leaked");
+    assert!(
+        found_in(&hay, &needles).is_empty(),
+        "a malformed row leaked"
+    );
 }
 
 /// issue 26: messages to members. `points_message: true` makes `cards sync`
@@ -1287,7 +1305,10 @@ fn points_messages_and_reminders_reach_members_once() {
     )
     .unwrap();
     // The flag is not sent to Alipay: nothing to apply.
-    run(s.cardform().args(["plan", "-p", "project", "--detailed-exitcode"])).ok();
+    run(s
+        .cardform()
+        .args(["plan", "-p", "project", "--detailed-exitcode"]))
+    .ok();
     let mut rows = vec![HEADER.to_string()];
     for (i, m) in members.iter().enumerate() {
         rows.push(row(i, m, if i < 500 { 10 + i as u32 } else { 10 }));
@@ -1308,14 +1329,12 @@ fn points_messages_and_reminders_reach_members_once() {
     for i in 0..300 {
         reminders.push(format!("P-{i:05},{},2026-12-31 23:59:59", 5 + i % 7));
     }
-    std::fs::write(
-        s.tmp.path().join("remind.csv"),
-        reminders.join("\n") + "\n",
-    )
-    .unwrap();
-    let sent = run(s.batch("notify", "remind.csv", Some("reminded.csv")).arg("--json"))
-        .ok()
-        .json();
+    std::fs::write(s.tmp.path().join("remind.csv"), reminders.join("\n") + "\n").unwrap();
+    let sent = run(s
+        .batch("notify", "remind.csv", Some("reminded.csv"))
+        .arg("--json"))
+    .ok()
+    .json();
     assert_eq!(sent["counts"]["notified"], 300, "{sent}");
     let again = run(s.batch("notify", "remind.csv", None).arg("--json"))
         .ok()
@@ -1345,4 +1364,147 @@ fn points_messages_and_reminders_reach_members_once() {
         needles.insert(format!("Member-{i:05}"));
     }
     assert!(found_in(&hay, &needles).is_empty(), "member data leaked");
+}
+
+/// issue 26: the till posts trades to `cards serve` as they happen. 1,000
+/// trades from 8 tills at once, a fifth of them posted twice (in the same
+/// request or another): each synced exactly once. No token, a wrong token:
+/// refused before any work. Malformed and oversized bodies: clear refusals.
+#[test]
+fn the_tills_trades_sync_once_each_and_need_the_token() {
+    const CARDS: usize = 200;
+    const PER_CARD: usize = 5;
+    let s = Setup::new("cell,external_card_no\n");
+    let (_, biz) = s.open_cards(CARDS);
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "done_url: https://brew.example.com/welcome",
+            "done_url: https://brew.example.com/welcome\n            transactions: { token: { env: BREW_TILL_TOKEN } }",
+        ),
+    )
+    .unwrap();
+    const TOKEN: &str = "till-secret-0123456789";
+    let serve = Serve::start_with(&s, &[("BREW_TILL_TOKEN", TOKEN)]);
+    let url = format!("http://127.0.0.1:{}/transactions", s.port);
+    let auth = format!("Bearer {TOKEN}");
+    let trade = |i: usize, k: usize| {
+        json!({
+            "external_card_no": format!("P-{i:05}"),
+            "trade_no": format!("POS-{i:05}-{k}"),
+            "trade_type": if k == 3 { "DEPOSIT" } else { "TRADE" },
+            "trade_time": format!("2026-12-07 1{k}:00:00"),
+            "trade_name": "Flat white",
+            "trade_amount": "28.00",
+            "act_pay_amount": 26.5,
+            "point": (k + 1) * 10,
+        })
+    };
+    let post = |body: &Value, token: Option<&str>| {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+        http_with("POST", &url, &headers, Some(&body.to_string()))
+    };
+    // No token, a wrong one: 401, and nothing reaches Alipay.
+    let fresh = json!({"template": "merchant.brew/template.club", "transaction": trade(0, 9)});
+    assert_eq!(post(&fresh, None).status, 401);
+    assert_eq!(post(&fresh, Some("Bearer wrong")).status, 401);
+    assert_eq!(
+        post(&fresh, Some(TOKEN)).status,
+        401,
+        "the Bearer scheme is required"
+    );
+    assert_eq!(s.cards()["trades"], 0);
+    // Bodies that are not transactions.
+    assert_eq!(post(&json!("nope"), Some(&auth)).status, 400);
+    let a = http_with("POST", &url, &[("Authorization", &auth)], Some("{not json"));
+    assert_eq!(a.status, 400, "{}", a.body);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(
+        http_with("POST", &url, &[("Authorization", &auth)], Some(&huge)).status,
+        413
+    );
+    let unknown = json!({"template": "merchant.brew/template.nope", "transaction": trade(0, 9)});
+    assert_eq!(post(&unknown, Some(&auth)).status, 404);
+
+    // 8 tills, batches of 25; every fifth batch is posted twice, and every
+    // batch repeats its first trade at its end.
+    let mut batches: Vec<Vec<Value>> = Vec::new();
+    let all: Vec<Value> = (0..CARDS)
+        .flat_map(|i| (0..PER_CARD).map(move |k| (i, k)))
+        .map(|(i, k)| trade(i, k))
+        .collect();
+    for chunk in all.chunks(25) {
+        let mut b = chunk.to_vec();
+        b.push(chunk[0].clone());
+        batches.push(b.clone());
+        if batches.len().is_multiple_of(5) {
+            batches.push(b);
+        }
+    }
+    let answers = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(b) = batches.get(i) else { break };
+                    let a = post(
+                        &json!({"template": "merchant.brew/template.club", "transactions": b}),
+                        Some(&auth),
+                    );
+                    assert_eq!(a.status, 200, "{}", a.body);
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_str::<Value>(&a.body).unwrap());
+                }
+            });
+        }
+    });
+    let (mut synced, mut already) = (0, 0);
+    for a in answers.into_inner().unwrap() {
+        for r in a["results"].as_array().unwrap() {
+            match r["outcome"].as_str().unwrap() {
+                "synced" => synced += 1,
+                "already_synced" => already += 1,
+                other => panic!("{other}: {r}"),
+            }
+            assert!(r["biz_card_no"].as_str().unwrap().len() > 4, "{r}");
+        }
+    }
+    assert_eq!(synced, CARDS * PER_CARD, "each trade sent once");
+    assert!(
+        already >= batches.len(),
+        "the repeats answered from the journal"
+    );
+    assert_eq!(s.cards()["trades"], (CARDS * PER_CARD) as u64);
+    let h = s.history(&biz[11]);
+    assert_eq!(h["trades"].as_array().unwrap().len(), PER_CARD, "{h}");
+    assert_eq!(h["card_info"]["point"], "50");
+    assert_eq!(h["trades"][0]["act_pay_amount"], "26.5");
+
+    // A bad transaction is named by its index and field; the others go on.
+    let a = post(
+        &json!({"template": "merchant.brew/template.club.gold", "transactions": [
+            trade(1, 7),
+            {"external_card_no": "P-00001", "trade_no": "X", "trade_type": "SALE", "trade_time": "2026-12-07 10:00:00"},
+            {"external_card_no": "P-00001", "trade_no": "Y", "trade_type": "TRADE", "trade_time": "2026-12-07 10:00:00", "coupon": "1"},
+        ]}),
+        Some(&auth),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let r: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(r["results"][0]["outcome"], "synced", "{r}");
+    assert_eq!(r["results"][1]["outcome"], "invalid");
+    assert_eq!(r["results"][1]["field"], "trade_type");
+    assert_eq!(r["results"][2]["field"], "coupon");
+    let log = serve.log.lock().unwrap().clone();
+    assert!(
+        log.contains("transactions merchant.brew/template.club"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains("26.5"), "{log}");
 }

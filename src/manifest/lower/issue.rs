@@ -84,6 +84,10 @@ pub(super) fn lower_issue(
             Err(e) => ctx.report(at, &f("members.file"), e),
         }
     }
+    let transactions_token = issue
+        .transactions
+        .as_ref()
+        .and_then(|t| secret_ref(ctx, at, &f("transactions.token"), &t.token));
     desired.issuance.insert(
         Address::new(mname, Kind::Template, name),
         crate::model::Issuance {
@@ -94,6 +98,7 @@ pub(super) fn lower_issue(
             valid_date,
             done_url: issue.done_url.clone(),
             points_message: issue.points_message,
+            transactions_token,
         },
     );
 }

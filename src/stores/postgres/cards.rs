@@ -106,7 +106,11 @@ impl PgLedger {
     }
 
     /// Write keyed rows in one transaction.
-    fn upsert(&self, rows: Vec<(String, String)>, durability: Durability) -> Result<(), StateError> {
+    fn upsert(
+        &self,
+        rows: Vec<(String, String)>,
+        durability: Durability,
+    ) -> Result<(), StateError> {
         let s = self.worker.names();
         self.worker.call(move |c| {
             let mut tx = c.transaction().map_err(db_error)?;

@@ -176,10 +176,7 @@ impl CardLedger for SledLedger {
     }
 
     fn forget_once(&self, key: &str) -> Result<(), StateError> {
-        self.tree
-            .remove(format!("o:{key}"))
-            .map(|_| ())
-            .map_err(io)
+        self.tree.remove(format!("o:{key}")).map(|_| ()).map_err(io)
     }
 
     fn flush(&self) -> Result<(), StateError> {

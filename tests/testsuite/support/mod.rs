@@ -213,6 +213,16 @@ pub struct HttpAnswer {
 }
 
 pub fn http(method: &str, url: &str, body: Option<&str>) -> HttpAnswer {
+    http_with(method, url, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest
@@ -220,14 +230,21 @@ pub fn http(method: &str, url: &str, body: Option<&str>) -> HttpAnswer {
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut s = std::net::TcpStream::connect(host).expect("connects");
     let body = body.unwrap_or("");
-    write!(
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    // A server may answer (413, 401) before reading the whole body and
+    // close: a failed write is not the test's business, the answer is.
+    let _ = write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    // A reset after the answer (the server closed with our body unread)
+    // leaves what was read.
+    let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
