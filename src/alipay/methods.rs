@@ -870,6 +870,119 @@ api!(
     MessageNotifyResponse
 );
 
+/// McardTemplateBenefit: a dated benefit on a template's detail page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McardTemplateBenefit {
+    pub template_id: String,
+    pub title: String,
+    pub benefit_desc: Vec<String>,
+    /// yyyy-MM-dd HH:mm:ss
+    pub start_date: String,
+    pub end_date: String,
+    /// JSON text; `{"openUrl": "..."}` links the merchant's offer page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+}
+
+/// AlipayMarketingCardBenefitCreateModel
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenefitCreateRequest {
+    pub mcard_template_benefit: McardTemplateBenefit,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BenefitCreateResponse {
+    #[serde(default)]
+    pub benefit_id: String,
+}
+
+impl ApiRequest for BenefitCreateRequest {
+    const METHOD: &'static str = "alipay.marketing.card.benefit.create";
+    type Response = BenefitCreateResponse;
+    /// No idempotency key: sent again only after a throttling answer (the
+    /// gateway did nothing); a create in doubt is found by the executor's
+    /// look at the template's benefits before the next create.
+    const RETRY: Retry = Retry::OnlyWhenThrottled;
+    fn check(r: &Self::Response) -> Result<(), String> {
+        check_id("benefit_id", &r.benefit_id, 64)
+    }
+}
+
+/// AlipayMarketingCardBenefitModifyModel
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenefitModifyRequest {
+    pub benefit_id: String,
+    pub mcard_template_benefit: McardTemplateBenefit,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BenefitResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<bool>,
+}
+api!(
+    BenefitModifyRequest,
+    "alipay.marketing.card.benefit.modify",
+    BenefitResult
+);
+
+/// AlipayMarketingCardBenefitDeleteModel
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenefitDeleteRequest {
+    pub benefit_id: String,
+    pub template_id: String,
+}
+api!(
+    BenefitDeleteRequest,
+    "alipay.marketing.card.benefit.delete",
+    BenefitResult
+);
+
+/// AlipayMarketingCardBenefitQueryModel: one benefit, or a template's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenefitQueryRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+}
+
+/// McardTemplateBenefitQuery: `benefit_desc` is one string here (the SDK's
+/// model; cardform reads a JSON array or lines).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct McardTemplateBenefitQuery {
+    #[serde(default)]
+    pub benefit_id: String,
+    #[serde(default)]
+    pub template_id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit_desc: Option<String>,
+    #[serde(default)]
+    pub start_date: String,
+    #[serde(default)]
+    pub end_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_info: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BenefitQueryResponse {
+    #[serde(default)]
+    pub mcard_template_benefit_query: Vec<McardTemplateBenefitQuery>,
+}
+api!(
+    BenefitQueryRequest,
+    "alipay.marketing.card.benefit.query",
+    BenefitQueryResponse
+);
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CardQueryRequest {
@@ -1079,6 +1192,10 @@ pub const METHODS: &[&str] = &[
     CardDeleteRequest::METHOD,
     ConsumeSyncRequest::METHOD,
     MessageNotifyRequest::METHOD,
+    BenefitCreateRequest::METHOD,
+    BenefitModifyRequest::METHOD,
+    BenefitDeleteRequest::METHOD,
+    BenefitQueryRequest::METHOD,
     OauthTokenRequest::METHOD,
     ActivateFormQueryRequest::METHOD,
 ];

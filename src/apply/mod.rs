@@ -418,6 +418,25 @@ impl Shared {
         desired: &Desired,
     ) -> Result<(Option<String>, Ids), Failure> {
         let address = &change.address;
+        if change.action == Action::Delete {
+            let old = self.ids_of(address);
+            let at = &self.scope(address)?;
+            if let (Some(t), Some(b)) = (&old.template_id, &old.benefit_id) {
+                match self.provider.delete_benefit(at, t, b).await {
+                    Ok(()) => {}
+                    // Deleted already (by an earlier run cut short, or in the
+                    // console): nothing left to delete.
+                    Err(e)
+                        if e.api()
+                            .and_then(|a| a.sub_code.as_deref())
+                            .is_some_and(|c| c.contains("NOT_EXIST")) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.flushed(|| self.store.forget(address))?;
+            self.state.lock().expect("state lock").remove(address);
+            return Ok((Some("deleted at Alipay".to_string()), old));
+        }
         if change.action == Action::Retire {
             let old = self.ids_of(address);
             self.flushed(|| self.store.forget(address))?;
@@ -516,6 +535,45 @@ impl Shared {
                 // Deferred: setting the same form again is idempotent.
                 self.commit(address, ids, &resource.attrs, Durability::Deferred)?;
                 Ok(None)
+            }
+            (Attrs::Benefit(b), Action::Update) => {
+                let old = self.ids_of(address);
+                let (Some(tid), Some(bid)) = (old.template_id.clone(), old.benefit_id.clone())
+                else {
+                    return Err(Failure::Local(format!(
+                        "`{address}` has no benefit_id in state"
+                    )));
+                };
+                self.provider.modify_benefit(at, &tid, &bid, b).await?;
+                // Deferred: modifying again with the same values is harmless.
+                self.commit(address, old, &resource.attrs, Durability::Deferred)?;
+                Ok(None)
+            }
+            (Attrs::Benefit(b), _) => {
+                let old = self.ids_of(address);
+                let tid = self.template_id_of(&b.template)?;
+                let (bid, adopted) = self.provider.create_benefit(at, &tid, b).await?;
+                let ids = Ids {
+                    template_id: Some(tid),
+                    benefit_id: Some(bid.clone()),
+                    ..Ids::default()
+                };
+                // Flushed: a lost benefit_id would be found again by the
+                // look before the next create, but not deleted with it.
+                self.commit(address, ids, &resource.attrs, Durability::Flushed)?;
+                let mut note = adopted.then(|| format!("found benefit_id {bid} there already"));
+                if change.action == Action::Replace
+                    && let (Some(t), Some(o)) = (old.template_id, old.benefit_id)
+                    && o != bid
+                {
+                    note = Some(match self.provider.delete_benefit(at, &t, &o).await {
+                        Ok(()) => format!("moved; old benefit_id {o} deleted from template_id {t}"),
+                        Err(e) => format!(
+                            "moved; old benefit_id {o} on template_id {t} could not be deleted ({e}): delete it in the console"
+                        ),
+                    });
+                }
+                Ok(note)
             }
             (Attrs::ActivationUrl(u), _) => {
                 let tid = self.template_id_of(&u.template)?;

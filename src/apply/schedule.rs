@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::model::Address;
-use crate::plan::{Action, Change};
+use crate::plan::Change;
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl Schedule {
             .enumerate()
             .map(|(i, c)| (&c.address, i))
             .collect();
-        let retire: Vec<bool> = work.iter().map(|c| c.action == Action::Retire).collect();
+        let retire: Vec<bool> = work.iter().map(|c| c.action.removes()).collect();
         let mut pending = vec![0usize; work.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); work.len()];
         for (i, change) in work.iter().enumerate() {
@@ -183,6 +183,7 @@ impl Schedule {
 mod tests {
     use super::*;
     use crate::model::Kind;
+    use crate::plan::Action;
 
     fn change(name: &str, kind: Kind, action: Action, deps: &[&Address]) -> Change {
         Change {

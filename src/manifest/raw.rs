@@ -243,6 +243,11 @@ pub struct Template {
     /// Buttons on the card (card_action_list), at most 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<Vec<Action>>,
+    /// Dated benefits shown on the card's detail page, each its own
+    /// resource (`benefit.<name>`, per tier `benefit.<name>.<level>`):
+    /// created, modified, and DELETED at Alipay when removed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dated_benefits: Option<BTreeMap<String, DatedBenefit>>,
     /// Member benefits (template_benefit_info).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benefits: Option<Vec<Benefit>>,
@@ -281,6 +286,23 @@ pub struct Template {
     /// In a tier: the level's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level_description: Option<String>,
+}
+
+/// A dated benefit (benefit.create's McardTemplateBenefit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatedBenefit {
+    /// The benefit's title (at most 64 characters).
+    pub title: String,
+    /// Lines describing it (1 to 10, each at most 256 characters).
+    pub descriptions: Vec<String>,
+    /// From when it is shown, `yyyy-MM-dd HH:mm:ss`.
+    pub start: String,
+    /// Until when, `yyyy-MM-dd HH:mm:ss`; past it, Alipay shows it no more.
+    pub end: String,
+    /// An http(s) page of the offer (ext_info's openUrl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -35,6 +35,8 @@ pub enum Kind {
     Template,
     Form,
     ActivationUrl,
+    /// A dated benefit on a template's detail page (benefit.create).
+    Benefit,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Template => "template",
             Kind::Form => "form",
             Kind::ActivationUrl => "activation_url",
+            Kind::Benefit => "benefit",
         }
     }
 }
@@ -103,6 +106,7 @@ impl FromStr for Address {
             "template" => Kind::Template,
             "form" => Kind::Form,
             "activation_url" => Kind::ActivationUrl,
+            "benefit" => Kind::Benefit,
             _ => return Err(bad()),
         };
         if merchant.is_empty() || name.is_empty() {
@@ -233,6 +237,29 @@ pub struct ActivationUrlAttrs {
     pub follow_app_id: Option<String>,
 }
 
+/// A dated benefit shown on a template's detail page in the wallet:
+/// unlike a template, Alipay can delete it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenefitAttrs {
+    pub template: Address,
+    pub title: String,
+    pub descriptions: Vec<String>,
+    /// `yyyy-MM-dd HH:mm:ss`: shown from `start` to `end`.
+    pub start: String,
+    pub end: String,
+    /// An http(s) page of the offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl BenefitAttrs {
+    /// Whether its end date is past at `now` (`yyyy-MM-dd HH:mm:ss`): Alipay
+    /// no longer shows it.
+    pub fn ended(&self, now: &str) -> bool {
+        self.end.as_str() < now
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Attrs {
@@ -240,6 +267,7 @@ pub enum Attrs {
     Template(Box<TemplateAttrs>),
     Form(Box<FormAttrs>),
     ActivationUrl(Box<ActivationUrlAttrs>),
+    Benefit(Box<BenefitAttrs>),
 }
 
 impl ImageAttrs {
@@ -271,11 +299,13 @@ impl Attrs {
     /// Why a change from `old` (as recorded) to `self` cannot be made in
     /// place, if it cannot.
     pub fn replace_reason(&self, old: &serde_json::Value) -> Option<String> {
-        let Attrs::Template(new) = self else {
-            return None;
-        };
-        match serde_json::from_value::<Attrs>(old.clone()).ok()? {
-            Attrs::Template(old) => new.replace_reason(&old),
+        match (self, serde_json::from_value::<Attrs>(old.clone()).ok()?) {
+            (Attrs::Template(new), Attrs::Template(old)) => new.replace_reason(&old),
+            // A benefit belongs to one template: on another, it is created
+            // there and deleted from the old one.
+            (Attrs::Benefit(new), Attrs::Benefit(old)) if new.template != old.template => Some(
+                format!("it moves from `{}` to `{}`", old.template, new.template),
+            ),
             _ => None,
         }
     }

@@ -26,6 +26,9 @@ pub enum Action {
     Update,
     Replace,
     Retire,
+    /// Delete at Alipay, then forget (a benefit: the one kind Alipay can
+    /// delete).
+    Delete,
     NoOp,
     /// Adopt a template that exists at the gateway (recorded, then updated
     /// in place where the manifests differ).
@@ -40,8 +43,15 @@ impl Action {
             Action::Update => "update",
             Action::Replace => "replace",
             Action::Retire => "retire",
+            Action::Delete => "delete",
             Action::NoOp => "no-op",
         }
+    }
+
+    /// Whether the change takes a resource away (run after everything
+    /// else, dependents first).
+    pub fn removes(self) -> bool {
+        matches!(self, Action::Retire | Action::Delete)
     }
 }
 
@@ -77,6 +87,9 @@ pub struct Summary {
     pub update: usize,
     pub replace: usize,
     pub retire: usize,
+    /// Deleted at Alipay (benefits).
+    #[serde(default)]
+    pub delete: usize,
     pub no_op: usize,
     /// Records renamed by `moved` blocks (whatever else happens to them).
     #[serde(default)]
@@ -88,7 +101,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.replace + self.retire + self.import
+        self.create + self.update + self.replace + self.retire + self.delete + self.import
     }
 }
 
@@ -426,6 +439,13 @@ fn renewed(address: &Address, dep: &Address, before: Value) -> (Action, String, 
             ),
             Some(before),
         ),
+        (Kind::Benefit, _) => (
+            Action::Replace,
+            format!(
+                "`{dep}` is replaced: the benefit is created on the new template and deleted from the old one"
+            ),
+            Some(before),
+        ),
         (Kind::Template, Kind::Image) => (
             Action::Update,
             format!("`{dep}` is uploaded anew: the template is updated to use the new image_id"),
@@ -688,11 +708,23 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             Kind::Form | Kind::ActivationUrl => {
                 "no longer in the manifests: forgotten from state".to_string()
             }
+            Kind::Benefit => format!(
+                "no longer in the manifests: DELETED at Alipay (members stop seeing it){}",
+                old.ids
+                    .benefit_id
+                    .as_ref()
+                    .map(|b| format!("; benefit_id {b}"))
+                    .unwrap_or_default()
+            ),
         };
         changes.push(Change {
             address: address.clone(),
             kind: address.kind,
-            action: Action::Retire,
+            action: if address.kind == Kind::Benefit {
+                Action::Delete
+            } else {
+                Action::Retire
+            },
             reason: reason.into(),
             before: Some(Box::new(old.attrs_value())),
             after: None,
@@ -713,6 +745,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
             Action::Update => summary.update += 1,
             Action::Replace => summary.replace += 1,
             Action::Retire => summary.retire += 1,
+            Action::Delete => summary.delete += 1,
             Action::NoOp => summary.no_op += 1,
             Action::Import => summary.import += 1,
         }

@@ -8,7 +8,7 @@ use crate::state::Ids;
 /// The calls a change of an activation URL makes.
 pub fn calls(action: Action) -> &'static [&'static str] {
     match action {
-        Action::NoOp | Action::Retire => &[],
+        Action::NoOp | Action::Retire | Action::Delete => &[],
         _ => &[ActivateUrlApplyRequest::METHOD],
     }
 }

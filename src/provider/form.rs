@@ -9,7 +9,7 @@ use crate::state::Ids;
 /// The calls a change of a form makes.
 pub fn calls(action: Action) -> &'static [&'static str] {
     match action {
-        Action::NoOp | Action::Retire => &[],
+        Action::NoOp | Action::Retire | Action::Delete => &[],
         _ => &[FormTemplateSetRequest::METHOD],
     }
 }

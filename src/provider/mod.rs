@@ -19,11 +19,12 @@ use crate::alipay::GatewayError;
 use crate::alipay::methods::*;
 use crate::gateway::governor::Governor;
 use crate::gateway::{Scope, Typed};
-use crate::model::{ActivationUrlAttrs, FormAttrs, ImageAttrs, Kind, TemplateAttrs};
+use crate::model::{ActivationUrlAttrs, BenefitAttrs, FormAttrs, ImageAttrs, Kind, TemplateAttrs};
 use crate::plan::Action;
 use crate::state::Ids;
 
 pub mod activation_url;
+pub mod benefit;
 pub mod budget;
 pub mod card;
 pub mod form;
@@ -41,6 +42,7 @@ pub fn calls(kind: Kind, action: Action) -> &'static [&'static str] {
         Kind::Template => template::calls(action),
         Kind::Form => form::calls(action),
         Kind::ActivationUrl => activation_url::calls(action),
+        Kind::Benefit => benefit::calls(action),
     }
 }
 
@@ -53,6 +55,7 @@ pub fn ids_text(kind: Kind, ids: &Ids) -> String {
         Kind::Template => template::shown_ids(ids),
         Kind::Form => form::shown_ids(ids),
         Kind::ActivationUrl => activation_url::shown_ids(ids),
+        Kind::Benefit => benefit::shown_ids(ids),
     };
     if parts.is_empty() {
         String::new()
@@ -62,12 +65,12 @@ pub fn ids_text(kind: Kind, ids: &Ids) -> String {
 }
 
 /// Whether forgetting a resource with these ids leaves something at Alipay
-/// (templates and images have no delete).
+/// (templates and images have no delete; a benefit is deleted first).
 pub fn left_at_gateway(kind: Kind, ids: &Ids) -> bool {
     match kind {
         Kind::Image => image::left_at_gateway(ids),
         Kind::Template => template::left_at_gateway(ids),
-        Kind::Form | Kind::ActivationUrl => false,
+        Kind::Form | Kind::ActivationUrl | Kind::Benefit => false,
     }
 }
 
@@ -296,5 +299,63 @@ impl Provider {
         };
         let resp = self.gateway.call(at, &req).await?;
         Ok(decode_once(&resp.apply_card_url))
+    }
+
+    /// The benefits on a template (benefit.query by template_id).
+    pub async fn benefits_of(
+        &self,
+        at: &Scope,
+        template_id: &str,
+    ) -> Result<Vec<McardTemplateBenefitQuery>, GatewayError> {
+        let req = BenefitQueryRequest {
+            benefit_id: None,
+            template_id: Some(template_id.to_string()),
+        };
+        Ok(self
+            .gateway
+            .call(at, &req)
+            .await?
+            .mcard_template_benefit_query)
+    }
+
+    /// Create a benefit on `template_id`, unless one with the same content
+    /// is there already (a create whose answer was lost): its benefit_id,
+    /// and whether it was adopted.
+    pub async fn create_benefit(
+        &self,
+        at: &Scope,
+        template_id: &str,
+        attrs: &BenefitAttrs,
+    ) -> Result<(String, bool), GatewayError> {
+        let there = self.benefits_of(at, template_id).await?;
+        if let Some(same) = there
+            .iter()
+            .find(|q| &benefit::from_wire(q, &attrs.template) == attrs)
+        {
+            return Ok((same.benefit_id.clone(), true));
+        }
+        let req = benefit::create_request(attrs, template_id);
+        Ok((self.gateway.call(at, &req).await?.benefit_id, false))
+    }
+
+    pub async fn modify_benefit(
+        &self,
+        at: &Scope,
+        template_id: &str,
+        benefit_id: &str,
+        attrs: &BenefitAttrs,
+    ) -> Result<(), GatewayError> {
+        let req = benefit::modify_request(attrs, template_id, benefit_id);
+        self.gateway.call(at, &req).await.map(|_| ())
+    }
+
+    pub async fn delete_benefit(
+        &self,
+        at: &Scope,
+        template_id: &str,
+        benefit_id: &str,
+    ) -> Result<(), GatewayError> {
+        let req = benefit::delete_request(template_id, benefit_id);
+        self.gateway.call(at, &req).await.map(|_| ())
     }
 }

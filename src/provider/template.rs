@@ -468,7 +468,7 @@ pub fn calls(action: crate::plan::Action) -> &'static [&'static str] {
     use crate::alipay::methods::{ApiRequest, TemplateCreateRequest, TemplateModifyRequest};
     use crate::plan::Action;
     match action {
-        Action::NoOp | Action::Retire => &[],
+        Action::NoOp | Action::Retire | Action::Delete => &[],
         Action::Create | Action::Replace => &[TemplateCreateRequest::METHOD],
         Action::Update | Action::Import => &[TemplateModifyRequest::METHOD],
     }

@@ -16,6 +16,7 @@ fn symbol(a: Action) -> &'static str {
         Action::Update => "~",
         Action::Replace => "-/+",
         Action::Retire => "!",
+        Action::Delete => "-",
         Action::NoOp => " ",
     }
 }
@@ -26,7 +27,7 @@ fn style(a: Action) -> anstyle::Style {
         Action::Create => ADD,
         Action::Update => CHANGE,
         Action::Replace => REPLACE,
-        Action::Retire => DANGER,
+        Action::Retire | Action::Delete => DANGER,
         Action::NoOp => anstyle::Style::new(),
     }
 }
@@ -38,6 +39,7 @@ fn verb(a: Action) -> &'static str {
         Action::Update => "will be updated in place",
         Action::Replace => "must be replaced",
         Action::Retire => "will be RETIRED (forgotten from state; it stays at Alipay)",
+        Action::Delete => "will be DELETED at Alipay",
         Action::NoOp => "is up to date",
     }
 }
@@ -172,9 +174,20 @@ pub fn summary_line(plan: &Plan) -> String {
     } else {
         String::new()
     };
+    let delete = if s.delete > 0 {
+        format!(", {} to DELETE at Alipay", s.delete)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {import}{} to create, {} to update, {} to replace, {} to retire{moved}.",
+        "Plan: {import}{} to create, {} to update, {} to replace, {} to retire{delete}{moved}.",
         s.create, s.update, s.replace, s.retire
+    )
+}
+
+fn delete_warning(n: usize) -> String {
+    format!(
+        "WARNING: {n} benefit(s) will be DELETED at Alipay: members stop seeing them, and a deleted benefit cannot be brought back (a new one can be created)."
     )
 }
 
@@ -193,7 +206,7 @@ fn per_merchant(changes: &[&Change]) -> BTreeMap<String, [usize; 4]> {
             Action::Create => e[0] += 1,
             Action::Update => e[1] += 1,
             Action::Replace => e[2] += 1,
-            Action::Retire => e[3] += 1,
+            Action::Retire | Action::Delete => e[3] += 1,
             Action::NoOp => {}
             Action::Import => e[0] += 1,
         }
@@ -398,6 +411,13 @@ pub fn human(plan: &Plan, show_diffs: bool) -> String {
             paint(DANGER, &retire_warning(plan.summary.retire))
         );
     }
+    if plan.summary.delete > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(DANGER, &delete_warning(plan.summary.delete))
+        );
+    }
     out.push_str(&paint(BOLD, &summary_line(plan)));
     out.push('\n');
     let budget = budget_line(plan);
@@ -461,6 +481,21 @@ pub fn markdown(plan: &Plan, max_bytes: usize) -> String {
     let budget = max_bytes.saturating_sub(reserve);
     let mut omitted: Vec<String> = Vec::new();
 
+    if plan.summary.delete > 0 {
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> {}",
+            delete_warning(plan.summary.delete)
+        );
+        for c in changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .take(50)
+        {
+            let _ = writeln!(out, "> - `{}`: {}", c.address, escape(&c.reason));
+        }
+        out.push('\n');
+    }
     let retires: Vec<&&Change> = changes
         .iter()
         .filter(|c| c.action == Action::Retire)
@@ -584,6 +619,15 @@ pub fn confirm(plan: &crate::plan::Plan, to_stderr: bool) -> bool {
         return false;
     }
     let retire = plan.summary.retire;
+    if plan.summary.delete > 0 {
+        super::prompt(
+            &super::warning_text(&format!(
+                "\nThis plan DELETES {} benefit(s) at Alipay.",
+                plan.summary.delete
+            )),
+            to_stderr,
+        );
+    }
     let question = if retire > 0 {
         super::warning_text(&format!(
             "\nThis plan RETIRES {retire} resource(s): cardform forgets them, they stay at Alipay and cannot be deleted there.\nDo you want to perform these actions, retiring {retire} resource(s)? Only 'yes' is accepted: "

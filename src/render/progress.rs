@@ -29,6 +29,7 @@ pub fn line_for(l: &ResultLine) -> String {
                 Action::Update => (CHANGE, "Modifications complete"),
                 Action::Replace => (REPLACE, "Replacement complete"),
                 Action::Retire => (DANGER, "Retired (forgotten from state)"),
+                Action::Delete => (DANGER, "Deleted at Alipay"),
                 Action::NoOp => (CHANGE, "Up to date"),
             };
             format!(

@@ -128,6 +128,14 @@ pub(crate) async fn card(
     }
 }
 
+/// The benefits held (a test endpoint): `GET /_sandbox/benefits`.
+pub(crate) async fn benefits(State(shared): State<Arc<Shared>>) -> Response {
+    match business::benefit_counts(&shared.store) {
+        Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Err(f) => (StatusCode::INTERNAL_SERVER_ERROR, f.sub_msg).into_response(),
+    }
+}
+
 /// Members who authorised an app before (a test endpoint): `POST
 /// /_sandbox/members` with `{"app_id": "...", "count": N}` (N at most
 /// 100,000) answers `[{"user_id", "auth_token", "refresh_token"}, ...]`: the

@@ -27,6 +27,8 @@ pub struct Store {
     /// `biz_card_no | kind | id` -> a message sent to a card's holder
     /// (`changed_point` from card.update, `POINT_REMIND` from message.notify).
     pub messages: sled::Tree,
+    /// `benefit_id` -> a dated benefit on a template.
+    pub benefits: sled::Tree,
     /// Members: `code:`, `token:`, `refresh:` and `form:` records (see
     /// `business::members`).
     pub members: sled::Tree,
@@ -63,6 +65,7 @@ impl Store {
             cards: tree("cards")?,
             trades: tree("trades")?,
             messages: tree("messages")?,
+            benefits: tree("benefits")?,
             members: tree("members")?,
             group: Default::default(),
             db,

@@ -31,6 +31,8 @@ pub struct Ids {
     /// Decoded once, ready to use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply_card_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit_id: Option<String>,
 }
 
 /// One applied resource.

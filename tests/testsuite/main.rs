@@ -5,6 +5,7 @@
 
 mod abuse;
 mod api;
+mod benefits;
 mod cards;
 mod cert_mode;
 mod crash;

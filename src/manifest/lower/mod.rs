@@ -26,6 +26,7 @@ use crate::manifest::source::SourceFile;
 use crate::model::template as card;
 use crate::model::*;
 
+mod benefits;
 mod extends;
 mod gateway;
 mod issue;
@@ -34,6 +35,7 @@ mod moves;
 mod templates;
 mod variables;
 
+use benefits::*;
 use extends::*;
 use gateway::*;
 use issue::*;

@@ -454,6 +454,9 @@ pub(super) fn emit_template(
             attrs: Attrs::Template(Box::new(attrs)),
         },
     );
+    if let Some(b) = &t.dated_benefits {
+        lower_benefits(ctx, desired, at, &address, t.level.as_deref(), b);
+    }
     let mut last = address.clone();
     if let Some((required, optional)) = form {
         let fa = address.with_kind(Kind::Form);

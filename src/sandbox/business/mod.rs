@@ -18,12 +18,15 @@ use super::store::{self, Store};
 use super::{Fail, Incoming, Shared};
 use crate::alipay::methods::*;
 
+mod benefits;
 mod cards;
 mod forms;
 mod images;
 pub(crate) mod members;
 mod templates;
 
+pub use benefits::benefit_counts;
+use benefits::*;
 use cards::*;
 use forms::*;
 use images::*;
@@ -358,6 +361,7 @@ pub(crate) async fn dispatch(
         "alipay.marketing.card.template.query"
             | "alipay.marketing.card.template.batchquery"
             | "alipay.marketing.card.query"
+            | "alipay.marketing.card.benefit.query"
     );
     let st = &shared.store;
     let node = {
@@ -382,6 +386,10 @@ pub(crate) async fn dispatch(
             "alipay.marketing.card.delete" => card_delete(st, &ns, inc)?,
             "alipay.marketing.card.consume.sync" => consume_sync(st, &ns, inc)?,
             "alipay.marketing.card.message.notify" => message_notify(st, &ns, inc)?,
+            "alipay.marketing.card.benefit.create" => benefit_create(st, &ns, inc)?,
+            "alipay.marketing.card.benefit.modify" => benefit_modify(st, &ns, inc)?,
+            "alipay.marketing.card.benefit.delete" => benefit_delete(st, &ns, inc)?,
+            "alipay.marketing.card.benefit.query" => benefit_query(st, &ns, inc)?,
             "alipay.system.oauth.token" => members::oauth_token(st, inc)?,
             "alipay.marketing.card.activateform.query" => members::form_query(st, &ns, inc)?,
             other => {
