@@ -136,13 +136,50 @@ pub async fn refresh(
                 attrs.map_images(|id| images.get(id).cloned());
                 Ok::<_, anyhow::Error>(drift::compare(r, attrs, listed.gmt_modified.clone()))
             });
-            let drifted: Vec<Drifted> = futures_util::future::join_all(reads)
+            let mut drifted: Vec<Drifted> = futures_util::future::join_all(reads)
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .flatten()
                 .collect();
+            // Benefits: each template's, read once (benefit.query), compared
+            // with the records by benefit_id.
+            let mut benefits: BTreeMap<&str, Vec<&crate::state::ResourceState>> = BTreeMap::new();
+            for r in snapshot
+                .resources
+                .values()
+                .filter(|r| ms.iter().any(|m| *m == r.address.merchant) && r.kind == Kind::Benefit)
+            {
+                if let (Some(t), Some(_)) = (r.ids.template_id.as_deref(), &r.ids.benefit_id)
+                    && by_id.contains_key(t)
+                {
+                    benefits.entry(t).or_default().push(r);
+                }
+            }
+            let mut queried = queried;
+            for (tid, records) in benefits {
+                let there = provider
+                    .benefits_of(at, tid)
+                    .await
+                    .map_err(|e| anyhow!("cannot read the benefits of template {tid}: {e}"))?;
+                queried += 1;
+                for r in records {
+                    checked += 1;
+                    let bid = r.ids.benefit_id.as_deref().unwrap_or_default();
+                    match there.iter().find(|q| q.benefit_id == bid) {
+                        None => missing.push(r.address.clone()),
+                        Some(q) => {
+                            let recorded: Option<crate::model::Attrs> =
+                                serde_json::from_value(r.attrs_value()).ok();
+                            if let Some(crate::model::Attrs::Benefit(b)) = recorded {
+                                let now = crate::provider::benefit::from_wire(q, &b.template);
+                                drifted.extend(drift::compare_benefit(r, now));
+                            }
+                        }
+                    }
+                }
+            }
             let unmanaged: Vec<Unmanaged> = listed
                 .iter()
                 .filter(|t| !known.contains(t.template_id.as_str()))
@@ -249,7 +286,10 @@ pub async fn plan(
             Mode::Only => crate::plan::refresh_only(planned(desired, snapshot, &options)?),
             _ => planned(
                 desired,
-                &drift::refreshed(snapshot, &found.drifted),
+                &drift::without_missing_benefits(
+                    drift::refreshed(snapshot, &found.drifted),
+                    &found.missing,
+                ),
                 &options,
             )?,
         };
@@ -345,5 +385,25 @@ pub fn planned(
     let mut plan = crate::plan::plan(desired, snapshot, options)?;
     let (moved, _) = crate::plan::after_moves(desired, snapshot)?;
     plan.budget = crate::provider::budget(&plan.changes, &moved, &desired.gateway.rate_limits);
+    ended_benefits(&mut plan, desired);
     Ok(plan)
+}
+
+/// A benefit past its end date is said to be so (Alipay shows it no more):
+/// the planner is pure, so the clock is read here.
+fn ended_benefits(plan: &mut crate::plan::Plan, desired: &crate::model::Desired) {
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    for c in plan.changes.iter_mut() {
+        if c.kind != crate::model::Kind::Benefit || c.action == crate::plan::Action::NoOp {
+            continue;
+        }
+        if let Some(crate::model::Resource {
+            attrs: crate::model::Attrs::Benefit(b),
+            ..
+        }) = desired.resources.get(&c.address)
+            && b.ended(&now)
+        {
+            c.reason = format!("{} (ended {}: Alipay no longer shows it)", c.reason, b.end).into();
+        }
+    }
 }

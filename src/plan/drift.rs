@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Address, Attrs, TemplateAttrs};
+use crate::model::{Address, Attrs, BenefitAttrs, TemplateAttrs};
 use crate::state::{ResourceState, Snapshot, raw_attrs};
 
 /// A template the gateway holds otherwise than the state recorded.
@@ -82,6 +82,37 @@ pub fn compare(
         at_gateway,
         modified_at,
     })
+}
+
+/// Compare a recorded benefit with the gateway's.
+pub fn compare_benefit(record: &ResourceState, at_gateway: BenefitAttrs) -> Option<Drifted> {
+    let recorded = record.attrs_value();
+    let at_gateway = Attrs::Benefit(Box::new(at_gateway)).to_json();
+    let fields = super::changed_fields(&recorded, &at_gateway);
+    if fields.is_empty() {
+        return None;
+    }
+    Some(Drifted {
+        address: record.address.clone(),
+        template_id: record.ids.template_id.clone().unwrap_or_default(),
+        fields,
+        recorded,
+        at_gateway,
+        modified_at: None,
+    })
+}
+
+/// A benefit the gateway no longer holds (deleted in the console) is
+/// planned anew: its record is left out of the refreshed state. (A missing
+/// template is only reported: creating one is not undoing drift.)
+pub fn without_missing_benefits(mut snap: Snapshot, missing: &[Address]) -> Snapshot {
+    for a in missing
+        .iter()
+        .filter(|a| a.kind == crate::model::Kind::Benefit)
+    {
+        snap.resources.remove(a);
+    }
+    snap
 }
 
 /// The state as the gateway holds it: each drifted record takes the

@@ -61,14 +61,75 @@ fn benefits_are_created_modified_deleted_once_and_follow_a_replaced_template() {
     apply_json(&p, &sb);
     let h = held(&sb);
     assert_eq!(h["live"], 3, "{h}");
+    // Nothing more to do.
+    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+
+    // Drift: a benefit changed in the console is read back and planned
+    // back; one deleted there is planned anew.
+    let gold = p.export()["resources"]["merchant.brew/benefit.winter.gold"]["ids"].clone();
+    let (tid, bid) = (
+        gold["template_id"].as_str().unwrap().to_string(),
+        gold["benefit_id"].as_str().unwrap().to_string(),
+    );
+    sb.api(
+        "alipay.marketing.card.benefit.modify",
+        &serde_json::json!({"benefit_id": bid, "mcard_template_benefit": {
+            "template_id": tid, "title": "Console title", "benefit_desc": ["x"],
+            "start_date": "2026-12-01 00:00:00", "end_date": "2027-02-28 23:59:59"}})
+        .to_string(),
+    )
+    .ok();
+    let drift = run(p.cmd_at(&sb).args(["drift", "-p"]).arg(p.dir()));
+    assert_eq!(drift.code, 2, "{}{}", drift.stdout, drift.stderr);
+    assert!(
+        drift.stdout.contains("benefit.winter.gold"),
+        "{}",
+        drift.stdout
+    );
+    let refreshed = run(p.cmd_at(&sb).args(["plan", "--refresh", "-p"]).arg(p.dir()));
+    assert!(
+        refreshed
+            .stdout
+            .contains("~ merchant.brew/benefit.winter.gold"),
+        "{}",
+        refreshed.stdout
+    );
+    run(p
+        .cmd_at(&sb)
+        .args(["apply", "--refresh", "--auto-approve", "-p"])
+        .arg(p.dir()))
+    .ok();
+    let silver = p.export()["resources"]["merchant.brew/benefit.winter.silver"]["ids"].clone();
+    sb.api(
+        "alipay.marketing.card.benefit.delete",
+        &serde_json::json!({"benefit_id": silver["benefit_id"], "template_id": silver["template_id"]})
+            .to_string(),
+    )
+    .ok();
+    let refreshed = run(p.cmd_at(&sb).args(["plan", "--refresh", "-p"]).arg(p.dir()));
+    assert!(
+        refreshed
+            .stdout
+            .contains("+ merchant.brew/benefit.winter.silver"),
+        "{}",
+        refreshed.stdout
+    );
+    run(p
+        .cmd_at(&sb)
+        .args(["apply", "--refresh", "--auto-approve", "-p"])
+        .arg(p.dir()))
+    .ok();
+    let h = held(&sb);
+    assert_eq!(h["live"], 3, "{h}");
     let ids: Vec<String> = h["benefits"]
         .as_array()
         .unwrap()
         .iter()
         .map(|b| b["benefit_id"].as_str().unwrap().to_string())
         .collect();
-    // Nothing more to do.
-    assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
+    for b in h["benefits"].as_array().unwrap() {
+        assert_eq!(b["title"], "Winter warmer", "drift undone: {b}");
+    }
 
     // Changed: modified in place, once each, same ids.
     p.edit(
@@ -82,7 +143,9 @@ fn benefits_are_created_modified_deleted_once_and_follow_a_replaced_template() {
     let h = held(&sb);
     assert_eq!(h["live"], 3);
     for b in h["benefits"].as_array().unwrap() {
-        assert_eq!(b["modified"], 1, "{b}");
+        // The gold one was also modified in the console and back.
+        let twice = u64::from(b["benefit_id"] == gold["benefit_id"]);
+        assert_eq!(b["modified"], 1 + 2 * twice, "{b}");
         assert_eq!(b["title"], "Winter treat");
         assert!(ids.contains(&b["benefit_id"].as_str().unwrap().to_string()));
     }
@@ -111,7 +174,10 @@ fn benefits_are_created_modified_deleted_once_and_follow_a_replaced_template() {
     apply_json(&p, &sb);
     let h = held(&sb);
     assert_eq!(h["live"], 3, "{h}");
-    assert_eq!(h["deleted"], 3, "the old templates' benefits are deleted");
+    assert_eq!(
+        h["deleted"], 4,
+        "the console's, and the old templates' three"
+    );
     for b in h["benefits"].as_array().unwrap() {
         assert!(
             !before.contains(&b["template_id"].as_str().unwrap().to_string()),
@@ -146,7 +212,10 @@ fn benefits_are_created_modified_deleted_once_and_follow_a_replaced_template() {
     assert_eq!(done["calls"], 3, "one delete each: {done}");
     let h = held(&sb);
     assert_eq!(h["live"], 0, "{h}");
-    assert_eq!(h["deleted"], 6);
+    assert_eq!(
+        h["deleted"], 7,
+        "the console's, three replaced, three removed"
+    );
     assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
 }
 
