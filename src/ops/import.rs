@@ -151,6 +151,36 @@ fn raw_template(t: &TemplateAttrs, image_name: &dyn Fn(&str) -> String) -> raw::
 }
 
 /// Where each image id is used first decides its role and name.
+/// A template's dated benefits as the manifest writes them (named after
+/// their titles): applied, each is found on its template and adopted, not
+/// created again.
+fn dated(
+    on_it: &[crate::alipay::methods::McardTemplateBenefitQuery],
+) -> Option<BTreeMap<String, raw::DatedBenefit>> {
+    let mut out = BTreeMap::new();
+    for q in on_it {
+        let b = crate::provider::benefit::from_wire(
+            q,
+            &crate::model::Address::new("-", crate::model::Kind::Template, "-"),
+        );
+        let mut name = suggested_name(Some(&b.title), &q.benefit_id);
+        if out.contains_key(&name) {
+            name = format!("{name}-{}", out.len());
+        }
+        out.insert(
+            name,
+            raw::DatedBenefit {
+                title: b.title,
+                descriptions: b.descriptions,
+                start: b.start,
+                end: b.end,
+                link: b.link,
+            },
+        );
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn image_role(field: &str) -> (raw::ImageRole, &'static str) {
     match field {
         "style.logo" => (raw::ImageRole::Logo, "logo"),
@@ -223,6 +253,8 @@ pub async fn generate(
         std::sync::Arc::new(crate::gateway::governor::Silent),
     )
     .await?;
+    let mut benefits: BTreeMap<String, Option<BTreeMap<String, raw::DatedBenefit>>> =
+        BTreeMap::new();
     let result = async {
         let token = reader
             .tokens
@@ -248,6 +280,17 @@ pub async fn generate(
                 )
                 .await
                 .map_err(|e| anyhow!("cannot read template {}: {e}", t.template_id))?;
+            let on_it = reader
+                .provider
+                .benefits_of(&at, &t.template_id)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot read the benefits of template {}: {e}",
+                        t.template_id
+                    )
+                })?;
+            benefits.insert(t.template_id.clone(), dated(&on_it));
             read.push((t.template_id.clone(), attrs, guessed));
         }
         Ok::<_, anyhow::Error>(read)
@@ -330,6 +373,7 @@ pub async fn generate(
                         name: Some(read[i].1.style.name.clone()),
                         ..raw::Style::default()
                     }),
+                    dated_benefits: benefits.get(&read[i].0).cloned().flatten(),
                     ..raw::Template::default()
                 })
                 .collect(),
@@ -352,7 +396,9 @@ pub async fn generate(
             name = format!("{name}-{}", &id[id.len().saturating_sub(6)..]);
         }
         let named = |i: &str| image_names.get(i).cloned().unwrap_or_else(|| i.to_string());
-        templates.insert(name.clone(), raw_template(attrs, &named));
+        let mut t = raw_template(attrs, &named);
+        t.dated_benefits = benefits.get(id).cloned().flatten();
+        templates.insert(name.clone(), t);
         imports.push(raw::Import {
             to: format!("merchant.{merchant}/template.{name}"),
             id: id.clone(),

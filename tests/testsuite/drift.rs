@@ -398,6 +398,17 @@ fn import_generates_a_config_that_plans_only_imports() {
         .json();
         assert!(made["template_id"].is_string(), "{level}: {made}");
     }
+    // A dated benefit on the gold card, made in the console.
+    run(&mut at(&[
+        "api",
+        "alipay.marketing.card.benefit.create",
+        "--biz-content",
+        &json!({"mcard_template_benefit": {
+            "template_id": ids[0], "title": "Double points", "benefit_desc": ["On Tuesdays"],
+            "start_date": "2026-01-01 00:00:00", "end_date": "2099-01-01 00:00:00"}})
+        .to_string(),
+    ]))
+    .ok();
     std::fs::create_dir_all(tmp.path().join("adopt")).unwrap();
     std::fs::write(
         tmp.path().join("adopt/cardform.yaml"),
@@ -417,6 +428,10 @@ fn import_generates_a_config_that_plans_only_imports() {
     let generated = std::fs::read_to_string(tmp.path().join("gen/cardform.yaml")).unwrap();
     assert!(generated.contains("name: Gold Card"), "{generated}");
     assert!(generated.contains("tiers:"), "{generated}");
+    assert!(
+        generated.contains("dated_benefits:") && generated.contains("title: Double points"),
+        "{generated}"
+    );
     assert!(
         generated.contains("merchant.brew/template.club.gold"),
         "{generated}"
@@ -438,7 +453,7 @@ fn import_generates_a_config_that_plans_only_imports() {
     assert_eq!(r.code, 2, "{}\n{}\n{generated}", r.stdout, r.stderr);
     assert!(
         r.stdout
-            .contains("Plan: 6 to import, 0 to create, 0 to update, 0 to replace, 0 to retire."),
+            .contains("Plan: 6 to import, 1 to create, 0 to update, 0 to replace, 0 to retire."),
         "{}\n{generated}",
         r.stdout
     );
@@ -469,6 +484,19 @@ fn import_generates_a_config_that_plans_only_imports() {
     ]))
     .ok();
     assert_eq!(total(), 4, "apply created no template");
+    let benefits = http(
+        "GET",
+        &format!(
+            "{}/_sandbox/benefits",
+            sb.url.trim_end_matches("/gateway.do")
+        ),
+        None,
+    );
+    let benefits: serde_json::Value = serde_json::from_str(&benefits.body).unwrap();
+    assert_eq!(
+        benefits["live"], 1,
+        "the benefit was adopted, not made again: {benefits}"
+    );
     let r = run(&mut at(&[
         "plan",
         "gen",
