@@ -44,6 +44,30 @@ from alipay.aop.api.domain.MerchantCard import MerchantCard
 from alipay.aop.api.domain.MerchantMenber import MerchantMenber
 from alipay.aop.api.request.AlipayMarketingCardOpenRequest import AlipayMarketingCardOpenRequest
 from alipay.aop.api.response.AlipayMarketingCardOpenResponse import AlipayMarketingCardOpenResponse
+from alipay.aop.api.domain.AlipayMarketingCardConsumeSyncModel import AlipayMarketingCardConsumeSyncModel
+from alipay.aop.api.domain.AlipayMarketingCardMessageNotifyModel import AlipayMarketingCardMessageNotifyModel
+from alipay.aop.api.domain.AlipayMarketingCardUpdateModel import AlipayMarketingCardUpdateModel
+from alipay.aop.api.domain.AlipayMarketingCardBenefitCreateModel import AlipayMarketingCardBenefitCreateModel
+from alipay.aop.api.domain.AlipayMarketingCardBenefitModifyModel import AlipayMarketingCardBenefitModifyModel
+from alipay.aop.api.domain.AlipayMarketingCardBenefitQueryModel import AlipayMarketingCardBenefitQueryModel
+from alipay.aop.api.domain.AlipayMarketingCardBenefitDeleteModel import AlipayMarketingCardBenefitDeleteModel
+from alipay.aop.api.domain.BenefitInfoDetail import BenefitInfoDetail
+from alipay.aop.api.domain.McardTemplateBenefit import McardTemplateBenefit
+from alipay.aop.api.domain.MerchantCardMsgInfo import MerchantCardMsgInfo
+from alipay.aop.api.request.AlipayMarketingCardConsumeSyncRequest import AlipayMarketingCardConsumeSyncRequest
+from alipay.aop.api.request.AlipayMarketingCardMessageNotifyRequest import AlipayMarketingCardMessageNotifyRequest
+from alipay.aop.api.request.AlipayMarketingCardUpdateRequest import AlipayMarketingCardUpdateRequest
+from alipay.aop.api.request.AlipayMarketingCardBenefitCreateRequest import AlipayMarketingCardBenefitCreateRequest
+from alipay.aop.api.request.AlipayMarketingCardBenefitModifyRequest import AlipayMarketingCardBenefitModifyRequest
+from alipay.aop.api.request.AlipayMarketingCardBenefitQueryRequest import AlipayMarketingCardBenefitQueryRequest
+from alipay.aop.api.request.AlipayMarketingCardBenefitDeleteRequest import AlipayMarketingCardBenefitDeleteRequest
+from alipay.aop.api.response.AlipayMarketingCardConsumeSyncResponse import AlipayMarketingCardConsumeSyncResponse
+from alipay.aop.api.response.AlipayMarketingCardMessageNotifyResponse import AlipayMarketingCardMessageNotifyResponse
+from alipay.aop.api.response.AlipayMarketingCardUpdateResponse import AlipayMarketingCardUpdateResponse
+from alipay.aop.api.response.AlipayMarketingCardBenefitCreateResponse import AlipayMarketingCardBenefitCreateResponse
+from alipay.aop.api.response.AlipayMarketingCardBenefitModifyResponse import AlipayMarketingCardBenefitModifyResponse
+from alipay.aop.api.response.AlipayMarketingCardBenefitQueryResponse import AlipayMarketingCardBenefitQueryResponse
+from alipay.aop.api.response.AlipayMarketingCardBenefitDeleteResponse import AlipayMarketingCardBenefitDeleteResponse
 
 
 def png(width, height, seed):
@@ -197,6 +221,74 @@ def main():
     resp.parse_response_content(client.execute(req))
     check("card.open (auth_token)", resp)
     assert resp.card_info.biz_card_no.startswith("SDK"), resp.card_info.biz_card_no
+    biz = resp.card_info.biz_card_no
+
+    # Running the card (issue 26): a trade, a points message, a reminder.
+    t = AlipayMarketingCardConsumeSyncModel()
+    t.target_card_no, t.target_card_no_type = biz, "BIZ_CARD"
+    t.trade_type, t.trade_no, t.trade_time = "TRADE", "SDK-T-1", "2024-05-21 12:00:00"
+    t.trade_name, t.trade_amount, t.act_pay_amount = "Latte", "32.00", "30.00"
+    t.shop_code, t.memo, t.swipe_cert_type = "S1", "shop 1", "ALIPAY"
+    after = MerchantCard()
+    after.point = "40"
+    t.card_info = after
+    gain = BenefitInfoDetail()
+    gain.benefit_type, gain.count = "COUPON", "1"
+    t.gain_benefit_list = [gain]
+    for attempt in ("consume.sync", "consume.sync (the same trade again: replayed)"):
+        resp = AlipayMarketingCardConsumeSyncResponse()
+        resp.parse_response_content(client.execute(AlipayMarketingCardConsumeSyncRequest(biz_model=t)))
+        check(attempt, resp)
+        assert resp.external_card_no == "SDK-1", resp.external_card_no
+    u = AlipayMarketingCardUpdateModel()
+    u.target_card_no, u.target_card_no_type, u.occur_time = biz, "BIZ_CARD", "2024-05-21 13:00:00"
+    v = MerchantCard()
+    v.point = "60"
+    u.card_info = v
+    msg = MerchantCardMsgInfo()
+    msg.changed_point = "+20"
+    u.merchant_card_msg_info = msg
+    resp = AlipayMarketingCardUpdateResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardUpdateRequest(biz_model=u)))
+    check("card.update (merchant_card_msg_info.changed_point)", resp)
+    n = AlipayMarketingCardMessageNotifyModel()
+    n.target_card_no, n.target_card_no_type = biz, "BIZ_CARD"
+    n.notify_type, n.notify_no, n.occur_time = "POINT_REMIND", "sdk-n-1", "2024-05-21 14:00:00"
+    n.notify_info = json.dumps({"expired_point": "20", "expired_time": "2024-12-31 23:59:59"})
+    resp = AlipayMarketingCardMessageNotifyResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardMessageNotifyRequest(biz_model=n)))
+    check("message.notify (POINT_REMIND)", resp)
+
+    # A dated benefit: create, query, modify, delete.
+    b = McardTemplateBenefit()
+    b.template_id, b.title = template_id, "Double points"
+    b.benefit_desc = ["On Tuesdays", "In every shop"]
+    b.start_date, b.end_date = "2024-06-01 00:00:00", "2024-12-31 23:59:59"
+    b.ext_info = json.dumps({"openUrl": "https://e.example/offer"})
+    cm = AlipayMarketingCardBenefitCreateModel()
+    cm.mcard_template_benefit = b
+    resp = AlipayMarketingCardBenefitCreateResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardBenefitCreateRequest(biz_model=cm)))
+    check("benefit.create", resp)
+    benefit_id = resp.benefit_id
+    qm = AlipayMarketingCardBenefitQueryModel()
+    qm.template_id = template_id
+    resp = AlipayMarketingCardBenefitQueryResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardBenefitQueryRequest(biz_model=qm)))
+    check("benefit.query", resp)
+    found = [x for x in resp.mcard_template_benefit_query if x.benefit_id == benefit_id]
+    assert found and found[0].title == "Double points", resp.mcard_template_benefit_query
+    b.title = "Triple points"
+    mm = AlipayMarketingCardBenefitModifyModel()
+    mm.benefit_id, mm.mcard_template_benefit = benefit_id, b
+    resp = AlipayMarketingCardBenefitModifyResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardBenefitModifyRequest(biz_model=mm)))
+    check("benefit.modify", resp)
+    dm = AlipayMarketingCardBenefitDeleteModel()
+    dm.benefit_id, dm.template_id = benefit_id, template_id
+    resp = AlipayMarketingCardBenefitDeleteResponse()
+    resp.parse_response_content(client.execute(AlipayMarketingCardBenefitDeleteRequest(biz_model=dm)))
+    check("benefit.delete", resp)
     print(f"{checks} passed, 0 failed")
 
 

@@ -101,6 +101,8 @@ class Handler(BaseHTTPRequestHandler):
                 node["image_url"] = "https://example.invalid/" + node["image_id"]
         elif method.endswith("template.create") or method.endswith("template.modify"):
             node["template_id"] = "20240520000000001234567000300123"
+        elif method.endswith("benefit.create"):
+            node["benefit_id"] = "B0000000000000000001"
         elif method.endswith("activateurl.apply"):
             node["apply_card_url"] = "https%3A%2F%2Fmemberprod.alipay.com%2Fx"
         self.answer(method, node)

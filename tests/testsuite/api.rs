@@ -539,3 +539,149 @@ fn the_sandbox_refuses_a_colour_the_gateway_does_not_document() {
         );
     }
 }
+
+/// Every dotted key path in a JSON value (array items as `[]`).
+fn key_paths(v: &serde_json::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = format!("{at}{k}");
+                out.insert(p.clone());
+                key_paths(v, &format!("{p}."), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                key_paths(v, &format!("{}[].", at.trim_end_matches('.')), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The request bodies the fidelity run sends to the gateway built on the
+/// official SDK (tests/fidelity/requests) have exactly the fields cardform's
+/// own builders emit when every value is set: the SDK check covers what
+/// cardform really sends, and a field added to a builder must be added
+/// there too.
+#[test]
+fn fidelity_bodies_are_what_the_builders_send() {
+    use cardform::alipay::methods::{BenefitQueryRequest, CardUpdateRequest, MerchantCardMsgInfo};
+    use cardform::cards::trade::{TRADE_COLUMNS, parse_reminder, parse_trade};
+    use cardform::provider::{benefit, card};
+    let header: Vec<String> = TRADE_COLUMNS
+        .iter()
+        .filter(|c| **c != "biz_card_no")
+        .map(|c| c.to_string())
+        .collect();
+    let values: Vec<&str> = header
+        .iter()
+        .map(|c| match c.as_str() {
+            "trade_type" => "TRADE",
+            "trade_time" => "2024-05-21 12:00:00",
+            "swipe_cert_type" => "ALIPAY",
+            "use_benefit_type" => "PRE_FUND",
+            "gain_benefit_type" => "COUPON",
+            "use_benefit_count" | "gain_benefit_count" => "1",
+            c if c.ends_with("amount") || c == "point" || c == "balance" => "1.00",
+            _ => "x",
+        })
+        .collect();
+    let trade = parse_trade(&header, &values, 2).unwrap();
+    let reminder = parse_reminder(
+        &[
+            "external_card_no".into(),
+            "expired_point".into(),
+            "expired_time".into(),
+        ],
+        &["P-1", "20", "2024-12-31 23:59:59"],
+        2,
+    )
+    .unwrap();
+    let row_header: Vec<String> = [
+        "external_card_no",
+        "level",
+        "point",
+        "balance",
+        "front_label_1",
+        "front_value_1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let row = cardform::cards::parse_row(
+        &row_header,
+        &["P-1", "gold", "60", "10.00", "Tier", "Gold"],
+        2,
+        cardform::cards::Purpose::Sync,
+    )
+    .ok()
+    .unwrap();
+    let attrs = cardform::model::BenefitAttrs {
+        template: "merchant.brew/template.club".parse().unwrap(),
+        title: "t".into(),
+        descriptions: vec!["d".into()],
+        start: "2024-06-01 00:00:00".into(),
+        end: "2024-12-31 23:59:59".into(),
+        link: Some("https://e.example/offer".into()),
+    };
+    let built: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "alipay.marketing.card.consume.sync",
+            serde_json::to_value(card::consume_request(&trade, "B")).unwrap(),
+        ),
+        (
+            "alipay.marketing.card.message.notify",
+            serde_json::to_value(card::notify_request(&reminder, "B", "2024-05-21 14:00:00"))
+                .unwrap(),
+        ),
+        (
+            "alipay.marketing.card.update",
+            serde_json::to_value(CardUpdateRequest {
+                target_card_no: "B".into(),
+                target_card_no_type: "BIZ_CARD".into(),
+                occur_time: "2024-05-21 13:00:00".into(),
+                card_info: card::update_values(&row, Some("T")),
+                ext_info: None,
+                merchant_card_msg_info: Some(MerchantCardMsgInfo {
+                    changed_point: Some("+20".into()),
+                }),
+            })
+            .unwrap(),
+        ),
+        (
+            "alipay.marketing.card.benefit.create",
+            serde_json::to_value(benefit::create_request(&attrs, "T")).unwrap(),
+        ),
+        (
+            "alipay.marketing.card.benefit.modify",
+            serde_json::to_value(benefit::modify_request(&attrs, "T", "B1")).unwrap(),
+        ),
+        (
+            "alipay.marketing.card.benefit.delete",
+            serde_json::to_value(benefit::delete_request("T", "B1")).unwrap(),
+        ),
+        (
+            "alipay.marketing.card.benefit.query",
+            serde_json::to_value(BenefitQueryRequest {
+                benefit_id: None,
+                template_id: Some("T".into()),
+            })
+            .unwrap(),
+        ),
+    ];
+    for (method, value) in built {
+        let file = data(&format!("../fidelity/requests/{method}.json"));
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let (mut want, mut got) = (Default::default(), Default::default());
+        key_paths(&fixture, "", &mut want);
+        key_paths(&value, "", &mut got);
+        assert_eq!(
+            got,
+            want,
+            "{method}: the builder's fields and {} differ",
+            file.display()
+        );
+    }
+}
