@@ -593,6 +593,15 @@ pub struct CardsBench {
     pub first: CardsRun,
     /// The same file again: every card is open already; nothing is called.
     pub again: CardsRun,
+    /// Trades synced on the open cards (`cards consume`), if asked for.
+    pub trades: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trades_csv_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consume: Option<CardsRun>,
+    /// The same trades again: each synced already; nothing is called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consume_again: Option<CardsRun>,
 }
 
 /// `cards open` over `rows` generated members (each with an auth_token the
@@ -605,6 +614,7 @@ pub async fn cards(
     latency: Duration,
     parallelism: usize,
     rate_limit: Option<f64>,
+    trades: usize,
 ) -> Result<CardsBench> {
     let project = work.join("project");
     std::fs::create_dir_all(project.join("images"))?;
@@ -699,12 +709,12 @@ pub async fn cards(
         ..Faults::default()
     })
     .await?;
-    let timed = |results: &str| -> Result<CardsRun> {
+    let timed = |job: &str, csv: &Path, results: &str| -> Result<CardsRun> {
         let mut cmd = cardform()?;
         env(&mut cmd, &running);
         cmd.args([
             "cards",
-            "open",
+            job,
             "--json",
             "--template",
             "merchant.brew/template.club",
@@ -714,7 +724,7 @@ pub async fn cards(
         ])
         .arg(&project)
         .arg("--csv")
-        .arg(&csv_path)
+        .arg(csv)
         .arg("--results")
         .arg(work.join(results))
         .stdout(std::process::Stdio::piped())
@@ -732,22 +742,64 @@ pub async fn cards(
             .join()
             .map_err(|_| anyhow::anyhow!("reading the report panicked"))??;
         if code != Some(0) {
-            bail!("the benchmark's cards open failed (exit {code:?}):\n{text}");
+            bail!("the benchmark's cards {job} failed (exit {code:?}):\n{text}");
         }
         let r: serde_json::Value = serde_json::from_str(&text)?;
-        let opened = r["counts"]["opened"].as_u64().unwrap_or(0);
+        let count = |k: &str| r["counts"][k].as_u64().unwrap_or(0);
         Ok(CardsRun {
             wall_ms: wall.as_millis(),
-            cards_per_s: rows as f64 / wall.as_secs_f64(),
+            cards_per_s: r["counts"]["rows"].as_u64().unwrap_or(0) as f64 / wall.as_secs_f64(),
             peak_rss_mb: peak,
-            opened,
-            already_open: r["counts"]["already_open"].as_u64().unwrap_or(0),
+            opened: count("opened") + count("synced"),
+            already_open: count("already_open") + count("already_synced"),
             calls: r["calls"].as_u64().unwrap_or(0),
             throttled: r["throttled"].as_u64().unwrap_or(0),
         })
     };
-    let first = tokio::task::block_in_place(|| timed("results-1.csv"))?;
-    let again = tokio::task::block_in_place(|| timed("results-2.csv"))?;
+    let first = tokio::task::block_in_place(|| timed("open", &csv_path, "results-1.csv"))?;
+    let again = tokio::task::block_in_place(|| timed("open", &csv_path, "results-2.csv"))?;
+    // Trades on the open cards (`cards consume`), spread over them, each
+    // card's in rising time; then the same file again.
+    let (trades_csv, consumed) = if trades > 0 {
+        let path = work.join("trades.csv");
+        let mut w = csv::Writer::from_path(&path)?;
+        w.write_record([
+            "external_card_no",
+            "trade_no",
+            "trade_type",
+            "trade_time",
+            "trade_name",
+            "act_pay_amount",
+            "point",
+            "balance",
+        ])?;
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .context("a date")?;
+        for k in 0..trades {
+            let card = k % rows;
+            let time = start + chrono::Duration::seconds((k / rows) as i64 * 60);
+            w.write_record([
+                format!("B-{card:07}").as_str(),
+                &format!("T-{k:09}"),
+                if k % 10 == 9 { "RETURN" } else { "TRADE" },
+                &time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                "Latte",
+                "30.00",
+                &((k / rows) * 10).to_string(),
+                "10.50",
+            ])?;
+        }
+        w.flush()?;
+        let first = tokio::task::block_in_place(|| timed("consume", &path, "trades-1.csv"))?;
+        let again = tokio::task::block_in_place(|| timed("consume", &path, "trades-2.csv"))?;
+        (
+            Some(std::fs::metadata(&path)?.len() as f64 / 1e6),
+            Some((first, again)),
+        )
+    } else {
+        (None, None)
+    };
     running.stop().await;
     Ok(CardsBench {
         rows,
@@ -759,5 +811,9 @@ pub async fn cards(
         csv_mb: std::fs::metadata(&csv_path)?.len() as f64 / 1e6,
         first,
         again,
+        trades,
+        trades_csv_mb: trades_csv,
+        consume: consumed.as_ref().map(|c| c.0.clone()),
+        consume_again: consumed.map(|c| c.1),
     })
 }

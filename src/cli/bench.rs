@@ -51,6 +51,9 @@ pub enum Command {
         /// A rate limit for the app (calls/s): the sandbox enforces it, the project configures it
         #[arg(long, value_name = "RPS")]
         rate_limit: Option<f64>,
+        /// Then sync this many trades on the opened cards (`cards consume`), and again
+        #[arg(long, default_value_t = 0)]
+        trades: usize,
         /// Keep the generated project, CSV, state and sandbox here instead of a temporary directory
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
@@ -149,6 +152,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
             latency,
             parallelism,
             rate_limit,
+            trades,
             dir,
         } => {
             let b = bench::cards(
@@ -157,6 +161,7 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
                 latency,
                 parallelism,
                 rate_limit.filter(|r| *r > 0.0),
+                trades,
             )
             .await?;
             let f = &b.first;
@@ -191,6 +196,40 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
                 b.again.wall_ms as f64 / 1000.0,
                 b.again.peak_rss_mb
             ));
+            if let (Some(c), Some(a)) = (&b.consume, &b.consume_again) {
+                let per_s = c.calls as f64 / (c.wall_ms as f64 / 1000.0);
+                let against = match (b.rate_limit, b.latency_bound_per_s) {
+                    (Some(limit), _) => format!(
+                        "{:.0}% of the {limit:.0} calls/s rate limit, {} answers 40005",
+                        per_s / limit * 100.0,
+                        c.throttled
+                    ),
+                    (None, Some(bound)) => {
+                        format!(
+                            "{:.0}% of the latency bound ({bound:.0}/s)",
+                            per_s / bound * 100.0
+                        )
+                    }
+                    (None, None) => "no latency: CPU-bound".to_string(),
+                };
+                render::line(&format!(
+                    "cards consume: {} trades ({:.1} MB CSV), {} synced, {} calls in {:.1} s = {:.0} trades/s; {against}; peak memory {:.0} MB",
+                    b.trades,
+                    b.trades_csv_mb.unwrap_or_default(),
+                    c.opened,
+                    c.calls,
+                    c.wall_ms as f64 / 1000.0,
+                    c.cards_per_s,
+                    c.peak_rss_mb
+                ));
+                render::line(&format!(
+                    "cards consume again: {} already synced, {} calls in {:.1} s; peak memory {:.0} MB",
+                    a.already_open,
+                    a.calls,
+                    a.wall_ms as f64 / 1000.0,
+                    a.peak_rss_mb
+                ));
+            }
             render::json(&b);
         }
         Command::Apply {
