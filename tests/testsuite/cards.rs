@@ -1311,18 +1311,19 @@ fn points_messages_and_reminders_reach_members_once() {
     .ok();
     let mut rows = vec![HEADER.to_string()];
     for (i, m) in members.iter().enumerate() {
-        rows.push(row(i, m, if i < 500 { 10 + i as u32 } else { 10 }));
+        rows.push(row(i, m, if i < 500 { 11 + i as u32 } else { 10 }));
     }
     std::fs::write(s.tmp.path().join("sync.csv"), rows.join("\n") + "\n").unwrap();
     let done = run(s.batch("sync", "sync.csv", None).arg("--json"))
         .ok()
         .json();
-    assert_eq!(done["counts"]["updated"], 499, "{done}"); // row 0: 10 -> 10
+    assert_eq!(done["counts"]["updated"], 500, "{done}");
+    assert_eq!(done["counts"]["unchanged"], N - 500);
     let counts = s.cards();
-    assert_eq!(counts["messages"]["changed_point"], 499, "{counts}");
+    assert_eq!(counts["messages"]["changed_point"], 500, "{counts}");
     let h = s.history(&biz[7]);
-    assert_eq!(h["messages"][0]["changed_point"], "+7", "{h}");
-    assert_eq!(h["card_info"]["point"], "17");
+    assert_eq!(h["messages"][0]["changed_point"], "+8", "{h}");
+    assert_eq!(h["card_info"]["point"], "18");
 
     // 300 reminders, once each, however often the file runs.
     let mut reminders = vec!["external_card_no,expired_point,expired_time".to_string()];
