@@ -146,11 +146,19 @@ pub fn open(method: &str, body: &str, v: Verifier<'_>) -> Result<Map<String, Val
         serde_json::from_str(raw.get())
             .map_err(|e| malformed(format!("the response node is not a JSON object: {e}")))?
     };
-    let code = node
-        .get("code")
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed("the response node has no `code`".into()))?
-        .to_string();
+    let code = match node.get("code").and_then(Value::as_str) {
+        Some(c) => c.to_string(),
+        // A success some methods answer without `code` (see
+        // `SUCCESS_WITHOUT_CODE`); with a `sub_code` it is a failure.
+        None if super::methods::SUCCESS_WITHOUT_CODE.contains(&method) && !is_error_node => {
+            if node.contains_key("sub_code") {
+                String::new()
+            } else {
+                "10000".to_string()
+            }
+        }
+        None => return Err(malformed("the response node has no `code`".into())),
+    };
 
     match &sign {
         Some(sign) => {

@@ -1178,6 +1178,12 @@ api!(
 );
 
 /// Every method this client knows, for `cardform api` and the sandbox.
+/// Methods whose success answer may come without `code` and `msg`: the
+/// gateway answers `alipay.system.oauth.token` with the token fields only
+/// (Alipay's easy SDK reads a null code for it; the Python SDK judges any
+/// answer by the absence of `sub_code`). Their answers are still verified.
+pub const SUCCESS_WITHOUT_CODE: &[&str] = &[OauthTokenRequest::METHOD];
+
 pub const METHODS: &[&str] = &[
     ImageUploadRequest::METHOD,
     TemplateCreateRequest::METHOD,

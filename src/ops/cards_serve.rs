@@ -192,7 +192,9 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     // The callback faces the internet: the sandbox's hardened loop (bounded
     // connections, slow clients closed).
-    let serving = tokio::spawn(crate::util::serve::serve(listener, app, stop));
+    // Each callback runs on a task of its own from the moment it arrives: a
+    // member who closes the page at once still gets the card.
+    let serving = tokio::spawn(crate::util::serve::serve_detached(listener, app, stop));
     let sandbox_url = reader
         .conn
         .sandbox
@@ -328,6 +330,8 @@ async fn callback(
             "This link is not for this merchant.",
         );
     }
+    ctx.log
+        .line(&format!("callback request_id={request_id}: received"));
     let Some(door) = ctx.doors.get(template_id).cloned() else {
         ctx.log.line(&format!(
             "callback request_id={request_id}: refused: template {template_id} is not one this service issues (no `issue` block, or not applied)"

@@ -18,15 +18,98 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    serve_with(listener, app, stop, false).await
+}
+
+/// Requests handed to their own tasks when they arrive, before anything
+/// can drop them, at most this many at once (more are answered 503).
+pub const MAX_DETACHED: usize = 4096;
+
+/// [`serve`], with every request run to its end on a task of its own,
+/// started as soon as its head is read: a client that closes its
+/// connection at once (a member closing the page) never cuts the work
+/// short. hyper drops a handler's future when the connection goes, and a
+/// future not yet polled has done nothing, so the task is spawned in the
+/// service's `call`, not in the handler.
+pub async fn serve_detached(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    serve_with(listener, app, stop, true).await
+}
+
+/// A router whose requests run on tasks of their own (see [`serve_detached`]).
+#[derive(Clone)]
+struct Detached {
+    app: Router,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+type Answer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<axum::http::Request<hyper::body::Incoming>> for Detached {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Answer {
+        use axum::response::IntoResponse;
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Box::pin(async {
+                Ok(axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response())
+            });
+        };
+        let mut app = self.app.clone();
+        let task = tokio::spawn(async move {
+            let answer = tower_service::Service::call(&mut app, req).await;
+            drop(permit);
+            answer
+        });
+        Box::pin(async move {
+            Ok(match task.await {
+                Ok(Ok(r)) => r,
+                _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            })
+        })
+    }
+}
+
+async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    detached: bool,
+) {
+    let detached = detached.then(|| Detached {
+        app: app.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_DETACHED)),
+    });
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A client that shuts its side right after its request (a member
+        // closing the page) still has that request dispatched: without
+        // this, hyper closes the connection on the EOF and drops it.
+        .half_close(detached.is_some());
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("bug: the slots are never closed"),
@@ -49,12 +132,25 @@ pub async fn serve(
         };
         // Answers go out at once (no Nagle delay waiting on the client's ACK).
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
+        let io = TokioIo::new(tcp);
+        match &detached {
+            Some(d) => {
+                let service = hyper_util::service::TowerToHyperService::new(d.clone());
+                let conn = graceful.watch(http.serve_connection(io, service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            None => {
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = graceful.watch(http.serve_connection(io, service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+        }
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }

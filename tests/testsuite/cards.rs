@@ -1509,3 +1509,66 @@ fn the_tills_trades_sync_once_each_and_need_the_token() {
     );
     assert!(!log.contains(TOKEN) && !log.contains("26.5"), "{log}");
 }
+
+/// issue 27: 100 members whose connection closes right after the callback
+/// arrives (no pause, no retry) get 100 cards, and every callback received
+/// is in the log.
+#[test]
+fn members_who_close_at_once_still_get_their_cards() {
+    const N: usize = 100;
+    let s = Setup::new("cell,external_card_no\n");
+    let serve = Serve::start(&s);
+    let urls = run(s.cardform().args(["output", "--format", "json"]))
+        .ok()
+        .json();
+    let silver_url = urls["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["address"] == "merchant.brew/template.club.silver")
+        .unwrap()["apply_card_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..N {
+        let a = s.sb.activate(
+            &silver_url,
+            json!({"fields": {"OPEN_FORM_FIELD_MOBILE": format!("137{i:08}")}, "deliver": false}),
+        );
+        dropped(a["callback_url"].as_str().unwrap());
+    }
+    let start = Instant::now();
+    while s.cards()["open"].as_u64().unwrap() < N as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cards opened: {}; log:\n{}",
+            s.cards(),
+            serve.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = || {
+        serve
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("opened card"))
+            .count()
+    };
+    while settled() < N {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            serve.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = serve.log.lock().unwrap().clone();
+    let received = log.lines().filter(|l| l.contains(": received")).count();
+    assert_eq!(
+        received, N,
+        "every callback is logged as it arrives:\n{log}"
+    );
+    assert_eq!(s.cards()["open"], N as u64);
+}

@@ -279,3 +279,56 @@ fn legacy_rsa_sha1_signs_and_verifies() {
     assert!(pubkey.verify(SignType::Rsa, b"hello", &sig));
     assert!(!pubkey.verify(SignType::Rsa2, b"hello", &sig));
 }
+
+/// issue 27: the gateway answers `alipay.system.oauth.token` without `code`
+/// and `msg` on success (the SDKs accept it: the Python SDK judges by the
+/// absence of `sub_code`). cardform accepts that shape for that method only,
+/// still verified; a code-less node with a `sub_code` is a failure, and
+/// another method's code-less node stays malformed.
+#[test]
+fn an_oauth_token_success_without_code_is_accepted_and_verified() {
+    let alipay = AppPrivateKey::parse(
+        &data("keys/alipay_b_private_pkcs1.txt"),
+        KeySource::Inline("key B"),
+    )
+    .unwrap();
+    let signed = |name: &str, node: &str| {
+        let sign = alipay.sign(SignType::Rsa2, node.as_bytes());
+        format!(r#"{{"{name}":{node},"sign":"{sign}"}}"#)
+    };
+    let token = r#"{"user_id":"2088000000000001","access_token":"authusrB1","expires_in":604800,"refresh_token":"authusrR1","re_expires_in":2592000}"#;
+    let node = envelope::open(
+        "alipay.system.oauth.token",
+        &signed("alipay_system_oauth_token_response", token),
+        verifier(&key_b_public()),
+    )
+    .unwrap();
+    assert_eq!(node["access_token"], "authusrB1");
+    // Tampered: refused, code or not.
+    let err = envelope::open(
+        "alipay.system.oauth.token",
+        &signed("alipay_system_oauth_token_response", token).replace("authusrB1", "authusrB2"),
+        verifier(&key_b_public()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, GatewayError::BadSignature { .. }), "{err}");
+    let refused = r#"{"sub_code":"isv.code-invalid","sub_msg":"the code is spent"}"#;
+    let err = envelope::open(
+        "alipay.system.oauth.token",
+        &signed("alipay_system_oauth_token_response", refused),
+        verifier(&key_b_public()),
+    )
+    .unwrap_err();
+    let api = err.api().expect("the gateway's refusal");
+    assert_eq!(api.sub_code.as_deref(), Some("isv.code-invalid"));
+    let err = envelope::open(
+        "alipay.marketing.card.template.modify",
+        &signed(
+            "alipay_marketing_card_template_modify_response",
+            r#"{"template_id":"1"}"#,
+        ),
+        verifier(&key_b_public()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, GatewayError::Malformed { .. }), "{err}");
+}

@@ -151,7 +151,10 @@ pub fn oauth_token(st: &Store, inc: &Incoming) -> Result<String, Fail> {
             ));
         }
     };
-    Ok(success(&resp))
+    // As the gateway does: the token fields only, no `code` or `msg`.
+    Ok(serde_json::to_value(&resp)
+        .expect("responses serialize")
+        .to_string())
 }
 
 /// `activateform.query`: the answers the token's member submitted for
