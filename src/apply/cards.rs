@@ -387,12 +387,7 @@ impl Rows for Members {
     }
 
     fn parse(&self, header: &[String], fields: &[&str], line: u64) -> Result<Self::Row, String> {
-        let row = cards::parse_row(header, fields, line, self.purpose).map_err(|errs| {
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let row = cards::parse_row(header, fields, line, self.purpose).map_err(joined)?;
         let tier = self
             .target
             .template_for(row.level.as_deref())

@@ -128,13 +128,16 @@ fn bad(column: &str, message: impl Into<String>) -> RowError {
     }
 }
 
-/// Check a CSV header: every column known, none twice, and the ones the
-/// purpose needs present. Returns the column names in order.
-pub fn check_header(header: &[String], purpose: Purpose) -> Result<(), String> {
+/// A header's columns, each one of `known` (else the nearest is suggested)
+/// and none twice.
+pub fn known_columns<'h>(
+    header: &'h [String],
+    known: &[&str],
+) -> Result<std::collections::BTreeSet<&'h str>, String> {
     let mut seen = std::collections::BTreeSet::new();
     for h in header {
-        if !COLUMNS.contains(&h.as_str()) {
-            let near = COLUMNS
+        if !known.contains(&h.as_str()) {
+            let near = known
                 .iter()
                 .map(|c| (strsim::jaro_winkler(c, h), c))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -143,13 +146,20 @@ pub fn check_header(header: &[String], purpose: Purpose) -> Result<(), String> {
                 .unwrap_or_default();
             return Err(format!(
                 "unknown column `{h}`{near}\nhint: the columns are {}",
-                COLUMNS.join(", ")
+                known.join(", ")
             ));
         }
         if !seen.insert(h.as_str()) {
             return Err(format!("column `{h}` appears twice"));
         }
     }
+    Ok(seen)
+}
+
+/// Check a CSV header: every column known, none twice, and the ones the
+/// purpose needs present.
+pub fn check_header(header: &[String], purpose: Purpose) -> Result<(), String> {
+    let seen = known_columns(header, COLUMNS)?;
     let mut need = vec!["external_card_no"];
     if purpose == Purpose::Open {
         need.extend(["open_date", "valid_date"]);

@@ -7,7 +7,7 @@
 //! Neither holds anything personal: a card number, a trade number, amounts
 //! and times. The ledger keeps only a salted digest of them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -110,25 +110,7 @@ pub const TRADE_TYPES: &[&str] = &["OPEN", "TRADE", "DEPOSIT", "RETURN"];
 /// A header's columns: each known, none twice, the required ones there, and
 /// the card named by exactly one of `external_card_no` / `biz_card_no`.
 pub fn check_header(header: &[String], known: &[&str], required: &[&str]) -> Result<(), String> {
-    let mut seen = BTreeSet::new();
-    for h in header {
-        if !known.contains(&h.as_str()) {
-            let near = known
-                .iter()
-                .map(|c| (strsim::jaro_winkler(c, h), c))
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .filter(|(s, _)| *s > 0.8)
-                .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(format!(
-                "unknown column `{h}`{near}\nhint: the columns are {}",
-                known.join(", ")
-            ));
-        }
-        if !seen.insert(h.as_str()) {
-            return Err(format!("column `{h}` appears twice"));
-        }
-    }
+    let seen = super::known_columns(header, known)?;
     match (
         seen.contains("external_card_no"),
         seen.contains("biz_card_no"),

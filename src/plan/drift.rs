@@ -69,7 +69,33 @@ pub fn compare(
     if let Ok(Attrs::Template(t)) = serde_json::from_value::<Attrs>(recorded.clone()) {
         at_gateway.image_hashes = t.image_hashes;
     }
-    let at_gateway = Attrs::Template(Box::new(at_gateway)).to_json();
+    differs(
+        record,
+        recorded,
+        Attrs::Template(Box::new(at_gateway)),
+        modified_at,
+    )
+}
+
+/// Compare a recorded benefit with the gateway's.
+pub fn compare_benefit(record: &ResourceState, at_gateway: BenefitAttrs) -> Option<Drifted> {
+    differs(
+        record,
+        record.attrs_value(),
+        Attrs::Benefit(Box::new(at_gateway)),
+        None,
+    )
+}
+
+/// The drift between a record (`recorded`, its attributes) and what the
+/// gateway holds, if they differ.
+fn differs(
+    record: &ResourceState,
+    recorded: Value,
+    at_gateway: Attrs,
+    modified_at: Option<String>,
+) -> Option<Drifted> {
+    let at_gateway = at_gateway.to_json();
     let fields = super::changed_fields(&recorded, &at_gateway);
     if fields.is_empty() {
         return None;
@@ -81,24 +107,6 @@ pub fn compare(
         recorded,
         at_gateway,
         modified_at,
-    })
-}
-
-/// Compare a recorded benefit with the gateway's.
-pub fn compare_benefit(record: &ResourceState, at_gateway: BenefitAttrs) -> Option<Drifted> {
-    let recorded = record.attrs_value();
-    let at_gateway = Attrs::Benefit(Box::new(at_gateway)).to_json();
-    let fields = super::changed_fields(&recorded, &at_gateway);
-    if fields.is_empty() {
-        return None;
-    }
-    Some(Drifted {
-        address: record.address.clone(),
-        template_id: record.ids.template_id.clone().unwrap_or_default(),
-        fields,
-        recorded,
-        at_gateway,
-        modified_at: None,
     })
 }
 
