@@ -144,8 +144,8 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
             let to = crate::stores::Location::parse(&to).map_err(anyhow::Error::msg)?;
             let m = ops::state::migrate(&dir, &to, t, force)?;
             render::line(&format!(
-                "Moved {} resource(s), {} intent(s) and {} forgotten id(s) from {} to {} (lineage {}, serial {}).",
-                m.resources, m.intents, m.forgotten, dir, to, m.lineage, m.serial
+                "Moved {} resource(s), {} intent(s), {} forgotten id(s) and {} card ledger row(s) from {} to {} (lineage {}, serial {}).",
+                m.resources, m.intents, m.forgotten, m.ledger, dir, to, m.lineage, m.serial
             ));
             render::line(&format!(
                 "The state at {dir} is left as it was; point --state or CARDFORM_STATE at {to} from now on."

@@ -62,6 +62,8 @@ pub struct Migrated {
     pub resources: usize,
     pub intents: usize,
     pub forgotten: usize,
+    /// Rows of the card ledger (cards, their indexes, trades and reminders).
+    pub ledger: usize,
     pub lineage: String,
     pub serial: u64,
 }
@@ -77,6 +79,17 @@ pub fn migrate(from: &Location, to: &Location, timeout: Duration, force: bool) -
     let snap = source.snapshot()?;
     let target = project::open_state(to, "state migrate", timeout)?;
     let there = target.snapshot()?;
+    // The card ledger moves with it, salt and all (its digests are salted):
+    // both ledgers locked, so no `cards` command runs meanwhile.
+    let source_ledger = from.backend().open_cards("state migrate", timeout)?;
+    let rows = source_ledger.export()?;
+    let target_ledger = to.backend().open_cards("state migrate", timeout)?;
+    let ledger_there = target_ledger.export()?.len();
+    if ledger_there > 0 && !force {
+        bail!(
+            "{to} already holds a card ledger ({ledger_there} row(s))\nhint: migrating would replace it; pass --force to do so (a migration cut short is finished this way too)"
+        );
+    }
     let holds = !there.resources.is_empty() || !there.intents.is_empty() || there.meta.serial > 0;
     if holds && !force {
         bail!(
@@ -85,6 +98,13 @@ pub fn migrate(from: &Location, to: &Location, timeout: Duration, force: bool) -
             there.meta.lineage,
             there.meta.serial
         );
+    }
+    // The ledger first, then the state: each is written at once (a batch, a
+    // transaction), and a run cut short between them leaves a target that
+    // a second run refuses until --force finishes it; the source is only read.
+    target_ledger.replace(source_ledger.salt(), &rows)?;
+    if target_ledger.export()?.len() != rows.len() {
+        bail!("bug: the migrated card ledger at {to} does not read back as written");
     }
     target.replace_all(&snap)?;
     target.flush()?;
@@ -99,6 +119,7 @@ pub fn migrate(from: &Location, to: &Location, timeout: Duration, force: bool) -
         resources: snap.resources.len(),
         intents: snap.intents.len(),
         forgotten: snap.forgotten.len(),
+        ledger: rows.len(),
         lineage: snap.meta.lineage,
         serial: snap.meta.serial,
     })

@@ -86,5 +86,10 @@ pub trait CardLedger: Send + Sync {
     /// Drop a journal entry whose call definitely did not take effect.
     fn forget_once(&self, key: &str) -> Result<(), StateError>;
     fn flush(&self) -> Result<(), StateError>;
+    /// Every row (key, text), the salt apart: what `state migrate` moves.
+    fn export(&self) -> Result<Vec<(String, String)>, StateError>;
+    /// Replace the whole ledger with `rows` under `salt`, at once: after a
+    /// crash it holds either what it held or all of `rows`.
+    fn replace(&self, salt: [u8; 32], rows: &[(String, String)]) -> Result<(), StateError>;
     fn tally(&self) -> Result<Tally, StateError>;
 }

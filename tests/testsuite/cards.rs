@@ -91,10 +91,13 @@ impl Setup {
     /// `cardform` on this sandbox and state, run from the temporary
     /// directory (paths relative to it work).
     fn cardform(&self) -> Command {
+        self.cardform_on(&self.state.display().to_string())
+    }
+
+    /// The same on another state (a directory or a postgres:// URL).
+    fn cardform_on(&self, state: &str) -> Command {
         let mut c = self.sb.cardform();
-        c.arg("--state")
-            .arg(&self.state)
-            .current_dir(self.tmp.path());
+        c.arg("--state").arg(state).current_dir(self.tmp.path());
         c
     }
 
@@ -1070,7 +1073,11 @@ impl Setup {
     /// `cards <job>` on the club template with a CSV and a results file
     /// (relative to the temporary directory).
     fn batch(&self, job: &str, csv: &str, results: Option<&str>) -> Command {
-        let mut c = self.cardform();
+        self.batch_on(&self.state.display().to_string(), job, csv, results)
+    }
+
+    fn batch_on(&self, state: &str, job: &str, csv: &str, results: Option<&str>) -> Command {
+        let mut c = self.cardform_on(state);
         c.args([
             "cards",
             job,
@@ -1571,4 +1578,93 @@ fn members_who_close_at_once_still_get_their_cards() {
         "every callback is logged as it arrives:\n{log}"
     );
     assert_eq!(s.cards()["open"], N as u64);
+}
+
+/// issue 27: `state migrate` moves the card ledger with the state (its salt
+/// too, or no digest would match): 3,400 cards and 3,400 trades (10,200
+/// ledger rows) to PostgreSQL, killed with kill -9 once on the way, and
+/// back to a directory; every card is still open and every trade still
+/// synced (0 calls), and the source is left as it was.
+#[test]
+fn the_card_ledger_moves_with_the_state_and_back() {
+    const N: usize = 3_400;
+    let s = Setup::new("cell,external_card_no\n");
+    s.open_cards(N);
+    let mut trades = vec!["external_card_no,trade_no,trade_type,trade_time,point".to_string()];
+    for i in 0..N {
+        trades.push(format!("P-{i:05},T-{i},TRADE,2026-12-07 10:00:00,{i}"));
+    }
+    std::fs::write(s.tmp.path().join("trades.csv"), trades.join("\n") + "\n").unwrap();
+    let consumed = run(s.batch("consume", "trades.csv", None).arg("--json"))
+        .ok()
+        .json();
+    assert_eq!(consumed["counts"]["synced"], N, "{consumed}");
+    // Nothing changes at Alipay from here on: each check is 0 calls.
+    let quiet = |state: &str| {
+        let mut open = s.batch_on(state, "open", "open.csv", None);
+        open.arg("--json");
+        let o = run(&mut open).ok().json();
+        assert_eq!(o["counts"]["already_open"], N, "{state}: {o}");
+        assert_eq!(o["calls"], 0, "{state}");
+        let mut consume = s.batch_on(state, "consume", "trades.csv", None);
+        consume.arg("--json");
+        let c = run(&mut consume).ok().json();
+        assert_eq!(c["counts"]["already_synced"], N, "{state}: {c}");
+        assert_eq!(c["calls"], 0, "{state}");
+    };
+    let url = crate::support::pg::cluster().url("ledger_moves");
+    let schema = url.split("schema=").nth(1).unwrap().to_string();
+    let local = s.state.display().to_string();
+    let migrate = |from: &str, to: &str, force: bool| {
+        let mut c = s.cardform_on(from);
+        c.args(["state", "migrate", "--to", to]);
+        if force {
+            c.arg("--force");
+        }
+        c
+    };
+    // Killed once the target is being written (its schema exists).
+    let mut child = migrate(&local, &url, false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let there = crate::support::pg::cluster().psql(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+        ));
+        if there.trim() != "0" || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    // A second run finishes it (refused first if the first wrote anything).
+    let again = run(&mut migrate(&local, &url, false));
+    if again.code != 0 {
+        assert!(again.stderr.contains("--force"), "{}", again.stderr);
+        run(&mut migrate(&local, &url, true)).ok();
+    }
+    let rows = crate::support::pg::cluster().psql(&format!("SELECT count(*) FROM {schema}.cards"));
+    assert_eq!(
+        rows.trim(),
+        (3 * N).to_string(),
+        "cards, their index and trades"
+    );
+    quiet(&url);
+    // And back, to a new directory; the source directory still works too.
+    let back = s.tmp.path().join("state-back").display().to_string();
+    let moved = run(&mut migrate(&url, &back, false)).ok();
+    assert!(
+        moved
+            .stdout
+            .contains(&format!("{} card ledger row(s)", 3 * N)),
+        "{}",
+        moved.stdout
+    );
+    quiet(&back);
+    quiet(&local);
 }

@@ -215,6 +215,46 @@ impl CardLedger for PgLedger {
         })
     }
 
+    fn export(&self) -> Result<Vec<(String, String)>, StateError> {
+        let s = self.worker.names();
+        self.worker.call(move |c| {
+            Ok(c.query(
+                &format!("SELECT key, entry FROM {} ORDER BY key", s.cards),
+                &[],
+            )
+            .map_err(db_error)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn replace(&self, salt: [u8; 32], rows: &[(String, String)]) -> Result<(), StateError> {
+        let s = self.worker.names();
+        let rows = rows.to_vec();
+        // One transaction: committed whole, or not at all.
+        self.worker.call(move |c| {
+            let mut tx = c.transaction().map_err(db_error)?;
+            tx.execute(&format!("DELETE FROM {}", s.cards), &[])
+                .map_err(db_error)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (id, salt) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET salt = EXCLUDED.salt",
+                    s.cards_meta
+                ),
+                &[&salt.as_slice()],
+            )
+            .map_err(db_error)?;
+            let insert = tx
+                .prepare(&format!("INSERT INTO {} (key, entry) VALUES ($1, $2)", s.cards))
+                .map_err(db_error)?;
+            for (k, v) in &rows {
+                tx.execute(&insert, &[k, v]).map_err(db_error)?;
+            }
+            tx.commit().map_err(db_error)
+        })
+    }
+
     fn tally(&self) -> Result<Tally, StateError> {
         let s = self.worker.names();
         let texts: Vec<(String, String)> = self.worker.call(move |c| {

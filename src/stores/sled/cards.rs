@@ -183,6 +183,36 @@ impl CardLedger for SledLedger {
         self.db.flush().map(|_| ()).map_err(io)
     }
 
+    fn export(&self) -> Result<Vec<(String, String)>, StateError> {
+        let mut rows = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(io)?;
+            if &*k == b"salt" {
+                continue;
+            }
+            let key = String::from_utf8(k.to_vec()).map_err(|e| self.corrupt("a key", e))?;
+            let text = String::from_utf8(v.to_vec()).map_err(|e| self.corrupt(&key, e))?;
+            rows.push((key, text));
+        }
+        Ok(rows)
+    }
+
+    fn replace(&self, salt: [u8; 32], rows: &[(String, String)]) -> Result<(), StateError> {
+        // One batch: sled applies it whole or not at all.
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter() {
+            let (k, _) = item.map_err(io)?;
+            batch.remove(k);
+        }
+        batch.insert("salt", &salt);
+        for (k, v) in rows {
+            batch.insert(k.as_bytes(), v.as_bytes());
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
     fn tally(&self) -> Result<Tally, StateError> {
         let mut t = Tally::default();
         for item in self.tree.scan_prefix("c:") {
