@@ -17,6 +17,10 @@ pub struct Args {
     /// Address to listen on (put it behind the https URL the activation URL's `callback` names)
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Gateway calls in flight at once (the rate limits still apply): about
+    /// parallelism / (3 x gateway latency) activations a second
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
 }
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
@@ -25,6 +29,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         ops::cards_serve::Request {
             common: args.project.common(None),
             listen: args.listen,
+            parallelism: args.parallelism,
         },
         flags,
         log,

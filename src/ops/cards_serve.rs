@@ -42,6 +42,8 @@ use crate::util::secret::Secret;
 pub struct Request {
     pub common: Common,
     pub listen: SocketAddr,
+    /// Gateway calls in flight at once (within the rate limits).
+    pub parallelism: usize,
 }
 
 /// Told what happens, one line per callback (no personal data).
@@ -106,7 +108,10 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
     let reader = super::gateway::governed(
         &read.settings,
         &read.desired,
-        &crate::apply::Options::default(),
+        &crate::apply::Options {
+            parallelism: req.parallelism.max(1),
+            ..Default::default()
+        },
         log.clone(),
     )
     .await?;
@@ -178,10 +183,28 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         tokens: Mutex::new(HashMap::new()),
         log,
     });
+    // Where the gateway is, for readiness (a connection, no call spent).
+    let gateway_at = match &read.settings.gateway.endpoint {
+        crate::settings::Endpoint::Url(u) => u
+            .socket_addrs(|| Some(443))
+            .ok()
+            .and_then(|a| a.into_iter().next()),
+        crate::settings::Endpoint::Embedded => reader.conn.sandbox.as_ref().map(|s| s.addr),
+    };
+    let health = Arc::new(Health {
+        ledger: ledger.clone(),
+        gateway_at,
+    });
     let mut app = axum::Router::new()
         .fallback(axum::routing::get(callback))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .with_state(ctx);
+        .with_state(ctx)
+        .merge(
+            axum::Router::new()
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get(ready))
+                .with_state(health),
+        );
     if let Some(till) = till {
         app = app.merge(super::till::router(Arc::new(till)));
     }
@@ -256,6 +279,45 @@ fn transactions(
         families,
         log: Box::new(move |l: &str| log.line(l)),
     }))
+}
+
+/// What readiness checks: the card ledger answers, the gateway accepts a
+/// connection.
+struct Health {
+    ledger: Arc<dyn CardLedger>,
+    gateway_at: Option<SocketAddr>,
+}
+
+/// `/readyz`: 200 when the ledger answers and the gateway's address takes
+/// a connection (within 2 s each), else 503 naming what is not.
+async fn ready(State(h): State<Arc<Health>>) -> Response {
+    let limit = Duration::from_secs(2);
+    let ledger = {
+        let l = h.ledger.clone();
+        tokio::time::timeout(
+            limit,
+            tokio::task::spawn_blocking(move || l.get("readyz").is_ok()),
+        )
+        .await
+        .is_ok_and(|r| r.unwrap_or(false))
+    };
+    let gateway = match h.gateway_at {
+        Some(a) => tokio::time::timeout(limit, tokio::net::TcpStream::connect(a))
+            .await
+            .is_ok_and(|c| c.is_ok()),
+        None => false,
+    };
+    let body = format!(
+        "ledger: {}\ngateway: {}\n",
+        if ledger { "ok" } else { "unreachable" },
+        if gateway { "ok" } else { "unreachable" }
+    );
+    let status = if ledger && gateway {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
 /// What the member sees.
