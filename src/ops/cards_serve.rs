@@ -65,12 +65,75 @@ struct Ctx {
     gateway: Arc<Governor>,
     ledger: Arc<dyn CardLedger>,
     app_id: String,
-    doors: HashMap<String, Arc<Door>>,
+    doors: std::sync::RwLock<HashMap<String, Arc<Door>>>,
+    /// How to read the project again (an apply that replaced a template is
+    /// picked up when its new template_id first calls back).
+    reload: Reload,
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// request_id -> the member's token and who it is, for a request cut
     /// short (memory only, minutes).
     tokens: Mutex<HashMap<String, (Secret, CardUserInfo, Instant)>>,
     log: Arc<dyn Log>,
+}
+
+/// What reading the project again needs, and when it was last read.
+struct Reload {
+    common: Common,
+    flags: Overrides,
+    last: Mutex<Instant>,
+}
+
+/// The project is read again at most this often (only for a template_id
+/// the service does not know).
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+impl Ctx {
+    /// The door of `template_id`; one the service does not know sends it
+    /// to read the project and state again (at most every few seconds),
+    /// so that a template an apply created or replaced since the start is
+    /// served without a restart.
+    async fn door(&self, template_id: &str) -> Option<Arc<Door>> {
+        if let Some(d) = self.doors.read().expect("not poisoned").get(template_id) {
+            return Some(d.clone());
+        }
+        {
+            let mut last = self.reload.last.lock().expect("not poisoned");
+            if last.elapsed() < RELOAD_EVERY {
+                return None;
+            }
+            *last = Instant::now();
+        }
+        let (common, flags) = (self.reload.common.clone(), self.reload.flags.clone());
+        let read =
+            tokio::task::spawn_blocking(move || project::read(&common, &flags, "cards serve"))
+                .await;
+        match read {
+            Ok(Ok(read)) => match doors(&read, self.log.as_ref()) {
+                Ok(fresh) => {
+                    let n = fresh.len();
+                    let mut doors = self.doors.write().expect("not poisoned");
+                    // Old template ids stay served: posters printed with
+                    // them still work.
+                    doors.extend(fresh);
+                    self.log.line(&format!(
+                        "read the project again for template {template_id}: {n} template(s) issue cards"
+                    ));
+                    doors.get(template_id).cloned()
+                }
+                Err(e) => {
+                    self.log
+                        .line(&format!("reading the project again failed: {e}"));
+                    None
+                }
+            },
+            Ok(Err(e)) => {
+                self.log
+                    .line(&format!("reading the project again failed: {e}"));
+                None
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 const TOKEN_KEEP: Duration = Duration::from_secs(600);
@@ -104,7 +167,12 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             "no activation URL in the project says what to issue\nhint: add an `issue:` block beside an activation URL's `callback` (see the README's member journey)"
         );
     }
-    let tokens = super::tokens::tokens(&read.desired);
+    let doors = doors(&read, log.as_ref())?;
+    if doors.is_empty() {
+        bail!(
+            "no template with an `issue` block is applied yet\nhint: run `cardform apply` first: cards serve opens cards on applied templates"
+        );
+    }
     let reader = super::gateway::governed(
         &read.settings,
         &read.desired,
@@ -115,6 +183,77 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         log.clone(),
     )
     .await?;
+    let ledger =
+        super::cards::open_ledger(&read.settings.state, "cards serve", req.common.lock_timeout)?;
+    let till = transactions(&doors, &reader.provider.gateway, &ledger, &log)?;
+    let ctx = Arc::new(Ctx {
+        gateway: reader.provider.gateway.clone(),
+        ledger: ledger.clone(),
+        app_id: read.binding.app_id.clone(),
+        doors: std::sync::RwLock::new(doors),
+        reload: Reload {
+            common: req.common.clone(),
+            flags: flags.clone(),
+            last: Mutex::new(Instant::now()),
+        },
+        busy: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
+        log,
+    });
+    // Where the gateway is, for readiness (a connection, no call spent).
+    let gateway_at = match &read.settings.gateway.endpoint {
+        crate::settings::Endpoint::Url(u) => u
+            .socket_addrs(|| Some(443))
+            .ok()
+            .and_then(|a| a.into_iter().next()),
+        crate::settings::Endpoint::Embedded => reader.conn.sandbox.as_ref().map(|s| s.addr),
+    };
+    let health = Arc::new(Health {
+        ledger: ledger.clone(),
+        gateway_at,
+    });
+    let mut app = axum::Router::new()
+        .fallback(axum::routing::get(callback))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(ctx)
+        .merge(
+            axum::Router::new()
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get(ready))
+                .with_state(health),
+        );
+    if let Some(till) = till {
+        app = app.merge(super::till::router(Arc::new(till)));
+    }
+    let listener = tokio::net::TcpListener::bind(req.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", req.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    // The callback faces the internet: the sandbox's hardened loop (bounded
+    // connections, slow clients closed).
+    // Each callback runs on a task of its own from the moment it arrives: a
+    // member who closes the page at once still gets the card.
+    let serving = tokio::spawn(crate::util::serve::serve_detached(listener, app, stop));
+    let sandbox_url = reader
+        .conn
+        .sandbox
+        .as_ref()
+        .map(|s| s.gateway_url().trim_end_matches("/gateway.do").to_string());
+    Ok(Running {
+        addr,
+        sandbox_url,
+        serving,
+        shutdown,
+        conn: reader.conn,
+        ledger,
+    })
+}
+
+/// The templates members activate on, by template id, as the state
+/// records them now (a tier not applied yet is logged and left out).
+fn doors(read: &project::Read, log: &dyn Log) -> Result<HashMap<String, Arc<Door>>> {
+    let tokens = super::tokens::tokens(&read.desired);
     let mut doors = HashMap::new();
     let mut members_of: HashMap<Address, Arc<HashMap<String, Holder>>> = HashMap::new();
     for (tier, issuance) in &read.desired.issuance {
@@ -171,66 +310,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             }),
         );
     }
-    let ledger =
-        super::cards::open_ledger(&read.settings.state, "cards serve", req.common.lock_timeout)?;
-    let till = transactions(&doors, &reader.provider.gateway, &ledger, &log)?;
-    let ctx = Arc::new(Ctx {
-        gateway: reader.provider.gateway.clone(),
-        ledger: ledger.clone(),
-        app_id: read.binding.app_id.clone(),
-        doors,
-        busy: Mutex::new(HashMap::new()),
-        tokens: Mutex::new(HashMap::new()),
-        log,
-    });
-    // Where the gateway is, for readiness (a connection, no call spent).
-    let gateway_at = match &read.settings.gateway.endpoint {
-        crate::settings::Endpoint::Url(u) => u
-            .socket_addrs(|| Some(443))
-            .ok()
-            .and_then(|a| a.into_iter().next()),
-        crate::settings::Endpoint::Embedded => reader.conn.sandbox.as_ref().map(|s| s.addr),
-    };
-    let health = Arc::new(Health {
-        ledger: ledger.clone(),
-        gateway_at,
-    });
-    let mut app = axum::Router::new()
-        .fallback(axum::routing::get(callback))
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .with_state(ctx)
-        .merge(
-            axum::Router::new()
-                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-                .route("/readyz", axum::routing::get(ready))
-                .with_state(health),
-        );
-    if let Some(till) = till {
-        app = app.merge(super::till::router(Arc::new(till)));
-    }
-    let listener = tokio::net::TcpListener::bind(req.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", req.listen))?;
-    let addr = listener.local_addr()?;
-    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    // The callback faces the internet: the sandbox's hardened loop (bounded
-    // connections, slow clients closed).
-    // Each callback runs on a task of its own from the moment it arrives: a
-    // member who closes the page at once still gets the card.
-    let serving = tokio::spawn(crate::util::serve::serve_detached(listener, app, stop));
-    let sandbox_url = reader
-        .conn
-        .sandbox
-        .as_ref()
-        .map(|s| s.gateway_url().trim_end_matches("/gateway.do").to_string());
-    Ok(Running {
-        addr,
-        sandbox_url,
-        serving,
-        shutdown,
-        conn: reader.conn,
-        ledger,
-    })
+    Ok(doors)
 }
 
 /// The till endpoint's families: each template family whose `issue` block
@@ -394,7 +474,7 @@ async fn callback(
     }
     ctx.log
         .line(&format!("callback request_id={request_id}: received"));
-    let Some(door) = ctx.doors.get(template_id).cloned() else {
+    let Some(door) = ctx.door(template_id).await else {
         ctx.log.line(&format!(
             "callback request_id={request_id}: refused: template {template_id} is not one this service issues (no `issue` block, or not applied)"
         ));

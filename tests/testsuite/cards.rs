@@ -1668,3 +1668,80 @@ fn the_card_ledger_moves_with_the_state_and_back() {
     quiet(&back);
     quiet(&local);
 }
+
+/// issue 27: an apply that replaces a template while `cards serve` runs is
+/// picked up without a restart (the new template_id's first callback reads
+/// the state again); a service on a state with nothing applied refuses to
+/// start.
+#[test]
+fn cards_serve_picks_up_a_replaced_template_without_a_restart() {
+    let s = Setup::new("cell,external_card_no\n");
+    let serve = Serve::start(&s);
+    let before = s.ids();
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("suffix_length: 12", "suffix_length: 14"),
+    )
+    .unwrap();
+    run(s
+        .cardform()
+        .args(["apply", "--auto-approve", "-p", "project"]))
+    .ok();
+    let after = s.ids();
+    let silver = "merchant.brew/template.club.silver";
+    assert_ne!(before[silver], after[silver], "replaced");
+    let url = run(s.cardform().args(["output", "--format", "json"]))
+        .ok()
+        .json()["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["address"] == silver)
+        .unwrap()["apply_card_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = s.sb.activate(
+        &url,
+        json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13700000001"}, "deliver": false}),
+    );
+    let cb = a["callback_url"].as_str().unwrap().to_string();
+    // The same callback until the service knows the new template (it reads
+    // the state again at most every few seconds; a 404 spends no code).
+    let start = Instant::now();
+    let answer = loop {
+        let r = http("GET", &cb, None);
+        if r.status != 404 {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            serve.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answer.status, 302, "{}", answer.body);
+    let cards = s.cards();
+    assert_eq!(cards["templates"][&after[silver]], 1, "{cards}");
+    drop(serve);
+
+    // Nothing applied: refused at start, saying what to do.
+    let empty = s.tmp.path().join("empty-state");
+    let r = run(s.cardform_on(&empty.display().to_string()).args([
+        "cards",
+        "serve",
+        "-p",
+        "project",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("run `cardform apply` first"),
+        "{}",
+        r.stderr
+    );
+}
