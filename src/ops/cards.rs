@@ -38,7 +38,7 @@ pub fn open_ledger(
             holder,
             ..
         })) => bail!(
-            "the card ledger in `{dir}` is in use by `cardform {}` (pid {} on {}) since {}\nhint: one `cardform cards` command at a time: wait for it (--lock-timeout 5m), or stop it first",
+            "the card ledger in `{dir}` is in use by `cardform {}` (pid {} on {}) since {}\nhint: a card ledger beside a local state is one process's: wait for it (--lock-timeout 5m) or stop it first; keep the state in PostgreSQL to run several `cards` commands and `cards serve` replicas at once",
             holder.operation,
             holder.pid,
             holder.host,
@@ -276,7 +276,15 @@ async fn one_card(
     let target = Target::resolve(&read.desired, &one.template).map_err(anyhow::Error::msg)?;
     let ledger = open_ledger(&read.settings.state, operation, one.common.lock_timeout)?;
     let osn = cards::out_serial_no(&target.family, &one.external_card_no);
-    let Some(entry) = ledger.get(&osn)? else {
+    // A card `cards serve` opened for a member without a card of their own
+    // carries its serial number, upper-cased, as its card number.
+    let activation = one.external_card_no.to_ascii_lowercase();
+    let found = match ledger.get(&osn)? {
+        Some(e) => Some(e),
+        None if activation.starts_with("ca") => ledger.get(&activation)?,
+        None => None,
+    };
+    let Some(entry) = found else {
         bail!(
             "cardform opened no card `{}` on `{}`\nhint: `cardform cards open` records the cards it opens; a card opened elsewhere is queried with `cardform api alipay.marketing.card.query`",
             one.external_card_no,

@@ -70,6 +70,9 @@ struct Ctx {
     /// picked up when its new template_id first calls back).
     reload: Reload,
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This process, as its claims name it (host, pid and a random part:
+    /// replicas of `cards serve` share a ledger on PostgreSQL).
+    replica: String,
     /// request_id -> the member's token and who it is, for a request cut
     /// short (memory only, minutes).
     tokens: Mutex<HashMap<String, (Secret, CardUserInfo, Instant)>>,
@@ -197,6 +200,12 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             last: Mutex::new(Instant::now()),
         },
         busy: Mutex::new(HashMap::new()),
+        replica: format!(
+            "{}:{}:{:08x}",
+            crate::state::LockInfo::current("cards serve").host,
+            std::process::id(),
+            rand::random::<u32>()
+        ),
         tokens: Mutex::new(HashMap::new()),
         log,
     });
@@ -577,7 +586,87 @@ fn local_time(rfc3339: &str) -> String {
         .to_string()
 }
 
+/// A claim older than this is a replica's that died: another takes it over.
+const CLAIM_STALE: Duration = Duration::from_secs(15);
+/// How long a callback waits for another replica's work on the same
+/// activation before asking the member to try again.
+const CLAIM_WAIT: Duration = Duration::from_secs(25);
+
+/// One activation, claimed first among the replicas sharing the ledger: a
+/// callback another replica is at work on (Alipay retrying, a member's
+/// double tap landing on two replicas) waits for that card instead of
+/// spending the single-use code a second time; a claim left by a replica
+/// that died is taken over once stale.
 async fn issue(
+    ctx: &Ctx,
+    door: &Door,
+    request_id: &str,
+    code: &Secret,
+) -> Result<(String, &'static str, Address), Refusal> {
+    let ledger_failed = |e: crate::state::StateError| Refusal {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        member: "Something went wrong on our side. Please try again in a moment.",
+        log: format!("failed: the card ledger: {e}"),
+    };
+    let started = Instant::now();
+    loop {
+        if let Some(done) = settled(ctx, request_id).map_err(ledger_failed)? {
+            return Ok(done);
+        }
+        let claim = {
+            let (l, r, who) = (
+                ctx.ledger.clone(),
+                request_id.to_string(),
+                ctx.replica.clone(),
+            );
+            tokio::task::spawn_blocking(move || l.claim(&r, &who, CLAIM_STALE))
+                .await
+                .map_err(|_| Refusal {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    member: "Something went wrong on our side. Please try again in a moment.",
+                    log: "failed: the claim panicked (a bug)".into(),
+                })?
+                .map_err(ledger_failed)?
+        };
+        match claim {
+            crate::state::cards::Claim::Ours => break,
+            crate::state::cards::Claim::Held { holder } => {
+                if started.elapsed() > CLAIM_WAIT {
+                    return Err(Refusal {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        member: "Your card is being prepared. Please try again in a moment.",
+                        log: format!("waited for replica {holder}'s work on it; gave up"),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let answer = issue_claimed(ctx, door, request_id, code).await;
+    let (l, r, who) = (
+        ctx.ledger.clone(),
+        request_id.to_string(),
+        ctx.replica.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || l.release(&r, &who)).await;
+    answer
+}
+
+/// The card an earlier callback of this activation opened, if any.
+fn settled(
+    ctx: &Ctx,
+    request_id: &str,
+) -> Result<Option<(String, &'static str, Address)>, crate::state::StateError> {
+    let Some(osn) = ctx.ledger.by_request(request_id)? else {
+        return Ok(None);
+    };
+    Ok(ctx.ledger.get(&osn)?.and_then(|e| {
+        e.biz_card_no
+            .map(|biz| (biz, "repeated callback: already opened", e.template))
+    }))
+}
+
+async fn issue_claimed(
     ctx: &Ctx,
     door: &Door,
     request_id: &str,

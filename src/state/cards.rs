@@ -68,6 +68,15 @@ pub struct Tally {
     pub deleted: usize,
 }
 
+/// What became of a claim on a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours: free, ours already, or taken over from a holder gone stale.
+    Ours,
+    /// Another holder's (another replica of `cards serve` at work on it).
+    Held { holder: String },
+}
+
 pub trait CardLedger: Send + Sync {
     /// This ledger's secret salt for row digests (made on first open).
     fn salt(&self) -> [u8; 32];
@@ -85,6 +94,18 @@ pub trait CardLedger: Send + Sync {
     fn put_once(&self, once: &Once, durability: Durability) -> Result<(), StateError>;
     /// Drop a journal entry whose call definitely did not take effect.
     fn forget_once(&self, key: &str) -> Result<(), StateError>;
+    /// Claim `key` for `holder`: one process at work on one activation,
+    /// among the processes sharing this ledger. Taken when free or when the
+    /// holder's claim is older than `stale` (a process that died), on the
+    /// ledger's own clock; durable when it returns.
+    fn claim(
+        &self,
+        key: &str,
+        holder: &str,
+        stale: std::time::Duration,
+    ) -> Result<Claim, StateError>;
+    /// Give up `holder`'s claim on `key` (another holder's is left alone).
+    fn release(&self, key: &str, holder: &str) -> Result<(), StateError>;
     fn flush(&self) -> Result<(), StateError>;
     /// Every row (key, text), the salt apart: what `state migrate` moves.
     fn export(&self) -> Result<Vec<(String, String)>, StateError>;

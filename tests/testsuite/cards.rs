@@ -1745,3 +1745,215 @@ fn cards_serve_picks_up_a_replaced_template_without_a_restart() {
         r.stderr
     );
 }
+
+/// issue 27: three `cards serve` replicas on one PostgreSQL ledger. 300
+/// activations sent round-robin, a fifth of them to two replicas at once
+/// (a double tap landing on both: the same card from each), one replica
+/// killed with kill -9 mid-burst and started again, then every callback
+/// delivered again to the next replica: exactly one card per activation at
+/// the sandbox, no claim left, and `cards query` answers while they run.
+/// A second process on a sled ledger is refused, saying why.
+#[test]
+fn cards_serve_runs_as_three_replicas_on_postgresql() {
+    const N: usize = 300;
+    let url = crate::support::pg::cluster().url("replicas");
+    let schema = url.split("schema=").nth(1).unwrap().to_string();
+    let s = Setup::with_state("cell,external_card_no\n", Some(&url));
+    let silver_url = run(s.cardform().args(["output", "--format", "json"]))
+        .ok()
+        .json()["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["address"] == "merchant.brew/template.club.silver")
+        .unwrap()["apply_card_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let callbacks: Vec<String> = (0..N)
+        .map(|i| {
+            s.sb.activate(
+                &silver_url,
+                json!({"fields": {"OPEN_FORM_FIELD_MOBILE": format!("136{i:08}")}, "deliver": false}),
+            )["callback_url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let replica = |port: u16| {
+        let mut child = s
+            .cardform()
+            .args(["cards", "serve", "-p", "project", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        assert!(first.starts_with("cards serve listening on"), "{first:?}");
+        child
+    };
+    let ports = [free_port(), free_port(), free_port()];
+    let mut replicas: Vec<std::process::Child> = ports.iter().map(|p| replica(*p)).collect();
+    // The callback as sent to one replica (the test is the load balancer).
+    let at = |cb: &str, port: u16| {
+        let path = &cb[cb.find("/activated").unwrap()..];
+        format!("http://127.0.0.1:{port}{path}")
+    };
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let first: std::sync::Mutex<BTreeMap<usize, String>> = Default::default();
+    std::thread::scope(|scope| {
+        for t in 0..6 {
+            let (callbacks, answered, first, at) = (&callbacks, &answered, &first, &at);
+            scope.spawn(move || {
+                for i in (t..N).step_by(6) {
+                    let cb = &callbacks[i];
+                    let send = |port: u16| -> Option<String> {
+                        let rest = at(cb, port);
+                        let host = rest
+                            .strip_prefix("http://")
+                            .unwrap()
+                            .split('/')
+                            .next()
+                            .unwrap()
+                            .to_string();
+                        let mut c = std::net::TcpStream::connect(&host).ok()?;
+                        let path = &rest[rest.find("/activated").unwrap()..];
+                        write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+                        let mut out = String::new();
+                        std::io::Read::read_to_string(&mut c, &mut out).ok()?;
+                        out.lines()
+                            .find_map(|l| l.strip_prefix("location: "))
+                            .map(str::to_string)
+                    };
+                    let mine = if i % 5 == 0 {
+                        // Both replicas at once: the same card from each.
+                        let (a, b) = std::thread::scope(|inner| {
+                            let other = inner.spawn(|| send(ports[(i + 1) % 3]));
+                            (send(ports[i % 3]), other.join().unwrap())
+                        });
+                        if let (Some(a), Some(b)) = (&a, &b) {
+                            assert_eq!(a, b, "two replicas, two answers for {i}");
+                        }
+                        // Replicas 0 and 1 are never killed: both answer
+                        // with the card (the second waits for the first's
+                        // claim instead of spending the code again).
+                        if i % 3 == 0 {
+                            assert!(a.is_some() && b.is_some(), "{i}: {a:?} {b:?}");
+                        }
+                        a.or(b)
+                    } else {
+                        send(ports[i % 3])
+                    };
+                    if let Some(loc) = mine {
+                        first.lock().unwrap().insert(i, loc);
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        // `cards query` answers while the replicas run.
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < N / 3 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (i, loc) = first
+            .lock()
+            .unwrap()
+            .iter()
+            .next()
+            .map(|(i, l)| (*i, l.clone()))
+            .unwrap();
+        let _ = (i, loc);
+        // kill -9 one replica mid-burst, then start it again.
+        replicas[2].kill().unwrap();
+        replicas[2].wait().unwrap();
+        replicas[2] = replica(ports[2]);
+    });
+    // Every callback again, to the next replica: each answers with its card
+    // (a claim the killed replica left is taken over once stale), or for one
+    // cut short whose code is spent, asks the member to scan again.
+    let mut cards = HashSet::new();
+    let mut again = 0;
+    for (i, cb) in callbacks.iter().enumerate() {
+        let start = Instant::now();
+        let r = loop {
+            let r = http("GET", &at(cb, ports[(i + 1) % 3]), None);
+            if r.status != 503 {
+                break r;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{}", r.body);
+        };
+        match r.status {
+            302 => {
+                let loc = r.location.unwrap();
+                if let Some(f) = first.lock().unwrap().get(&i) {
+                    assert_eq!(&loc, f, "{i}: another card than its first answer");
+                }
+                assert!(cards.insert(loc), "a card twice for {i}");
+            }
+            502 if r.body.contains("scan the code again") => again += 1,
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    let held = s.cards();
+    assert_eq!(
+        held["open"],
+        cards.len() as u64,
+        "{held}; {again} to scan again"
+    );
+    assert!(
+        again <= 12,
+        "{again} cut short (at most those in flight at the kill)"
+    );
+    // `cards query` answers while the replicas run (the ledger is shared).
+    let q = cardform_query(&s, &cards);
+    assert!(q.contains("card_info"), "{q}");
+    let claims = crate::support::pg::cluster().psql(&format!(
+        "SELECT count(*) FROM {schema}.cards WHERE key LIKE 'q:%'"
+    ));
+    assert_eq!(claims.trim(), "0", "no claim left unsettled");
+    for mut r in replicas {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+
+    // On a local state the ledger is one process's, and says so.
+    let local = Setup::new("cell,external_card_no\n");
+    let _first = Serve::start(&local);
+    let r =
+        run(local
+            .cardform()
+            .args(["cards", "serve", "-p", "project", "--listen", "127.0.0.1:0"]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("keep the state in PostgreSQL"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `cards query` of one of the cards (by the external card number the
+/// activation's card carries), while replicas run.
+fn cardform_query(s: &Setup, cards: &HashSet<String>) -> String {
+    let loc = cards.iter().next().unwrap();
+    let biz = loc.split("biz_card_no=").nth(1).unwrap();
+    let h = s.history(biz);
+    let ext = h["card_info"]["external_card_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = run(s.cardform().args([
+        "cards",
+        "query",
+        "-p",
+        "project",
+        "--template",
+        "merchant.brew/template.club",
+        "--card",
+        &ext,
+    ]));
+    format!("{}{}", r.stdout, r.stderr)
+}

@@ -14,7 +14,7 @@ use super::db_error;
 use super::schema::Names;
 use super::worker::Worker;
 use crate::state::backend::LockError;
-use crate::state::cards::{CardLedger, Entry, Once, Tally};
+use crate::state::cards::{CardLedger, Claim, Entry, Once, Tally};
 use crate::state::{Durability, StateError};
 
 pub struct PgLedger {
@@ -41,7 +41,11 @@ impl PgLedger {
             let mut pause = Duration::from_millis(20);
             loop {
                 let got: bool = c
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&ledger_key(&s)])
+                    // Shared: any number of `cards` commands and `cards serve`
+                    // replicas work on one ledger at once, each activation,
+                    // row or trade claiming its own key; `state migrate`'s
+                    // replace takes it exclusively, so it waits for them all.
+                    .query_one("SELECT pg_try_advisory_lock_shared($1)", &[&ledger_key(&s)])
                     .map_err(db_error)?
                     .get(0);
                 if got {
@@ -215,6 +219,63 @@ impl CardLedger for PgLedger {
         })
     }
 
+    fn claim(&self, key: &str, holder: &str, stale: Duration) -> Result<Claim, StateError> {
+        let s = self.worker.names();
+        let (key, holder) = (format!("q:{key}"), holder.to_string());
+        let stale_ms = stale.as_millis() as i64;
+        self.worker.call(move |c| {
+            // On the server's clock: replicas' clocks need not agree.
+            let won = c
+                .query_opt(
+                    &format!(
+                        "INSERT INTO {t} (key, entry)
+                         VALUES ($1, json_build_object('holder', $2::text, 'at',
+                                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text)
+                         ON CONFLICT (key) DO UPDATE SET entry = EXCLUDED.entry
+                         WHERE {t}.entry::json->>'holder' = $2
+                            OR ({t}.entry::json->>'at')::bigint
+                               < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $3
+                         RETURNING key",
+                        t = s.cards
+                    ),
+                    &[&key, &holder, &stale_ms],
+                )
+                .map_err(db_error)?;
+            if won.is_some() {
+                return Ok(Claim::Ours);
+            }
+            let who: Option<String> = c
+                .query_opt(
+                    &format!(
+                        "SELECT entry::json->>'holder' FROM {} WHERE key = $1",
+                        s.cards
+                    ),
+                    &[&key],
+                )
+                .map_err(db_error)?
+                .and_then(|r| r.get(0));
+            Ok(Claim::Held {
+                holder: who.unwrap_or_default(),
+            })
+        })
+    }
+
+    fn release(&self, key: &str, holder: &str) -> Result<(), StateError> {
+        let s = self.worker.names();
+        let (key, holder) = (format!("q:{key}"), holder.to_string());
+        self.worker.call(move |c| {
+            c.execute(
+                &format!(
+                    "DELETE FROM {} WHERE key = $1 AND entry::json->>'holder' = $2",
+                    s.cards
+                ),
+                &[&key, &holder],
+            )
+            .map(|_| ())
+            .map_err(db_error)
+        })
+    }
+
     fn export(&self) -> Result<Vec<(String, String)>, StateError> {
         let s = self.worker.names();
         self.worker.call(move |c| {
@@ -232,9 +293,21 @@ impl CardLedger for PgLedger {
     fn replace(&self, salt: [u8; 32], rows: &[(String, String)]) -> Result<(), StateError> {
         let s = self.worker.names();
         let rows = rows.to_vec();
-        // One transaction: committed whole, or not at all.
+        let lock = ledger_key(&s);
+        let shown = self.describe.clone();
+        // One transaction: committed whole, or not at all; only while no
+        // other process has the ledger open.
         self.worker.call(move |c| {
             let mut tx = c.transaction().map_err(db_error)?;
+            let alone: bool = tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock])
+                .map_err(db_error)?
+                .get(0);
+            if !alone {
+                return Err(StateError::Refused(format!(
+                    "the card ledger of {shown} is in use by a `cardform cards` command or `cards serve`\nhint: stop them first"
+                )));
+            }
             tx.execute(&format!("DELETE FROM {}", s.cards), &[])
                 .map_err(db_error)?;
             tx.execute(
