@@ -22,6 +22,7 @@ pub mod error;
 pub mod keys;
 pub mod methods;
 pub mod sign;
+pub mod spi;
 
 pub use call::Call;
 pub use error::{ApiError, ErrorClass, GatewayError, MerchantBlock};

@@ -588,6 +588,17 @@ pub fn out_serial_no(family: &Address, external_card_no: &str) -> String {
     format!("cf{}", &hex::encode(h.finalize())[..30])
 }
 
+/// The ledger's key for a card opened through the open-card SPI: one per
+/// Alipay `out_serial_no` (Alipay's retries repeat it).
+pub fn spi_serial_no(family: &Address, alipay_out_serial_no: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"cardform spi\0");
+    h.update(family.to_string().as_bytes());
+    h.update(b"\0");
+    h.update(alipay_out_serial_no.as_bytes());
+    format!("cs{}", &hex::encode(h.finalize())[..30])
+}
+
 /// out_serial_no for a member activating with no card of their own: one
 /// card per activation (`request_id`).
 pub fn activation_serial_no(family: &Address, request_id: &str) -> String {

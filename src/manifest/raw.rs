@@ -525,6 +525,13 @@ pub struct Issue {
     /// (`merchant_card_msg_info.changed_point`) [default: false].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub points_message: bool,
+    /// How members' openings reach `cards serve`: `callback` (3.0: the
+    /// activation URL's callback, then oauth.token, activateform.query and
+    /// card.open) or `spi` (3.1: Alipay calls the open-card SPI at
+    /// `cards serve`'s `/spi`; the template must name `spi_app_id`)
+    /// [default: callback].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::model::Flow>,
     /// `cardform cards serve` also takes the till's transactions for this
     /// card (`POST /transactions`), from callers that send this token as
     /// `Authorization: Bearer <token>`.

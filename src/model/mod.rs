@@ -350,9 +350,26 @@ pub struct Desired {
     pub issuance: BTreeMap<Address, Issuance>,
 }
 
+/// How Alipay hands a member's opening to the merchant.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// 3.0: the member's browser to the activation URL's `callback`; the
+    /// merchant calls oauth.token, activateform.query and card.open.
+    #[default]
+    Callback,
+    /// 3.1 ("极速版"): Alipay calls the merchant's open-card SPI (on the app
+    /// the template's `spi_app_id` names) and takes the card from its answer.
+    Spi,
+}
+
 /// What `cardform cards serve` does for a member activating on a template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Issuance {
+    /// Callback (3.0) or SPI (3.1).
+    pub flow: Flow,
     /// The template family (`template.club` for `template.club.gold`): what
     /// card serial numbers are derived from.
     pub family: Address,

@@ -70,6 +70,9 @@ struct Ctx {
     /// picked up when its new template_id first calls back).
     reload: Reload,
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The keys of the open-card SPI: Alipay's, which signs the calls, and
+    /// the app's, which signs the answers.
+    spi: SpiKeys,
     /// This process, as its claims name it (host, pid and a random part:
     /// replicas of `cards serve` share a ledger on PostgreSQL).
     replica: String,
@@ -139,6 +142,12 @@ impl Ctx {
     }
 }
 
+struct SpiKeys {
+    alipay: Arc<crate::alipay::AlipayPublicKey>,
+    app: Arc<crate::alipay::AppPrivateKey>,
+    sign_type: crate::alipay::SignType,
+}
+
 const TOKEN_KEEP: Duration = Duration::from_secs(600);
 const TOKENS_MAX: usize = 10_000;
 
@@ -200,6 +209,14 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             last: Mutex::new(Instant::now()),
         },
         busy: Mutex::new(HashMap::new()),
+        spi: {
+            let c = reader.conn.client.config();
+            SpiKeys {
+                alipay: c.alipay_public_key.clone(),
+                app: c.private_key.clone(),
+                sign_type: c.sign_type,
+            }
+        },
         replica: format!(
             "{}:{}:{:08x}",
             crate::state::LockInfo::current("cards serve").host,
@@ -222,8 +239,9 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
         gateway_at,
     });
     let mut app = axum::Router::new()
+        .route("/spi", axum::routing::post(spi))
         .fallback(axum::routing::get(callback))
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(ctx)
         .merge(
             axum::Router::new()
@@ -368,6 +386,201 @@ fn transactions(
         families,
         log: Box::new(move |l: &str| log.line(l)),
     }))
+}
+
+/// The open-card SPI (3.1): Alipay posts the member's opening and takes the
+/// card from the answer. The call is verified with Alipay's key before
+/// anything is read (a bad or missing signature: refused, nothing kept);
+/// the card is recorded in the ledger once per Alipay `out_serial_no`
+/// (a retry answers the same card); the answer is signed with the app's
+/// key. No gateway call is made.
+async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
+    let started = Instant::now();
+    let mut params = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            ctx.log.line("spi refused: a parameter appears twice");
+            return spi_answer(
+                &ctx,
+                spi_error(
+                    "40002",
+                    "isv.invalid-parameter",
+                    "a parameter appears twice",
+                ),
+            );
+        }
+    }
+    if !crate::alipay::spi::verified(&params, |t, d, s| ctx.spi.alipay.verify(t, d, s)) {
+        ctx.log
+            .line("spi refused: the signature is not Alipay's (nothing recorded)");
+        return spi_answer(
+            &ctx,
+            spi_error(
+                "40002",
+                "isv.invalid-signature",
+                "the signature does not verify",
+            ),
+        );
+    }
+    let call = match crate::alipay::spi::parse(&params) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.log.line(&format!("spi refused: {e}"));
+            return spi_answer(&ctx, spi_error("40002", "isv.invalid-parameter", &e));
+        }
+    };
+    let serial = &call.out_serial_no;
+    ctx.log
+        .line(&format!("spi out_serial_no={serial}: received"));
+    let door = match ctx.door(&call.template_id).await {
+        Some(d) if d.issuance.flow == crate::model::Flow::Spi => d,
+        Some(_) => {
+            ctx.log.line(&format!(
+                "spi out_serial_no={serial}: refused: template {} opens cards through the callback (its issue block's flow)",
+                call.template_id
+            ));
+            return spi_answer(
+                &ctx,
+                spi_error(
+                    "40004",
+                    "TEMPLATE_NOT_SPI",
+                    "this template does not open cards through this SPI",
+                ),
+            );
+        }
+        None => {
+            ctx.log.line(&format!(
+                "spi out_serial_no={serial}: refused: template {} is not one this service issues",
+                call.template_id
+            ));
+            return spi_answer(
+                &ctx,
+                spi_error(
+                    "40004",
+                    "TEMPLATE_NOT_EXIT",
+                    "this template is not served here",
+                ),
+            );
+        }
+    };
+    let answer = spi_issue(&ctx, &door, &call).await;
+    let ms = started.elapsed().as_millis();
+    match answer {
+        Ok((node, how)) => {
+            ctx.log.line(&format!(
+                "spi out_serial_no={serial}: {how} card {} on {} ({ms} ms)",
+                call.biz_card_no, door.tier
+            ));
+            spi_answer(&ctx, node)
+        }
+        Err(why) => {
+            ctx.log.line(&format!(
+                "spi out_serial_no={serial}: failed: {why} ({ms} ms)"
+            ));
+            spi_answer(&ctx, spi_error("20000", "isp.unknow-error", "please retry"))
+        }
+    }
+}
+
+fn spi_error(code: &str, sub_code: &str, sub_msg: &str) -> serde_json::Value {
+    serde_json::json!({
+        "code": code,
+        "msg": if code == "40004" { "Business Failed" } else if code == "20000" { "Service Currently Unavailable" } else { "Invalid Arguments" },
+        "sub_code": sub_code,
+        "sub_msg": sub_msg,
+    })
+}
+
+/// The answer, signed with the app's key.
+fn spi_answer(ctx: &Ctx, node: serde_json::Value) -> Response {
+    let text = crate::alipay::spi::answer(&node, |d| ctx.spi.app.sign(ctx.spi.sign_type, d));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// The card for an SPI opening: recorded once per Alipay out_serial_no
+/// (claimed among replicas), on the template Alipay named; a member in the
+/// members file gets their own card number, points and balance.
+async fn spi_issue(
+    ctx: &Ctx,
+    door: &Door,
+    call: &crate::alipay::spi::OpenCard,
+) -> Result<(serde_json::Value, &'static str), String> {
+    let osn = cards::spi_serial_no(&door.issuance.family, &call.out_serial_no);
+    let get = |ctx: &Ctx| {
+        ctx.ledger
+            .get(&osn)
+            .map(|e| e.filter(|e| e.biz_card_no.is_some()))
+    };
+    let (entry, how) = match claim(ctx, &osn, get).await {
+        Ok(Some(e)) => (e, "repeated call: answered"),
+        Ok(None) => {
+            let template_id = door
+                .template_ids
+                .get(&door.tier)
+                .cloned()
+                .unwrap_or_default();
+            let now = crate::state::now_rfc3339();
+            let e = Entry {
+                out_serial_no: osn.clone(),
+                template: door.tier.clone(),
+                template_id,
+                row_digest: None,
+                request_id: Some(format!("spi-{}", call.out_serial_no)),
+                journalled_at: now.clone(),
+                biz_card_no: Some(call.biz_card_no.clone()),
+                opened_at: Some(now),
+                synced_digest: None,
+                synced_at: None,
+                deleted_at: None,
+            };
+            // Flushed before the answer: a retry (to this replica or
+            // another) answers the same card.
+            let put = ctx.ledger.put(&e, Durability::Flushed);
+            release(ctx, &osn).await;
+            put.map_err(|e| format!("the card ledger: {e}"))?;
+            (e, "opened")
+        }
+        Err(Waited::Ledger(e)) => return Err(format!("the card ledger: {e}")),
+        Err(Waited::Out(holder)) => return Err(format!("replica {holder} held it too long")),
+    };
+    if entry.biz_card_no.as_deref() != Some(call.biz_card_no.as_str()) {
+        return Err("Alipay repeated this out_serial_no with another card number".into());
+    }
+    let phone = call
+        .user_info
+        .get("OPEN_FORM_FIELD_MOBILE")
+        .map(|p| p.trim().to_string());
+    let holder = phone.as_ref().and_then(|p| door.members.get(p));
+    // The card is on the template Alipay named: its tier's level.
+    let level = door
+        .target
+        .tiers
+        .iter()
+        .find(|(_, a)| **a == door.tier)
+        .map(|(l, _)| l.clone());
+    let card = MerchantCard {
+        biz_card_no: entry.biz_card_no.clone(),
+        external_card_no: Some(
+            holder
+                .map(|h| h.external_card_no.clone())
+                .unwrap_or_else(|| osn.to_ascii_uppercase()),
+        ),
+        open_date: Some(local_time(&entry.journalled_at)),
+        valid_date: Some(door.issuance.valid_date.clone()),
+        level,
+        point: holder.and_then(|h| h.point.clone()),
+        balance: holder.and_then(|h| h.balance.clone()),
+        ..Default::default()
+    };
+    Ok((
+        serde_json::json!({"code": "10000", "msg": "Success", "card_info": card}),
+        how,
+    ))
 }
 
 /// What readiness checks: the card ledger answers, the gateway accepts a
@@ -608,48 +821,65 @@ async fn issue(
         member: "Something went wrong on our side. Please try again in a moment.",
         log: format!("failed: the card ledger: {e}"),
     };
+    if let Some(done) = claim(ctx, request_id, |ctx| settled(ctx, request_id))
+        .await
+        .map_err(|e| match e {
+            Waited::Ledger(e) => ledger_failed(e),
+            Waited::Out(holder) => Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                member: "Your card is being prepared. Please try again in a moment.",
+                log: format!("waited for replica {holder}'s work on it; gave up"),
+            },
+        })?
+    {
+        return Ok(done);
+    }
+    let answer = issue_claimed(ctx, door, request_id, code).await;
+    release(ctx, request_id).await;
+    answer
+}
+
+/// Why no claim was had.
+enum Waited {
+    Ledger(crate::state::StateError),
+    /// Another replica held it past [`CLAIM_WAIT`].
+    Out(String),
+}
+
+/// Claim `key` among the replicas sharing the ledger: `Ok(Some(done))` when
+/// the work was done meanwhile (by `settled`), `Ok(None)` when the claim is
+/// ours (release it after the work), waiting while another replica holds
+/// it (taken over once its claim is stale).
+async fn claim<R>(
+    ctx: &Ctx,
+    key: &str,
+    settled: impl Fn(&Ctx) -> Result<Option<R>, crate::state::StateError>,
+) -> Result<Option<R>, Waited> {
     let started = Instant::now();
     loop {
-        if let Some(done) = settled(ctx, request_id).map_err(ledger_failed)? {
-            return Ok(done);
+        if let Some(done) = settled(ctx).map_err(Waited::Ledger)? {
+            return Ok(Some(done));
         }
-        let claim = {
-            let (l, r, who) = (
-                ctx.ledger.clone(),
-                request_id.to_string(),
-                ctx.replica.clone(),
-            );
-            tokio::task::spawn_blocking(move || l.claim(&r, &who, CLAIM_STALE))
-                .await
-                .map_err(|_| Refusal {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    member: "Something went wrong on our side. Please try again in a moment.",
-                    log: "failed: the claim panicked (a bug)".into(),
-                })?
-                .map_err(ledger_failed)?
-        };
+        let (l, k, who) = (ctx.ledger.clone(), key.to_string(), ctx.replica.clone());
+        let claim = tokio::task::spawn_blocking(move || l.claim(&k, &who, CLAIM_STALE))
+            .await
+            .map_err(|_| Waited::Ledger(crate::state::StateError::Io("the claim panicked".into())))?
+            .map_err(Waited::Ledger)?;
         match claim {
-            crate::state::cards::Claim::Ours => break,
+            crate::state::cards::Claim::Ours => return Ok(None),
             crate::state::cards::Claim::Held { holder } => {
                 if started.elapsed() > CLAIM_WAIT {
-                    return Err(Refusal {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        member: "Your card is being prepared. Please try again in a moment.",
-                        log: format!("waited for replica {holder}'s work on it; gave up"),
-                    });
+                    return Err(Waited::Out(holder));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    let answer = issue_claimed(ctx, door, request_id, code).await;
-    let (l, r, who) = (
-        ctx.ledger.clone(),
-        request_id.to_string(),
-        ctx.replica.clone(),
-    );
-    let _ = tokio::task::spawn_blocking(move || l.release(&r, &who)).await;
-    answer
+}
+
+async fn release(ctx: &Ctx, key: &str) {
+    let (l, k, who) = (ctx.ledger.clone(), key.to_string(), ctx.replica.clone());
+    let _ = tokio::task::spawn_blocking(move || l.release(&k, &who)).await;
 }
 
 /// The card an earlier callback of this activation opened, if any.

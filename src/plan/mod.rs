@@ -154,6 +154,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IssueLine {
     pub template: Address,
+    #[serde(default)]
+    pub flow: crate::model::Flow,
     pub level: Option<String>,
     pub members: Option<String>,
     pub valid_date: String,
@@ -760,6 +762,7 @@ pub fn plan(desired: &Desired, snap: &Snapshot, opts: &Options) -> Result<Plan, 
         })
         .map(|(a, i)| IssueLine {
             template: a.clone(),
+            flow: i.flow,
             level: i.level.clone(),
             members: i.members.clone(),
             valid_date: i.valid_date.clone(),

@@ -439,6 +439,9 @@ pub fn issuance(plan: &Plan) -> String {
         String::from("\nMembers' cards (`cardform cards serve`; apply sends nothing for these):\n");
     for i in &plan.issuance {
         let mut parts = Vec::new();
+        if i.flow == crate::model::Flow::Spi {
+            parts.push("through the open-card SPI (3.1)".to_string());
+        }
         match &i.level {
             Some(l) => parts.push(format!("new members on level `{l}`")),
             None => parts.push("new members on this template".to_string()),

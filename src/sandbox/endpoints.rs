@@ -103,6 +103,159 @@ pub(crate) async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         .into_response()
 }
 
+/// A member opening a card through the open-card SPI (3.1), Alipay played
+/// by the sandbox (a test endpoint): `POST /_sandbox/spi/opencard` with
+/// `{"spi_url": "http://.../spi", "template_id": "...", "fields":
+/// {"OPEN_FORM_FIELD_MOBILE": "..."}, "user_id": "2088..." (optional),
+/// "out_serial_no": "..." (optional: to repeat an opening, as Alipay's
+/// retry does), "tamper": false}`. The sandbox makes the card number,
+/// posts the SPI call to the merchant signed with its platform key (with
+/// `tamper`, a signature over other content), verifies the answer with the
+/// app's key, and records the card the answer names. Answers `{"status",
+/// "verified", "code", "card_info", "out_serial_no", "biz_card_no"}`.
+pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        spi_url: String,
+        template_id: String,
+        #[serde(default)]
+        fields: BTreeMap<String, String>,
+        #[serde(default)]
+        user_id: Option<String>,
+        #[serde(default)]
+        out_serial_no: Option<String>,
+        #[serde(default)]
+        biz_card_no: Option<String>,
+        #[serde(default)]
+        tamper: bool,
+    }
+    let refuse = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return refuse(format!("not the expected JSON: {e}")),
+    };
+    let made = {
+        let _guard = shared.write_lock.lock().await;
+        business::spi_card_no(&shared.store, &ask.template_id).and_then(|(app, ns, biz)| {
+            let id = shared.store.next_id().map_err(Fail::internal)?;
+            Ok((app, ns, biz, id))
+        })
+    };
+    let (app, ns, made_biz, id) = match made {
+        Ok(v) => v,
+        Err(f) => return refuse(format!("{}: {}", f.sub_code, f.sub_msg)),
+    };
+    let biz = ask.biz_card_no.unwrap_or(made_biz);
+    let out_serial_no = ask.out_serial_no.unwrap_or_else(|| format!("AS{id:018}"));
+    let user_id = ask
+        .user_id
+        .unwrap_or_else(|| format!("2088{:012}", id % 1_000_000_000_000));
+    let form: Vec<BTreeMap<&str, &str>> = ask
+        .fields
+        .iter()
+        .map(|(k, v)| BTreeMap::from([(k.as_str(), v.as_str())]))
+        .collect();
+    let mut params: BTreeMap<String, String> = [
+        ("method", crate::alipay::spi::OPENCARD.to_string()),
+        ("charset", "utf-8".to_string()),
+        ("version", "1.0".to_string()),
+        ("sign_type", "RSA2".to_string()),
+        ("biz_app_id", app.clone()),
+        (
+            "utc_timestamp",
+            Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+        ),
+        ("user_id", user_id.clone()),
+        ("template_id", ask.template_id.clone()),
+        ("out_serial_no", out_serial_no.clone()),
+        ("biz_card_no", biz.clone()),
+        (
+            "user_info",
+            serde_json::to_string(&form).unwrap_or_default(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut content = crate::alipay::sign::string_to_sign(&params);
+    if ask.tamper {
+        content.push_str("&tampered=1");
+    }
+    let Some(sign) = shared.platform_sign(content.as_bytes()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "signing failed").into_response();
+    };
+    params.insert("sign".into(), sign);
+    let form_body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let sent = client
+        .post(&ask.spi_url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form_body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(format!("the SPI could not be reached: {}", e.without_url()));
+        }
+    };
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let (node_text, sign, node) = match crate::alipay::spi::read_answer(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return answer_json(serde_json::json!({
+                "status": status, "verified": false, "error": e,
+                "out_serial_no": out_serial_no, "biz_card_no": biz,
+            }));
+        }
+    };
+    let verified = shared
+        .app_key(&app)
+        .is_some_and(|k| verify::verify(&k, "RSA2", &node_text, &sign));
+    let code = node
+        .get("code")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let card: Option<crate::alipay::methods::MerchantCard> = node
+        .get("card_info")
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    let mut recorded = false;
+    if verified
+        && code == "10000"
+        && let Some(card) = card.clone()
+        && card.biz_card_no.as_deref() == Some(biz.as_str())
+    {
+        let _guard = shared.write_lock.lock().await;
+        recorded =
+            business::spi_record(&shared.store, &ns, &ask.template_id, &user_id, card).is_ok();
+        let _ = shared.store.flush().await;
+    }
+    answer_json(serde_json::json!({
+        "status": status,
+        "verified": verified,
+        "recorded": recorded,
+        "code": code,
+        "sub_code": node.get("sub_code"),
+        "card_info": card,
+        "out_serial_no": out_serial_no,
+        "biz_card_no": biz,
+    }))
+}
+
+fn answer_json(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
 /// The cards held (a test endpoint): `GET /_sandbox/cards` answers
 /// `{"open": N, "deleted": N, "templates": {"<template_id>": N}, "trades":
 /// N, "messages": {"<kind>": N}}`.

@@ -323,6 +323,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         .route("/_sandbox/cards", get(cards))
         .route("/_sandbox/cards/{biz_card_no}", get(card))
         .route("/_sandbox/benefits", get(benefits))
+        .route("/_sandbox/spi/opencard", post(spi_open))
         // Uploads a little over the gateway's 5 MB reach its own size check
         // (40002 isv.invalid-file-size); anything larger is 413.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

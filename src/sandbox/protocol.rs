@@ -197,7 +197,22 @@ pub(crate) fn json_response(body: String) -> Response {
 }
 
 impl Shared {
-    fn app_key(&self, app_id: &str) -> Option<verify::AppKey> {
+    /// The platform key's RSA2 signature of `data`, base64 (what Alipay
+    /// signs an SPI call to a merchant with).
+    pub(crate) fn platform_sign(&self, data: &[u8]) -> Option<String> {
+        let mut sig = vec![0u8; self.platform.public_modulus_len()];
+        self.platform
+            .sign(
+                &lc::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                data,
+                &mut sig,
+            )
+            .ok()?;
+        Some(B64.encode(sig))
+    }
+
+    pub(crate) fn app_key(&self, app_id: &str) -> Option<verify::AppKey> {
         let cached = self.app_keys.read().ok()?.get(app_id).cloned();
         if cached.is_some() {
             return cached;

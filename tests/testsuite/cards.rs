@@ -1957,3 +1957,107 @@ fn cardform_query(s: &Setup, cards: &HashSet<String>) -> String {
     ]));
     format!("{}{}", r.stdout, r.stderr)
 }
+
+/// issue 27: the 3.1 open-card SPI. Alipay (the sandbox) posts a member's
+/// opening to `cards serve`'s `/spi`, signed with its key; the service
+/// answers with the card, signed with the app's key, which the sandbox
+/// verifies before it records the card. A retry answers the same card; a
+/// members-file holder gets their own card number and points; a call with
+/// a bad signature is refused and leaves nothing; the manifest says which
+/// flow a template uses, validate checks `spi_app_id`, plan shows it.
+#[test]
+fn the_open_card_spi_answers_with_the_card_once_per_opening() {
+    let s = Setup::new("cell,external_card_no,level,point\n13500000009,PHYS-9,silver,77\n");
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let spi = text.replace(
+        "            done_url: https://brew.example.com/welcome",
+        "            done_url: https://brew.example.com/welcome\n            flow: spi",
+    );
+    // Without spi_app_id: refused where it is written.
+    std::fs::write(&manifest, &spi).unwrap();
+    let r = run(s.cardform().args(["validate", "project"])).fails();
+    assert!(
+        r.stderr.contains("needs the template's `spi_app_id`"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(
+        &manifest,
+        spi.replace(
+            "        write_off: qrcode",
+            &format!("        write_off: qrcode\n        spi_app_id: \"{APP_ID}\""),
+        ),
+    )
+    .unwrap();
+    run(s
+        .cardform()
+        .args(["apply", "--auto-approve", "-p", "project"]))
+    .ok();
+    let plan = run(s.cardform().args(["plan", "-p", "project"])).ok();
+    assert!(
+        plan.stdout.contains("through the open-card SPI"),
+        "{}",
+        plan.stdout
+    );
+    let serve = Serve::start(&s);
+    let silver = s.ids()["merchant.brew/template.club.silver"].clone();
+    let open = |ask: Value| {
+        let mut ask = ask;
+        ask["spi_url"] = json!(format!("http://127.0.0.1:{}/spi", s.port));
+        ask["template_id"] = json!(silver);
+        let a = http(
+            "POST",
+            &format!("{}/_sandbox/spi/opencard", s.gateway_url()),
+            Some(&ask.to_string()),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str::<Value>(&a.body).unwrap()
+    };
+    let first = open(json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"}}));
+    assert_eq!(first["verified"], true, "{first}");
+    assert_eq!(first["recorded"], true, "{first}");
+    assert_eq!(first["code"], "10000");
+    assert_eq!(first["card_info"]["biz_card_no"], first["biz_card_no"]);
+    assert_eq!(first["card_info"]["level"], "silver");
+    // Alipay retries the same opening: the same card, nothing new.
+    let again = open(json!({
+        "fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"},
+        "out_serial_no": first["out_serial_no"], "biz_card_no": first["biz_card_no"],
+    }));
+    assert_eq!(again["card_info"], first["card_info"], "{again}");
+    assert_eq!(s.cards()["open"], 1);
+    // A card holder from the members file: their own number and points.
+    let holder = open(json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000009"}}));
+    assert_eq!(
+        holder["card_info"]["external_card_no"], "PHYS-9",
+        "{holder}"
+    );
+    assert_eq!(holder["card_info"]["point"], "77");
+    // A bad signature: refused, and nothing kept (the same opening, signed
+    // properly afterwards, is opened then, not answered from the ledger).
+    let forged = open(json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000002"}, "tamper": true}));
+    assert_eq!(forged["code"], "40002", "{forged}");
+    assert_eq!(forged["sub_code"], "isv.invalid-signature");
+    assert_eq!(forged["recorded"], false);
+    let honest = open(json!({
+        "fields": {"OPEN_FORM_FIELD_MOBILE": "13500000002"},
+        "out_serial_no": forged["out_serial_no"], "biz_card_no": forged["biz_card_no"],
+    }));
+    assert_eq!(honest["recorded"], true, "{honest}");
+    let log = serve.log.lock().unwrap().clone();
+    let serial = forged["out_serial_no"].as_str().unwrap();
+    assert!(
+        log.contains("spi refused: the signature is not Alipay's"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("spi out_serial_no={serial}: opened card")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("13500000"),
+        "a phone number in the log:\n{log}"
+    );
+    assert_eq!(s.cards()["open"], 3);
+}

@@ -15,9 +15,18 @@ pub(super) fn lower_issue(
     u: &raw::ActivationUrl,
     issue: &raw::Issue,
     levels: Option<&Vec<card::Level>>,
+    spi_app_id: Option<&str>,
 ) {
     let f = |x: &str| format!("activation_url.issue.{x}");
-    if u.callback.is_none() {
+    let flow = issue.flow.unwrap_or_default();
+    if flow == crate::model::Flow::Spi && spi_app_id.is_none() {
+        ctx.report(
+            at,
+            &f("flow"),
+            "the SPI flow needs the template's `spi_app_id`: the app whose SPI Alipay calls (the app `cards serve` signs as)",
+        );
+    }
+    if flow == crate::model::Flow::Callback && u.callback.is_none() {
         ctx.report(
             at,
             "activation_url.issue",
@@ -91,6 +100,7 @@ pub(super) fn lower_issue(
     desired.issuance.insert(
         Address::new(mname, Kind::Template, name),
         crate::model::Issuance {
+            flow,
             family: Address::new(mname, Kind::Template, family),
             level: issue.level.clone(),
             members,

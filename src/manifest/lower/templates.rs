@@ -388,7 +388,17 @@ pub(super) fn emit_template(
             );
         }
         if let Some(issue) = &u.issue {
-            lower_issue(ctx, desired, mname, name, at, u, issue, levels);
+            lower_issue(
+                ctx,
+                desired,
+                mname,
+                name,
+                at,
+                u,
+                issue,
+                levels,
+                t.spi_app_id.as_deref(),
+            );
         }
     }
     if ctx.diags.0.len() > before {

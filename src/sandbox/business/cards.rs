@@ -375,3 +375,65 @@ pub(super) fn message_notify(st: &Store, ns: &str, inc: &Incoming) -> Result<Str
     remember(st, &key, biz, &node)?;
     Ok(node)
 }
+
+/// A card Alipay makes for the open-card SPI (3.1): the template of this
+/// app (its namespace's app), the next card number under the template's
+/// prefix. Returns (app_id, namespace, biz_card_no).
+pub fn spi_card_no(st: &Store, template_id: &str) -> Result<(String, String, String), Fail> {
+    let tpl = store::get::<TemplateRec>(&st.templates, template_id)?.ok_or_else(|| {
+        Fail::business(
+            "TEMPLATE_NOT_EXIT",
+            format!("template {template_id} does not exist"),
+        )
+    })?;
+    let suffix_len: usize = tpl
+        .body
+        .biz_no_suffix_len
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let seq = st.next_id()?.to_string();
+    let digits = if seq.len() >= suffix_len {
+        seq[seq.len() - suffix_len..].to_string()
+    } else {
+        format!("{seq:0>suffix_len$}")
+    };
+    let app = tpl.ns.split(':').next().unwrap_or_default().to_string();
+    let biz = format!(
+        "{}{digits}",
+        tpl.body.biz_no_prefix.as_deref().unwrap_or("")
+    );
+    Ok((app, tpl.ns, biz))
+}
+
+/// Record the card a merchant's SPI answered with (once per card number).
+pub fn spi_record(
+    st: &Store,
+    ns: &str,
+    template_id: &str,
+    user_id: &str,
+    card: MerchantCard,
+) -> Result<(), Fail> {
+    let Some(biz) = card.biz_card_no.clone() else {
+        return Err(bad("card_info.biz_card_no", "is required"));
+    };
+    if store::get::<CardRec>(&st.cards, &biz)?.is_none() {
+        store::put(
+            &st.cards,
+            &biz,
+            &CardRec {
+                ns: ns.to_string(),
+                template_id: template_id.to_string(),
+                card,
+                user: CardUserInfo {
+                    user_uni_id: Some(user_id.to_string()),
+                    user_uni_id_type: Some("UID".into()),
+                    open_id: None,
+                },
+                deleted: false,
+                last_trade_time: None,
+            },
+        )?;
+    }
+    Ok(())
+}

@@ -28,6 +28,7 @@ mod templates;
 pub use benefits::benefit_counts;
 use benefits::*;
 use cards::*;
+pub use cards::{spi_card_no, spi_record};
 use forms::*;
 use images::*;
 use templates::*;
