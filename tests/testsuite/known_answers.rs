@@ -332,3 +332,35 @@ fn an_oauth_token_success_without_code_is_accepted_and_verified() {
     .unwrap_err();
     assert!(matches!(err, GatewayError::Malformed { .. }), "{err}");
 }
+
+/// issue 27: the open-card SPI against the official Python SDK's signature
+/// code, both ways. `tests/data/spi_request_signed_by_sdk.json` is a call
+/// signed by the SDK (`get_sign_content` + `sign_with_rsa2`, key B as
+/// Alipay's): cardform accepts it and refuses it altered;
+/// `tests/data/spi_answer_signed_by_sdk.txt` is an answer signed by the SDK
+/// with key A: cardform's answer for the same node is the same bytes
+/// (PKCS#1 v1.5 signatures are deterministic).
+#[test]
+fn spi_signatures_match_the_official_sdk_both_ways() {
+    let params: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&data("spi_request_signed_by_sdk.json")).unwrap();
+    let alipay = key_b_public();
+    let check = |p: &std::collections::BTreeMap<String, String>| {
+        cardform::alipay::spi::verified(p, |t, d, s| alipay.verify(t, d, s))
+    };
+    assert!(check(&params));
+    let call = cardform::alipay::spi::parse(&params).unwrap();
+    assert_eq!(call.biz_card_no, "BREW000000000001");
+    let mut altered = params.clone();
+    altered.insert("biz_card_no".into(), "BREW000000000002".into());
+    assert!(!check(&altered));
+    let mut unsigned = params.clone();
+    unsigned.remove("sign");
+    assert!(!check(&unsigned));
+
+    let sdk_answer = data("spi_answer_signed_by_sdk.txt");
+    let (node_text, _, _) = cardform::alipay::spi::read_answer(&sdk_answer).unwrap();
+    let node: serde_json::Value = serde_json::from_str(&node_text).unwrap();
+    let ours = cardform::alipay::spi::answer(&node, |d| key_a().sign(SignType::Rsa2, d));
+    assert_eq!(ours, sdk_answer);
+}
