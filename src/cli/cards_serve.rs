@@ -21,6 +21,12 @@ pub struct Args {
     /// parallelism / (3 x gateway latency) activations a second
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// Activations that fail at the gateway (made-up or spent codes) may cost at most this many a minute, in all
+    #[arg(long, default_value_t = 120, value_name = "PER_MINUTE")]
+    pub failure_budget: u32,
+    /// ... and at most this many a minute from one client address (behind a proxy: the proxy's)
+    #[arg(long, default_value_t = 20, value_name = "PER_MINUTE")]
+    pub client_failure_budget: u32,
 }
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
@@ -30,6 +36,8 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
             common: args.project.common(None),
             listen: args.listen,
             parallelism: args.parallelism,
+            failure_budget: args.failure_budget,
+            client_failure_budget: args.client_failure_budget,
         },
         flags,
         log,

@@ -44,6 +44,10 @@ pub struct Request {
     pub listen: SocketAddr,
     /// Gateway calls in flight at once (within the rate limits).
     pub parallelism: usize,
+    /// Gateway calls a minute spent on activations that fail (made-up or
+    /// spent codes): for all clients, and for one client address.
+    pub failure_budget: u32,
+    pub client_failure_budget: u32,
 }
 
 /// Told what happens, one line per callback (no personal data).
@@ -73,6 +77,8 @@ struct Ctx {
     /// The keys of the open-card SPI: Alipay's, which signs the calls, and
     /// the app's, which signs the answers.
     spi: SpiKeys,
+    /// Calls spent on failed activations, bounded.
+    budget: FailureBudget,
     /// This process, as its claims name it (host, pid and a random part:
     /// replicas of `cards serve` share a ledger on PostgreSQL).
     replica: String,
@@ -138,6 +144,76 @@ impl Ctx {
                 None
             }
             Err(_) => None,
+        }
+    }
+}
+
+/// Gateway calls spent on activations that failed, per minute, in total
+/// and per client address: past either, a callback is refused before any
+/// call (a flood of made-up codes costs a bounded number of calls; a
+/// member's own failures share their address's budget).
+struct FailureBudget {
+    global: u32,
+    per_client: u32,
+    state: Mutex<BudgetState>,
+}
+
+struct BudgetState {
+    since: Instant,
+    global: u32,
+    clients: HashMap<std::net::IpAddr, u32>,
+    /// Callbacks refused for the budget this minute (for the log).
+    refused: u32,
+}
+
+impl FailureBudget {
+    fn new(global: u32, per_client: u32) -> Self {
+        FailureBudget {
+            global,
+            per_client,
+            state: Mutex::new(BudgetState {
+                since: Instant::now(),
+                global: 0,
+                clients: HashMap::new(),
+                refused: 0,
+            }),
+        }
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        let mut s = self.state.lock().expect("not poisoned");
+        if s.since.elapsed() >= Duration::from_secs(60) {
+            *s = BudgetState {
+                since: Instant::now(),
+                global: 0,
+                clients: HashMap::new(),
+                refused: 0,
+            };
+        }
+        s
+    }
+
+    /// Whether a callback from `client` may spend calls now.
+    fn allows(&self, client: Option<std::net::IpAddr>) -> bool {
+        let mut s = self.window();
+        let mine = client.and_then(|c| s.clients.get(&c).copied()).unwrap_or(0);
+        let ok = s.global < self.global && mine < self.per_client;
+        if !ok {
+            s.refused += 1;
+        }
+        ok
+    }
+
+    /// A callback from `client` failed after spending calls.
+    fn spend(&self, client: Option<std::net::IpAddr>) {
+        let mut s = self.window();
+        s.global += 1;
+        if let Some(c) = client {
+            // Bounded: a flood from many addresses resets the table.
+            if s.clients.len() >= 100_000 {
+                s.clients.clear();
+            }
+            *s.clients.entry(c).or_default() += 1;
         }
     }
 }
@@ -209,6 +285,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             last: Mutex::new(Instant::now()),
         },
         busy: Mutex::new(HashMap::new()),
+        budget: FailureBudget::new(req.failure_budget.max(1), req.client_failure_budget.max(1)),
         spi: {
             let c = reader.conn.client.config();
             SpiKeys {
@@ -672,8 +749,10 @@ fn plain_id(s: &str, max: usize) -> bool {
 
 async fn callback(
     State(ctx): State<Arc<Ctx>>,
+    peer: Option<axum::Extension<crate::util::serve::Peer>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
+    let client = peer.map(|axum::Extension(p)| p.0.ip());
     let started = Instant::now();
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     let (request_id, template_id, code) = (get("request_id"), get("template_id"), get("auth_code"));
@@ -705,6 +784,16 @@ async fn callback(
             "This card is not offered here. Please ask the staff.",
         );
     };
+    if !ctx.budget.allows(client) {
+        ctx.log.line(&format!(
+            "callback request_id={request_id}: refused: too many failed activations from this address or in all this minute (no call made)"
+        ));
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Please try again later",
+            "Too many attempts. Please try again in a minute.",
+        );
+    }
     // One at a time per request: a double tap or Alipay's retry waits for
     // the first and then finds its card.
     let lock = ctx
@@ -749,6 +838,10 @@ async fn callback(
             member,
             log,
         }) => {
+            if status == StatusCode::BAD_GATEWAY {
+                // The gateway said no: calls spent on a failed activation.
+                ctx.budget.spend(client);
+            }
             ctx.log.line(&format!(
                 "callback request_id={request_id}: {log} ({ms} ms)"
             ));

@@ -452,7 +452,11 @@ pub fn issuance(plan: &Plan) -> String {
             ));
         }
         parts.push(format!("valid until {}", i.valid_date));
-        if let Some(d) = i.done_url.as_ref().filter(|_| i.flow != crate::model::Flow::Spi) {
+        if let Some(d) = i
+            .done_url
+            .as_ref()
+            .filter(|_| i.flow != crate::model::Flow::Spi)
+        {
             parts.push(format!("then to {d}"));
         }
         let _ = writeln!(out, "  {}: {}", i.template, parts.join("; "));

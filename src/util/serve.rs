@@ -46,7 +46,14 @@ pub async fn serve_detached(
 struct Detached {
     app: Router,
     slots: Arc<tokio::sync::Semaphore>,
+    /// The connection's peer, handed to handlers as a [`Peer`] extension.
+    peer: Option<std::net::SocketAddr>,
 }
+
+/// The address a request came from (the TCP peer: behind a reverse proxy,
+/// the proxy's), as a request extension under [`serve_detached`].
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 type Answer = std::pin::Pin<
     Box<
@@ -67,8 +74,11 @@ impl tower_service::Service<axum::http::Request<hyper::body::Incoming>> for Deta
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Answer {
+    fn call(&mut self, mut req: axum::http::Request<hyper::body::Incoming>) -> Answer {
         use axum::response::IntoResponse;
+        if let Some(p) = self.peer {
+            req.extensions_mut().insert(Peer(p));
+        }
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Box::pin(async {
                 Ok(axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response())
@@ -98,6 +108,7 @@ async fn serve_with(
     let detached = detached.then(|| Detached {
         app: app.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(MAX_DETACHED)),
+        peer: None,
     });
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -115,7 +126,7 @@ async fn serve_with(
             p = slots.clone().acquire_owned() => p.expect("bug: the slots are never closed"),
             _ = &mut stop => break,
         };
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 // Out of file descriptors and the like: the connection is
@@ -135,7 +146,10 @@ async fn serve_with(
         let io = TokioIo::new(tcp);
         match &detached {
             Some(d) => {
-                let service = hyper_util::service::TowerToHyperService::new(d.clone());
+                let service = hyper_util::service::TowerToHyperService::new(Detached {
+                    peer: Some(peer),
+                    ..d.clone()
+                });
                 let conn = graceful.watch(http.serve_connection(io, service));
                 tokio::spawn(async move {
                     let _ = conn.await;

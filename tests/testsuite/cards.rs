@@ -2061,3 +2061,84 @@ fn the_open_card_spi_answers_with_the_card_once_per_opening() {
     );
     assert_eq!(s.cards()["open"], 3);
 }
+
+/// issue 27: made-up auth codes cost a bounded number of gateway calls:
+/// 500 of them from five client addresses (127.0.0.2-6), with a budget of
+/// 10 failed activations a minute per address and 30 in all, spend at
+/// most 30 oauth.token calls (plus the callbacks in flight when the budget
+/// ran out); the rest are refused (429) without a call.
+#[test]
+fn made_up_codes_cost_a_bounded_number_of_calls() {
+    let s = Setup::new("cell,external_card_no\n");
+    let mut child = s
+        .cardform()
+        .args(["cards", "serve", "-p", "project", "--listen"])
+        .arg(format!("127.0.0.1:{}", s.port))
+        .args(["--failure-budget", "30", "--client-failure-budget", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let err = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut text);
+        text
+    });
+    let silver = s.ids()["merchant.brew/template.club.silver"].clone();
+    let statuses = std::sync::Mutex::new(BTreeMap::<u16, usize>::new());
+    std::thread::scope(|scope| {
+        for c in 2..7u8 {
+            let (silver, statuses, port) = (&silver, &statuses, s.port);
+            scope.spawn(move || {
+                for i in 0..100 {
+                    // From 127.0.0.<c>: a client address of its own.
+                    let mut conn = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(async {
+                            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                            sock.bind(format!("127.0.0.{c}:0").parse().unwrap()).unwrap();
+                            sock.connect(format!("127.0.0.1:{port}").parse().unwrap())
+                                .await
+                                .unwrap()
+                                .into_std()
+                                .unwrap()
+                        });
+                    conn.set_nonblocking(false).unwrap();
+                    write!(
+                        conn,
+                        "GET /activated?app_id={APP_ID}&template_id={silver}&request_id=fake{c}x{i}&auth_code=madeup{c}x{i} HTTP/1.0\r\nHost: x\r\n\r\n"
+                    )
+                    .unwrap();
+                    let mut answer = String::new();
+                    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+                    let status: u16 = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    *statuses.lock().unwrap().entry(status).or_default() += 1;
+                }
+            });
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    let spent = log
+        .lines()
+        .filter(|l| l.contains("failed: alipay.system.oauth.token"))
+        .count();
+    let statuses = statuses.into_inner().unwrap();
+    assert!(
+        (30..=35).contains(&spent),
+        "oauth.token calls spent: {spent}; answers {statuses:?}"
+    );
+    assert_eq!(
+        statuses.get(&429).copied().unwrap_or(0),
+        500 - spent,
+        "{statuses:?}"
+    );
+    assert!(log.contains("too many failed activations"), "{log}");
+}
