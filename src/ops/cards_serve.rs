@@ -79,6 +79,7 @@ struct Ctx {
     spi: SpiKeys,
     /// Calls spent on failed activations, bounded.
     budget: FailureBudget,
+    metrics: Arc<super::metrics::Metrics>,
     /// This process, as its claims name it (host, pid and a random part:
     /// replicas of `cards serve` share a ledger on PostgreSQL).
     replica: String,
@@ -273,7 +274,8 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
     .await?;
     let ledger =
         super::cards::open_ledger(&read.settings.state, "cards serve", req.common.lock_timeout)?;
-    let till = transactions(&doors, &reader.provider.gateway, &ledger, &log)?;
+    let metrics = Arc::new(super::metrics::Metrics::default());
+    let till = transactions(&doors, &reader.provider.gateway, &ledger, &log, &metrics)?;
     let ctx = Arc::new(Ctx {
         gateway: reader.provider.gateway.clone(),
         ledger: ledger.clone(),
@@ -285,6 +287,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             last: Mutex::new(Instant::now()),
         },
         busy: Mutex::new(HashMap::new()),
+        metrics: metrics.clone(),
         budget: FailureBudget::new(req.failure_budget.max(1), req.client_failure_budget.max(1)),
         spi: {
             let c = reader.conn.client.config();
@@ -324,6 +327,18 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
             axum::Router::new()
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
                 .route("/readyz", axum::routing::get(ready))
+                .route(
+                    "/metrics",
+                    axum::routing::get({
+                        let m = metrics.clone();
+                        move || async move {
+                            (
+                                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                                m.render(),
+                            )
+                        }
+                    }),
+                )
                 .with_state(health),
         );
     if let Some(till) = till {
@@ -425,6 +440,7 @@ fn transactions(
     gateway: &Arc<Governor>,
     ledger: &Arc<dyn CardLedger>,
     log: &Arc<dyn Log>,
+    metrics: &Arc<super::metrics::Metrics>,
 ) -> Result<Option<super::till::Till>> {
     let mut families = HashMap::new();
     for door in doors.values() {
@@ -461,6 +477,7 @@ fn transactions(
     let log = log.clone();
     Ok(Some(super::till::Till {
         families,
+        metrics: metrics.clone(),
         log: Box::new(move |l: &str| log.line(l)),
     }))
 }
@@ -488,6 +505,9 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
         }
     }
     if !crate::alipay::spi::verified(&params, |t, d, s| ctx.spi.alipay.verify(t, d, s)) {
+        ctx.metrics
+            .refused_signature
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.log
             .line("spi refused: the signature is not Alipay's (nothing recorded)");
         return spi_answer(
@@ -509,6 +529,9 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
     let serial = &call.out_serial_no;
     ctx.log
         .line(&format!("spi out_serial_no={serial}: received"));
+    ctx.metrics
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let door = match ctx.door(&call.template_id).await {
         Some(d) if d.issuance.flow == crate::model::Flow::Spi => d,
         Some(_) => {
@@ -544,6 +567,14 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
     let ms = started.elapsed().as_millis();
     match answer {
         Ok((node, how)) => {
+            ctx.metrics.outcome(
+                if how == "opened" {
+                    "spi"
+                } else {
+                    "spi repeated"
+                },
+                started.elapsed(),
+            );
             ctx.log.line(&format!(
                 "spi out_serial_no={serial}: {how} card {} on {} ({ms} ms)",
                 call.biz_card_no, door.tier
@@ -775,6 +806,9 @@ async fn callback(
     }
     ctx.log
         .line(&format!("callback request_id={request_id}: received"));
+    ctx.metrics
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(door) = ctx.door(template_id).await else {
         ctx.log.line(&format!(
             "callback request_id={request_id}: refused: template {template_id} is not one this service issues (no `issue` block, or not applied)"
@@ -785,6 +819,9 @@ async fn callback(
         );
     };
     if !ctx.budget.allows(client) {
+        ctx.metrics
+            .refused_budget
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.log.line(&format!(
             "callback request_id={request_id}: refused: too many failed activations from this address or in all this minute (no call made)"
         ));
@@ -809,9 +846,15 @@ async fn callback(
         let (ctx, door) = (ctx.clone(), door.clone());
         let (request_id, code) = (request_id.to_string(), Secret::new(code));
         tokio::spawn(async move {
+            ctx.metrics
+                .in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let guard = lock.lock().await;
             let answer = issue(&ctx, &door, &request_id, &code).await;
             drop(guard);
+            ctx.metrics
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             ctx.busy.lock().expect("not poisoned").remove(&request_id);
             answer
         })
@@ -828,6 +871,8 @@ async fn callback(
     let ms = started.elapsed().as_millis();
     match answer {
         Ok((biz, how, tier)) => {
+            ctx.metrics
+                .outcome(how.split(':').next().unwrap_or(how), started.elapsed());
             ctx.log.line(&format!(
                 "callback request_id={request_id}: {how} card {biz} on {tier} ({ms} ms)"
             ));
@@ -857,7 +902,13 @@ struct Refusal {
     log: String,
 }
 
-fn gateway_refusal(what: &str, e: &GatewayError, door: &Door) -> Refusal {
+fn gateway_refusal(ctx: &Ctx, what: &str, e: &GatewayError, door: &Door) -> Refusal {
+    match e.api() {
+        Some(a) => ctx
+            .metrics
+            .failure(&a.code, a.sub_code.as_deref().unwrap_or_default()),
+        None => ctx.metrics.failure("transport", e.retry_hint()),
+    }
     let said = match e.api() {
         Some(a) => format!("{} {}", a.code, a.sub_code.as_deref().unwrap_or(&a.msg)),
         None => e.retry_hint().to_string(),
@@ -949,6 +1000,7 @@ async fn claim<R>(
     settled: impl Fn(&Ctx) -> Result<Option<R>, crate::state::StateError>,
 ) -> Result<Option<R>, Waited> {
     let started = Instant::now();
+    let mut waited = false;
     loop {
         if let Some(done) = settled(ctx).map_err(Waited::Ledger)? {
             return Ok(Some(done));
@@ -959,8 +1011,18 @@ async fn claim<R>(
             .map_err(|_| Waited::Ledger(crate::state::StateError::Io("the claim panicked".into())))?
             .map_err(Waited::Ledger)?;
         match claim {
-            crate::state::cards::Claim::Ours => return Ok(None),
+            crate::state::cards::Claim::Ours => {
+                if waited {
+                    // Held by another replica, unsettled, and ours now: a
+                    // claim taken over.
+                    ctx.metrics
+                        .claims_taken_over
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(None);
+            }
             crate::state::cards::Claim::Held { holder } => {
+                waited = true;
                 if started.elapsed() > CLAIM_WAIT {
                     return Err(Waited::Out(holder));
                 }
@@ -1033,7 +1095,7 @@ async fn issue_claimed(
                 .gateway
                 .call(&door.scope, &OauthTokenRequest::code(code))
                 .await
-                .map_err(|e| gateway_refusal("alipay.system.oauth.token", &e, door))?;
+                .map_err(|e| gateway_refusal(ctx, "alipay.system.oauth.token", &e, door))?;
             let user = match (&t.user_id, &t.open_id) {
                 (Some(u), _) => CardUserInfo {
                     user_uni_id: Some(u.clone()),
@@ -1074,7 +1136,7 @@ async fn issue_claimed(
             },
         )
         .await
-        .map_err(|e| gateway_refusal("activateform.query", &e, door))?;
+        .map_err(|e| gateway_refusal(ctx, "activateform.query", &e, door))?;
     let fields = form.fields().map_err(|e| Refusal {
         status: StatusCode::BAD_GATEWAY,
         member: "Something went wrong on our side. Please try again in a moment.",
@@ -1192,7 +1254,7 @@ async fn issue_claimed(
         .gateway
         .call_as(&door.scope, &token, &req)
         .await
-        .map_err(|e| gateway_refusal("card.open", &e, door))?;
+        .map_err(|e| gateway_refusal(ctx, "card.open", &e, door))?;
     let biz = opened.card_info.biz_card_no.unwrap_or_default();
     let mut entry = entry;
     entry.biz_card_no = Some(biz.clone());
@@ -1243,6 +1305,6 @@ async fn recover(ctx: &Ctx, door: &Door, e: &Entry) -> Result<Option<String>, Re
             Ok(Some(biz))
         }
         Err(err) if err.api().is_some() => Ok(None),
-        Err(err) => Err(gateway_refusal("card.query", &err, door)),
+        Err(err) => Err(gateway_refusal(ctx, "card.query", &err, door)),
     }
 }

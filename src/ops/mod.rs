@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod import;
 pub mod keys;
 pub mod load;
+pub mod metrics;
 pub mod plan;
 pub mod preview;
 pub mod project;

@@ -52,6 +52,7 @@ pub struct Till {
     pub families: HashMap<String, Family>,
     /// A line for the service's log (no amounts, nothing of the member).
     pub log: Box<dyn Fn(&str) + Send + Sync>,
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 pub fn router(till: Arc<Till>) -> axum::Router {
@@ -239,6 +240,7 @@ async fn transactions(State(till): State<Arc<Till>>, headers: HeaderMap, body: B
     let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
     while let Some((i, trade_no, outcome)) = done.next().await {
         *tally.entry(outcome.as_str()).or_default() += 1;
+        till.metrics.trade(outcome.as_str());
         results[i] = Some(result(i, Some(&trade_no), &outcome));
     }
     let invalid = results

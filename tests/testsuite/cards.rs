@@ -1578,6 +1578,33 @@ fn members_who_close_at_once_still_get_their_cards() {
         "every callback is logged as it arrives:\n{log}"
     );
     assert_eq!(s.cards()["open"], N as u64);
+    // Metrics, with nothing of the members in them.
+    let base = format!("http://127.0.0.1:{}", s.port);
+    let m = http("GET", &format!("{base}/metrics"), None);
+    assert_eq!(m.status, 200);
+    for want in [
+        "cardform_activations_received_total 100",
+        "cardform_activations_total{how=\"opened\"} 100",
+        "cardform_activation_seconds_count 100",
+        "cardform_activations_in_flight 0",
+    ] {
+        assert!(m.body.contains(want), "{want}\n{}", m.body);
+    }
+    assert!(!m.body.contains("137000"), "{}", m.body);
+    // Liveness and readiness, for a load balancer or an orchestrator.
+    assert_eq!(http("GET", &format!("{base}/healthz"), None).status, 200);
+    let ready = http("GET", &format!("{base}/readyz"), None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let Setup { sb, .. } = s;
+    sb.stop();
+    let ready = http("GET", &format!("{base}/readyz"), None);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("gateway: unreachable"),
+        "{}",
+        ready.body
+    );
+    drop(serve);
 }
 
 /// issue 27: `state migrate` moves the card ledger with the state (its salt
