@@ -27,10 +27,21 @@ pub struct Args {
     /// ... and at most this many a minute from one client address (behind a proxy: the proxy's)
     #[arg(long, default_value_t = 20, value_name = "PER_MINUTE")]
     pub client_failure_budget: u32,
+    /// The log on stderr: lines of text, or one JSON object a line (`ts`, `msg`, `request_id`)
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
-    let log = Arc::new(render::cards::ServeLog);
+    let log = Arc::new(render::cards::ServeLog {
+        json: args.log_format == LogFormat::Json,
+    });
     let running = ops::cards_serve::start(
         ops::cards_serve::Request {
             common: args.project.common(None),

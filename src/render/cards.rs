@@ -232,7 +232,11 @@ pub fn report(r: &Report, csv: &Path, results: Option<&Path>) -> String {
 }
 
 /// `cards serve`'s log: one line per callback on stderr, with the time.
-pub struct ServeLog;
+pub struct ServeLog {
+    /// One JSON object a line (`--log-format json`): `ts`, `msg`, and the
+    /// ids a line names (`request_id`, `out_serial_no`), never a member.
+    pub json: bool,
+}
 
 impl Observer for ServeLog {
     fn retrying(
@@ -259,8 +263,23 @@ impl Observer for ServeLog {
 
 impl crate::ops::cards_serve::Log for ServeLog {
     fn line(&self, text: &str) {
-        let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f");
-        let _ = writeln!(anstream::stderr().lock(), "{now} {text}");
+        let now = chrono::Local::now();
+        if !self.json {
+            let now = now.format("%Y-%m-%dT%H:%M:%S%.3f");
+            let _ = writeln!(anstream::stderr().lock(), "{now} {text}");
+            return;
+        }
+        let ts = now.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+        let mut line = serde_json::json!({ "ts": ts, "msg": text });
+        for key in ["request_id", "out_serial_no"] {
+            if let Some(v) = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            {
+                line[key] = serde_json::Value::from(v.trim_end_matches(':'));
+            }
+        }
+        let _ = writeln!(anstream::stderr().lock(), "{line}");
     }
 }
 

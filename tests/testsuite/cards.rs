@@ -2102,6 +2102,7 @@ fn made_up_codes_cost_a_bounded_number_of_calls() {
         .args(["cards", "serve", "-p", "project", "--listen"])
         .arg(format!("127.0.0.1:{}", s.port))
         .args(["--failure-budget", "30", "--client-failure-budget", "10"])
+        .args(["--log-format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -2168,4 +2169,16 @@ fn made_up_codes_cost_a_bounded_number_of_calls() {
         "{statuses:?}"
     );
     assert!(log.contains("too many failed activations"), "{log}");
+    // Structured: one JSON object a line, the request id as a field.
+    for l in log.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["ts"].is_string() && v["msg"].is_string(), "{l}");
+        if v["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("callback request_id=")
+        {
+            assert!(v["request_id"].as_str().unwrap().starts_with("fake"), "{l}");
+        }
+    }
 }
