@@ -1012,6 +1012,12 @@ async fn claim<R>(
             .map_err(Waited::Ledger)?;
         match claim {
             crate::state::cards::Claim::Ours => {
+                // Settled between the look above and the claim (another
+                // replica finished and let go): its card, not a second.
+                if let Some(done) = settled(ctx).map_err(Waited::Ledger)? {
+                    release(ctx, key).await;
+                    return Ok(Some(done));
+                }
                 if waited {
                     // Held by another replica, unsettled, and ours now: a
                     // claim taken over.

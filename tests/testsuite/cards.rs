@@ -1773,19 +1773,42 @@ fn cards_serve_picks_up_a_replaced_template_without_a_restart() {
     );
 }
 
-/// issue 27: three `cards serve` replicas on one PostgreSQL ledger. 300
-/// activations sent round-robin, a fifth of them to two replicas at once
-/// (a double tap landing on both: the same card from each), one replica
-/// killed with kill -9 mid-burst and started again, then every callback
+/// issue 27: three `cards serve` replicas on one PostgreSQL ledger. 3,000
+/// activations sent round-robin, 1,500 through the 3.0 callback and 1,500
+/// through the 3.1 SPI, a fifth of each to two replicas at once (a double
+/// tap, Alipay's retry: the same card from each), one replica killed with
+/// kill -9 mid-burst and started again, then every callback and SPI call
 /// delivered again to the next replica: exactly one card per activation at
-/// the sandbox, no claim left, and `cards query` answers while they run.
+/// the sandbox, each on its tier, no claim left, and `cards query` answers
+/// while they run.
 /// A second process on a sled ledger is refused, saying why.
 #[test]
 fn cards_serve_runs_as_three_replicas_on_postgresql() {
-    const N: usize = 300;
+    // Half through the 3.0 callback (silver), half through the 3.1 SPI (gold).
+    const N: usize = 1_500;
+    const N_SPI: usize = 1_500;
     let url = crate::support::pg::cluster().url("replicas");
     let schema = url.split("schema=").nth(1).unwrap().to_string();
     let s = Setup::with_state("cell,external_card_no\n", Some(&url));
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "        write_off: qrcode",
+            &format!("        write_off: qrcode\n        spi_app_id: \"{APP_ID}\""),
+        )
+        .replace(
+            "{ level: gold, level_name: Gold }",
+            "{ level: gold, level_name: Gold, activation_url: { issue: { flow: spi } } }",
+        ),
+    )
+    .unwrap();
+    run(s
+        .cardform()
+        .args(["apply", "--auto-approve", "-p", "project"]))
+    .ok();
+    let gold = s.ids()["merchant.brew/template.club.gold"].clone();
     let silver_url = run(s.cardform().args(["output", "--format", "json"]))
         .ok()
         .json()["brew"]
@@ -1832,6 +1855,31 @@ fn cards_serve_runs_as_three_replicas_on_postgresql() {
     };
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let first: std::sync::Mutex<BTreeMap<usize, String>> = Default::default();
+    let spi_first: std::sync::Mutex<BTreeMap<usize, Value>> = Default::default();
+    // One SPI opening (`j`: its own out_serial_no and card number, so that
+    // a repeat is Alipay's retry) sent to the replica at `port`: the card
+    // the answer names, if the sandbox verified and recorded it.
+    let open_spi = |j: usize, template: &str, port: u16| -> Option<Value> {
+        let a = http(
+            "POST",
+            &format!("{}/_sandbox/spi/opencard", s.gateway_url()),
+            Some(
+                &json!({
+                    "spi_url": format!("http://127.0.0.1:{port}/spi"),
+                    "template_id": template,
+                    "fields": {"OPEN_FORM_FIELD_MOBILE": format!("135{j:08}")},
+                    "out_serial_no": format!("AS{j:018}"),
+                    "biz_card_no": format!("SPI{j:09}"),
+                })
+                .to_string(),
+            ),
+        );
+        if a.status != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&a.body).ok()?;
+        (v["recorded"] == true).then(|| v["card_info"].clone())
+    };
     std::thread::scope(|scope| {
         for t in 0..6 {
             let (callbacks, answered, first, at) = (&callbacks, &answered, &first, &at);
@@ -1882,18 +1930,34 @@ fn cards_serve_runs_as_three_replicas_on_postgresql() {
                 }
             });
         }
+        for t in 0..4 {
+            let (spi_first, gold, open_spi) = (&spi_first, &gold, &open_spi);
+            scope.spawn(move || {
+                for j in (t..N_SPI).step_by(4) {
+                    let send = |port: u16| open_spi(j, gold, port);
+                    let mine = if j % 5 == 0 {
+                        // Alipay's retry landing on another replica at once.
+                        let (a, b) = std::thread::scope(|inner| {
+                            let other = inner.spawn(|| send(ports[(j + 1) % 3]));
+                            (send(ports[j % 3]), other.join().unwrap())
+                        });
+                        if let (Some(a), Some(b)) = (&a, &b) {
+                            assert_eq!(a, b, "two replicas, two SPI answers for {j}");
+                        }
+                        a.or(b)
+                    } else {
+                        send(ports[j % 3])
+                    };
+                    if let Some(card) = mine {
+                        spi_first.lock().unwrap().insert(j, card);
+                    }
+                }
+            });
+        }
         // `cards query` answers while the replicas run.
         while answered.load(std::sync::atomic::Ordering::SeqCst) < N / 3 {
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (i, loc) = first
-            .lock()
-            .unwrap()
-            .iter()
-            .next()
-            .map(|(i, l)| (*i, l.clone()))
-            .unwrap();
-        let _ = (i, loc);
         // kill -9 one replica mid-burst, then start it again.
         replicas[2].kill().unwrap();
         replicas[2].wait().unwrap();
@@ -1925,12 +1989,21 @@ fn cards_serve_runs_as_three_replicas_on_postgresql() {
             other => panic!("{other}: {}", r.body),
         }
     }
+    // Every SPI opening again (Alipay retrying), to the next replica: the
+    // same card as first answered, recorded once.
+    for j in 0..N_SPI {
+        let card = open_spi(j, &gold, ports[(j + 1) % 3]).expect("answered and verified");
+        if let Some(f) = spi_first.lock().unwrap().get(&j) {
+            assert_eq!(&card, f, "{j}: another SPI answer than the first");
+        }
+    }
     let held = s.cards();
     assert_eq!(
         held["open"],
-        cards.len() as u64,
+        (cards.len() + N_SPI) as u64,
         "{held}; {again} to scan again"
     );
+    assert_eq!(held["templates"][&gold], N_SPI as u64, "{held}");
     assert!(
         again <= 12,
         "{again} cut short (at most those in flight at the kill)"
