@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::alipay::{AppPrivateKey, KeySource, SignType};
@@ -815,5 +816,194 @@ pub async fn cards(
         trades_csv_mb: trades_csv,
         consume: consumed.as_ref().map(|c| c.0.clone()),
         consume_again: consumed.map(|c| c.1),
+    })
+}
+
+/// One `bench serve` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeBench {
+    pub replicas: usize,
+    pub activations: usize,
+    pub latency_ms: u128,
+    pub parallelism: usize,
+    /// replicas x parallelism / (3 calls x latency): activations a second at most.
+    pub bound_per_s: f64,
+    pub opened: usize,
+    pub failed: usize,
+    pub wall_ms: u128,
+    pub per_s: f64,
+}
+
+/// `cards serve` under a burst: `replicas` services (sharing a PostgreSQL
+/// state when there are several), `activations` members whose callbacks
+/// arrive at once, round-robin, against a sandbox answering `latency` after
+/// each call. Each activation is three gateway calls in a row.
+pub async fn serve(
+    work: &Path,
+    replicas: usize,
+    activations: usize,
+    latency: Duration,
+    parallelism: usize,
+    pg: Option<&Location>,
+) -> Result<ServeBench> {
+    if replicas > 1 && pg.is_none() {
+        bail!(
+            "several replicas share a PostgreSQL state: pass --state postgres://...\nhint: a ledger beside a local state is one process's"
+        );
+    }
+    let project = work.join("project");
+    std::fs::create_dir_all(project.join("images"))?;
+    std::fs::write(project.join("images/logo.png"), png(500, 500, 1))?;
+    std::fs::write(project.join("images/background.png"), png(1020, 643, 2))?;
+    std::fs::write(
+        project.join("cardform.yaml"),
+        "project: bench-serve\ngateway:\n  endpoint: sandbox\nmerchants:\n  brew:\n    images:\n      logo: { file: images/logo.png, role: logo }\n      bg: { file: images/background.png, role: background }\n    templates:\n      club:\n        card_number: { prefix: BREW, suffix_length: 12 }\n        write_off: qrcode\n        style: { name: Brew Club, logo: logo, background: bg }\n        form: { required: [mobile] }\n        activation_url:\n          callback: http://127.0.0.1:9/activated\n          issue: { level: silver }\n        tiers:\n          - { level: silver }\n          - { level: gold }\n",
+    )?;
+    let app = "2021000000000009";
+    let key_pem = AppPrivateKey::generate_pem();
+    let key_path: PathBuf = work.join("app.pem");
+    std::fs::write(&key_path, &key_pem)?;
+    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
+    let data = work.join("sandbox");
+    let state = match pg {
+        Some(l) => {
+            let schema = format!("bench_serve_{}", std::process::id());
+            let mut url = l.to_string();
+            url = match url.split_once("schema=") {
+                Some((head, _)) => format!("{head}schema={schema}"),
+                None if url.contains('?') => format!("{url}&schema={schema}"),
+                None => format!("{url}?schema={schema}"),
+            };
+            url
+        }
+        None => work.join("state").display().to_string(),
+    };
+    let start_sandbox = |faults: Faults| {
+        sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data.clone(),
+            apps: vec![(app.into(), key.public_key_base64())],
+            faults,
+            ..SandboxConfig::default()
+        })
+    };
+    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| {
+        cmd.arg("--state")
+            .arg(&state)
+            .env("CARDFORM_ENDPOINT", running.gateway_url())
+            .env("CARDFORM_APP_ID", app)
+            .env("CARDFORM_PRIVATE_KEY", &key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                running.platform_public_key_path(),
+            );
+    };
+    // Applied and the members' callbacks made on a fast sandbox.
+    let fast = start_sandbox(Faults::default()).await?;
+    let mut apply = cardform()?;
+    env(&mut apply, &fast);
+    apply.args(["apply", "--auto-approve", "-p"]).arg(&project);
+    let out = tokio::task::spawn_blocking(move || apply.output()).await??;
+    if !out.status.success() {
+        bail!(
+            "the benchmark's apply failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut output = cardform()?;
+    env(&mut output, &fast);
+    output.args(["output", "--format", "json"]);
+    let out = tokio::task::spawn_blocking(move || output.output()).await??;
+    let urls: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "the benchmark's output failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let silver = urls["brew"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["address"] == "merchant.brew/template.club.silver")
+        })
+        .and_then(|t| t["apply_card_url"].as_str())
+        .context("no activation URL")?
+        .to_string();
+    let mut callbacks = Vec::with_capacity(activations);
+    for i in 0..activations {
+        let cb = fast
+            .activate(&silver, &format!("139{i:08}"))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let path = cb.find("/activated").context("a callback path")?;
+        callbacks.push(cb[path..].to_string());
+    }
+    fast.stop().await;
+    let running = start_sandbox(Faults {
+        latency,
+        ..Faults::default()
+    })
+    .await?;
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..replicas {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let mut cmd = cardform()?;
+        env(&mut cmd, &running);
+        cmd.args(["cards", "serve", "-p"])
+            .arg(&project)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--parallelism", &parallelism.to_string()])
+            .args(["--failure-budget", "1000000"])
+            .args(["--client-failure-budget", "1000000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let first = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        })
+        .await??;
+        if !first.starts_with("cards serve listening") {
+            bail!("cards serve did not start: {first}");
+        }
+        children.push(child);
+        ports.push(port);
+    }
+    let started = Instant::now();
+    let answers = futures_util::stream::iter(callbacks.iter().enumerate().map(|(i, path)| {
+        let url = format!("http://127.0.0.1:{}{path}", ports[i % ports.len()]);
+        async move { sandbox::deliver_callback(&url).await }
+    }))
+    .buffer_unordered(512)
+    .collect::<Vec<_>>()
+    .await;
+    let wall = started.elapsed();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    running.stop().await;
+    // The member's page: a redirect to done_url, or "your card is ready".
+    let opened = answers
+        .iter()
+        .filter(|a| matches!(a, Ok((302 | 200, _))))
+        .count();
+
+    Ok(ServeBench {
+        replicas,
+        activations,
+        latency_ms: latency.as_millis(),
+        parallelism,
+        bound_per_s: (replicas * parallelism) as f64 / (3.0 * latency.as_secs_f64().max(1e-6)),
+        opened,
+        failed: activations - opened,
+        wall_ms: wall.as_millis(),
+        per_s: opened as f64 / wall.as_secs_f64(),
     })
 }

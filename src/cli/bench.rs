@@ -58,6 +58,19 @@ pub enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// `cards serve` under a burst of activations (callbacks at once, round-robin over the replicas)
+    Serve {
+        /// Services sharing one ledger (more than one needs --state postgres://...)
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        #[arg(long, default_value_t = 400)]
+        activations: usize,
+        #[arg(long, value_parser = super::duration, default_value = "100ms")]
+        latency: Duration,
+        /// Each replica's gateway calls in flight
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
     /// Apply new templates (with images, forms, URLs) against a sandbox with injected latency
     Apply {
         #[arg(long, default_value_t = 1000)]
@@ -145,6 +158,37 @@ pub async fn exec(cmd: Command, over: &crate::settings::Overrides) -> Outcome {
                     r.wall_ms as f64 / 1000.0
                 ));
             }
+            render::json(&b);
+        }
+        Command::Serve {
+            replicas,
+            activations,
+            latency,
+            parallelism,
+        } => {
+            let b = bench::serve(
+                work.path(),
+                replicas,
+                activations,
+                latency,
+                parallelism,
+                pg.as_ref(),
+            )
+            .await?;
+            render::line(&format!(
+                "cards serve: {} replica(s), {} activations ({} opened, {} failed) in {:.1} s = {:.1} activations/s; {:.0}% of the bound ({:.1}/s: {} x {} in flight / (3 calls x {} ms))",
+                b.replicas,
+                b.activations,
+                b.opened,
+                b.failed,
+                b.wall_ms as f64 / 1000.0,
+                b.per_s,
+                b.per_s / b.bound_per_s * 100.0,
+                b.bound_per_s,
+                b.replicas,
+                b.parallelism,
+                b.latency_ms
+            ));
             render::json(&b);
         }
         Command::Cards {

@@ -648,7 +648,7 @@ async fn spi_issue(
             };
             // Flushed before the answer: a retry (to this replica or
             // another) answers the same card.
-            let put = ctx.ledger.put(&e, Durability::Flushed);
+            let put = put_flushed(ctx, &e).await;
             release(ctx, &osn).await;
             put.map_err(|e| format!("the card ledger: {e}"))?;
             (e, "opened")
@@ -1038,6 +1038,15 @@ async fn claim<R>(
     }
 }
 
+/// A flushed ledger write, off the async workers (a sled flush blocks for
+/// milliseconds; the service has two workers on two cores).
+async fn put_flushed(ctx: &Ctx, e: &Entry) -> Result<(), crate::state::StateError> {
+    let (l, e) = (ctx.ledger.clone(), e.clone());
+    tokio::task::spawn_blocking(move || l.put(&e, Durability::Flushed))
+        .await
+        .map_err(|_| crate::state::StateError::Io("the ledger write panicked".into()))?
+}
+
 async fn release(ctx: &Ctx, key: &str) {
     let (l, k, who) = (ctx.ledger.clone(), key.to_string(), ctx.replica.clone());
     let _ = tokio::task::spawn_blocking(move || l.release(&k, &who)).await;
@@ -1189,9 +1198,7 @@ async fn issue_claimed(
             let mut e = e;
             if e.request_id.is_none() {
                 e.request_id = Some(request_id.to_string());
-                ctx.ledger
-                    .put(&e, Durability::Flushed)
-                    .map_err(ledger_failed)?;
+                put_flushed(ctx, &e).await.map_err(ledger_failed)?;
             }
             let biz = e.biz_card_no.clone().unwrap_or_default();
             return Ok((biz, "member holds it already:", e.template.clone()));
@@ -1213,9 +1220,7 @@ async fn issue_claimed(
             };
             // Flushed before the call: a crash after it still knows the
             // request, so a repeated callback finds it.
-            ctx.ledger
-                .put(&e, Durability::Flushed)
-                .map_err(ledger_failed)?;
+            put_flushed(ctx, &e).await.map_err(ledger_failed)?;
             e
         }
     };
@@ -1266,9 +1271,7 @@ async fn issue_claimed(
     entry.biz_card_no = Some(biz.clone());
     entry.opened_at = Some(crate::state::now_rfc3339());
     entry.request_id = Some(request_id.to_string());
-    ctx.ledger
-        .put(&entry, Durability::Flushed)
-        .map_err(ledger_failed)?;
+    put_flushed(ctx, &entry).await.map_err(ledger_failed)?;
     ctx.tokens.lock().expect("not poisoned").remove(request_id);
     Ok((biz, "opened", entry.template.clone()))
 }
@@ -1301,13 +1304,11 @@ async fn recover(ctx: &Ctx, door: &Door, e: &Entry) -> Result<Option<String>, Re
             let mut e = e.clone();
             e.biz_card_no = Some(biz.clone());
             e.opened_at = Some(crate::state::now_rfc3339());
-            ctx.ledger
-                .put(&e, Durability::Flushed)
-                .map_err(|err| Refusal {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    member: "Something went wrong on our side. Please try again in a moment.",
-                    log: format!("failed: the card ledger: {err}"),
-                })?;
+            put_flushed(ctx, &e).await.map_err(|err| Refusal {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                member: "Something went wrong on our side. Please try again in a moment.",
+                log: format!("failed: the card ledger: {err}"),
+            })?;
             Ok(Some(biz))
         }
         Err(err) if err.api().is_some() => Ok(None),

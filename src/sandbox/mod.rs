@@ -160,6 +160,34 @@ impl RunningSandbox {
             .map_err(|e| format!("the sandbox's members endpoint answered oddly: {e}"))
     }
 
+    /// A member submitting the form of `activation_url` (the test endpoint
+    /// `POST /_sandbox/activate`, not delivered): the callback URL Alipay
+    /// would send the member's browser to.
+    pub async fn activate(&self, activation_url: &str, phone: &str) -> Result<String, String> {
+        let url = format!("http://{}/_sandbox/activate", self.addr);
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .body(
+                serde_json::json!({
+                    "activation_url": activation_url,
+                    "fields": {"OPEN_FORM_FIELD_MOBILE": phone},
+                    "deliver": false,
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("the sandbox's activate endpoint failed: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("the sandbox's activate endpoint answered oddly: {e}"))?;
+        answer["callback_url"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("no callback_url in {answer}"))
+    }
+
     /// Stop serving and wait until the data is flushed and closed.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -209,6 +237,12 @@ fn platform_key(dir: &Path) -> Result<(RsaKeyPair, rsa::RsaPrivateKey), SandboxE
     let pair =
         RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|_| dd("platform key rejected".into()))?;
     Ok((pair, key))
+}
+
+/// A member's browser at a callback: one GET, its status and `Location`
+/// (for benchmarks that play the members).
+pub async fn deliver_callback(url: &str) -> Result<(u16, Option<String>), String> {
+    endpoints::deliver(url).await
 }
 
 /// The platform key of a sandbox data directory (made if missing).

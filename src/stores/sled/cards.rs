@@ -13,6 +13,8 @@ use crate::state::{Durability, FLUSH_EVERY_MS, LockInfo, StateError};
 pub struct SledLedger {
     db: sled::Db,
     tree: sled::Tree,
+    /// Claims on activations (in memory: the ledger is one process's).
+    claims: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     salt: [u8; 32],
     dir: PathBuf,
 }
@@ -80,6 +82,7 @@ impl SledLedger {
         Ok(SledLedger {
             db,
             tree,
+            claims: Default::default(),
             salt,
             dir,
         })
@@ -184,49 +187,28 @@ impl CardLedger for SledLedger {
     }
 
     fn claim(&self, key: &str, holder: &str, stale: Duration) -> Result<Claim, StateError> {
-        // One process holds a sled ledger, so claims only ever meet within
-        // it; they are kept the same way as PostgreSQL's all the same.
-        let k = format!("q:{key}");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mine = serde_json::json!({ "holder": holder, "at": now }).to_string();
-        loop {
-            let old = self.tree.get(&k).map_err(io)?;
-            if let Some(v) = &old {
-                let seen: serde_json::Value =
-                    serde_json::from_slice(v).map_err(|e| self.corrupt(&k, e))?;
-                let who = seen["holder"].as_str().unwrap_or_default().to_string();
-                let at = seen["at"].as_u64().unwrap_or(0);
-                if who == holder {
-                    return Ok(Claim::Ours);
-                }
-                if now.saturating_sub(at) < stale.as_millis() as u64 {
-                    return Ok(Claim::Held { holder: who });
-                }
+        // One process holds a sled ledger, so its claims live in memory:
+        // none survives the process (a restart leaves nothing to wait for).
+        let mut claims = self.claims.lock().expect("not poisoned");
+        match claims.get(key) {
+            Some((who, at)) if who != holder && at.elapsed() < stale => {
+                return Ok(Claim::Held {
+                    holder: who.clone(),
+                });
             }
-            let swapped = self
-                .tree
-                .compare_and_swap(&k, old, Some(mine.as_bytes()))
-                .map_err(io)?;
-            if swapped.is_ok() {
-                self.db.flush().map_err(io)?;
-                return Ok(Claim::Ours);
-            }
+            _ => {}
         }
+        claims.insert(
+            key.to_string(),
+            (holder.to_string(), std::time::Instant::now()),
+        );
+        Ok(Claim::Ours)
     }
 
     fn release(&self, key: &str, holder: &str) -> Result<(), StateError> {
-        let k = format!("q:{key}");
-        if let Some(v) = self.tree.get(&k).map_err(io)? {
-            let seen: serde_json::Value =
-                serde_json::from_slice(&v).map_err(|e| self.corrupt(&k, e))?;
-            if seen["holder"].as_str() == Some(holder) {
-                let _ = self
-                    .tree
-                    .compare_and_swap(&k, Some(v), None as Option<&[u8]>)
-                    .map_err(io)?;
-            }
+        let mut claims = self.claims.lock().expect("not poisoned");
+        if claims.get(key).is_some_and(|(who, _)| who == holder) {
+            claims.remove(key);
         }
         Ok(())
     }
