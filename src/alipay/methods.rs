@@ -1158,18 +1158,29 @@ impl ActivateFormQueryResponse {
                     e.column()
                 )
             })?;
-        let mut out = std::collections::BTreeMap::new();
-        for one in list {
-            for (k, v) in one {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                out.insert(k, v);
-            }
-        }
-        Ok(out)
+        Ok(form_fields(list))
     }
+}
+
+/// A form's answers, a list of `{field: value}` objects, as field -> value
+/// (other values than strings as their JSON text): activateform.query's
+/// `infos` and the open-card SPI's `user_info`.
+pub fn form_fields<I>(list: I) -> std::collections::BTreeMap<String, String>
+where
+    I: IntoIterator,
+    I::Item: IntoIterator<Item = (String, Value)>,
+{
+    let mut out = std::collections::BTreeMap::new();
+    for one in list {
+        for (k, v) in one {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            out.insert(k, v);
+        }
+    }
+    out
 }
 api!(
     ActivateFormQueryRequest,

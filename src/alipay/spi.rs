@@ -67,17 +67,7 @@ pub fn form_values(text: &str) -> Result<BTreeMap<String, String>, String> {
         Ok(Value::Object(o)) => vec![o],
         _ => return Err(missing("user_info")),
     };
-    let mut out = BTreeMap::new();
-    for one in list {
-        for (k, v) in one {
-            let v = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            out.insert(k, v);
-        }
-    }
-    Ok(out)
+    Ok(super::methods::form_fields(list))
 }
 
 /// Read an open-card call from its parameters (already verified).

@@ -630,45 +630,11 @@ pub async fn cards(
             "project: bench-cards\ngateway:\n  endpoint: sandbox\n{limits}merchants:\n  brew:\n    images:\n      logo: {{ file: images/logo.png, role: logo }}\n      bg: {{ file: images/background.png, role: background }}\n    templates:\n      club:\n        card_number: {{ prefix: BREW, suffix_length: 12 }}\n        write_off: qrcode\n        style: {{ name: Brew Club, logo: logo, background: bg }}\n        tiers:\n          - {{ level: silver }}\n          - {{ level: gold }}\n"
         ),
     )?;
-    let app = "2021000000000009";
-    let key_pem = AppPrivateKey::generate_pem();
-    let key_path: PathBuf = work.join("app.pem");
-    std::fs::write(&key_path, &key_pem)?;
-    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
-    let data = work.join("sandbox");
-    let state = work.join("state");
-    let start_sandbox = |faults: Faults| {
-        sandbox::start(SandboxConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: data.clone(),
-            apps: vec![(app.into(), key.public_key_base64())],
-            faults,
-            ..SandboxConfig::default()
-        })
-    };
-    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| {
-        cmd.arg("--state")
-            .arg(&state)
-            .env("CARDFORM_ENDPOINT", running.gateway_url())
-            .env("CARDFORM_APP_ID", app)
-            .env("CARDFORM_PRIVATE_KEY", &key_path)
-            .env(
-                "CARDFORM_ALIPAY_PUBLIC_KEY",
-                running.platform_public_key_path(),
-            );
-    };
+    let rig = Rig::new(work, work.join("state").into_os_string())?;
+    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| rig.env(cmd, running);
     // Set up on a fast sandbox: the templates, and the members' tokens.
-    let fast = start_sandbox(Faults::default()).await?;
-    let mut apply = cardform()?;
-    env(&mut apply, &fast);
-    apply.args(["apply", "--auto-approve", "-p"]).arg(&project);
-    let out = tokio::task::spawn_blocking(move || apply.output()).await??;
-    if !out.status.success() {
-        bail!(
-            "the benchmark's apply failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let fast = rig.start(Faults::default()).await?;
+    rig.apply(&project, &fast).await?;
     let csv_path = work.join("cards.csv");
     {
         let mut w = csv::Writer::from_path(&csv_path)?;
@@ -685,7 +651,7 @@ pub async fn cards(
         let mut made = 0;
         while made < rows {
             let n = (rows - made).min(50_000);
-            let members = fast.enrol(app, n).await.map_err(anyhow::Error::msg)?;
+            let members = fast.enrol(rig.app, n).await.map_err(anyhow::Error::msg)?;
             for m in members.as_array().context("members")? {
                 let i = made;
                 made += 1;
@@ -704,12 +670,13 @@ pub async fn cards(
         w.flush()?;
     }
     fast.stop().await;
-    let running = start_sandbox(Faults {
-        latency,
-        throttle_rps: rate_limit,
-        ..Faults::default()
-    })
-    .await?;
+    let running = rig
+        .start(Faults {
+            latency,
+            throttle_rps: rate_limit,
+            ..Faults::default()
+        })
+        .await?;
     let timed = |job: &str, csv: &Path, results: &str| -> Result<CardsRun> {
         let mut cmd = cardform()?;
         env(&mut cmd, &running);
@@ -819,6 +786,73 @@ pub async fn cards(
     })
 }
 
+/// What the card benchmarks share: an app key of their own, the sandbox's
+/// data directory, the state, and how a child `cardform` reaches them.
+struct Rig {
+    app: &'static str,
+    key_path: PathBuf,
+    key: AppPrivateKey,
+    data: PathBuf,
+    /// `--state`: a directory or a postgres:// URL.
+    state: std::ffi::OsString,
+}
+
+impl Rig {
+    fn new(work: &Path, state: std::ffi::OsString) -> Result<Rig> {
+        let key_pem = AppPrivateKey::generate_pem();
+        let key_path = work.join("app.pem");
+        std::fs::write(&key_path, &key_pem)?;
+        let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
+        Ok(Rig {
+            app: "2021000000000009",
+            key_path,
+            key,
+            data: work.join("sandbox"),
+            state,
+        })
+    }
+
+    /// The sandbox on the rig's data, with `faults`.
+    async fn start(&self, faults: Faults) -> Result<sandbox::RunningSandbox> {
+        Ok(sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: self.data.clone(),
+            apps: vec![(self.app.into(), self.key.public_key_base64())],
+            faults,
+            ..SandboxConfig::default()
+        })
+        .await?)
+    }
+
+    /// A child `cardform` pointed at `running` and the rig's state.
+    fn env(&self, cmd: &mut Command, running: &sandbox::RunningSandbox) {
+        cmd.arg("--state")
+            .arg(&self.state)
+            .env("CARDFORM_ENDPOINT", running.gateway_url())
+            .env("CARDFORM_APP_ID", self.app)
+            .env("CARDFORM_PRIVATE_KEY", &self.key_path)
+            .env(
+                "CARDFORM_ALIPAY_PUBLIC_KEY",
+                running.platform_public_key_path(),
+            );
+    }
+
+    /// Apply `project` against `running`.
+    async fn apply(&self, project: &Path, running: &sandbox::RunningSandbox) -> Result<()> {
+        let mut apply = cardform()?;
+        self.env(&mut apply, running);
+        apply.args(["apply", "--auto-approve", "-p"]).arg(project);
+        let out = tokio::task::spawn_blocking(move || apply.output()).await??;
+        if !out.status.success() {
+            bail!(
+                "the benchmark's apply failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
 /// One `bench serve` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServeBench {
@@ -859,57 +893,14 @@ pub async fn serve(
         project.join("cardform.yaml"),
         "project: bench-serve\ngateway:\n  endpoint: sandbox\nmerchants:\n  brew:\n    images:\n      logo: { file: images/logo.png, role: logo }\n      bg: { file: images/background.png, role: background }\n    templates:\n      club:\n        card_number: { prefix: BREW, suffix_length: 12 }\n        write_off: qrcode\n        style: { name: Brew Club, logo: logo, background: bg }\n        form: { required: [mobile] }\n        activation_url:\n          callback: http://127.0.0.1:9/activated\n          issue: { level: silver }\n        tiers:\n          - { level: silver }\n          - { level: gold }\n",
     )?;
-    let app = "2021000000000009";
-    let key_pem = AppPrivateKey::generate_pem();
-    let key_path: PathBuf = work.join("app.pem");
-    std::fs::write(&key_path, &key_pem)?;
-    let key = AppPrivateKey::parse(&key_pem, KeySource::File(key_path.clone()))?;
-    let data = work.join("sandbox");
-    let state = match pg {
-        Some(l) => {
-            let schema = format!("bench_serve_{}", std::process::id());
-            let mut url = l.to_string();
-            url = match url.split_once("schema=") {
-                Some((head, _)) => format!("{head}schema={schema}"),
-                None if url.contains('?') => format!("{url}&schema={schema}"),
-                None => format!("{url}?schema={schema}"),
-            };
-            url
-        }
-        None => work.join("state").display().to_string(),
-    };
-    let start_sandbox = |faults: Faults| {
-        sandbox::start(SandboxConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: data.clone(),
-            apps: vec![(app.into(), key.public_key_base64())],
-            faults,
-            ..SandboxConfig::default()
-        })
-    };
-    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| {
-        cmd.arg("--state")
-            .arg(&state)
-            .env("CARDFORM_ENDPOINT", running.gateway_url())
-            .env("CARDFORM_APP_ID", app)
-            .env("CARDFORM_PRIVATE_KEY", &key_path)
-            .env(
-                "CARDFORM_ALIPAY_PUBLIC_KEY",
-                running.platform_public_key_path(),
-            );
-    };
+    // The URL with its password (it goes nowhere but the children's
+    // arguments), in a schema of its own.
+    let state = state_arg(&state_location(work, pg, "serve"));
+    let rig = Rig::new(work, state)?;
+    let env = |cmd: &mut Command, running: &sandbox::RunningSandbox| rig.env(cmd, running);
     // Applied and the members' callbacks made on a fast sandbox.
-    let fast = start_sandbox(Faults::default()).await?;
-    let mut apply = cardform()?;
-    env(&mut apply, &fast);
-    apply.args(["apply", "--auto-approve", "-p"]).arg(&project);
-    let out = tokio::task::spawn_blocking(move || apply.output()).await??;
-    if !out.status.success() {
-        bail!(
-            "the benchmark's apply failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let fast = rig.start(Faults::default()).await?;
+    rig.apply(&project, &fast).await?;
     let mut output = cardform()?;
     env(&mut output, &fast);
     output.args(["output", "--format", "json"]);
@@ -939,11 +930,12 @@ pub async fn serve(
         callbacks.push(cb[path..].to_string());
     }
     fast.stop().await;
-    let running = start_sandbox(Faults {
-        latency,
-        ..Faults::default()
-    })
-    .await?;
+    let running = rig
+        .start(Faults {
+            latency,
+            ..Faults::default()
+        })
+        .await?;
     let mut children = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..replicas {

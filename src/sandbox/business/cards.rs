@@ -63,22 +63,7 @@ pub(super) fn card_open(st: &Store, ns: &str, inc: &Incoming) -> Result<String, 
             format!("card_ext_info.level `{level}` is not a level of the template"),
         ));
     }
-    let suffix_len: usize = tpl
-        .body
-        .biz_no_suffix_len
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    let seq = st.next_id()?.to_string();
-    let digits = if seq.len() >= suffix_len {
-        seq[seq.len() - suffix_len..].to_string()
-    } else {
-        format!("{seq:0>suffix_len$}")
-    };
-    let biz_card_no = format!(
-        "{}{digits}",
-        tpl.body.biz_no_prefix.as_deref().unwrap_or("")
-    );
+    let biz_card_no = next_card_no(st, &tpl)?;
     let mut card = ext.clone();
     card.biz_card_no = Some(biz_card_no.clone());
     let rec = CardRec {
@@ -386,23 +371,8 @@ pub fn spi_card_no(st: &Store, template_id: &str) -> Result<(String, String, Str
             format!("template {template_id} does not exist"),
         )
     })?;
-    let suffix_len: usize = tpl
-        .body
-        .biz_no_suffix_len
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    let seq = st.next_id()?.to_string();
-    let digits = if seq.len() >= suffix_len {
-        seq[seq.len() - suffix_len..].to_string()
-    } else {
-        format!("{seq:0>suffix_len$}")
-    };
     let app = tpl.ns.split(':').next().unwrap_or_default().to_string();
-    let biz = format!(
-        "{}{digits}",
-        tpl.body.biz_no_prefix.as_deref().unwrap_or("")
-    );
+    let biz = next_card_no(st, &tpl)?;
     Ok((app, tpl.ns, biz))
 }
 
@@ -436,4 +406,25 @@ pub fn spi_record(
         )?;
     }
     Ok(())
+}
+
+/// The next card number under a template: its prefix, then a sequence
+/// number padded (or cut) to its suffix length.
+fn next_card_no(st: &Store, tpl: &TemplateRec) -> Result<String, Fail> {
+    let suffix_len: usize = tpl
+        .body
+        .biz_no_suffix_len
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let seq = st.next_id()?.to_string();
+    let digits = if seq.len() >= suffix_len {
+        seq[seq.len() - suffix_len..].to_string()
+    } else {
+        format!("{seq:0>suffix_len$}")
+    };
+    Ok(format!(
+        "{}{digits}",
+        tpl.body.biz_no_prefix.as_deref().unwrap_or("")
+    ))
 }
