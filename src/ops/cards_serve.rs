@@ -223,6 +223,9 @@ struct SpiKeys {
     alipay: Arc<crate::alipay::AlipayPublicKey>,
     app: Arc<crate::alipay::AppPrivateKey>,
     sign_type: crate::alipay::SignType,
+    /// The app's AES content-encryption key, when it has one: an encrypted
+    /// call is read with it and answered encrypted.
+    aes: Option<Arc<crate::alipay::aes::AesKey>>,
 }
 
 const TOKEN_KEEP: Duration = Duration::from_secs(600);
@@ -295,6 +298,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
                 alipay: c.alipay_public_key.clone(),
                 app: c.private_key.clone(),
                 sign_type: c.sign_type,
+                aes: c.encrypt_key.clone(),
             }
         },
         replica: format!(
@@ -496,6 +500,7 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
             ctx.log.line("spi refused: a parameter appears twice");
             return spi_answer(
                 &ctx,
+                None,
                 spi_error(
                     "40002",
                     "isv.invalid-parameter",
@@ -512,6 +517,7 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
             .line("spi refused: the signature is not Alipay's (nothing recorded)");
         return spi_answer(
             &ctx,
+            None,
             spi_error(
                 "40002",
                 "isv.invalid-signature",
@@ -519,11 +525,18 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
             ),
         );
     }
+    let aes = match crate::alipay::spi::decrypt(&mut params, ctx.spi.aes.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.log.line(&format!("spi refused: {e}"));
+            return spi_answer(&ctx, None, spi_error("40002", "isv.invalid-encrypt", &e));
+        }
+    };
     let call = match crate::alipay::spi::parse(&params) {
         Ok(c) => c,
         Err(e) => {
             ctx.log.line(&format!("spi refused: {e}"));
-            return spi_answer(&ctx, spi_error("40002", "isv.invalid-parameter", &e));
+            return spi_answer(&ctx, aes, spi_error("40002", "isv.invalid-parameter", &e));
         }
     };
     let serial = &call.out_serial_no;
@@ -541,6 +554,7 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
             ));
             return spi_answer(
                 &ctx,
+                aes,
                 spi_error(
                     "40004",
                     "TEMPLATE_NOT_SPI",
@@ -555,6 +569,7 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
             ));
             return spi_answer(
                 &ctx,
+                aes,
                 spi_error(
                     "40004",
                     "TEMPLATE_NOT_EXIT",
@@ -579,13 +594,17 @@ async fn spi(State(ctx): State<Arc<Ctx>>, body: axum::body::Bytes) -> Response {
                 "spi out_serial_no={serial}: {how} card {} on {} ({ms} ms)",
                 call.biz_card_no, door.tier
             ));
-            spi_answer(&ctx, node)
+            spi_answer(&ctx, aes, node)
         }
         Err(why) => {
             ctx.log.line(&format!(
                 "spi out_serial_no={serial}: failed: {why} ({ms} ms)"
             ));
-            spi_answer(&ctx, spi_error("20000", "isp.unknow-error", "please retry"))
+            spi_answer(
+                &ctx,
+                aes,
+                spi_error("20000", "isp.unknow-error", "please retry"),
+            )
         }
     }
 }
@@ -600,8 +619,12 @@ fn spi_error(code: &str, sub_code: &str, sub_msg: &str) -> serde_json::Value {
 }
 
 /// The answer, signed with the app's key.
-fn spi_answer(ctx: &Ctx, node: serde_json::Value) -> Response {
-    let text = crate::alipay::spi::answer(&node, |d| ctx.spi.app.sign(ctx.spi.sign_type, d));
+fn spi_answer(
+    ctx: &Ctx,
+    aes: Option<&crate::alipay::aes::AesKey>,
+    node: serde_json::Value,
+) -> Response {
+    let text = crate::alipay::spi::answer(&node, aes, |d| ctx.spi.app.sign(ctx.spi.sign_type, d));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json;charset=utf-8")],

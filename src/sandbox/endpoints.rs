@@ -111,8 +111,11 @@ pub(crate) async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> 
 /// retry does), "tamper": false}`. The sandbox makes the card number,
 /// posts the SPI call to the merchant signed with its platform key (with
 /// `tamper`, a signature over other content), verifies the answer with the
-/// app's key, and records the card the answer names. Answers `{"status",
-/// "verified", "code", "card_info", "out_serial_no", "biz_card_no"}`.
+/// app's key, and records the card the answer names. An app with AES
+/// content encryption on gets the business parameters in encrypted
+/// `biz_content` and must answer encrypted. Answers `{"status",
+/// "verified", "encrypted", "recorded", "code", "card_info",
+/// "out_serial_no", "biz_card_no"}`.
 pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     #[derive(serde::Deserialize)]
     struct Ask {
@@ -155,16 +158,7 @@ pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         .iter()
         .map(|(k, v)| BTreeMap::from([(k.as_str(), v.as_str())]))
         .collect();
-    let mut params: BTreeMap<String, String> = [
-        ("method", crate::alipay::spi::OPENCARD.to_string()),
-        ("charset", "utf-8".to_string()),
-        ("version", "1.0".to_string()),
-        ("sign_type", "RSA2".to_string()),
-        ("biz_app_id", app.clone()),
-        (
-            "utc_timestamp",
-            Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
-        ),
+    let business: BTreeMap<&str, String> = [
         ("user_id", user_id.clone()),
         ("template_id", ask.template_id.clone()),
         ("out_serial_no", out_serial_no.clone()),
@@ -175,8 +169,34 @@ pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         ),
     ]
     .into_iter()
+    .collect();
+    // An app with AES content encryption on gets its call's business
+    // parameters in encrypted `biz_content` (as the gateway takes them).
+    let aes = shared.encrypt_keys.get(&app);
+    let mut params: BTreeMap<String, String> = [
+        ("method", crate::alipay::spi::OPENCARD.to_string()),
+        ("charset", "utf-8".to_string()),
+        ("version", "1.0".to_string()),
+        ("sign_type", "RSA2".to_string()),
+        ("biz_app_id", app.clone()),
+        (
+            "utc_timestamp",
+            Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+        ),
+    ]
+    .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    match aes {
+        Some(key) => {
+            params.insert("encrypt_type".into(), "AES".into());
+            params.insert(
+                "biz_content".into(),
+                key.encrypt(&serde_json::to_string(&business).unwrap_or_default()),
+            );
+        }
+        None => params.extend(business.into_iter().map(|(k, v)| (k.to_string(), v))),
+    }
     let mut content = crate::alipay::sign::string_to_sign(&params);
     if ask.tamper {
         content.push_str("&tampered=1");
@@ -209,7 +229,12 @@ pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> 
     };
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    let (node_text, sign, node) = match crate::alipay::spi::read_answer(&text) {
+    let crate::alipay::spi::Answer {
+        signed: node_text,
+        sign,
+        node,
+        encrypted,
+    } = match crate::alipay::spi::read_answer(&text, aes) {
         Ok(v) => v,
         Err(e) => {
             return answer_json(serde_json::json!({
@@ -230,7 +255,10 @@ pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         .get("card_info")
         .and_then(|c| serde_json::from_value(c.clone()).ok());
     let mut recorded = false;
+    // An app with encryption on must answer encrypted (as a call to the
+    // gateway must be).
     if verified
+        && encrypted == aes.is_some()
         && code == "10000"
         && let Some(card) = card.clone()
         && card.biz_card_no.as_deref() == Some(biz.as_str())
@@ -243,6 +271,7 @@ pub(crate) async fn spi_open(State(shared): State<Arc<Shared>>, body: Bytes) -> 
     answer_json(serde_json::json!({
         "status": status,
         "verified": verified,
+        "encrypted": encrypted,
         "recorded": recorded,
         "code": code,
         "sub_code": node.get("sub_code"),

@@ -58,6 +58,8 @@ struct Setup {
     /// A directory, or a postgres:// URL.
     state: PathBuf,
     port: u16,
+    /// Environment every `cardform` of this setup runs with.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -66,8 +68,26 @@ impl Setup {
     }
 
     fn with_state(members: &str, state: Option<&str>) -> Setup {
+        Setup::build(members, state, None)
+    }
+
+    /// With `aes`, the app has AES content encryption switched on at the
+    /// sandbox, and cardform has the key.
+    fn build(members: &str, state: Option<&str>, aes: Option<&str>) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
-        let sb = Sandbox::start(&tmp.path().join("sandbox"), &[]);
+        let mut sandbox_args = vec![];
+        let mut env = vec![];
+        if let Some(key) = aes {
+            let file = tmp.path().join("aes.key");
+            std::fs::write(&file, key).unwrap();
+            sandbox_args = vec![
+                "--encrypt-key".to_string(),
+                format!("{APP_ID}={}", file.display()),
+            ];
+            env.push(("CARDFORM_ENCRYPT_KEY".to_string(), "aes.key".to_string()));
+        }
+        let args: Vec<&str> = sandbox_args.iter().map(String::as_str).collect();
+        let sb = Sandbox::start(&tmp.path().join("sandbox"), &args);
         let port = free_port();
         let project = project(tmp.path(), port, members);
         let state = state.map_or_else(|| tmp.path().join("state"), PathBuf::from);
@@ -77,6 +97,7 @@ impl Setup {
             project,
             state,
             port,
+            env,
         };
         s.cardform()
             .args(["apply", "--auto-approve", "-p"])
@@ -97,7 +118,10 @@ impl Setup {
     /// The same on another state (a directory or a postgres:// URL).
     fn cardform_on(&self, state: &str) -> Command {
         let mut c = self.sb.cardform();
-        c.arg("--state").arg(state).current_dir(self.tmp.path());
+        c.arg("--state")
+            .arg(state)
+            .current_dir(self.tmp.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -2068,52 +2092,8 @@ fn cardform_query(s: &Setup, cards: &HashSet<String>) -> String {
 #[test]
 fn the_open_card_spi_answers_with_the_card_once_per_opening() {
     let s = Setup::new("cell,external_card_no,level,point\n13500000009,PHYS-9,silver,77\n");
-    let manifest = s.project.join("cardform.yaml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let spi = text.replace(
-        "            done_url: https://brew.example.com/welcome",
-        "            done_url: https://brew.example.com/welcome\n            flow: spi",
-    );
-    // Without spi_app_id: refused where it is written.
-    std::fs::write(&manifest, &spi).unwrap();
-    let r = run(s.cardform().args(["validate", "project"])).fails();
-    assert!(
-        r.stderr.contains("needs the template's `spi_app_id`"),
-        "{}",
-        r.stderr
-    );
-    std::fs::write(
-        &manifest,
-        spi.replace(
-            "        write_off: qrcode",
-            &format!("        write_off: qrcode\n        spi_app_id: \"{APP_ID}\""),
-        ),
-    )
-    .unwrap();
-    run(s
-        .cardform()
-        .args(["apply", "--auto-approve", "-p", "project"]))
-    .ok();
-    let plan = run(s.cardform().args(["plan", "-p", "project"])).ok();
-    assert!(
-        plan.stdout.contains("through the open-card SPI"),
-        "{}",
-        plan.stdout
-    );
-    let serve = Serve::start(&s);
-    let silver = s.ids()["merchant.brew/template.club.silver"].clone();
-    let open = |ask: Value| {
-        let mut ask = ask;
-        ask["spi_url"] = json!(format!("http://127.0.0.1:{}/spi", s.port));
-        ask["template_id"] = json!(silver);
-        let a = http(
-            "POST",
-            &format!("{}/_sandbox/spi/opencard", s.gateway_url()),
-            Some(&ask.to_string()),
-        );
-        assert_eq!(a.status, 200, "{}", a.body);
-        serde_json::from_str::<Value>(&a.body).unwrap()
-    };
+    let serve = spi_flow(&s);
+    let open = |ask: Value| spi_open(&s, ask);
     let first = open(json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"}}));
     assert_eq!(first["verified"], true, "{first}");
     assert_eq!(first["recorded"], true, "{first}");
@@ -2160,6 +2140,100 @@ fn the_open_card_spi_answers_with_the_card_once_per_opening() {
         "a phone number in the log:\n{log}"
     );
     assert_eq!(s.cards()["open"], 3);
+}
+
+/// The club's activation switched to the open-card SPI (validate refuses
+/// it without `spi_app_id`; plan shows the flow), applied, and served.
+fn spi_flow(s: &Setup) -> Serve {
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let spi = text.replace(
+        "            done_url: https://brew.example.com/welcome",
+        "            done_url: https://brew.example.com/welcome\n            flow: spi",
+    );
+    // Without spi_app_id: refused where it is written.
+    std::fs::write(&manifest, &spi).unwrap();
+    let r = run(s.cardform().args(["validate", "project"])).fails();
+    assert!(
+        r.stderr.contains("needs the template's `spi_app_id`"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(
+        &manifest,
+        spi.replace(
+            "        write_off: qrcode",
+            &format!("        write_off: qrcode\n        spi_app_id: \"{APP_ID}\""),
+        ),
+    )
+    .unwrap();
+    run(s
+        .cardform()
+        .args(["apply", "--auto-approve", "-p", "project"]))
+    .ok();
+    let plan = run(s.cardform().args(["plan", "-p", "project"])).ok();
+    assert!(
+        plan.stdout.contains("through the open-card SPI"),
+        "{}",
+        plan.stdout
+    );
+    Serve::start(s)
+}
+
+/// A member opening a silver card through the sandbox's SPI caller.
+fn spi_open(s: &Setup, mut ask: Value) -> Value {
+    ask["spi_url"] = json!(format!("http://127.0.0.1:{}/spi", s.port));
+    ask["template_id"] = json!(s.ids()["merchant.brew/template.club.silver"]);
+    let a = http(
+        "POST",
+        &format!("{}/_sandbox/spi/opencard", s.gateway_url()),
+        Some(&ask.to_string()),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    serde_json::from_str::<Value>(&a.body).unwrap()
+}
+
+/// issue 27: an app with AES content encryption on: Alipay's call carries
+/// the opening in encrypted `biz_content` and takes an encrypted answer
+/// (signed over the ciphertext); the card opens once, a retry answers it
+/// again, and nothing of the member reaches the log.
+#[test]
+fn the_open_card_spi_speaks_aes_when_the_app_does() {
+    let s = Setup::build(
+        "cell,external_card_no\n",
+        None,
+        Some("aYA0GP8JEW+D7/UFaskCWA==\n"),
+    );
+    let serve = spi_flow(&s);
+    let first = spi_open(
+        &s,
+        json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"}}),
+    );
+    assert_eq!(first["verified"], true, "{first}");
+    assert_eq!(first["encrypted"], true, "{first}");
+    assert_eq!(first["recorded"], true, "{first}");
+    assert_eq!(first["card_info"]["level"], "silver");
+    let again = spi_open(
+        &s,
+        json!({
+            "fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"},
+            "out_serial_no": first["out_serial_no"], "biz_card_no": first["biz_card_no"],
+        }),
+    );
+    assert_eq!(again["card_info"], first["card_info"], "{again}");
+    assert_eq!(again["encrypted"], true);
+    let forged = spi_open(
+        &s,
+        json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000002"}, "tamper": true}),
+    );
+    assert_eq!(forged["sub_code"], "isv.invalid-signature", "{forged}");
+    assert_eq!(s.cards()["open"], 1);
+    let log = serve.log.lock().unwrap().clone();
+    assert!(
+        !log.contains("13500000"),
+        "a phone number in the log:\n{log}"
+    );
+    assert!(log.contains("opened card"), "{log}");
 }
 
 /// issue 27: made-up auth codes cost a bounded number of gateway calls:

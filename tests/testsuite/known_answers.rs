@@ -359,8 +359,10 @@ fn spi_signatures_match_the_official_sdk_both_ways() {
     assert!(!check(&unsigned));
 
     let sdk_answer = data("spi_answer_signed_by_sdk.txt");
-    let (node_text, _, _) = cardform::alipay::spi::read_answer(&sdk_answer).unwrap();
+    let node_text = cardform::alipay::spi::read_answer(&sdk_answer, None)
+        .unwrap()
+        .signed;
     let node: serde_json::Value = serde_json::from_str(&node_text).unwrap();
-    let ours = cardform::alipay::spi::answer(&node, |d| key_a().sign(SignType::Rsa2, d));
+    let ours = cardform::alipay::spi::answer(&node, None, |d| key_a().sign(SignType::Rsa2, d));
     assert_eq!(ours, sdk_answer);
 }
