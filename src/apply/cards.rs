@@ -525,6 +525,89 @@ fn ext_key(ext: &str) -> [u8; 16] {
     k
 }
 
+/// A claim older than this is a process's that died: another takes it over.
+pub const CLAIM_STALE: Duration = Duration::from_secs(15);
+/// How long work waits for another process's on the same key.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(25);
+
+/// Why no claim was had.
+pub enum Waited {
+    Ledger(crate::state::StateError),
+    /// Another process held it past [`CLAIM_WAIT`].
+    Out(String),
+}
+
+/// What a claim found.
+pub enum Claimed<R> {
+    /// The work was done meanwhile (by `settled`).
+    Done(R),
+    /// The claim is ours: do the work, then [`release`] it. `taken_over`: it
+    /// was held by another process, unsettled, and went stale.
+    Ours { taken_over: bool },
+}
+
+/// Claim `key` among the processes sharing the ledger (replicas of `cards
+/// serve`, a bulk run beside them): waits while another holds it, taken
+/// over once its claim is stale; looks at `settled` before claiming and
+/// again after winning (another process may have finished and let go in
+/// between: its work, not a second).
+pub async fn claimed<R>(
+    ledger: &Arc<dyn CardLedger>,
+    holder: &str,
+    key: &str,
+    settled: impl Fn() -> std::result::Result<Option<R>, crate::state::StateError>,
+) -> std::result::Result<Claimed<R>, Waited> {
+    let started = Instant::now();
+    let mut waited = false;
+    loop {
+        if let Some(done) = settled().map_err(Waited::Ledger)? {
+            // A repeat of settled work: a claim still there is one a
+            // process killed after settling left behind; it means nothing.
+            let (l, k) = (ledger.clone(), key.to_string());
+            let _ = tokio::task::spawn_blocking(move || l.clear_claim(&k)).await;
+            return Ok(Claimed::Done(done));
+        }
+        let (l, k, who) = (ledger.clone(), key.to_string(), holder.to_string());
+        let claim = tokio::task::spawn_blocking(move || l.claim(&k, &who, CLAIM_STALE))
+            .await
+            .map_err(|_| Waited::Ledger(crate::state::StateError::Io("the claim panicked".into())))?
+            .map_err(Waited::Ledger)?;
+        match claim {
+            crate::state::cards::Claim::Ours => {
+                if let Some(done) = settled().map_err(Waited::Ledger)? {
+                    release(ledger, holder, key).await;
+                    return Ok(Claimed::Done(done));
+                }
+                return Ok(Claimed::Ours { taken_over: waited });
+            }
+            crate::state::cards::Claim::Held { holder } => {
+                waited = true;
+                if started.elapsed() > CLAIM_WAIT {
+                    return Err(Waited::Out(holder));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Give up `holder`'s claim on `key`.
+pub async fn release(ledger: &Arc<dyn CardLedger>, holder: &str, key: &str) {
+    let (l, k, who) = (ledger.clone(), key.to_string(), holder.to_string());
+    let _ = tokio::task::spawn_blocking(move || l.release(&k, &who)).await;
+}
+
+/// This process, as its claims name it: what it is, host, pid and a
+/// random part.
+pub fn holder_name(what: &str) -> String {
+    format!(
+        "{what}:{}:{}:{:08x}",
+        crate::state::LockInfo::current(what).host,
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
 /// Everything a row's work needs, shared by the rows in flight.
 pub struct Ctx {
     gateway: Arc<Governor>,
@@ -540,8 +623,10 @@ pub struct Ctx {
     /// given is on disk).
     durable: bool,
     /// Once-ever calls in flight, by key: the same trade arriving twice at
-    /// once is sent once.
+    /// once is sent once (in this process; across processes sharing the
+    /// ledger, by a claim named `holder`).
     keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    holder: String,
     blocked: OnceLock<String>,
 }
 
@@ -611,6 +696,7 @@ impl Ctx {
             points_message: false,
             durable: true,
             keys: Mutex::new(HashMap::new()),
+            holder: holder_name("cards"),
             blocked: OnceLock::new(),
         }
     }
@@ -807,6 +893,33 @@ impl Ctx {
     }
 
     async fn once_locked<Q>(&self, once: OnceCall<'_>, request: impl FnOnce(&str) -> Q) -> Outcome
+    where
+        Q: ApiRequest + Sync,
+        Q::Response: Send,
+    {
+        // Claimed among the processes sharing the ledger: a trade sent to
+        // two replicas' tills at once is sent by one, answered by both.
+        let key = once.key.clone();
+        let settled = || {
+            self.ledger
+                .once(&key)
+                .map(|k| k.filter(|k| k.done_at.is_some()))
+        };
+        match claimed(&self.ledger, &self.holder, &format!("o:{key}"), settled).await {
+            Err(Waited::Ledger(e)) => return Outcome::local(format!("the card ledger: {e}")),
+            Err(Waited::Out(holder)) => {
+                return Outcome::local(format!("{holder} held this key too long; run again"));
+            }
+            // Done meanwhile: judged below from the journal.
+            Ok(Claimed::Done(_)) => return self.once_judged(once, request).await,
+            Ok(Claimed::Ours { .. }) => {}
+        }
+        let outcome = self.once_judged(once, request).await;
+        release(&self.ledger, &self.holder, &format!("o:{key}")).await;
+        outcome
+    }
+
+    async fn once_judged<Q>(&self, once: OnceCall<'_>, request: impl FnOnce(&str) -> Q) -> Outcome
     where
         Q: ApiRequest + Sync,
         Q::Response: Send,
@@ -1110,6 +1223,7 @@ impl Cards {
             points_message: self.points_message,
             durable: false,
             keys: Mutex::new(HashMap::new()),
+            holder: holder_name("cards"),
             blocked: OnceLock::new(),
         });
         let problems = Arc::new(Mutex::new(Vec::new()));

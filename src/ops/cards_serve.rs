@@ -301,12 +301,7 @@ pub async fn start(req: Request, flags: &Overrides, log: Arc<dyn Log>) -> Result
                 aes: c.encrypt_key.clone(),
             }
         },
-        replica: format!(
-            "{}:{}:{:08x}",
-            crate::state::LockInfo::current("cards serve").host,
-            std::process::id(),
-            rand::random::<u32>()
-        ),
+        replica: crate::apply::cards::holder_name("cards serve"),
         tokens: Mutex::new(HashMap::new()),
         log,
     });
@@ -966,12 +961,6 @@ fn local_time(rfc3339: &str) -> String {
         .to_string()
 }
 
-/// A claim older than this is a replica's that died: another takes it over.
-const CLAIM_STALE: Duration = Duration::from_secs(15);
-/// How long a callback waits for another replica's work on the same
-/// activation before asking the member to try again.
-const CLAIM_WAIT: Duration = Duration::from_secs(25);
-
 /// One activation, claimed first among the replicas sharing the ledger: a
 /// callback another replica is at work on (Alipay retrying, a member's
 /// double tap landing on two replicas) waits for that card instead of
@@ -1006,57 +995,24 @@ async fn issue(
     answer
 }
 
-/// Why no claim was had.
-enum Waited {
-    Ledger(crate::state::StateError),
-    /// Another replica held it past [`CLAIM_WAIT`].
-    Out(String),
-}
+use crate::apply::cards::Waited;
 
-/// Claim `key` among the replicas sharing the ledger: `Ok(Some(done))` when
-/// the work was done meanwhile (by `settled`), `Ok(None)` when the claim is
-/// ours (release it after the work), waiting while another replica holds
-/// it (taken over once its claim is stale).
+/// Claim `key` among the replicas sharing the ledger (see
+/// [`crate::apply::cards::claimed`]), counting claims taken over.
 async fn claim<R>(
     ctx: &Ctx,
     key: &str,
     settled: impl Fn(&Ctx) -> Result<Option<R>, crate::state::StateError>,
 ) -> Result<Option<R>, Waited> {
-    let started = Instant::now();
-    let mut waited = false;
-    loop {
-        if let Some(done) = settled(ctx).map_err(Waited::Ledger)? {
-            return Ok(Some(done));
-        }
-        let (l, k, who) = (ctx.ledger.clone(), key.to_string(), ctx.replica.clone());
-        let claim = tokio::task::spawn_blocking(move || l.claim(&k, &who, CLAIM_STALE))
-            .await
-            .map_err(|_| Waited::Ledger(crate::state::StateError::Io("the claim panicked".into())))?
-            .map_err(Waited::Ledger)?;
-        match claim {
-            crate::state::cards::Claim::Ours => {
-                // Settled between the look above and the claim (another
-                // replica finished and let go): its card, not a second.
-                if let Some(done) = settled(ctx).map_err(Waited::Ledger)? {
-                    release(ctx, key).await;
-                    return Ok(Some(done));
-                }
-                if waited {
-                    // Held by another replica, unsettled, and ours now: a
-                    // claim taken over.
-                    ctx.metrics
-                        .claims_taken_over
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                return Ok(None);
+    match crate::apply::cards::claimed(&ctx.ledger, &ctx.replica, key, || settled(ctx)).await? {
+        crate::apply::cards::Claimed::Done(done) => Ok(Some(done)),
+        crate::apply::cards::Claimed::Ours { taken_over } => {
+            if taken_over {
+                ctx.metrics
+                    .claims_taken_over
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            crate::state::cards::Claim::Held { holder } => {
-                waited = true;
-                if started.elapsed() > CLAIM_WAIT {
-                    return Err(Waited::Out(holder));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(None)
         }
     }
 }
@@ -1071,8 +1027,7 @@ async fn put_flushed(ctx: &Ctx, e: &Entry) -> Result<(), crate::state::StateErro
 }
 
 async fn release(ctx: &Ctx, key: &str) {
-    let (l, k, who) = (ctx.ledger.clone(), key.to_string(), ctx.replica.clone());
-    let _ = tokio::task::spawn_blocking(move || l.release(&k, &who)).await;
+    crate::apply::cards::release(&ctx.ledger, &ctx.replica, key).await;
 }
 
 /// The card an earlier callback of this activation opened, if any.

@@ -80,7 +80,7 @@ pub(crate) async fn activate(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         "request_id": request_id,
     });
     if ask.deliver {
-        match deliver(target.as_str()).await {
+        match deliver(target.as_str(), std::time::Duration::from_secs(30)).await {
             Ok((status, location)) => {
                 answer["callback_status"] = status.into();
                 answer["location"] = location.map_or(serde_json::Value::Null, Into::into);
@@ -371,10 +371,13 @@ pub(crate) async fn enrol(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
 
 /// The member's browser arriving at the merchant's callback: one GET, the
 /// answer's status and `Location` (a redirect is the member's next page).
-pub(crate) async fn deliver(url: &str) -> Result<(u16, Option<String>), String> {
+pub(crate) async fn deliver(
+    url: &str,
+    patience: std::time::Duration,
+) -> Result<(u16, Option<String>), String> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(patience)
         .build()
         .map_err(|e| e.to_string())?;
     let resp = client

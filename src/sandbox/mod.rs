@@ -240,9 +240,12 @@ fn platform_key(dir: &Path) -> Result<(RsaKeyPair, rsa::RsaPrivateKey), SandboxE
 }
 
 /// A member's browser at a callback: one GET, its status and `Location`
-/// (for benchmarks that play the members).
-pub async fn deliver_callback(url: &str) -> Result<(u16, Option<String>), String> {
-    endpoints::deliver(url).await
+/// (for benchmarks that play the members), given up after `patience`.
+pub async fn deliver_callback(
+    url: &str,
+    patience: std::time::Duration,
+) -> Result<(u16, Option<String>), String> {
+    endpoints::deliver(url, patience).await
 }
 
 /// The platform key of a sandbox data directory (made if missing).

@@ -106,6 +106,10 @@ pub trait CardLedger: Send + Sync {
     ) -> Result<Claim, StateError>;
     /// Give up `holder`'s claim on `key` (another holder's is left alone).
     fn release(&self, key: &str, holder: &str) -> Result<(), StateError>;
+    /// Drop whatever claim is left on `key`, whoever holds it: for work
+    /// already settled, where a claim means nothing (one left by a process
+    /// killed between settling and releasing).
+    fn clear_claim(&self, key: &str) -> Result<(), StateError>;
     fn flush(&self) -> Result<(), StateError>;
     /// Every row (key, text), the salt apart: what `state migrate` moves.
     fn export(&self) -> Result<Vec<(String, String)>, StateError>;

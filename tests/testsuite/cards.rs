@@ -512,11 +512,15 @@ impl Serve {
     }
 
     fn start_with(s: &Setup, env: &[(&str, &str)]) -> Serve {
+        Serve::start_on(s, s.port, env)
+    }
+
+    fn start_on(s: &Setup, port: u16, env: &[(&str, &str)]) -> Serve {
         let mut child = s
             .cardform()
             .envs(env.iter().copied())
             .args(["cards", "serve", "-p", "project", "--listen"])
-            .arg(format!("127.0.0.1:{}", s.port))
+            .arg(format!("127.0.0.1:{port}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -2234,6 +2238,109 @@ fn the_open_card_spi_speaks_aes_when_the_app_does() {
         "a phone number in the log:\n{log}"
     );
     assert!(log.contains("opened card"), "{log}");
+}
+
+/// issue 27: on a PostgreSQL ledger, two replicas' tills and a bulk `cards
+/// consume` take the same 300 trades at once (each trade posted to both
+/// tills and in the CSV): each trade reaches Alipay once, claimed by
+/// whichever process came first, and every process answers it as synced
+/// or already synced.
+#[test]
+fn replicas_and_a_bulk_run_sync_each_trade_once() {
+    const CARDS: usize = 100;
+    const PER_CARD: usize = 3;
+    let url = cluster().url("trades_at_once");
+    let s = Setup::with_state("cell,external_card_no\n", Some(&url));
+    s.open_cards(CARDS);
+    let manifest = s.project.join("cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "done_url: https://brew.example.com/welcome",
+            "done_url: https://brew.example.com/welcome\n            transactions: { token: { env: BREW_TILL_TOKEN } }",
+        ),
+    )
+    .unwrap();
+    const TOKEN: &str = "till-secret-0123456789";
+    let env = [("BREW_TILL_TOKEN", TOKEN)];
+    let second = free_port();
+    let _a = Serve::start_on(&s, s.port, &env);
+    let _b = Serve::start_on(&s, second, &env);
+    let mut csv = vec!["external_card_no,trade_no,trade_type,trade_time,point".to_string()];
+    let mut trades = vec![];
+    for i in 0..CARDS {
+        for k in 0..PER_CARD {
+            csv.push(format!(
+                "P-{i:05},POS-{i:05}-{k},TRADE,2026-12-07 1{k}:00:00,{}",
+                k * 10
+            ));
+            trades.push(json!({
+                "external_card_no": format!("P-{i:05}"),
+                "trade_no": format!("POS-{i:05}-{k}"),
+                "trade_type": "TRADE",
+                "trade_time": format!("2026-12-07 1{k}:00:00"),
+                "point": k * 10,
+            }));
+        }
+    }
+    std::fs::write(s.tmp.path().join("trades.csv"), csv.join("\n") + "\n").unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let outcomes = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|scope| {
+        let bulk = scope.spawn(|| {
+            run(s.batch("consume", "trades.csv", None).arg("--json"))
+                .ok()
+                .json()
+        });
+        for port in [s.port, second] {
+            let (trades, auth, outcomes) = (&trades, &auth, &outcomes);
+            scope.spawn(move || {
+                for chunk in trades.chunks(10) {
+                    let a = http_with(
+                        "POST",
+                        &format!("http://127.0.0.1:{port}/transactions"),
+                        &[("Authorization", auth)],
+                        Some(&json!({"template": "merchant.brew/template.club", "transactions": chunk}).to_string()),
+                    );
+                    assert_eq!(a.status, 200, "{}", a.body);
+                    let v: Value = serde_json::from_str(&a.body).unwrap();
+                    for r in v["results"].as_array().unwrap() {
+                        outcomes.lock().unwrap().push(r["outcome"].as_str().unwrap().to_string());
+                    }
+                }
+            });
+        }
+        let b = bulk.join().unwrap();
+        let counts = &b["counts"];
+        let n = |k: &str| counts[k].as_u64().unwrap_or(0) as usize;
+        assert_eq!(n("synced") + n("already_synced"), CARDS * PER_CARD, "{b}");
+        let mut o = outcomes.lock().unwrap();
+        o.extend(std::iter::repeat_n("synced".to_string(), n("synced")));
+        o.extend(std::iter::repeat_n(
+            "already_synced".to_string(),
+            n("already_synced"),
+        ));
+    });
+    let outcomes = outcomes.into_inner().unwrap();
+    let synced = outcomes.iter().filter(|o| *o == "synced").count();
+    let already = outcomes.iter().filter(|o| *o == "already_synced").count();
+    assert_eq!(synced, CARDS * PER_CARD, "each trade synced by one process");
+    assert_eq!(
+        synced + already,
+        3 * CARDS * PER_CARD,
+        "{synced} synced, {already} already synced"
+    );
+    assert_eq!(
+        s.cards()["trades"],
+        (CARDS * PER_CARD) as u64,
+        "one call a trade"
+    );
+    let left = cluster().psql(&format!(
+        "SELECT count(*) FROM {}.cards WHERE key LIKE 'q:%'",
+        url.split("schema=").nth(1).unwrap()
+    ));
+    assert_eq!(left.trim(), "0", "no claim left");
 }
 
 /// issue 27: made-up auth codes cost a bounded number of gateway calls:

@@ -363,6 +363,7 @@ pub(crate) async fn dispatch(
             | "alipay.marketing.card.template.batchquery"
             | "alipay.marketing.card.query"
             | "alipay.marketing.card.benefit.query"
+            | "alipay.marketing.card.activateform.query"
     );
     let st = &shared.store;
     let node = {

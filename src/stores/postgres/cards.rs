@@ -260,6 +260,10 @@ impl CardLedger for PgLedger {
         })
     }
 
+    fn clear_claim(&self, key: &str) -> Result<(), StateError> {
+        self.forget_key(format!("q:{key}"))
+    }
+
     fn release(&self, key: &str, holder: &str) -> Result<(), StateError> {
         let s = self.worker.names();
         let (key, holder) = (format!("q:{key}"), holder.to_string());

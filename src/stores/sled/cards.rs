@@ -205,6 +205,11 @@ impl CardLedger for SledLedger {
         Ok(Claim::Ours)
     }
 
+    fn clear_claim(&self, key: &str) -> Result<(), StateError> {
+        self.claims.lock().expect("not poisoned").remove(key);
+        Ok(())
+    }
+
     fn release(&self, key: &str, holder: &str) -> Result<(), StateError> {
         let mut claims = self.claims.lock().expect("not poisoned");
         if claims.get(key).is_some_and(|(who, _)| who == holder) {
