@@ -67,12 +67,26 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     /// Where the state lives (`--state` / `CARDFORM_STATE`; `state` by default).
     pub state: Location,
+    /// The project's directory, when a project was read.
+    pub project_root: Option<PathBuf>,
 }
 
 impl Settings {
-    /// A directory on this machine beside the state (the embedded sandbox's data).
-    pub fn local_dir(&self) -> &std::path::Path {
-        self.state.local_dir()
+    /// A directory on this machine for the state's local companions (the
+    /// embedded sandbox's data): the state directory; for a database state,
+    /// `.cardform` in the project's directory (never the working directory,
+    /// which changes from run to run), else `./state`.
+    pub fn local_dir(&self) -> PathBuf {
+        match (&self.state, &self.project_root) {
+            (Location::Postgres(_), Some(root)) => root.join(".cardform"),
+            _ => self.state.local_dir().to_path_buf(),
+        }
+    }
+
+    /// These settings for the project at `root`.
+    pub fn for_project(mut self, root: &std::path::Path) -> Self {
+        self.project_root = Some(root.to_path_buf());
+        self
     }
 }
 
@@ -187,6 +201,7 @@ impl Settings {
                 .or_else(|| if embedded { None } else { block.clone() })
         };
         Ok(Settings {
+            project_root: None,
             gateway: GatewaySettings {
                 endpoint,
                 app_id: flags

@@ -25,7 +25,7 @@ pub struct Args {
 
 pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let settings = Settings::resolve(flags)?;
-    let conn = ops::gateway::connect(&settings.gateway, settings.local_dir()).await?;
+    let conn = ops::gateway::connect(&settings.gateway, &settings.local_dir()).await?;
     let result = ops::api::call(
         &conn,
         ops::api::RawCall {

@@ -284,7 +284,7 @@ pub async fn governed(
     options: &crate::apply::Options,
     observer: Arc<dyn crate::gateway::governor::Observer>,
 ) -> Result<Reader> {
-    let conn = connect(&settings.gateway, settings.local_dir()).await?;
+    let conn = connect(&settings.gateway, &settings.local_dir()).await?;
     let client = conn.client.clone().with_max_in_flight(options.parallelism);
     let governor = crate::gateway::governor::Governor::new(Arc::new(client), options.retry.clone())
         .observed_by(observer)

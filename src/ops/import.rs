@@ -240,7 +240,8 @@ pub async fn generate(
     out: &Path,
 ) -> Result<Generated> {
     let desired = super::load::load(&common.project, &common.vars)?;
-    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let settings =
+        Settings::resolve_with(flags, &desired.gateway)?.for_project(&desired.project.root);
     let Some(info) = desired.merchants.get(merchant) else {
         bail!(
             "merchant `{merchant}` is not declared in the project\nhint: declare it (with its app_auth_token, if the app acts for it) under `merchants:` first"

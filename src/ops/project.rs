@@ -52,7 +52,8 @@ pub fn open_for(
     merchants: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Opened> {
     let desired = load(&common.project, &common.vars)?;
-    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let settings =
+        Settings::resolve_with(flags, &desired.gateway)?.for_project(&desired.project.root);
     let backend = settings.state.backend();
     let store = match merchants {
         Some(m) => backend.open_for(operation, common.lock_timeout, m)?,
@@ -116,7 +117,8 @@ pub fn read(common: &Common, flags: &crate::settings::Overrides, operation: &str
         (desired, early.map(|h| h.join()))
     });
     let desired = desired?;
-    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let settings =
+        Settings::resolve_with(flags, &desired.gateway)?.for_project(&desired.project.root);
     let snapshot = match early {
         Some(Ok((location, Ok(snapshot)))) if location == settings.state => snapshot,
         _ => settings

@@ -23,7 +23,8 @@ pub fn rebind(
     timeout: Duration,
 ) -> Result<(Option<Binding>, Binding)> {
     let desired = super::load::load(project_path, vars)?;
-    let settings = Settings::resolve_with(flags, &desired.gateway)?;
+    let settings =
+        Settings::resolve_with(flags, &desired.gateway)?.for_project(&desired.project.root);
     let store = project::open_state(&settings.state, "state rebind", timeout)?;
     let old = store.snapshot()?.meta.binding;
     let new = project::binding(&desired, &settings);

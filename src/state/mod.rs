@@ -145,9 +145,15 @@ pub enum StateError {
     #[error("state store I/O failed: {0}")]
     Io(String),
     #[error(
-        "the state in `{dir}` is damaged: {reason}; refusing to use it (a damaged state read as empty would create duplicate templates at Alipay)\nhint: `cardform state recover` restores the state saved after the last successful apply (`{dir}/backup.json`) and lists what it cannot restore"
+        "the state in {place} is damaged: {reason}; refusing to use it (a damaged state read as empty or as it was would create duplicate templates at Alipay, or change another card's)\nhint: `cardform state recover` restores the state saved after the last successful apply ({backup}) and lists what it cannot restore"
     )]
-    Damaged { dir: String, reason: String },
+    Damaged {
+        /// Where: "`DIR`" or "PostgreSQL schema `s`".
+        place: String,
+        /// Where the backup is.
+        backup: String,
+        reason: String,
+    },
     #[error("state record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("{0}")]

@@ -272,3 +272,60 @@ fn runs_on_different_merchants_go_at_once_and_on_the_same_one_wait() {
     assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
     assert_eq!(p.export()["resources"].as_object().unwrap().len(), 18);
 }
+
+/// issue 28: a PostgreSQL state changed by hand is refused before any
+/// gateway call, naming the schema and `state recover`, as a damaged sled
+/// store is: a row deleted, a template_id swapped, an attribute edited, the
+/// serial rolled back, the resources truncated, the `meta` row deleted.
+/// `state recover` brings each back from the backup the apply wrote, and the
+/// next plan against the gateway is clean (nothing was created twice).
+#[test]
+fn a_postgresql_state_changed_by_hand_is_refused_and_recovered() {
+    let url = cluster().url("damage");
+    let schema = url.split("schema=").nth(1).unwrap().to_string();
+    let p = Project::example_on("coffee", url.clone());
+    p.apply(&mut p.cmd()).ok();
+    let clean = p.export();
+    let ids = template_ids(&clean);
+    let (address, id) = ids[0].clone();
+    let (_, other_id) = ids[1].clone();
+    let damage = [
+        format!("DELETE FROM {schema}.resources WHERE address = '{address}'"),
+        format!(
+            "UPDATE {schema}.resources SET record = replace(record, '{id}', '{other_id}') WHERE address = '{address}'"
+        ),
+        format!(
+            "UPDATE {schema}.resources SET record = replace(record, '\"title\"', '\"titlE\"') WHERE address = '{address}'"
+        ),
+        format!("UPDATE {schema}.meta SET serial = serial - 1"),
+        format!("TRUNCATE {schema}.resources"),
+        format!("DELETE FROM {schema}.meta"),
+        format!("INSERT INTO {schema}.forgotten VALUES ('2099', '{address}')"),
+    ];
+    for sql in damage {
+        cluster().psql(&sql);
+        for args in [&["plan", "-p"][..], &["apply", "--auto-approve", "-p"]] {
+            let r = run(p.cmd().args(args).arg(p.dir())).fails();
+            assert!(
+                r.stderr
+                    .contains(&format!("PostgreSQL schema `{schema}` is damaged")),
+                "{sql}: {}",
+                r.stderr
+            );
+            assert!(r.stderr.contains("cardform state recover"), "{}", r.stderr);
+            assert!(!r.stdout.contains("to add"), "{sql}: planned on it");
+        }
+        let r = run(p.cmd().args(["state", "recover"])).ok();
+        assert!(r.stdout.contains("damaged"), "{sql}: {}", r.stdout);
+        assert_eq!(p.export()["resources"], clean["resources"], "{sql}");
+        // The gateway holds what the state says: nothing to do.
+        run(p
+            .cmd()
+            .args(["plan", "--refresh", "--detailed-exitcode", "-p"])
+            .arg(p.dir()))
+        .ok();
+    }
+    // An undamaged state is recovered only when forced.
+    let r = run(p.cmd().args(["state", "recover"])).fails();
+    assert!(r.stderr.contains("not damaged"), "{}", r.stderr);
+}

@@ -10,7 +10,7 @@ use super::lock::{self, Scope};
 use super::schema::{self, Names};
 use super::worker::{self, Worker};
 use super::{PgStore, PgUrl, db_error, read_snapshot};
-use crate::state::backend::{Backend, LockInfo, Recovered};
+use crate::state::backend::{Backend, LockInfo, NotRestored, Recovered};
 use crate::state::{Snapshot, StateError, StateStore};
 
 pub struct PgBackend {
@@ -180,14 +180,24 @@ impl Backend for PgBackend {
     }
 
     fn recover(&self, force: bool) -> Result<Recovered, StateError> {
-        if !force {
-            return Err(StateError::Refused(format!(
-                "the state in {} is kept by PostgreSQL, whose transactions leave it whole; recovering would replace it with the backup written after the last successful apply\nhint: pass --force to do so anyway",
-                self.describe()
-            )));
-        }
         let store = self.open_scope("state recover", Duration::ZERO, Scope::Whole)?;
         let described = self.describe();
+        // The state as it is, read leniently (a damaged one too).
+        let (salvaged, damage) = self.once(|c, s| {
+            let damage = match super::read_snapshot(c, s) {
+                Ok(_) => None,
+                Err(e @ StateError::Damaged { .. }) | Err(e @ StateError::Corrupt { .. }) => {
+                    Some(e.to_string())
+                }
+                Err(e) => return Err(e),
+            };
+            Ok((super::salvage(c, s)?, damage))
+        })?;
+        if damage.is_none() && !force {
+            return Err(StateError::Refused(format!(
+                "the state in {described} is not damaged; recovering would replace it with the backup written after the last successful apply\nhint: pass --force to do so anyway"
+            )));
+        }
         let backup: Option<String> = self.once(|c, s| {
             Ok(
                 c.query_opt(&format!("SELECT snapshot FROM {}", s.backups), &[])
@@ -197,23 +207,55 @@ impl Backend for PgBackend {
         })?;
         let Some(text) = backup else {
             return Err(StateError::Refused(format!(
-                "there is no backup in {described} (one is written after every successful apply)"
+                "there is no backup in {described} (one is written after every successful apply)\nhint: if the templates exist at the gateway, bring them back into the state with import blocks"
             )));
         };
-        let mut restored: Snapshot =
-            serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-                key: "backups".into(),
-                reason: e.to_string(),
-            })?;
-        let now = store.snapshot()?;
-        restored.meta.serial = restored.meta.serial.max(now.meta.serial) + 1;
+        let backup: Snapshot = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            key: "backups".into(),
+            reason: e.to_string(),
+        })?;
+        // The damaged rows are kept beside the state, as sled keeps its
+        // damaged store.
+        let stamp = format!(
+            "{}_{:04x}",
+            chrono::Utc::now().format("%Y%m%dt%H%M%Sz"),
+            rand::random::<u16>()
+        );
+        let kept = self.once(move |c, s| {
+            let tables = [
+                (&s.resources, "resources"),
+                (&s.intents, "intents"),
+                (&s.forgotten, "forgotten"),
+            ];
+            let mut kept = Vec::new();
+            for (table, name) in tables {
+                let copy = format!("{}.{name}_damaged_{stamp}", s.schema);
+                c.batch_execute(&format!("CREATE TABLE {copy} AS SELECT * FROM {table}"))
+                    .map_err(db_error)?;
+                kept.push(copy);
+            }
+            Ok(kept)
+        })?;
+        let mut restored = backup.clone();
+        restored.meta.serial = backup.meta.serial.max(salvaged.meta.serial) + 1;
         store.replace_all(&restored)?;
+        let mut not_restored = Vec::new();
+        for (address, r) in &salvaged.resources {
+            if backup.resources.get(address).is_none_or(|b| b.ids != r.ids) {
+                not_restored.push(NotRestored::Ids(address.clone(), r.ids.clone()));
+            }
+        }
+        for (address, i) in &salvaged.intents {
+            if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
+                not_restored.push(NotRestored::InDoubt(address.clone(), i.request_id.clone()));
+            }
+        }
         Ok(Recovered {
             backup: format!("{described} (table backups)"),
-            moved_to: "(nothing: PostgreSQL keeps no damaged copy)".into(),
+            moved_to: format!("tables {}", kept.join(", ")),
             restored: restored.resources.len(),
             serial: restored.meta.serial,
-            not_restored: Vec::new(),
+            not_restored,
         })
     }
 }

@@ -79,7 +79,8 @@ impl PgLedger {
                 .map_err(db_error)?
                 .get(0);
             salt.try_into().map_err(|_| StateError::Damaged {
-                dir: s.schema.clone(),
+                place: format!("PostgreSQL schema `{}`", s.schema),
+                backup: "none: the card ledger has no backup".into(),
                 reason: "the card ledger's salt is not 32 bytes".into(),
             })
         })?;

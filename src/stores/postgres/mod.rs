@@ -19,6 +19,7 @@
 //!   methods are synchronous and are called from async code, where the
 //!   synchronous client may not run.
 
+pub mod account;
 pub mod backend;
 pub mod cards;
 pub mod lock;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use postgres::Client;
 
+use self::account::{Account, FORGOTTEN, INTENT, RESOURCE};
 use self::worker::Worker;
 use crate::model::Address;
 use crate::state::{
@@ -71,25 +73,37 @@ pub struct PgStore {
     worker: Worker,
 }
 
-/// Read the whole state in one snapshot-isolated transaction.
+/// Read the whole state in one snapshot-isolated transaction, its rows
+/// added up against the integrity account (see [`account`]): a state
+/// changed outside cardform is refused.
 pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapshot, StateError> {
+    let (snap, recorded, found) = read_unchecked(c, s)?;
+    if let Some(recorded) = recorded {
+        account::verify(s, &recorded, &found)?;
+    }
+    Ok(snap)
+}
+
+/// The whole state as it is, with the account it records and the one its
+/// rows add up to (for `state recover`, which reads a damaged state).
+pub(crate) fn read_unchecked(
+    c: &mut Client,
+    s: &schema::Names,
+) -> Result<(Snapshot, Option<Account>, Account), StateError> {
     let mut tx = c
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .map_err(db_error)?;
-    let row = tx
-        .query_one(
-            &format!("SELECT lineage, serial, binding FROM {}", s.meta),
-            &[],
-        )
-        .map_err(db_error)?;
-    let binding: Option<String> = row.get(2);
+    let row = account::meta_row(&mut tx, s, false)?;
+    let recorded = row.account;
+    let mut found = Account::default();
+    found.meta(&row.lineage, row.serial, row.binding.as_deref());
     let meta = Meta {
-        lineage: row.get(0),
-        serial: row.get::<_, i64>(1) as u64,
-        binding: match binding {
+        lineage: row.lineage,
+        serial: row.serial as u64,
+        binding: match row.binding {
             Some(b) => Some(serde_json::from_str(&b).map_err(|e| corrupt("meta.binding", e))?),
             None => None,
         },
@@ -100,6 +114,7 @@ pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapsho
         .map_err(db_error)?
     {
         let key: &str = row.get(0);
+        found.add(RESOURCE, key, row.get(1));
         let mut r: ResourceState = serde_json::from_str(row.get(1)).map_err(|e| corrupt(key, e))?;
         crate::stores::migrate::resource(&mut r).map_err(|e| corrupt(key, e))?;
         resources.insert(r.address.clone(), r);
@@ -110,6 +125,7 @@ pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapsho
         .map_err(db_error)?
     {
         let key: &str = row.get(0);
+        found.add(INTENT, key, row.get(1));
         let mut i: Intent = serde_json::from_str(row.get(1)).map_err(|e| corrupt(key, e))?;
         crate::stores::migrate::intent(&mut i).map_err(|e| corrupt(key, e))?;
         intents.insert(i.address.clone(), i);
@@ -124,40 +140,188 @@ pub(crate) fn read_snapshot(c: &mut Client, s: &schema::Names) -> Result<Snapsho
     {
         let id: String = row.get(0);
         let address: &str = row.get(1);
+        found.add(FORGOTTEN, &id, address);
         let address: Address = address.parse().map_err(|e| corrupt(&id, e))?;
         forgotten.insert(id, address);
     }
     tx.commit().map_err(db_error)?;
-    Ok(Snapshot {
-        meta,
-        resources,
-        intents,
-        forgotten,
-    })
+    Ok((
+        Snapshot {
+            meta,
+            resources,
+            intents,
+            forgotten,
+        },
+        recorded,
+        found,
+    ))
 }
 
-/// One change: bump the serial, run `body`, commit, with the durability asked.
+/// What can be read of a state, damaged or not: every row that parses
+/// (the rest skipped), the serial if `meta` is there (else 0).
+pub(crate) fn salvage(c: &mut Client, s: &schema::Names) -> Result<Snapshot, StateError> {
+    let mut snap = Snapshot::empty();
+    if let Ok(meta) = account::meta_row(c, s, false) {
+        snap.meta.lineage = meta.lineage;
+        snap.meta.serial = meta.serial.max(0) as u64;
+    }
+    for row in c
+        .query(&format!("SELECT record FROM {}", s.resources), &[])
+        .map_err(db_error)?
+    {
+        if let Ok(mut r) = serde_json::from_str::<ResourceState>(row.get(0))
+            && crate::stores::migrate::resource(&mut r).is_ok()
+        {
+            snap.resources.insert(r.address.clone(), r);
+        }
+    }
+    for row in c
+        .query(&format!("SELECT intent FROM {}", s.intents), &[])
+        .map_err(db_error)?
+    {
+        if let Ok(mut i) = serde_json::from_str::<Intent>(row.get(0))
+            && crate::stores::migrate::intent(&mut i).is_ok()
+        {
+            snap.intents.insert(i.address.clone(), i);
+        }
+    }
+    Ok(snap)
+}
+
+/// One change: bump the serial (unless `bump` is false: an intent, which
+/// no plan depends on), run `body`, account for what it changed (see
+/// [`account`]), commit, with the durability asked.
 fn change(
     c: &mut Client,
     s: &schema::Names,
     durability: Durability,
-    body: impl FnOnce(&mut postgres::Transaction<'_>, i64) -> Result<(), postgres::Error>,
+    bump: bool,
+    body: impl FnOnce(&mut Rows<'_, '_>, i64) -> Result<(), postgres::Error>,
 ) -> Result<u64, StateError> {
     let mut tx = c.transaction().map_err(db_error)?;
     if durability == Durability::Deferred {
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .map_err(db_error)?;
     }
-    let serial: i64 = tx
-        .query_one(
-            &format!("UPDATE {} SET serial = serial + 1 RETURNING serial", s.meta),
-            &[],
-        )
-        .map_err(db_error)?
-        .get(0);
-    body(&mut tx, serial).map_err(db_error)?;
+    // Locked for the transaction: changes (of any merchant) account one
+    // after another.
+    let before = account::meta_row(&mut tx, s, true)?;
+    let mut delta = Account::default();
+    delta.meta(&before.lineage, before.serial, before.binding.as_deref());
+    let serial = before.serial + i64::from(bump);
+    if bump {
+        tx.execute(&format!("UPDATE {} SET serial = $1", s.meta), &[&serial])
+            .map_err(db_error)?;
+    }
+    let mut rows = Rows {
+        tx: &mut tx,
+        s,
+        delta: &mut delta,
+    };
+    body(&mut rows, serial).map_err(db_error)?;
+    let after = account::meta_row(&mut tx, s, false)?;
+    delta.meta(&after.lineage, after.serial, after.binding.as_deref());
+    account::record(&mut tx, s, &delta).map_err(db_error)?;
     tx.commit().map_err(db_error)?;
     Ok(serial as u64)
+}
+
+/// A change's rows, each write accounted for.
+struct Rows<'a, 't> {
+    tx: &'a mut postgres::Transaction<'t>,
+    s: &'a schema::Names,
+    delta: &'a mut Account,
+}
+
+impl Rows<'_, '_> {
+    fn put_resource(
+        &mut self,
+        address: &str,
+        merchant: &str,
+        serial: i64,
+        record: &str,
+    ) -> Result<(), postgres::Error> {
+        self.delete_resource(address)?;
+        self.tx.execute(
+            &format!(
+                "INSERT INTO {} (address, merchant, serial, record) VALUES ($1, $2, $3, $4)",
+                self.s.resources
+            ),
+            &[&address, &merchant, &serial, &record],
+        )?;
+        self.delta.add(RESOURCE, address, record);
+        Ok(())
+    }
+
+    fn delete_resource(&mut self, address: &str) -> Result<Option<String>, postgres::Error> {
+        let old = self.tx.query_opt(
+            &format!(
+                "DELETE FROM {} WHERE address = $1 RETURNING record",
+                self.s.resources
+            ),
+            &[&address],
+        )?;
+        Ok(old.map(|row| {
+            let text: String = row.get(0);
+            self.delta.remove(RESOURCE, address, &text);
+            text
+        }))
+    }
+
+    fn put_intent(
+        &mut self,
+        address: &str,
+        merchant: &str,
+        text: &str,
+    ) -> Result<(), postgres::Error> {
+        self.delete_intent(address)?;
+        self.tx.execute(
+            &format!(
+                "INSERT INTO {} (address, merchant, intent) VALUES ($1, $2, $3)",
+                self.s.intents
+            ),
+            &[&address, &merchant, &text],
+        )?;
+        self.delta.add(INTENT, address, text);
+        Ok(())
+    }
+
+    fn delete_intent(&mut self, address: &str) -> Result<Option<String>, postgres::Error> {
+        let old = self.tx.query_opt(
+            &format!(
+                "DELETE FROM {} WHERE address = $1 RETURNING intent",
+                self.s.intents
+            ),
+            &[&address],
+        )?;
+        Ok(old.map(|row| {
+            let text: String = row.get(0);
+            self.delta.remove(INTENT, address, &text);
+            text
+        }))
+    }
+
+    fn put_forgotten(&mut self, template_id: &str, address: &str) -> Result<(), postgres::Error> {
+        if let Some(row) = self.tx.query_opt(
+            &format!(
+                "DELETE FROM {} WHERE template_id = $1 RETURNING address",
+                self.s.forgotten
+            ),
+            &[&template_id],
+        )? {
+            let old: String = row.get(0);
+            self.delta.remove(FORGOTTEN, template_id, &old);
+        }
+        self.tx.execute(
+            &format!(
+                "INSERT INTO {} (template_id, address) VALUES ($1, $2)",
+                self.s.forgotten
+            ),
+            &[&template_id, &address],
+        )?;
+        self.delta.add(FORGOTTEN, template_id, address);
+        Ok(())
+    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -205,19 +369,9 @@ impl StateStore for PgStore {
             json(r),
         );
         let job = move |c: &mut Client| {
-            change(c, &s, durability, |tx, serial| {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (address, merchant, serial, record) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (address) DO UPDATE SET merchant = $2, serial = $3, record = $4",
-                        s.resources
-                    ),
-                    &[&address, &merchant, &serial, &record],
-                )?;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE address = $1", s.intents),
-                    &[&address],
-                )?;
+            change(c, &s, durability, true, |rows, serial| {
+                rows.put_resource(&address, &merchant, serial, &record)?;
+                rows.delete_intent(&address)?;
                 Ok(())
             })
         };
@@ -243,28 +397,16 @@ impl StateStore for PgStore {
         let key = address.to_string();
         let is_template = address.kind == crate::model::Kind::Template;
         self.worker.call(move |c| {
-            change(c, &s, Durability::Flushed, |tx, _| {
-                if is_template {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {f} (template_id, address)
-                             SELECT record::json->'ids'->>'template_id', address FROM {r}
-                             WHERE address = $1 AND record::json->'ids'->>'template_id' IS NOT NULL
-                             ON CONFLICT (template_id) DO UPDATE SET address = EXCLUDED.address",
-                            f = s.forgotten,
-                            r = s.resources
-                        ),
-                        &[&key],
-                    )?;
+            change(c, &s, Durability::Flushed, true, |rows, _| {
+                let old = rows.delete_resource(&key)?;
+                let id = old
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<ResourceState>(t).ok())
+                    .and_then(|r| r.ids.template_id);
+                if is_template && let Some(id) = id {
+                    rows.put_forgotten(&id, &key)?;
                 }
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE address = $1", s.resources),
-                    &[&key],
-                )?;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE address = $1", s.intents),
-                    &[&key],
-                )?;
+                rows.delete_intent(&key)?;
                 Ok(())
             })
         })
@@ -277,31 +419,25 @@ impl StateStore for PgStore {
             intent.address.merchant.to_string(),
             json(intent),
         );
-        self.worker.call(move |c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO {} (address, merchant, intent) VALUES ($1, $2, $3)
-                     ON CONFLICT (address) DO UPDATE SET merchant = $2, intent = $3",
-                    s.intents
-                ),
-                &[&address, &merchant, &text],
-            )
-            .map_err(db_error)
+        self.worker
+            .call(move |c| {
+                change(c, &s, Durability::Flushed, false, |rows, _| {
+                    rows.put_intent(&address, &merchant, &text)
+                })
+            })
             .map(|_| ())
-        })
     }
 
     fn abandon(&self, address: &Address) -> Result<(), StateError> {
         let s = self.names();
         let key = address.to_string();
-        self.worker.call(move |c| {
-            c.execute(
-                &format!("DELETE FROM {} WHERE address = $1", s.intents),
-                &[&key],
-            )
-            .map_err(db_error)
+        self.worker
+            .call(move |c| {
+                change(c, &s, Durability::Flushed, false, |rows, _| {
+                    rows.delete_intent(&key).map(|_| ())
+                })
+            })
             .map(|_| ())
-        })
     }
 
     fn replace_all(&self, snap: &Snapshot) -> Result<(), StateError> {
@@ -315,8 +451,9 @@ impl StateStore for PgStore {
         let text = json(binding);
         self.worker
             .call(move |c| {
-                change(c, &s, Durability::Flushed, |tx, _| {
-                    tx.execute(&format!("UPDATE {} SET binding = $1", s.meta), &[&text])?;
+                change(c, &s, Durability::Flushed, true, |rows, _| {
+                    rows.tx
+                        .execute(&format!("UPDATE {} SET binding = $1", s.meta), &[&text])?;
                     Ok(())
                 })
             })
@@ -325,51 +462,32 @@ impl StateStore for PgStore {
 
     fn rename(&self, from: &Address, to: &Address) -> Result<u64, StateError> {
         let s = self.names();
-        let (from_key, to_key, to_merchant) =
-            (from.to_string(), to.to_string(), to.merchant.to_string());
+        let (from_key, from_merchant, to_key, to_merchant) = (
+            from.to_string(),
+            from.merchant.to_string(),
+            to.to_string(),
+            to.merchant.to_string(),
+        );
         let to = to.clone();
         self.worker.call(move |c| {
-            change(c, &s, Durability::Flushed, |tx, serial| {
-                if let Some(row) = tx.query_opt(
-                    &format!("SELECT record FROM {} WHERE address = $1", s.resources),
-                    &[&from_key],
-                )? {
-                    let text: String = row.get(0);
-                    if let Ok(mut r) = serde_json::from_str::<ResourceState>(&text) {
-                        r.address = to.clone();
-                        tx.execute(
-                            &format!(
-                                "INSERT INTO {} (address, merchant, serial, record) VALUES ($1, $2, $3, $4)
-                                 ON CONFLICT (address) DO UPDATE SET merchant = $2, serial = $3, record = $4",
-                                s.resources
-                            ),
-                            &[&to_key, &to_merchant, &serial, &json(&r)],
-                        )?;
-                        tx.execute(
-                            &format!("DELETE FROM {} WHERE address = $1", s.resources),
-                            &[&from_key],
-                        )?;
+            change(c, &s, Durability::Flushed, true, |rows, serial| {
+                if let Some(text) = rows.delete_resource(&from_key)? {
+                    match serde_json::from_str::<ResourceState>(&text) {
+                        Ok(mut r) => {
+                            r.address = to.clone();
+                            rows.put_resource(&to_key, &to_merchant, serial, &json(&r))?;
+                        }
+                        // Unreadable: left where it was.
+                        Err(_) => rows.put_resource(&from_key, &from_merchant, serial, &text)?,
                     }
                 }
-                if let Some(row) = tx.query_opt(
-                    &format!("SELECT intent FROM {} WHERE address = $1", s.intents),
-                    &[&from_key],
-                )? {
-                    let text: String = row.get(0);
-                    if let Ok(mut i) = serde_json::from_str::<Intent>(&text) {
-                        i.address = to.clone();
-                        tx.execute(
-                            &format!(
-                                "INSERT INTO {} (address, merchant, intent) VALUES ($1, $2, $3)
-                                 ON CONFLICT (address) DO UPDATE SET merchant = $2, intent = $3",
-                                s.intents
-                            ),
-                            &[&to_key, &to_merchant, &json(&i)],
-                        )?;
-                        tx.execute(
-                            &format!("DELETE FROM {} WHERE address = $1", s.intents),
-                            &[&from_key],
-                        )?;
+                if let Some(text) = rows.delete_intent(&from_key)? {
+                    match serde_json::from_str::<Intent>(&text) {
+                        Ok(mut i) => {
+                            i.address = to.clone();
+                            rows.put_intent(&to_key, &to_merchant, &json(&i))?;
+                        }
+                        Err(_) => rows.put_intent(&from_key, &from_merchant, &text)?,
                     }
                 }
                 Ok(())
@@ -392,9 +510,11 @@ pub(crate) fn write_all(
             "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
             s.resources, s.intents, s.forgotten
         ))?;
+        // (Inserted if a hand deleted it: `state recover` rebuilds it.)
         tx.execute(
             &format!(
-                "UPDATE {} SET lineage = $1, serial = $2, binding = $3",
+                "INSERT INTO {} (id, lineage, serial, binding) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET lineage = $1, serial = $2, binding = $3",
                 s.meta
             ),
             &[&snap.meta.lineage, &serial, &binding],
@@ -439,6 +559,12 @@ pub(crate) fn write_all(
         }
         Ok(())
     };
-    run(&mut tx).map_err(db_error)?;
+    // Everything replaced: the account counted afresh from the rows written.
+    let run = |tx: &mut postgres::Transaction<'_>| -> Result<(), StateError> {
+        run(tx).map_err(db_error)?;
+        let a = account::count(tx, s)?;
+        account::set(tx, s, &a).map_err(db_error)
+    };
+    run(&mut tx)?;
     tx.commit().map_err(db_error)
 }

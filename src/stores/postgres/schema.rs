@@ -100,6 +100,13 @@ fn migrations(s: &Names) -> Vec<String> {
             cards = s.cards,
             cards_meta = s.cards_meta,
         ),
+        // 3: the integrity account (issue 28, see `account`); counted from
+        // the rows as they are when the migration runs.
+        format!(
+            "ALTER TABLE {meta} ADD COLUMN row_count bigint,
+                 ADD COLUMN d1 bigint, ADD COLUMN d2 bigint;",
+            meta = s.meta,
+        ),
     ]
 }
 
@@ -161,6 +168,10 @@ pub fn migrate(c: &mut Client, s: &Names) -> Result<usize, StateError> {
                 &[&lineage],
             )
             .map_err(db_error)?;
+        }
+        if version == 3 {
+            let a = super::account::count(&mut tx, s)?;
+            super::account::set(&mut tx, s, &a).map_err(db_error)?;
         }
         applied += 1;
     }

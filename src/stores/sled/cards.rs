@@ -68,7 +68,8 @@ impl SledLedger {
             }
             Some(_) => {
                 return Err(StateError::Damaged {
-                    dir: dir.display().to_string(),
+                    place: format!("`{}`", dir.display()),
+                    backup: "none: the card ledger has no backup".into(),
                     reason: "the card ledger's salt is not 32 bytes".into(),
                 });
             }

@@ -604,7 +604,8 @@ pub fn salvage(path: &Path) -> Snapshot {
 
 fn damaged(dir: &Path, reason: String) -> StateError {
     StateError::Damaged {
-        dir: dir.display().to_string(),
+        place: format!("`{}`", dir.display()),
+        backup: format!("`{}`", backup::file(dir).display()),
         reason,
     }
 }
