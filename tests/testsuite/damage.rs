@@ -97,6 +97,13 @@ fn every_damage_is_refused_or_harmless_and_recover_brings_the_state_back() {
             Box::new(move |d| std::fs::write(db(d), vec![0u8; size as usize]).unwrap()),
         ),
         (
+            "delete the store and integrity.json, keep backup.json".into(),
+            Box::new(|d| {
+                std::fs::remove_dir_all(d.state().join("store")).unwrap();
+                std::fs::remove_file(d.state().join("integrity.json")).unwrap();
+            }),
+        ),
+        (
             "delete integrity.json".into(),
             Box::new(|d| std::fs::remove_file(d.state().join("integrity.json")).unwrap()),
         ),

@@ -102,7 +102,8 @@ impl Backend for SledBackend {
                 backup_path.display()
             )));
         };
-        match SledStore::open(dir, "state recover", Duration::ZERO) {
+        // Opened as any command would (a lost store is damage here).
+        match SledStore::open(dir, "state recover (check)", Duration::ZERO) {
             Ok(_) if !force => {
                 return Err(self.refused(format!(
                     "the state in `{}` is not damaged; recovering would replace it with the backup\nhint: pass --force to do so anyway",
@@ -131,7 +132,7 @@ impl Backend for SledBackend {
             .map_err(|e| io(&checkpoint, e))?;
         }
         let salvaged = salvage(&moved_to);
-        let store = SledStore::open(dir, "state recover", Duration::ZERO)?;
+        let store = SledStore::open(dir, super::RECOVER, Duration::ZERO)?;
         let mut restored = backup.clone();
         restored.meta.serial = backup.meta.serial.max(salvaged.meta.serial) + 1;
         store.replace_all(&restored)?;

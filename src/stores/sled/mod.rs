@@ -25,6 +25,9 @@ use sled::Transactional;
 
 pub mod backend;
 pub mod backup;
+
+/// The operation that rebuilds a store from its backup.
+pub(crate) const RECOVER: &str = "state recover";
 pub mod cards;
 pub mod integrity;
 pub mod lock;
@@ -214,6 +217,14 @@ impl SledStore {
                 return Err(damaged(
                     dir,
                     "it holds records but no lineage or serial".into(),
+                ));
+            }
+            // No checkpoint either, but the backup of an earlier state:
+            // lost, not new (unless `state recover` is rebuilding it).
+            if operation != RECOVER && backup::file(dir).exists() {
+                return Err(damaged(
+                    dir,
+                    "its database and its integrity checkpoint are missing, but the backup of an earlier state is there".into(),
                 ));
             }
             store
