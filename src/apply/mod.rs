@@ -281,7 +281,7 @@ impl Shared {
         let rec = ResourceState {
             address: address.clone(),
             kind: address.kind,
-            ids,
+            ids: ids.sealed(address),
             hash: attrs.hash(),
             attrs: crate::state::raw_attrs(attrs),
             applied_at: now_rfc3339(),
@@ -404,9 +404,18 @@ impl Shared {
         )
     }
 
+    /// The template's id as recorded, refused if the record's seal says it
+    /// was not recorded for this address (an id swapped or edited by hand
+    /// would have a call change another template).
     fn template_id_of(&self, template: &Address) -> Result<String, Failure> {
-        self.ids_of(template)
-            .template_id
+        let ids = self.ids_of(template);
+        if !ids.sealed_to(template) {
+            return Err(Failure::Local(format!(
+                "the state's record of `{template}` names template_id {}, which cardform did not record for this address (the record was changed outside cardform); nothing was sent\nhint: `cardform state recover` restores the state saved after the last successful apply",
+                ids.template_id.as_deref().unwrap_or("(none)")
+            )));
+        }
+        ids.template_id
             .ok_or_else(|| Failure::Local(format!("`{template}` has no template_id in state")))
     }
 
@@ -435,7 +444,7 @@ impl Shared {
             }
             self.flushed(|| self.store.forget(address))?;
             self.state.lock().expect("state lock").remove(address);
-            return Ok((Some("deleted at Alipay".to_string()), old));
+            return Ok((Some("deleted at Alipay".to_string()), old.unsealed()));
         }
         if change.action == Action::Retire {
             let old = self.ids_of(address);
@@ -446,10 +455,10 @@ impl Shared {
             } else {
                 "forgotten"
             };
-            return Ok((Some(note.to_string()), old));
+            return Ok((Some(note.to_string()), old.unsealed()));
         }
         let note = self.change(change, desired).await?;
-        Ok((note, self.ids_of(address)))
+        Ok((note, self.ids_of(address).unsealed()))
     }
 
     async fn change(&self, change: &Change, desired: &Desired) -> Result<Option<String>, Failure> {

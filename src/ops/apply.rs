@@ -266,10 +266,11 @@ pub async fn run(
     Ok(Applied::Done(plan, report))
 }
 
-/// Defence in depth before the first templates of a merchant: when the state
-/// knows no template of it, ask the gateway. Templates there that this state
-/// cannot account for mean a lost or foreign state, and creating would make
-/// duplicates that Alipay cannot delete.
+/// Defence in depth before a merchant's templates are created (first ones,
+/// new ones, replacements), whatever the state knows of it: ask the
+/// gateway. Templates there that this state cannot account for mean a lost,
+/// damaged or foreign state (a row deleted by hand), and creating would
+/// make duplicates that Alipay cannot delete.
 ///
 /// The gateway keeps templates per namespace: a merchant's app_auth_token,
 /// or the app's own when there is none (shared by every merchant without a
@@ -294,28 +295,24 @@ async fn refuse_unmanaged(
             Some(Err(_)) => None,
         }
     };
-    let knows = |m: &str| {
-        snapshot
-            .resources
-            .keys()
-            .chain(snapshot.intents.keys())
-            .any(|a| a.merchant == m && a.kind == Kind::Template)
-    };
-    // Namespace -> a merchant in it the state knows no template of.
+    // Namespace -> a merchant in it whose templates are created.
     let mut to_check: BTreeMap<String, &str> = BTreeMap::new();
     for c in &plan.changes {
         let m = c.address.merchant.as_str();
         if c.kind == Kind::Template
-            && c.action == plan::Action::Create
-            && !knows(m)
+            && matches!(c.action, plan::Action::Create | plan::Action::Replace)
             && let Some(ns) = namespace(m)
         {
             to_check.entry(ns).or_insert(m);
         }
     }
+    // A template's own record accounts for it (a form's or an activation
+    // URL's copy of the id does not: that template's record may be the
+    // one lost).
     let known_ids: BTreeSet<&str> = snapshot
         .resources
         .values()
+        .filter(|r| r.kind == Kind::Template)
         .filter_map(|r| r.ids.template_id.as_deref())
         .chain(snapshot.forgotten.keys().map(String::as_str))
         // Templates being adopted are accounted for by their import blocks.

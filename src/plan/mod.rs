@@ -279,7 +279,7 @@ pub fn relocated(
         }
     }
     let mut r = r.clone();
-    r.address = to.clone();
+    r.move_to(to);
     let mut value = r.attrs_value();
     if follow(&mut value, &desired.moved)
         && let Ok(attrs) = serde_json::from_value::<Attrs>(value)

@@ -8,10 +8,11 @@ use crate::model::{Kind, RateLimits};
 use crate::plan::{Action, Budget, Change};
 use crate::state::Snapshot;
 
-/// The calls `changes` make: each change's calls as its kind says, and one
-/// template batchquery per merchant whose first templates are created (the
-/// check for templates the state does not know). `snap` is the state as
-/// the plan's `moved` blocks leave it.
+/// The calls `changes` make: each change's calls as its kind says, and for
+/// every merchant whose plan creates templates, one pass over its
+/// templates at the gateway (the check for templates the state does not
+/// know: a page of 20 for every 20 templates the state knows of it, and
+/// one more). `snap` is the state as the plan's `moved` blocks leave it.
 pub fn budget(changes: &[Change], snap: &Snapshot, limits: &RateLimits) -> Budget {
     let mut b = Budget::default();
     let add = |b: &mut Budget, merchant: &str, method: &str| {
@@ -19,19 +20,24 @@ pub fn budget(changes: &[Change], snap: &Snapshot, limits: &RateLimits) -> Budge
         *b.by_method.entry(method.to_string()).or_default() += 1;
         *b.per_merchant.entry(merchant.to_string()).or_default() += 1;
     };
-    // Merchants whose templates the state knows: no check before creating.
-    let mut checked: BTreeSet<&str> = snap
-        .resources
-        .keys()
-        .chain(snap.intents.keys())
-        .filter(|a| a.kind == Kind::Template)
-        .map(|a| a.merchant.as_str())
-        .collect();
+    let mut known: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in snap.resources.keys().chain(snap.intents.keys()) {
+        if a.kind == Kind::Template {
+            *known.entry(a.merchant.as_str()).or_default() += 1;
+        }
+    }
+    let mut checked: BTreeSet<&str> = BTreeSet::new();
     for c in changes {
         let m = c.address.merchant.as_str();
-        if c.kind == Kind::Template && c.action == Action::Create && checked.insert(m) {
-            for method in super::template::checks_before_first_create() {
-                add(&mut b, m, method);
+        if c.kind == Kind::Template
+            && matches!(c.action, Action::Create | Action::Replace)
+            && checked.insert(m)
+        {
+            let pages = known.get(m).copied().unwrap_or(0) / 20 + 1;
+            for _ in 0..pages {
+                for method in super::template::checks_before_create() {
+                    add(&mut b, m, method);
+                }
             }
         }
         for method in super::calls(c.kind, c.action) {
@@ -97,7 +103,7 @@ mod tests {
         changes.push(change("brew", Kind::Image, "adopted", Action::Import));
         changes.push(change("brew", Kind::Template, "old", Action::Retire));
         changes.push(change("brew", Kind::Form, "same", Action::NoOp));
-        // brew's templates are known to the state: no batchquery for it.
+        // brew creates templates too: its templates are read first as well.
         let mut snap = Snapshot::empty();
         let known = Address::new("brew", Kind::Template, "old");
         snap.resources.insert(
@@ -127,12 +133,12 @@ mod tests {
         let by = |m: &str| b.by_method.get(m).copied().unwrap_or(0);
         assert_eq!(by("alipay.offline.material.image.upload"), 2);
         assert_eq!(by("alipay.marketing.card.template.create"), 4);
-        assert_eq!(by("alipay.marketing.card.template.batchquery"), 1);
+        assert_eq!(by("alipay.marketing.card.template.batchquery"), 2);
         assert_eq!(by("alipay.marketing.card.formtemplate.set"), 2);
         assert_eq!(by("alipay.marketing.card.activateurl.apply"), 2);
-        assert_eq!(b.calls, 11);
+        assert_eq!(b.calls, 12);
         assert_eq!(b.per_merchant["tea"], 6);
-        assert_eq!(b.per_merchant["brew"], 5);
+        assert_eq!(b.per_merchant["brew"], 6);
         assert_eq!(b.seconds_at_limits, None);
     }
 

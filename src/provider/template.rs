@@ -474,9 +474,9 @@ pub fn calls(action: crate::plan::Action) -> &'static [&'static str] {
     }
 }
 
-/// The calls made once per merchant before its first template is created:
-/// a batchquery for templates the state does not know.
-pub fn checks_before_first_create() -> &'static [&'static str] {
+/// The calls made per page of a merchant's templates before any template of
+/// it is created: a batchquery for templates the state does not know.
+pub fn checks_before_create() -> &'static [&'static str] {
     use crate::alipay::methods::{ApiRequest, TemplateBatchQueryRequest};
     &[TemplateBatchQueryRequest::METHOD]
 }

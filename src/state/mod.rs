@@ -33,6 +33,58 @@ pub struct Ids {
     pub apply_card_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benefit_id: Option<String>,
+    /// A digest of the address and the ids above, written with them: an id
+    /// moved to another record (edited, swapped) no longer matches, and
+    /// the record is refused before a call could change another template
+    /// (see [`Ids::sealed`]). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+}
+
+impl Ids {
+    fn digest(&self, address: &Address) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            Some(address.to_string().as_str()),
+            self.image_id.as_deref(),
+            self.image_url.as_deref(),
+            self.template_id.as_deref(),
+            self.apply_card_url.as_deref(),
+            self.benefit_id.as_deref(),
+        ] {
+            let p = part.unwrap_or("\u{0}");
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
+        }
+        hex::encode(&h.finalize()[..12])
+    }
+
+    /// These ids without their seal (for reports: a seal is the state's).
+    pub fn unsealed(mut self) -> Self {
+        self.seal = None;
+        self
+    }
+
+    /// These ids sealed to `address`.
+    pub fn sealed(mut self, address: &Address) -> Self {
+        self.seal = None;
+        self.seal = Some(self.digest(address));
+        self
+    }
+
+    /// Whether these ids were recorded for `address` (true for a record
+    /// written before seals).
+    pub fn sealed_to(&self, address: &Address) -> bool {
+        match &self.seal {
+            None => true,
+            Some(s) => {
+                let mut bare = self.clone();
+                bare.seal = None;
+                *s == bare.digest(address)
+            }
+        }
+    }
 }
 
 /// One applied resource.
@@ -51,6 +103,16 @@ pub struct ResourceState {
 }
 
 impl ResourceState {
+    /// The record under another address (a `moved` block), its ids sealed
+    /// to it.
+    pub fn move_to(&mut self, to: &Address) {
+        let sealed = self.ids.seal.is_some() && self.ids.sealed_to(&self.address);
+        self.address = to.clone();
+        if sealed {
+            self.ids = std::mem::take(&mut self.ids).sealed(to);
+        }
+    }
+
     pub fn attrs_value(&self) -> Value {
         serde_json::from_str(self.attrs.get()).unwrap_or(Value::Null)
     }

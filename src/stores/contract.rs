@@ -83,6 +83,18 @@ pub fn keeps_the_contract(backend: &dyn Backend, reads_while_locked: bool) {
     let snap = store.snapshot().unwrap();
     assert!(snap.intents.is_empty() && snap.resources.is_empty());
     assert_eq!(snap.forgotten.get("T1"), Some(&a));
+    // A template replaced (a new id committed over the old): the old id is
+    // remembered too.
+    store
+        .commit(&resource(&a, "T2"), Durability::Flushed)
+        .unwrap();
+    store
+        .commit(&resource(&a, "T3"), Durability::Flushed)
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.forgotten.get("T2"), Some(&a));
+    assert!(!snap.forgotten.contains_key("T3"));
+    store.forget(&a).unwrap();
     // A rename moves the record, ids and all.
     let c = Address::new("m", Kind::Template, "bronze");
     store

@@ -139,7 +139,14 @@ impl StateStore for MemoryStore {
         Ok(self.with(|s| {
             s.meta.serial += 1;
             s.intents.remove(&r.address);
-            s.resources.insert(r.address.clone(), r.clone());
+            // A template replaced: its old id is let go, and remembered.
+            if let Some(old) = s.resources.insert(r.address.clone(), r.clone())
+                && r.kind == Kind::Template
+                && let Some(t) = old.ids.template_id
+                && r.ids.template_id.as_ref() != Some(&t)
+            {
+                s.forgotten.insert(t, r.address.clone());
+            }
             s.meta.serial
         }))
     }
@@ -183,7 +190,7 @@ impl StateStore for MemoryStore {
         Ok(self.with(|s| {
             s.meta.serial += 1;
             if let Some(mut r) = s.resources.remove(from) {
-                r.address = to.clone();
+                r.move_to(to);
                 s.resources.insert(to.clone(), r);
             }
             if let Some(mut i) = s.intents.remove(from) {

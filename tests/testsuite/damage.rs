@@ -225,7 +225,14 @@ fn recover_lists_what_the_backup_does_not_have() {
     let r = run(d
         .cmd()
         .env("CARDFORM_SANDBOX_FAULTS", "error_rate=1")
-        .args(["apply", "coffee", "--auto-approve", "--allow-retire"]));
+        // (Past the look for unknown templates, which fails too.)
+        .args([
+            "apply",
+            "coffee",
+            "--auto-approve",
+            "--allow-retire",
+            "--allow-unmanaged",
+        ]));
     assert_eq!(r.code, 1);
     // The diamond tier's create is in doubt in the store, not in the backup.
     std::fs::remove_file(d.state().join("integrity.json")).unwrap();
@@ -260,4 +267,75 @@ fn a_lost_state_does_not_create_templates_the_gateway_already_holds() {
         r.stderr
     );
     assert_eq!(d.templates_at_gateway(), 3, "nothing was created");
+}
+
+/// issue 28: defence in depth for every backend. A state whose records had
+/// two template ids swapped (an edited export imported with --force) is
+/// refused before a modify could change the other template; a template
+/// row deleted (so the state knows the merchant's other templates) does
+/// not get a second copy created: the gateway is asked before any template
+/// of a merchant is created, whatever the state knows of it.
+#[test]
+fn swapped_ids_and_a_forgotten_template_are_caught_at_the_gateway() {
+    let (d, _good, _) = applied();
+    let export = run(d.cmd().args(["state", "export"])).ok().stdout;
+    let state: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let ids = template_ids(&state);
+    // The silver tier's id (the one the manifest change below touches)
+    // swapped with another tier's.
+    let silver = ids
+        .iter()
+        .position(|(k, _)| k.ends_with("club.silver"))
+        .unwrap();
+    let (a, b) = (&ids[silver].1, &ids[(silver + 1) % ids.len()].1);
+    let swapped = export
+        .replace(a.as_str(), "@A@")
+        .replace(b.as_str(), a.as_str())
+        .replace("@A@", b.as_str());
+    std::fs::write(d.dir().join("swapped.json"), swapped).unwrap();
+    run(d.cmd().args(["state", "import", "swapped.json", "--force"])).ok();
+    let manifest = d.dir().join("coffee/cardform.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("name: Brew Club\n", "name: Brew Rewards\n"),
+    )
+    .unwrap();
+    let r = run(d.cmd().args(["apply", "coffee", "--auto-approve"])).fails();
+    assert!(
+        r.stdout
+            .contains("which cardform did not record for this address")
+            || r.stderr
+                .contains("which cardform did not record for this address"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // Nothing was modified at the gateway: the original state plans the
+    // same title change, and the gateway still matches it.
+    std::fs::write(d.dir().join("clean.json"), &export).unwrap();
+    run(d.cmd().args(["state", "import", "clean.json", "--force"])).ok();
+    std::fs::write(&manifest, &text).unwrap();
+    run(d
+        .cmd()
+        .args(["plan", "coffee", "--refresh", "--detailed-exitcode"]))
+    .ok();
+
+    // A template's record deleted by hand (`state rm` would remember the
+    // id; an edited export does not): apply refuses to create a second copy.
+    let mut lost = state.clone();
+    let gone = ids[0].0.clone();
+    lost["resources"].as_object_mut().unwrap().remove(&gone);
+    lost["meta"]["serial"] = serde_json::json!(lost["meta"]["serial"].as_u64().unwrap() + 10);
+    std::fs::write(d.dir().join("lost.json"), lost.to_string()).unwrap();
+    run(d.cmd().args(["state", "import", "lost.json", "--force"])).ok();
+    let before = d.templates_at_gateway();
+    let r = run(d.cmd().args(["apply", "coffee", "--auto-approve"])).fails();
+    assert!(
+        r.stderr
+            .contains("already holds template(s) at the gateway that this state does not know"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(d.templates_at_gateway(), before, "no second copy");
 }

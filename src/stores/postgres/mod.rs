@@ -368,8 +368,21 @@ impl StateStore for PgStore {
             r.address.merchant.to_string(),
             json(r),
         );
+        let is_template = r.kind == crate::model::Kind::Template;
+        let new_id = r.ids.template_id.clone();
         let job = move |c: &mut Client| {
             change(c, &s, durability, true, |rows, serial| {
+                let old = rows.delete_resource(&address)?;
+                // A template replaced: its old id is let go, and remembered.
+                if is_template
+                    && let Some(t) = old
+                        .as_deref()
+                        .and_then(|t| serde_json::from_str::<ResourceState>(t).ok())
+                        .and_then(|r| r.ids.template_id)
+                    && new_id.as_ref() != Some(&t)
+                {
+                    rows.put_forgotten(&t, &address)?;
+                }
                 rows.put_resource(&address, &merchant, serial, &record)?;
                 rows.delete_intent(&address)?;
                 Ok(())
@@ -474,7 +487,7 @@ impl StateStore for PgStore {
                 if let Some(text) = rows.delete_resource(&from_key)? {
                     match serde_json::from_str::<ResourceState>(&text) {
                         Ok(mut r) => {
-                            r.address = to.clone();
+                            r.move_to(&to);
                             rows.put_resource(&to_key, &to_merchant, serial, &json(&r))?;
                         }
                         // Unreadable: left where it was.

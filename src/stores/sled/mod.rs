@@ -689,6 +689,17 @@ impl StateStore for SledStore {
 
     fn commit(&self, r: &ResourceState, durability: Durability) -> Result<u64, StateError> {
         let serial = self.bump()?;
+        let key = r.address.to_string();
+        // A template replaced: its old id is let go, and remembered.
+        if r.kind == crate::model::Kind::Template
+            && let Some(old) = self.record(key.as_bytes())?.resource
+            && let Some(t) = old.ids.template_id
+            && r.ids.template_id.as_ref() != Some(&t)
+        {
+            self.forgotten
+                .insert(t.as_bytes(), key.as_bytes())
+                .map_err(io)?;
+        }
         let record = Record {
             resource: Some(r.clone()),
             ..Record::default()
@@ -795,7 +806,7 @@ impl StateStore for SledStore {
             ..Record::default()
         };
         if let Some(r) = record.resource.as_mut() {
-            r.address = to.clone();
+            r.move_to(to);
         }
         if let Some(i) = record.intent.as_mut() {
             i.address = to.clone();
