@@ -17,6 +17,7 @@
 pub mod aes;
 pub mod call;
 pub mod cert;
+pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod keys;

@@ -944,7 +944,7 @@ impl Ctx {
             key: once.key.clone(),
             biz_card_no: biz.clone(),
             digest: once.digest.clone(),
-            journalled_at: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+            journalled_at: crate::alipay::clock::now(),
             done_at: None,
         });
         let journal = if self.durable {
@@ -1102,7 +1102,7 @@ impl Ctx {
         let req = CardUpdateRequest {
             target_card_no: biz.clone(),
             target_card_no_type: "BIZ_CARD".into(),
-            occur_time: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+            occur_time: crate::alipay::clock::now(),
             // A level that moves the card to a tier of its own carries that
             // tier's template (seed 004).
             card_info: crate::provider::card::update_values(

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{FixedOffset, Utc};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -101,11 +100,7 @@ pub fn check_endpoint(url: &Url) -> Result<(), ConfigError> {
 
 /// The timestamp parameter: China time (UTC+8), whatever the host's zone.
 pub fn timestamp_now() -> String {
-    let cst = FixedOffset::east_opt(8 * 3600).expect("bug: UTC+8 is a valid offset");
-    Utc::now()
-        .with_timezone(&cst)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    crate::alipay::clock::now()
 }
 
 #[derive(Debug, Clone)]

@@ -696,7 +696,7 @@ async fn spi_issue(
                 .map(|h| h.external_card_no.clone())
                 .unwrap_or_else(|| osn.to_ascii_uppercase()),
         ),
-        open_date: Some(local_time(&entry.journalled_at)),
+        open_date: Some(alipay_time(&entry.journalled_at)),
         valid_date: Some(door.issuance.valid_date.clone()),
         level,
         point: holder.and_then(|h| h.point.clone()),
@@ -951,14 +951,10 @@ fn gateway_refusal(ctx: &Ctx, what: &str, e: &GatewayError, door: &Door) -> Refu
     }
 }
 
-/// `yyyy-MM-dd HH:mm:ss` (local) for a journal time, so a retried open
-/// sends what the first one sent.
-fn local_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.with_timezone(&chrono::Local))
-        .unwrap_or_else(|_| chrono::Local::now())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+/// `yyyy-MM-dd HH:mm:ss` (China time, as Alipay writes times) for a
+/// journal time, so a retried open sends what the first one sent.
+fn alipay_time(rfc3339: &str) -> String {
+    crate::alipay::clock::from_rfc3339(rfc3339)
 }
 
 /// One activation, claimed first among the replicas sharing the ledger: a
@@ -1224,7 +1220,7 @@ async fn issue_claimed(
         card_user_info: user,
         card_ext_info: MerchantCard {
             external_card_no: Some(ext),
-            open_date: Some(local_time(&entry.journalled_at)),
+            open_date: Some(alipay_time(&entry.journalled_at)),
             valid_date: Some(door.issuance.valid_date.clone()),
             level: if door.target.tiers.is_empty() {
                 None

@@ -392,7 +392,7 @@ pub fn planned(
 /// A benefit past its end date is said to be so (Alipay shows it no more):
 /// the planner is pure, so the clock is read here.
 fn ended_benefits(plan: &mut crate::plan::Plan, desired: &crate::model::Desired) {
-    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let now = crate::alipay::clock::now();
     for c in plan.changes.iter_mut() {
         if c.kind != crate::model::Kind::Benefit || c.action == crate::plan::Action::NoOp {
             continue;

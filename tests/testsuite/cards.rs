@@ -2203,15 +2203,27 @@ fn spi_open(s: &Setup, mut ask: Value) -> Value {
 /// again, and nothing of the member reaches the log.
 #[test]
 fn the_open_card_spi_speaks_aes_when_the_app_does() {
-    let s = Setup::build(
+    let mut s = Setup::build(
         "cell,external_card_no\n",
         None,
         Some("aYA0GP8JEW+D7/UFaskCWA==\n"),
     );
+    // On a UTC host the card's open date is still China time (issue 28).
+    s.env.push(("TZ".into(), "UTC".into()));
     let serve = spi_flow(&s);
     let first = spi_open(
         &s,
         json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13500000001"}}),
+    );
+    let opened = chrono::NaiveDateTime::parse_from_str(
+        first["card_info"]["open_date"].as_str().unwrap(),
+        "%Y-%m-%d %H:%M:%S",
+    )
+    .unwrap();
+    let china_now = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
+    assert!(
+        (china_now - opened).num_seconds().abs() < 120,
+        "open_date {opened} is not China time ({china_now})"
     );
     assert_eq!(first["verified"], true, "{first}");
     assert_eq!(first["encrypted"], true, "{first}");
