@@ -600,7 +600,22 @@ pub fn spi_serial_no(family: &Address, alipay_out_serial_no: &str) -> String {
 }
 
 /// out_serial_no for a member activating with no card of their own: one
-/// card per activation (`request_id`).
+/// card per Alipay member and template family, keyed by a digest salted
+/// with the ledger's secret salt (the ledger never holds the member's id,
+/// and a second activation, a fresh scan after "scan again" included,
+/// answers the member's card instead of opening another).
+pub fn member_serial_no(family: &Address, salt: &[u8], alipay_user: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"cardform member\0");
+    h.update(salt);
+    h.update(family.to_string().as_bytes());
+    h.update(b"\0");
+    h.update(alipay_user.as_bytes());
+    format!("ca{}", &hex::encode(h.finalize())[..30])
+}
+
+/// out_serial_no of an activation by `request_id` (cardform before issue
+/// 28: one card per activation; kept to read such cards).
 pub fn activation_serial_no(family: &Address, request_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"cardform activation\0");

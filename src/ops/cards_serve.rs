@@ -1145,7 +1145,13 @@ async fn issue_claimed(
             h.external_card_no.clone(),
         ),
         None => {
-            let osn = cards::activation_serial_no(&door.issuance.family, request_id);
+            // One card per member: keyed by who they are at Alipay.
+            let who = user
+                .user_uni_id
+                .as_deref()
+                .or(user.open_id.as_deref())
+                .unwrap_or(request_id);
+            let osn = cards::member_serial_no(&door.issuance.family, &ctx.ledger.salt(), who);
             (osn.clone(), osn.to_ascii_uppercase())
         }
     };
@@ -1170,7 +1176,9 @@ async fn issue_claimed(
     let entry = match ctx.ledger.get(&osn).map_err(ledger_failed)? {
         Some(e) if e.biz_card_no.is_some() => {
             let mut e = e;
-            if e.request_id.is_none() {
+            // This activation now leads to the card too (a repeat of its
+            // callback answers from the ledger).
+            if e.request_id.as_deref() != Some(request_id) {
                 e.request_id = Some(request_id.to_string());
                 put_flushed(ctx, &e).await.map_err(ledger_failed)?;
             }

@@ -2355,6 +2355,54 @@ fn replicas_and_a_bulk_run_sync_each_trade_once() {
     assert_eq!(left.trim(), "0", "no claim left");
 }
 
+/// issue 28: one member, one card. The same Alipay member activating twice
+/// (a second scan, one after a "scan again" page) gets the card they hold;
+/// another member gets their own; the ledger keeps no member id.
+#[test]
+fn a_member_who_activates_twice_keeps_one_card() {
+    let s = Setup::new("cell,external_card_no\n");
+    let _serve = Serve::start(&s);
+    let out = run(s.cardform().args(["output", "--format", "json"]))
+        .ok()
+        .json();
+    let url = out["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["address"] == "merchant.brew/template.club.silver")
+        .unwrap()["apply_card_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let activate = |user: &str| {
+        let a = s.sb.activate(
+            &url,
+            json!({"fields": {"OPEN_FORM_FIELD_MOBILE": "13700000001"}, "user_id": user}),
+        );
+        assert_eq!(a["callback_status"], 302, "{a}");
+        a["location"].as_str().unwrap().to_string()
+    };
+    let first = activate("2088000000000101");
+    assert_eq!(
+        activate("2088000000000101"),
+        first,
+        "the member's card again"
+    );
+    assert_eq!(s.cards()["open"], 1, "the same member: the same card");
+    activate("2088000000000102");
+    assert_eq!(s.cards()["open"], 2, "another member: a card of their own");
+    let mut hay = Vec::new();
+    bytes_under(&s.state, &mut hay);
+    let needles: HashSet<String> = ["2088000000000101", "2088000000000102", "13700000001"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert!(
+        found_in(&hay, &needles).is_empty(),
+        "a member id in the state"
+    );
+}
+
 /// issue 27: made-up auth codes cost a bounded number of gateway calls:
 /// 500 of them from five client addresses (127.0.0.2-6), with a budget of
 /// 10 failed activations a minute per address and 30 in all, spend at
