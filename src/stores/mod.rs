@@ -46,6 +46,26 @@ impl Location {
                     "`{scheme}://` is not a state backend cardform knows (a directory is)"
                 ))
             }
+            // A libpq key/value connection string (`host=db password=...`):
+            // not a directory; said so with its password redacted.
+            _ if s.split_whitespace().any(|w| {
+                [
+                    "host=",
+                    "hostaddr=",
+                    "dbname=",
+                    "user=",
+                    "password=",
+                    "port=",
+                ]
+                .iter()
+                .any(|k| w.starts_with(k))
+            }) && s.contains('=') =>
+            {
+                Err(format!(
+                    "`{}` looks like a key/value connection string; cardform takes a PostgreSQL state as a URL\nhint: postgres://USER@HOST:PORT/DATABASE?schema=NAME (the password percent-encoded in the URL, or in PGPASSWORD)",
+                    self::postgres::url::redact_text(s)
+                ))
+            }
             _ => Ok(Location::Dir(PathBuf::from(s))),
         }
     }

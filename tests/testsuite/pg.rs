@@ -329,3 +329,66 @@ fn a_postgresql_state_changed_by_hand_is_refused_and_recovered() {
     let r = run(p.cmd().args(["state", "recover"])).fails();
     assert!(r.stderr.contains("not damaged"), "{}", r.stderr);
 }
+
+/// issue 28: a PostgreSQL password never shows, in any form the driver
+/// takes (URL userinfo, a `password=` query parameter, PGPASSWORD), nor in
+/// the forms refused (an unencoded `@`/`/`/`#` in the password, a key/value
+/// connection string): every output of a scripted run is searched.
+#[test]
+fn every_password_form_is_redacted_in_every_message() {
+    let base = cluster().url("pw");
+    let (head, schema) = base.split_once("?schema=").unwrap();
+    let after = head.strip_prefix("postgres://cardform@").unwrap();
+    let mut outputs = String::new();
+    let mut record = |r: &Run| {
+        outputs.push_str(&r.stdout);
+        outputs.push_str(&r.stderr);
+    };
+    let forms = [
+        (
+            format!("postgres://cardform:Sekr1tA@{after}?schema={schema}_a"),
+            vec![],
+        ),
+        (
+            format!("postgres://cardform@{after}?schema={schema}_b&password=Sekr1tB"),
+            vec![],
+        ),
+        (
+            format!("postgres://cardform@{after}?schema={schema}_c"),
+            vec![("PGPASSWORD", "Sekr1tC")],
+        ),
+    ];
+    for (url, env) in &forms {
+        let p = Project::example_on("coffee", url.clone());
+        let cmd = || {
+            let mut c = p.cmd();
+            c.envs(env.iter().copied());
+            c
+        };
+        let r = p.apply(&mut cmd());
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        record(&r);
+        record(&run(cmd().args(["state", "list"])).ok());
+        record(&p.plan(&mut cmd()));
+        // Refused: a target that holds a state.
+        record(&run(cmd().args(["state", "migrate", "--to", url])).fails());
+        let dir = p.tmp.path().join("moved");
+        record(&run(cmd().args(["state", "migrate", "--to"]).arg(&dir)).ok());
+        // A database that is not there.
+        let nowhere = url.replace(after.split('/').next().unwrap(), "127.0.0.1:9");
+        record(&run(cmd().args(["state", "list", "--state", &nowhere])).fails());
+    }
+    // Refused forms, their text redacted.
+    for bad in [
+        format!("postgres://cardform:Sek@r1t/D#x@{after}?schema={schema}_d"),
+        "host=127.0.0.1 user=cardform password=Sekr1tE dbname=postgres".to_string(),
+        "host=127.0.0.1 password='Sekr1t F' dbname=postgres".to_string(),
+    ] {
+        let r = run(cardform().args(["state", "list", "--state", &bad])).fails();
+        assert!(r.stderr.contains("REDACTED"), "{}", r.stderr);
+        record(&r);
+    }
+    for secret in ["Sekr1t", "r1t/D", "1t F"] {
+        assert!(!outputs.contains(secret), "`{secret}` shown:\n{outputs}");
+    }
+}
