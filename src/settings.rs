@@ -120,7 +120,13 @@ fn state_from_flags(flags: &Overrides) -> Option<Result<Location, SettingsError>
 }
 
 fn location(value: &str, origin: &'static str) -> Result<Location, SettingsError> {
-    Location::parse(value).map_err(|reason| SettingsError::State { origin, reason })
+    match Location::parse(value).map_err(|reason| SettingsError::State { origin, reason })? {
+        // A URL without a password takes PGPASSWORD's, as libpq's tools do.
+        Location::Postgres(u) => Ok(Location::Postgres(
+            u.with_default_password(env("PGPASSWORD")),
+        )),
+        l => Ok(l),
+    }
 }
 
 /// Read one environment variable; empty counts as unset.

@@ -13,6 +13,9 @@ pub struct PgUrl {
     /// The URL as given, minus `schema` (it goes to the driver).
     url: url::Url,
     schema: String,
+    /// `PGPASSWORD`, for a URL without a password (see
+    /// [`PgUrl::with_default_password`]).
+    default_password: Option<String>,
 }
 
 impl PgUrl {
@@ -56,7 +59,11 @@ impl PgUrl {
         } else {
             url.query_pairs_mut().clear().extend_pairs(kept);
         }
-        Ok(PgUrl { url, schema })
+        Ok(PgUrl {
+            url,
+            schema,
+            default_password: None,
+        })
     }
 
     pub fn schema(&self) -> &str {
@@ -69,6 +76,7 @@ impl PgUrl {
         PgUrl {
             url: self.url.clone(),
             schema: schema.to_string(),
+            default_password: self.default_password.clone(),
         }
     }
 
@@ -81,8 +89,7 @@ impl PgUrl {
     }
 
     /// The driver's configuration (password included: only for connecting).
-    /// With no password in the URL, `PGPASSWORD` gives it, as libpq's
-    /// tools do (never echoed).
+    /// With no password in the URL, the default password (`PGPASSWORD`).
     pub fn config(&self) -> Result<postgres::Config, String> {
         let mut c = self
             .url
@@ -90,12 +97,18 @@ impl PgUrl {
             .parse::<postgres::Config>()
             .map_err(|e| format!("`{self}`: {e}"))?;
         if c.get_password().is_none()
-            && let Ok(p) = std::env::var("PGPASSWORD")
-            && !p.is_empty()
+            && let Some(p) = &self.default_password
         {
-            c.password(p);
+            c.password(p.as_bytes());
         }
         Ok(c)
+    }
+
+    /// The password to use when the URL has none (`PGPASSWORD`, as libpq's
+    /// tools take it; settings read it). Never shown.
+    pub fn with_default_password(mut self, password: Option<String>) -> Self {
+        self.default_password = password;
+        self
     }
 }
 
