@@ -1187,12 +1187,26 @@ pub fn results_file(p: &Path) -> Result<csv::Writer<std::fs::File>> {
     Ok(w)
 }
 
-/// A results-file cell that a spreadsheet shows as text, never runs: a
-/// leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` before it.
-fn cell(v: &str) -> std::borrow::Cow<'_, str> {
+/// A results-file cell that a spreadsheet shows as text, never runs, and a
+/// terminal shows as text: control characters other than tab and line
+/// breaks (ESC sequences, a gateway's or a file's) are dropped, and a
+/// leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` before it
+/// (OWASP's rule for CSV injection).
+pub(crate) fn cell(v: &str) -> std::borrow::Cow<'_, str> {
+    let v: std::borrow::Cow<'_, str> = if v
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        v.chars()
+            .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .into()
+    } else {
+        v.into()
+    };
     match v.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{v}").into(),
-        _ => v.into(),
+        _ => v,
     }
 }
 
@@ -1343,4 +1357,27 @@ fn reader_at<R: Rows>(path: &Path, rows: &R) -> Result<Csv> {
     let mut r = reader(path)?;
     header(path, &mut r, rows)?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_results_cell_never_runs_in_a_spreadsheet_or_a_terminal() {
+        use super::cell;
+        for (v, want) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("\u{1b}[31m=red", "[31m=red"),
+            ("\u{1b}=1", "'=1"),
+            ("a\u{1b}]0;title\u{7}b", "a]0;titleb"),
+            ("P-00001", "P-00001"),
+            ("two\nlines", "two\nlines"),
+        ] {
+            assert_eq!(cell(v), want, "{v:?}");
+        }
+    }
 }
