@@ -2403,6 +2403,58 @@ fn a_member_who_activates_twice_keeps_one_card() {
     );
 }
 
+/// issue 28: `cards serve` survives its database: every session it holds is
+/// cut (as a PostgreSQL restart cuts them); within 10 s it answers again,
+/// and /readyz says ready, without a restart of the service.
+#[test]
+fn cards_serve_connects_again_after_losing_postgresql() {
+    let url = cluster().url("serve_reconnect");
+    let schema = url.split("schema=").nth(1).unwrap().to_string();
+    let s = Setup::with_state("cell,external_card_no\n", Some(&url));
+    let serve = Serve::start(&s);
+    let out = run(s.cardform().args(["output", "--format", "json"]))
+        .ok()
+        .json();
+    let activation = out["brew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["address"] == "merchant.brew/template.club.silver")
+        .unwrap()["apply_card_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let activate = || {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let a = s.sb.activate(
+            &activation,
+            json!({"fields": {"OPEN_FORM_FIELD_MOBILE": format!("1370000{i:04}")}}),
+        );
+        a["callback_status"].as_u64().unwrap()
+    };
+    assert_eq!(activate(), 302);
+    // Every session of this state's ledger cut.
+    let cut = cluster().psql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%{schema}.%' AND pid <> pg_backend_pid()"
+    ));
+    assert_ne!(cut.trim(), "0", "no session was cut");
+    let started = Instant::now();
+    loop {
+        if activate() == 302 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not answering 10 s after the database came back:\n{}",
+            serve.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = http("GET", &format!("http://127.0.0.1:{}/readyz", s.port), None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}
+
 /// issue 27: made-up auth codes cost a bounded number of gateway calls:
 /// 500 of them from five client addresses (127.0.0.2-6), with a budget of
 /// 10 failed activations a minute per address and 30 in all, spend at

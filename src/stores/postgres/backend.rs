@@ -8,7 +8,7 @@ use postgres::{Client, NoTls};
 
 use super::lock::{self, Scope};
 use super::schema::{self, Names};
-use super::worker::{self, Worker};
+use super::worker::{self, Reconnect, Worker};
 use super::{PgStore, PgUrl, db_error, read_snapshot};
 use crate::state::backend::{Backend, LockInfo, NotRestored, Recovered};
 use crate::state::{Snapshot, StateError, StateStore};
@@ -30,7 +30,7 @@ impl PgBackend {
     }
 
     /// A connector for a worker thread: connects, migrates the schema.
-    fn connector(&self) -> impl FnOnce() -> Result<Client, StateError> + Send + 'static {
+    fn connector(&self) -> impl Fn() -> Result<Client, StateError> + Send + 'static {
         let url = self.url.clone();
         let names = self.names.clone();
         move || {
@@ -59,9 +59,12 @@ impl PgBackend {
         let names = self.names.clone();
         let info = LockInfo::current(operation);
         let describe = self.describe();
-        let worker = Worker::start(self.connector(), self.names.clone(), move |c| {
-            lock::acquire(c, &names, &scope, &info, timeout, &describe)
-        })?;
+        let worker = Worker::start(
+            self.connector(),
+            self.names.clone(),
+            Reconnect::Never,
+            move |c| lock::acquire(c, &names, &scope, &info, timeout, &describe),
+        )?;
         Ok(PgStore::new(worker))
     }
 

@@ -12,7 +12,7 @@ use postgres::Client;
 
 use super::db_error;
 use super::schema::Names;
-use super::worker::Worker;
+use super::worker::{Reconnect, Worker};
 use crate::state::backend::LockError;
 use crate::state::cards::{CardLedger, Claim, Entry, Once, Tally};
 use crate::state::{Durability, StateError};
@@ -29,14 +29,17 @@ fn ledger_key(s: &Names) -> i64 {
 
 impl PgLedger {
     pub(crate) fn open(
-        connect: impl FnOnce() -> Result<Client, StateError> + Send + 'static,
+        connect: impl Fn() -> Result<Client, StateError> + Send + 'static,
         names: Arc<Names>,
         describe: String,
         timeout: Duration,
     ) -> Result<Self, StateError> {
         let s = names.clone();
         let shown = describe.clone();
-        let worker = Worker::start(connect, names.clone(), move |c| {
+        // A service on the ledger outlives a database restart: the
+        // connection is made again (claims are rows; the shared lock is
+        // taken again).
+        let worker = Worker::start(connect, names.clone(), Reconnect::WithBackoff, move |c| {
             let started = Instant::now();
             let mut pause = Duration::from_millis(20);
             loop {

@@ -21,13 +21,30 @@ pub(crate) struct Worker {
     names: Arc<Names>,
 }
 
+/// How a worker whose connection was lost connects again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reconnect {
+    /// Never: the session holds what a new one would not (a state store's
+    /// exclusive lock); every later call fails, and the run stops.
+    Never,
+    /// Before the next call after the loss, with backoff (at most every
+    /// [`MAX_PAUSE`]): for a long-running service on the card ledger, whose
+    /// claims are rows and whose shared lock `setup` takes again.
+    WithBackoff,
+}
+
+/// The longest pause between attempts to connect again.
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Worker {
     /// Start the thread, connect on it, and run `setup` first (migrations,
-    /// the lock); an error of either ends the worker.
+    /// the lock); an error of either ends the worker. A lost connection is
+    /// made again as `reconnect` says.
     pub fn start(
-        connect: impl FnOnce() -> Result<Client, StateError> + Send + 'static,
+        connect: impl Fn() -> Result<Client, StateError> + Send + 'static,
         names: Arc<Names>,
-        setup: impl FnOnce(&mut Client) -> Result<(), StateError> + Send + 'static,
+        reconnect: Reconnect,
+        setup: impl Fn(&mut Client) -> Result<(), StateError> + Send + 'static,
     ) -> Result<Self, StateError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -47,7 +64,26 @@ impl Worker {
                 if failed {
                     return;
                 }
+                let mut pause = std::time::Duration::from_millis(100);
+                let mut next = std::time::Instant::now();
                 for job in rx {
+                    if reconnect == Reconnect::WithBackoff
+                        && client.is_closed()
+                        && std::time::Instant::now() >= next
+                    {
+                        match connect().and_then(|mut c| setup(&mut c).map(|_| c)) {
+                            Ok(c) => {
+                                client = c;
+                                pause = std::time::Duration::from_millis(100);
+                            }
+                            Err(_) => {
+                                next = std::time::Instant::now() + pause;
+                                pause = (pause * 2).min(MAX_PAUSE);
+                            }
+                        }
+                    }
+                    // (On a closed connection the job fails at once with
+                    // the lost-connection error.)
                     job(&mut client);
                 }
                 // The sender is gone: the store was dropped. The session's
