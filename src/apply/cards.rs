@@ -224,12 +224,116 @@ impl Report {
     }
 }
 
-/// The first pass: every row checked. Lines of bad rows, with why.
+/// The first pass: every row checked, in memory that does not grow with
+/// the file's bytes: the lines of bad rows one bit each (the second pass
+/// says why again), repeated rows found through an index on disk.
 pub struct Checked {
     header: Vec<String>,
     pub rows: u64,
-    /// By line: the card number (if readable) and why.
-    pub invalid: BTreeMap<u64, (String, String)>,
+    /// How many rows are invalid.
+    pub invalid: u64,
+    bad: LineSet,
+    /// A repeated row's line -> the line it repeats (the first
+    /// [`REPEATS_KEPT`]; later ones are said to repeat "an earlier line").
+    repeats: HashMap<u64, u64>,
+}
+
+/// Repeated rows whose first line is kept for the message.
+const REPEATS_KEPT: usize = 10_000;
+
+/// A set of line numbers, a bit each.
+#[derive(Default)]
+struct LineSet(Vec<u64>);
+
+impl LineSet {
+    fn insert(&mut self, line: u64) -> bool {
+        let (word, bit) = ((line / 64) as usize, line % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+
+    fn contains(&self, line: u64) -> bool {
+        self.0
+            .get((line / 64) as usize)
+            .is_some_and(|w| w & (1 << (line % 64)) != 0)
+    }
+}
+
+/// Partitions of the on-disk index of row keys.
+const PARTS: usize = 64;
+
+/// The rows' unique keys, by partition, on disk (16 bytes of key and 8 of
+/// line each): every repeat found with one partition in memory at a time.
+struct KeyIndex {
+    _dir: tempfile::TempDir,
+    files: Vec<std::io::BufWriter<std::fs::File>>,
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl KeyIndex {
+    fn new() -> Result<Self> {
+        let dir =
+            tempfile::tempdir().context("cannot make a temporary directory for the rows' index")?;
+        let mut files = Vec::with_capacity(PARTS);
+        let mut paths = Vec::with_capacity(PARTS);
+        for i in 0..PARTS {
+            let p = dir.path().join(format!("keys-{i:02}"));
+            files.push(std::io::BufWriter::with_capacity(
+                8 * 1024,
+                std::fs::File::create(&p)?,
+            ));
+            paths.push(p);
+        }
+        Ok(KeyIndex {
+            _dir: dir,
+            files,
+            paths,
+        })
+    }
+
+    fn add(&mut self, key: [u8; 16], line: u64) -> Result<()> {
+        use std::io::Write;
+        let f = &mut self.files[key[0] as usize % PARTS];
+        f.write_all(&key)?;
+        f.write_all(&line.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Each repeated key's later lines, with the first line of that key: a
+    /// partition at a time, streamed (its lines are in file order), holding
+    /// its distinct keys only.
+    fn repeats(self, mut found: impl FnMut(u64, u64)) -> Result<()> {
+        use std::io::Read;
+        for f in self.files {
+            f.into_inner().map_err(|e| e.into_error())?;
+        }
+        for p in &self.paths {
+            let mut r = std::io::BufReader::with_capacity(64 * 1024, std::fs::File::open(p)?);
+            let mut first: HashMap<[u8; 16], u64> = HashMap::new();
+            let mut entry = [0u8; 24];
+            loop {
+                match r.read_exact(&mut entry) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
+                }
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&entry[..16]);
+                let line = u64::from_le_bytes(entry[16..].try_into().expect("8 bytes"));
+                match first.get(&key) {
+                    Some(&f) => found(line, f),
+                    None => {
+                        first.insert(key, line);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The longest line a cards CSV may have: a row is well under 2 KB, so
@@ -322,12 +426,10 @@ pub trait Rows: Send + Sync + 'static {
 pub fn check_all<R: Rows>(path: &Path, rows: &R) -> Result<Checked> {
     let mut r = reader(path)?;
     let header = header(path, &mut r, rows)?;
-    let mut invalid = BTreeMap::new();
-    let mut seen: HashMap<[u8; 16], u64> = HashMap::new();
+    let mut bad = LineSet::default();
+    let mut invalid = 0u64;
+    let mut index = KeyIndex::new()?;
     let mut count = 0;
-    let card_col = header
-        .iter()
-        .position(|h| h == "external_card_no" || h == "biz_card_no");
     for item in r.records() {
         if let Err(e) = &item
             && let csv::ErrorKind::Io(io) = e.kind()
@@ -341,36 +443,47 @@ pub fn check_all<R: Rows>(path: &Path, rows: &R) -> Result<Checked> {
         count += 1;
         let (line, rec) = match record(item) {
             Ok(v) => v,
-            Err((line, why)) => {
-                invalid.insert(line, (String::new(), format!("the row {why}")));
+            Err((line, _)) => {
+                invalid += u64::from(bad.insert(line));
                 continue;
             }
         };
-        // A row of the wrong shape is named by its line only: what sits in
-        // the card number's place may be anything (a token, a phone number).
-        let shown = card_col
-            .filter(|_| rec.len() == header.len())
-            .and_then(|i| rec.get(i))
-            .map(|s| s.trim().chars().take(64).collect())
-            .unwrap_or_default();
         let fields: Vec<&str> = rec.iter().collect();
-        let problem = match rows.parse(&header, &fields, line) {
-            Err(e) => Some(e),
-            Ok(row) => {
-                let (key, what, why) = rows.unique(&row);
-                seen.insert(ext_key(&key), line)
-                    .map(|first| format!("{what} also on line {first}: {why}"))
-            }
-        };
-        if let Some(p) = problem {
-            invalid.insert(line, (shown, p));
+        match rows.parse(&header, &fields, line) {
+            Err(_) => invalid += u64::from(bad.insert(line)),
+            Ok(row) => index.add(ext_key(&rows.unique(&row).0), line)?,
         }
     }
+    let mut repeats = HashMap::new();
+    index.repeats(|line, first| {
+        if bad.insert(line) {
+            invalid += 1;
+        }
+        if repeats.len() < REPEATS_KEPT {
+            repeats.insert(line, first);
+        }
+    })?;
     Ok(Checked {
         header,
         rows: count,
         invalid,
+        bad,
+        repeats,
     })
+}
+
+/// What a cards file's row is named by in results: its card number, when
+/// the row has the header's shape (a row of the wrong shape is named by its
+/// line only: what sits in the card number's place may be anything, a
+/// token or a phone number).
+fn shown_of(header: &[String], rec: &csv::StringRecord) -> String {
+    header
+        .iter()
+        .position(|h| h == "external_card_no" || h == "biz_card_no")
+        .filter(|_| rec.len() == header.len())
+        .and_then(|i| rec.get(i))
+        .map(|s| s.trim().chars().take(64).collect())
+        .unwrap_or_default()
 }
 
 /// Cards opened or synced from members' rows, on a template's tiers.
@@ -1273,19 +1386,6 @@ impl Cards {
             }
             Ok(())
         };
-        // The invalid rows are reported first, by line.
-        for (line, (ext, why)) in &checked.invalid {
-            record_result(
-                RowResult {
-                    line: *line,
-                    external_card_no: ext.clone(),
-                    outcome: Outcome::Invalid {
-                        message: why.clone(),
-                    },
-                },
-                counts,
-            )?;
-        }
         let parallelism = self.parallelism.max(1) * 2;
         let mut in_flight = FuturesUnordered::new();
         let mut r = reader_at(csv, &rows)?;
@@ -1299,13 +1399,45 @@ impl Cards {
                     csv.display()
                 );
             }
-            let Ok((line, rec)) = record(item) else {
-                continue;
+            // An invalid row is reported as it comes, why said again.
+            let (line, rec) = match record(item) {
+                Ok(v) => v,
+                Err((line, why)) => {
+                    record_result(
+                        RowResult {
+                            line,
+                            external_card_no: String::new(),
+                            outcome: Outcome::Invalid {
+                                message: format!("the row {why}"),
+                            },
+                        },
+                        counts,
+                    )?;
+                    continue;
+                }
             };
-            if checked.invalid.contains_key(&line) {
+            let fields: Vec<&str> = rec.iter().collect();
+            if checked.bad.contains(line) {
+                let message = match rows.parse(&header, &fields, line) {
+                    Err(e) => e,
+                    Ok(row) => {
+                        let (_, what, why) = rows.unique(&row);
+                        match checked.repeats.get(&line) {
+                            Some(first) => format!("{what} also on line {first}: {why}"),
+                            None => format!("{what} also on an earlier line: {why}"),
+                        }
+                    }
+                };
+                record_result(
+                    RowResult {
+                        line,
+                        external_card_no: shown_of(&header, &rec),
+                        outcome: Outcome::Invalid { message },
+                    },
+                    counts,
+                )?;
                 continue;
             }
-            let fields: Vec<&str> = rec.iter().collect();
             // Checked in the first pass; a file changed since is caught here.
             let Ok(row) = rows.parse(&header, &fields, line) else {
                 record_result(

@@ -195,7 +195,7 @@ impl Run {
         };
         let mut counts = Counts {
             rows: checked.rows,
-            invalid: checked.invalid.len() as u64,
+            invalid: checked.invalid,
             ..Counts::default()
         };
         progress.checked(&counts);
