@@ -21,7 +21,10 @@ fn kill_9_at_many_points_then_converge_on_postgres() {
 fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
     let p = Project::example_on("coffee", cluster().url("locks"));
     let tmp = tempfile::tempdir().unwrap();
-    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "300ms"]);
+    // Slow enough that the apply (one call at a time) still holds the lock
+    // after the reads below, on a loaded machine too (at 300 ms it had
+    // finished once under the whole suite).
+    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "1s"]);
     let (mut child, mut lines) = spawn_apply(&p, &sb, 1);
     // The first change is done: the apply holds the lock.
     lines.next().unwrap().unwrap();
