@@ -39,9 +39,12 @@ pub enum Outcome {
     Opened {
         biz_card_no: String,
     },
-    /// Opened by an earlier run from the same row.
+    /// Opened by an earlier run (`changed`: from a row with other values
+    /// than this one's: `cards sync` brings the card up to date).
     AlreadyOpen {
         biz_card_no: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        changed: bool,
     },
     Updated {
         biz_card_no: String,
@@ -121,7 +124,7 @@ impl Outcome {
     fn biz_card_no(&self) -> &str {
         match self {
             Outcome::Opened { biz_card_no }
-            | Outcome::AlreadyOpen { biz_card_no }
+            | Outcome::AlreadyOpen { biz_card_no, .. }
             | Outcome::Updated { biz_card_no }
             | Outcome::Unchanged { biz_card_no }
             | Outcome::Synced { biz_card_no }
@@ -163,6 +166,8 @@ pub struct Counts {
     pub done: u64,
     pub opened: u64,
     pub already_open: u64,
+    /// Of those, opened from rows with other values (a sync updates them).
+    pub open_changed: u64,
     pub updated: u64,
     pub unchanged: u64,
     pub synced: u64,
@@ -179,7 +184,10 @@ impl Counts {
         self.done += 1;
         match o {
             Outcome::Opened { .. } => self.opened += 1,
-            Outcome::AlreadyOpen { .. } => self.already_open += 1,
+            Outcome::AlreadyOpen { changed, .. } => {
+                self.already_open += 1;
+                self.open_changed += u64::from(*changed);
+            }
             Outcome::Updated { .. } => self.updated += 1,
             Outcome::Unchanged { .. } => self.unchanged += 1,
             Outcome::Synced { .. } => self.synced += 1,
@@ -860,17 +868,19 @@ impl Ctx {
                     "this card was deleted (`cards delete`); a new card needs a new external card number",
                 );
             }
-            if e.row_digest.as_deref() != Some(digest.as_str()) {
-                return Outcome::local(if e.biz_card_no.is_some() {
-                    "a card was opened from this external card number with other values; change an open card with `cardform cards sync`"
-                } else {
-                    "an earlier run opened (or may have opened) this card with other values: restore the row as it was, run again, then change the card with `cardform cards sync`"
-                });
-            }
+            let changed = e.row_digest.as_deref() != Some(digest.as_str());
+            // Open already: its row's values moving on is what a member
+            // export does between runs (`cards sync` updates the card).
             if let Some(biz) = &e.biz_card_no {
                 return Outcome::AlreadyOpen {
                     biz_card_no: biz.clone(),
+                    changed,
                 };
+            }
+            if changed {
+                return Outcome::local(
+                    "an earlier run opened (or may have opened) this card with other values: restore the row as it was, run again, then change the card with `cardform cards sync`",
+                );
             }
         }
         if self.dry_run {
@@ -1366,6 +1376,11 @@ impl Cards {
                     Outcome::Invalid { message } | Outcome::NotAttempted { message } => {
                         ("", "", message.as_str())
                     }
+                    Outcome::AlreadyOpen { changed: true, .. } => (
+                        "",
+                        "",
+                        "the row's values changed since the card was opened: `cardform cards sync` updates it",
+                    ),
                     _ => ("", "", ""),
                 };
                 w.write_record([

@@ -192,6 +192,12 @@ pub fn report(r: &Report, csv: &Path, results: Option<&Path>) -> String {
             String::new()
         },
     );
+    if c.open_changed > 0 {
+        out.push_str(&format!(
+            "{} card(s) were opened earlier from rows with other values: `cardform cards sync` with this file brings them up to date\n",
+            thousands(c.open_changed)
+        ));
+    }
     if let Some(why) = &r.merchant_blocked {
         out.push_str(&format!(
             "{}\n",

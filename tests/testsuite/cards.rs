@@ -2455,6 +2455,50 @@ fn cards_serve_connects_again_after_losing_postgresql() {
     assert_eq!(ready.status, 200, "{}", ready.body);
 }
 
+/// issue 29: one member export both opens and syncs, night after night:
+/// the points change, `cards sync` updates the cards, and `cards open` of
+/// the same (updated) export with new members opens the new ones and calls
+/// the others already open (with the hint to sync), exit 0, in a pipe.
+#[test]
+fn one_member_export_opens_new_members_and_syncs_the_rest() {
+    let s = Setup::new("cell,external_card_no\n");
+    let members = s.enrol(6);
+    let export = |n: usize, point: u32| {
+        let mut rows = vec![HEADER.to_string()];
+        for (i, m) in members.iter().enumerate().take(n) {
+            rows.push(row(i, m, point));
+        }
+        std::fs::write(s.tmp.path().join("export.csv"), rows.join("\n") + "\n").unwrap();
+    };
+    export(4, 10);
+    run(s.batch("open", "export.csv", None).arg("--json")).ok();
+    // The next night: points moved, two members joined.
+    export(6, 25);
+    let synced = run(s.batch("sync", "export.csv", None).arg("--json")).json();
+    assert_eq!(synced["counts"]["updated"], 4, "{synced}");
+    let r = run(&mut s.batch("open", "export.csv", Some("night.csv")));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("2 opened") && r.stdout.contains("4 already open"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("`cardform cards sync` with this file"),
+        "{}",
+        r.stdout
+    );
+    let results = parse_results(&s.tmp.path().join("night.csv"));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r["outcome"] == "already_open")
+            .count(),
+        4
+    );
+    assert_eq!(s.cards()["open"], 6);
+}
+
 /// issue 27: made-up auth codes cost a bounded number of gateway calls:
 /// 500 of them from five client addresses (127.0.0.2-6), with a budget of
 /// 10 failed activations a minute per address and 30 in all, spend at
