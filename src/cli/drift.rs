@@ -44,9 +44,12 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
     let plan = &planned.plan;
     let refresh = plan.refresh.clone().unwrap_or_default();
     match format {
-        Format::Human => render::text(&render::plan::human(plan, true)),
+        Format::Human => render::text(&render::plan::drift(plan, false)),
         Format::Json => render::json(&refresh),
-        Format::Markdown => render::text(&render::plan::markdown(plan, args.max_bytes)),
+        Format::Markdown => render::text(&render::plan::clip_markdown(
+            render::plan::drift(plan, true),
+            args.max_bytes,
+        )),
     }
     Ok(if refresh.found_anything() {
         ExitCode::from(2)

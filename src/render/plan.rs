@@ -221,9 +221,78 @@ fn merchant_label(plan: &Plan, m: &str) -> String {
     }
 }
 
+/// `cardform drift`'s own words, in every format: a headline that says
+/// whether the gateway holds what the state recorded, what changed outside
+/// cardform and what to run about it. Drift records nothing and plans
+/// nothing, so it never says "No changes" or what the state will record.
+pub fn drift(plan: &Plan, markdown: bool) -> String {
+    let Some(r) = &plan.refresh else {
+        return String::new();
+    };
+    let headline = if r.found_anything() {
+        let mut parts = Vec::new();
+        if !r.drifted.is_empty() {
+            parts.push(format!(
+                "{} template(s) changed outside cardform",
+                r.drifted.len()
+            ));
+        }
+        if !r.missing.is_empty() {
+            parts.push(format!("{} missing at the gateway", r.missing.len()));
+        }
+        if !r.unmanaged.is_empty() {
+            parts.push(format!("{} unknown to the state", r.unmanaged.len()));
+        }
+        format!(
+            "Drift: {}. `cardform plan --refresh` shows what apply would do about it.",
+            parts.join(", ")
+        )
+    } else {
+        format!(
+            "No drift: the gateway holds what the state recorded ({} template(s) checked).",
+            r.checked
+        )
+    };
+    let mut out = String::new();
+    if markdown {
+        let _ = writeln!(out, "### cardform drift\n\n**{}**\n", escape(&headline));
+        out.push_str(&refresh_section_as(plan, false, true, true));
+    } else {
+        let selected = selection_line(plan);
+        if !selected.is_empty() {
+            let _ = writeln!(out, "{selected}");
+        }
+        out.push_str(&refresh_section_as(plan, true, false, true));
+        let _ = writeln!(out, "{}", paint(BOLD, &headline));
+    }
+    out
+}
+
+/// Markdown cut to at most `max_bytes`, at a line, saying so.
+pub fn clip_markdown(text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let note = format!(
+        "\n_Left out to stay under {max_bytes} bytes. Run `cardform drift` for all of it._\n"
+    );
+    let mut cut = max_bytes.saturating_sub(note.len());
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let cut = text[..cut].rfind('\n').map_or(0, |i| i + 1);
+    format!("{}{note}", &text[..cut])
+}
+
 /// What a refresh found: drift (with its diff), templates missing at the
 /// gateway, and templates the state does not know (with their import block).
 fn refresh_section(plan: &Plan, show_diffs: bool, markdown: bool) -> String {
+    refresh_section_as(plan, show_diffs, markdown, false)
+}
+
+/// The same, for `drift` (`for_drift`: it says what to run, never what a
+/// plan will do).
+fn refresh_section_as(plan: &Plan, show_diffs: bool, markdown: bool, for_drift: bool) -> String {
     let Some(r) = &plan.refresh else {
         return String::new();
     };
@@ -246,7 +315,9 @@ fn refresh_section(plan: &Plan, show_diffs: bool, markdown: bool) -> String {
                 &format!(
                     "Changed outside cardform ({} template(s)); {}:",
                     r.drifted.len(),
-                    if only {
+                    if for_drift {
+                        "`cardform apply` restores the manifests' values"
+                    } else if only {
                         "the state will record the gateway's values"
                     } else {
                         "apply restores the manifests' values"

@@ -69,6 +69,15 @@ impl Coffee {
 fn a_console_edit_is_caught_restored_or_accepted() {
     let w = Coffee::new();
     // Nothing changed: the cheap pass reads no template whole.
+    let human = w.drift("human");
+    assert_eq!(human.code, 0);
+    assert!(
+        human.stdout.contains(
+            "No drift: the gateway holds what the state recorded (3 template(s) checked)."
+        ),
+        "{}",
+        human.stdout
+    );
     let r = w.drift("json");
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let quiet = r.json();
@@ -101,6 +110,32 @@ fn a_console_edit_is_caught_restored_or_accepted() {
             .contains("- `merchant.brew/template.club.gold` (template_id"),
         "{}",
         md.stdout
+    );
+    // Drift's own words and headline in every format (issue 29): never
+    // "No changes", never a plan's heading, never what the state "will
+    // record" (drift records nothing).
+    assert!(md.stdout.starts_with("### cardform drift"), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .contains("**Drift: 1 template(s) changed outside cardform."),
+        "{}",
+        md.stdout
+    );
+    let human = w.drift("human");
+    assert_eq!(human.code, 2);
+    for text in [&human.stdout, &md.stdout] {
+        assert!(!text.contains("No changes"), "{text}");
+        assert!(!text.contains("will record"), "{text}");
+        assert!(!text.contains("cardform plan\n"), "{text}");
+    }
+    assert!(
+        human.stdout.contains(
+            "Changed outside cardform (1 template(s)); `cardform apply` restores the manifests' values:"
+        ) && human
+            .stdout
+            .contains("Drift: 1 template(s) changed outside cardform."),
+        "{}",
+        human.stdout
     );
 
     // plan --refresh shows the drift and plans it back.
