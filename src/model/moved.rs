@@ -41,6 +41,24 @@ impl Movable {
         }
     }
 
+    /// Whether `self` covers `a`: a merchant all its resources, a template
+    /// its tiers and their forms and activation URLs, anything else itself.
+    pub fn covers(&self, a: &Address) -> bool {
+        match self {
+            Movable::Merchant(name) => a.merchant == name.as_str(),
+            Movable::Resource(r) => {
+                a == r
+                    || (r.kind == Kind::Template
+                        && matches!(a.kind, Kind::Template | Kind::Form | Kind::ActivationUrl)
+                        && a.merchant == r.merchant
+                        && (a.name == r.name
+                            || a.name
+                                .strip_prefix(r.name.as_str())
+                                .is_some_and(|rest| rest.starts_with('.'))))
+            }
+        }
+    }
+
     /// Where `address` goes when `self` moves to `to`, if `self` covers it.
     pub fn relocate(&self, to: &Movable, address: &Address) -> Option<Address> {
         match (self, to) {

@@ -302,6 +302,45 @@ pub fn after_moves<'a>(
         return Ok((std::borrow::Cow::Borrowed(snap), origin));
     }
     let addresses: BTreeSet<&Address> = snap.resources.keys().chain(snap.intents.keys()).collect();
+    // A rename onto what the state records and keeps (a tier family moved
+    // onto a plain template of that name) would merge two programs.
+    for m in &desired.moved {
+        let goes_on = desired.moved.iter().any(|n| match &m.to {
+            crate::model::moved::Movable::Resource(a) => n.from.covers(a),
+            crate::model::moved::Movable::Merchant(_) => n.from == m.to,
+        });
+        if goes_on {
+            continue;
+        }
+        let moving = addresses.iter().any(|a| m.from.covers(a));
+        // (The same record at both ends is a rename interrupted between its
+        // two writes, finished below.)
+        let interrupted = |x: &Address| {
+            addresses.iter().any(|a| {
+                destination(&desired.moved, a).as_ref() == Some(x)
+                    && snap
+                        .resources
+                        .get(x)
+                        .zip(snap.resources.get(*a))
+                        .is_some_and(|(p, q)| p.ids == q.ids && p.hash == q.hash)
+            })
+        };
+        if let Some(kept) = addresses
+            .iter()
+            .find(|x| m.to.covers(x) && destination(&desired.moved, x).is_none() && !interrupted(x))
+            && moving
+        {
+            return Err(PlanError::MoveTargetExists {
+                written_at: m.written_at.clone(),
+                from: addresses
+                    .iter()
+                    .find(|a| m.from.covers(a))
+                    .map(|a| (*a).clone())
+                    .expect("checked"),
+                to: (*kept).clone(),
+            });
+        }
+    }
     for a in &addresses {
         if let Some(to) = destination(&desired.moved, a) {
             // The same record at both ends is a rename interrupted between

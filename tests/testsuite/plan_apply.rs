@@ -579,7 +579,10 @@ fn moved_blocks_rename_without_gateway_calls() {
     assert_eq!(ids, was);
     assert_eq!(p.plan(&mut p.cmd()).code, 0);
 
-    // A move onto a recorded resource is refused, naming the block.
+    // A move of a resource the manifests still declare is refused where
+    // the block is written (Terraform's "moved object still exists"), as
+    // a move onto a recorded resource is (below, in
+    // `a_move_onto_what_the_state_keeps_is_refused`).
     let text = std::fs::read_to_string(p.file("cardform.yaml")).unwrap();
     std::fs::write(
         p.file("cardform.yaml"),
@@ -590,9 +593,47 @@ fn moved_blocks_rename_without_gateway_calls() {
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains("cardform.yaml:")
-            && r.stderr
-                .contains("but the state already records `merchant.cafe/template.members.silver`"),
+            && r.stderr.contains(
+                "`merchant.cafe/template.members.gold` is moved, but the manifests still declare"
+            ),
         "{}",
         r.stderr
     );
+}
+
+/// issue 29: a tiered template moved onto a plain template the state
+/// keeps (the issue's `club` onto `renamed`) is refused before planning,
+/// naming the block: no move, retire and fresh creates.
+#[test]
+fn a_move_onto_what_the_state_keeps_is_refused() {
+    let p = Project::example("coffee");
+    let plain = "      renamed:\n        card_number: { prefix: RENM, suffix_length: 12 }\n        write_off: qrcode\n        style: { name: Renamed, logo: logo, background: bg-silver }\n";
+    p.edit(
+        "cardform.yaml",
+        "    templates:\n",
+        &format!("    templates:\n{plain}"),
+    );
+    p.apply(&mut p.cmd()).ok();
+    let before = p.export();
+    // The tiered `club` renamed to `renamed`, the plain one dropped, and a
+    // block moving club onto it.
+    p.edit("cardform.yaml", plain, "");
+    p.edit("cardform.yaml", "      club:\n", "      renamed:\n");
+    let text = std::fs::read_to_string(p.file("cardform.yaml")).unwrap();
+    std::fs::write(
+        p.file("cardform.yaml"),
+        format!("{text}moved:\n  - {{ from: merchant.brew/template.club, to: merchant.brew/template.renamed }}\n"),
+    )
+    .unwrap();
+    for args in [&["plan", "-p"][..], &["apply", "--auto-approve", "-p"]] {
+        let r = run(p.cmd().args(args).arg(p.dir())).fails();
+        assert!(
+            r.stderr.contains("cardform.yaml:")
+                && r.stderr
+                    .contains("but the state already records `merchant.brew/template.renamed`"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(p.export(), before, "nothing moved, retired or created");
 }

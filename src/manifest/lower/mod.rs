@@ -347,6 +347,7 @@ pub fn lower(
         );
     }
     desired.imports = lower_imports(&mut ctx, &desired);
+    check_moves(&mut ctx, &desired);
     Some(desired)
 }
 
@@ -571,12 +572,36 @@ merchants:
                 "{want:?} not in {messages:#?}"
             );
         }
-        // A chain is fine: a -> b, b -> c.
+        // A chain is fine when it ends where the manifests declare: a -> b,
+        // b -> brew.
         let (desired, messages) = lower_templates(
             "",
-            "      plain: { extends: base }\nmoved:\n  - { from: merchant.a, to: merchant.b }\n  - { from: merchant.b, to: merchant.c }",
+            "      plain: { extends: base }\nmoved:\n  - { from: merchant.a, to: merchant.b }\n  - { from: merchant.b, to: merchant.brew }",
             &[],
         );
         assert_eq!(desired.expect("valid").moved.len(), 2, "{messages:?}");
+        // Terraform's rules (issue 29): the `from` must be gone from the
+        // manifests, the end of a rename declared.
+        for (moved, want) in [
+            (
+                "moved:\n  - { from: merchant.brew/template.plain, to: merchant.brew/template.other }",
+                "moved[0].from: `merchant.brew/template.plain` is moved, but the manifests still declare",
+            ),
+            (
+                "moved:\n  - { from: merchant.brew/template.old, to: merchant.brew/template.nowhere }",
+                "moved[0].to: `merchant.brew/template.nowhere` is not declared in the manifests",
+            ),
+        ] {
+            let (desired, messages) = lower_templates(
+                "",
+                &format!("      plain: {{ extends: base }}\n{moved}"),
+                &[],
+            );
+            assert!(desired.is_none(), "{moved}");
+            assert!(
+                messages.iter().any(|m| m.contains(want)),
+                "{want:?} not in {messages:#?}"
+            );
+        }
     }
 }

@@ -153,3 +153,58 @@ pub(super) fn lower_moved(ctx: &mut Ctx) -> Vec<Move> {
     }
     out.into_iter().map(|(_, m)| m).collect()
 }
+
+/// `moved` blocks against what the manifests declare, as Terraform checks
+/// them: a block's `from` must be gone from the manifests ("moved object
+/// still exists": renaming it and declaring it again would retire the one
+/// and create the other), and where a rename ends (a `to` no other block
+/// moves on) must be declared (else the renamed records would be retired at
+/// once).
+pub(super) fn check_moves(ctx: &mut Ctx, desired: &Desired) {
+    let covered = |m: &Movable, a: &Address| m.covers(a);
+    for m in &desired.moved {
+        let Some((at, _)) = block_at(ctx, m) else {
+            continue;
+        };
+        if let Some(still) = desired.resources.keys().find(|a| covered(&m.from, a)) {
+            ctx.report(
+                &at,
+                "from",
+                format!(
+                    "`{}` is moved, but the manifests still declare `{still}` (a moved object still exists)\nhint: remove it from the manifests (the block renames its records to `{}`), or remove the block",
+                    m.from, m.to
+                ),
+            );
+        }
+        // A rename goes on when another block moves what it ends on (a
+        // template renamed, then its merchant).
+        let goes_on = desired.moved.iter().any(|n| match &m.to {
+            Movable::Resource(a) => n.from.covers(a),
+            Movable::Merchant(_) => n.from == m.to,
+        });
+        if !goes_on && !desired.resources.keys().any(|a| covered(&m.to, a)) {
+            ctx.report(
+                &at,
+                "to",
+                format!(
+                    "`{}` is not declared in the manifests: the records moved there would be retired at once\nhint: declare `{}`, or remove the block and let the plan retire `{}`",
+                    m.to, m.to, m.from
+                ),
+            );
+        }
+    }
+}
+
+/// Where a lowered move was written (its block's place and index).
+fn block_at(ctx: &Ctx, m: &Move) -> Option<(At, usize)> {
+    for (i, (_, f)) in ctx.files.iter().enumerate() {
+        for (j, b) in f.moved.iter().flatten().enumerate() {
+            if Movable::parse(&b.from).ok().as_ref() == Some(&m.from)
+                && Movable::parse(&b.to).ok().as_ref() == Some(&m.to)
+            {
+                return Some((At::new(i, format!("moved[{j}]")), j));
+            }
+        }
+    }
+    None
+}
