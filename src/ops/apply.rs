@@ -51,6 +51,8 @@ pub async fn run(
 ) -> Result<Applied> {
     let mut common = req.common.clone();
     let mut saved_binding = None;
+    let mut flags = flags.clone();
+    let mut planned = None;
     let saved = match &req.saved_plan {
         Some(path) => {
             let saved = super::plan::read_saved(path)?;
@@ -59,10 +61,15 @@ pub async fn run(
             }
             common.vars = saved.vars.clone();
             saved_binding = saved.binding;
+            if let Some(state) = &saved.state {
+                planned_state(&mut flags, &common.project, state);
+            }
+            planned = saved.state;
             Some(saved.plan)
         }
         None => None,
     };
+    let flags = &flags;
     // A run with selectors locks only its merchants where the backend can
     // (pipelines on different merchants of one shared state run at once).
     let merchants = match &saved {
@@ -76,7 +83,13 @@ pub async fn run(
         store,
         snapshot,
         binding,
-    } = project::open_for(&common, flags, "apply", merchants.as_ref())?;
+    } = project::open_expecting(
+        &common,
+        flags,
+        "apply",
+        merchants.as_ref(),
+        planned.as_ref(),
+    )?;
     // A connection made early to refresh is reused by the apply.
     let mut reader: Option<super::gateway::Reader> = None;
     if let Some(planned_for) = &saved_binding
@@ -264,6 +277,32 @@ pub async fn run(
         }
     }
     Ok(Applied::Done(plan, report))
+}
+
+/// A saved plan applies to the state it was planned against: unless this
+/// run names a state (`--state`, `CARDFORM_STATE`), a directory state is
+/// found as planned, else beside the project (an apply from another
+/// directory). A PostgreSQL state is named again (the plan keeps no
+/// password); `project::open_expecting` refuses a state that is not there.
+fn planned_state(
+    flags: &mut Overrides,
+    project: &std::path::Path,
+    state: &super::plan::PlannedState,
+) {
+    let named = flags.state.is_some() || crate::settings::env("CARDFORM_STATE").is_some();
+    if named || state.url.is_some() {
+        return;
+    }
+    let found = state.dir.clone().filter(|d| d.exists()).or_else(|| {
+        state
+            .dir_from_project
+            .as_ref()
+            .map(|rel| super::plan::project_dir(project).join(rel))
+            .filter(|d| d.exists())
+    });
+    if let Some(d) = found.or_else(|| state.dir.clone()) {
+        flags.state = Some(d);
+    }
 }
 
 /// Defence in depth before a merchant's templates are created (first ones,

@@ -25,7 +25,38 @@ pub struct SavedPlan {
     /// The project and gateway the plan was made for.
     #[serde(default)]
     pub binding: Option<Binding>,
+    /// The state the plan was made against, so that an apply from another
+    /// directory finds it (and never makes a new one).
+    #[serde(default)]
+    pub state: Option<PlannedState>,
     pub plan: Plan,
+}
+
+/// Where a saved plan's state was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedState {
+    /// A state directory, as planned (canonical).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The same directory relative to the project's directory.
+    #[serde(default)]
+    pub dir_from_project: Option<PathBuf>,
+    /// A PostgreSQL state: its URL, password redacted (it is named again
+    /// with --state, CARDFORM_STATE or the manifest's state block).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The project's directory (a single-file project's is the file's).
+pub fn project_dir(project: &Path) -> PathBuf {
+    if project.is_file() {
+        project
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        project.to_path_buf()
+    }
 }
 
 pub struct Planned {
@@ -94,6 +125,18 @@ pub fn save(path: &Path, common: &Common, planned: &Planned) -> Result<()> {
         project_from_plan: relative(&plan_dir, &common.project),
         vars: common.vars.clone(),
         binding: Some(planned.binding.clone()),
+        state: Some(match &planned.settings.state {
+            crate::stores::Location::Dir(d) => PlannedState {
+                dir: std::fs::canonicalize(d).ok(),
+                dir_from_project: relative(&project_dir(&common.project), d),
+                url: None,
+            },
+            crate::stores::Location::Postgres(u) => PlannedState {
+                dir: None,
+                dir_from_project: None,
+                url: Some(u.to_string()),
+            },
+        }),
         plan: planned.plan.clone(),
     };
     let text = serde_json::to_vec_pretty(&saved).expect("plans serialize");

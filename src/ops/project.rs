@@ -51,10 +51,36 @@ pub fn open_for(
     operation: &str,
     merchants: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Opened> {
+    open_expecting(common, flags, operation, merchants, None)
+}
+
+/// [`open_for`] the state a saved plan was made against (`planned`): one
+/// that is not there is an error, never a new empty state.
+pub fn open_expecting(
+    common: &Common,
+    flags: &crate::settings::Overrides,
+    operation: &str,
+    merchants: Option<&std::collections::BTreeSet<String>>,
+    planned: Option<&super::plan::PlannedState>,
+) -> Result<Opened> {
     let desired = load(&common.project, &common.vars)?;
     let settings =
         Settings::resolve_with(flags, &desired.gateway)?.for_project(&desired.project.root);
     let backend = settings.state.backend();
+    if let Some(planned) = planned {
+        if let (Some(url), true) = (&planned.url, settings.state.is_local()) {
+            bail!(
+                "the saved plan was made against the PostgreSQL state {url}; this run's state is `{}`\nhint: name it again with --state or CARDFORM_STATE (its password is not kept in the plan)",
+                settings.state
+            );
+        }
+        if !backend.exists() {
+            bail!(
+                "there is no state at `{}`: a saved plan applies to the state it was made against\nhint: run from the directory you planned in, or name its state with --state",
+                settings.state
+            );
+        }
+    }
     let store = match merchants {
         Some(m) => backend.open_for(operation, common.lock_timeout, m)?,
         None => backend.open(operation, common.lock_timeout)?,

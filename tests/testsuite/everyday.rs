@@ -49,6 +49,48 @@ fn a_saved_plan_applies_with_relative_paths_from_any_directory() {
         .args(["apply", "plans/p.plan"]))
     .ok();
     assert!(r.stderr.contains("Modifications complete"), "{}", r.stderr);
+
+    // issue 29: applied from another directory with no --state, the plan
+    // finds the state it was made against (beside the project, as planned)
+    // and never leaves an empty state where it ran.
+    std::fs::rename(&moved, w.dir()).unwrap();
+    w.edit(
+        "proj/cardform.yaml",
+        "name: Brew Club\n",
+        "name: Brew Rewards\n",
+    );
+    run(w.cmd().args(["plan", "-p", "proj", "--out", "p.plan"])).ok();
+    let elsewhere = w.dir().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let r = run(cardform()
+        .current_dir(&elsewhere)
+        .args(["apply", "../p.plan"]))
+    .ok();
+    assert!(r.stderr.contains("Modifications complete"), "{}", r.stderr);
+    assert!(
+        !elsewhere.join("state").exists(),
+        "a state was made where it ran"
+    );
+    // A state named that is not there: refused, and not made.
+    w.edit(
+        "proj/cardform.yaml",
+        "name: Brew Rewards\n",
+        "name: Brew Club\n",
+    );
+    run(w.cmd().args(["plan", "-p", "proj", "--out", "p.plan"])).ok();
+    let r = run(cardform().current_dir(&elsewhere).args([
+        "--state",
+        "nothing-here",
+        "apply",
+        "../p.plan",
+    ]))
+    .fails();
+    assert!(
+        r.stderr.contains("there is no state at `nothing-here`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!elsewhere.join("nothing-here").exists());
 }
 
 #[test]
