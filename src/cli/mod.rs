@@ -244,7 +244,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Cards(cmd) => cards::exec(cmd, &over).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd).await,
         Command::Keys(cmd) => keys::exec(cmd),
-        Command::Validate(args) => validate::exec(args),
+        Command::Validate(args) => validate::exec(args, &over),
         Command::Preview(args) => preview::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
         Command::Bench(cmd) => bench::exec(cmd, &over).await,

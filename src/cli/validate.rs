@@ -23,7 +23,7 @@ pub struct Args {
     pub format: super::FormatArg,
 }
 
-pub fn exec(args: Args) -> Outcome {
+pub fn exec(args: Args, flags: &crate::settings::Overrides) -> Outcome {
     let json = args
         .format
         .get("validate", &[Format::Human, Format::Json])?
@@ -32,13 +32,28 @@ pub fn exec(args: Args) -> Outcome {
         .path
         .or(args.project)
         .unwrap_or_else(|| PathBuf::from("."));
-    let report = ops::validate::validate(&path, args.vars.into_iter().collect());
+    let report = ops::validate::validate(&path, args.vars.into_iter().collect(), flags);
     match json {
         true => render::json(&report),
         false => {
             render::diagnostics(&report.diagnostics);
             for w in &report.card_warnings {
                 render::note(&format!("warning: {}: {}", w.address, w.message));
+            }
+            let level = if report.secrets_block {
+                "error"
+            } else {
+                "warning"
+            };
+            for s in &report.secrets {
+                render::note(&format!(
+                    "{level}: {s}{}",
+                    if report.secrets_block {
+                        ""
+                    } else {
+                        " (the embedded sandbox does not need it; a real gateway will)"
+                    }
+                ));
             }
             if report.valid {
                 render::line(&format!(
@@ -47,6 +62,11 @@ pub fn exec(args: Args) -> Outcome {
                     report.files.len(),
                     report.merchants,
                     report.resources
+                ));
+            } else if report.secrets_block {
+                render::note(&format!(
+                    "error: {} secret(s) cannot be read for the gateway this run points at",
+                    report.secrets.len()
                 ));
             } else {
                 render::note(&format!("error: {}", report.diagnostics));

@@ -250,6 +250,33 @@ pub async fn plan(
     run: &crate::apply::Options,
     observer: std::sync::Arc<dyn crate::gateway::governor::Observer>,
 ) -> Result<(crate::plan::Plan, Option<Reader>)> {
+    // Against a real gateway, every secret the run would read must be
+    // readable before anything is planned (a plan that cannot be applied
+    // is no plan); the selected merchants' tokens only.
+    if let crate::settings::Endpoint::Url(url) = &settings.gateway.endpoint {
+        let scope = options.select.scope(desired, snapshot)?;
+        let keys = super::tokens::gateway_keys(&settings.gateway);
+        let missing: Vec<String> = super::tokens::unresolved(&keys, desired)
+            .into_iter()
+            .filter(
+                |m| match (&scope, m.strip_prefix("the app_auth_token of merchant `")) {
+                    (Some(s), Some(rest)) => rest
+                        .split('`')
+                        .next()
+                        .is_some_and(|name| s.merchants.contains(name)),
+                    _ => true,
+                },
+            )
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "cannot plan against gateway `{}`: {} secret(s) cannot be read:\n  - {}\nhint: set them (each example's README section names its variables), or plan on the embedded sandbox with --endpoint sandbox",
+                url.host_str().unwrap_or(""),
+                missing.len(),
+                missing.join("\n  - ")
+            );
+        }
+    }
     let imports = pending_imports(desired, snapshot);
     if mode == Mode::Off && !imports {
         return Ok((planned(desired, snapshot, &options)?, None));

@@ -21,3 +21,87 @@ pub fn tokens(desired: &Desired) -> Tokens {
         })
         .collect()
 }
+
+/// The gateway keys of a run, as flags, `CARDFORM_*` and the manifest
+/// give them, each with what it is for.
+pub fn gateway_keys(
+    g: &crate::settings::GatewaySettings,
+) -> Vec<(&'static str, &crate::model::SecretRef)> {
+    keys([
+        &g.private_key,
+        &g.alipay_public_key,
+        &g.app_cert,
+        &g.alipay_cert,
+        &g.alipay_root_cert,
+        &g.encrypt_key,
+    ])
+}
+
+/// The keys a manifest's gateway block names (read only by a real gateway).
+pub fn manifest_keys(
+    g: &crate::model::GatewayBlock,
+) -> Vec<(&'static str, &crate::model::SecretRef)> {
+    keys([
+        &g.private_key,
+        &g.alipay_public_key,
+        &g.app_cert,
+        &g.alipay_cert,
+        &g.alipay_root_cert,
+        &g.encrypt_key,
+    ])
+}
+
+fn keys(
+    refs: [&Option<crate::model::SecretRef>; 6],
+) -> Vec<(&'static str, &crate::model::SecretRef)> {
+    const WHAT: [&str; 6] = [
+        "the app private key",
+        "the Alipay public key",
+        "the app certificate",
+        "the Alipay certificate",
+        "the Alipay root certificate",
+        "the AES content-encryption key",
+    ];
+    WHAT.into_iter()
+        .zip(refs)
+        .filter_map(|(w, r)| Some((w, r.as_ref()?)))
+        .collect()
+}
+
+/// Every secret of `keys` and of the manifests (each merchant's
+/// app_auth_token, each till token) that cannot be read now (a variable
+/// unset, a file missing), named with what it is for. Never a value.
+pub fn unresolved(
+    keys: &[(&'static str, &crate::model::SecretRef)],
+    desired: &Desired,
+) -> Vec<String> {
+    use crate::model::SecretRef;
+    let mut wanted: Vec<(String, &SecretRef)> =
+        keys.iter().map(|(w, r)| (w.to_string(), *r)).collect();
+    for (name, m) in &desired.merchants {
+        if let Some(r) = &m.app_auth_token {
+            wanted.push((format!("the app_auth_token of merchant `{name}`"), r));
+        }
+    }
+    for (address, issue) in &desired.issuance {
+        if let Some(r) = &issue.transactions_token {
+            wanted.push((format!("the till token of `{address}`"), r));
+        }
+    }
+    wanted
+        .into_iter()
+        .filter(|(_, r)| match r {
+            SecretRef::Env(n) => crate::settings::env(n).is_none(),
+            SecretRef::File(p) => !p.is_file(),
+        })
+        .map(|(what, r)| {
+            format!(
+                "{what}: {r} is {}",
+                match r {
+                    SecretRef::Env(_) => "not set",
+                    SecretRef::File(_) => "not there",
+                }
+            )
+        })
+        .collect()
+}

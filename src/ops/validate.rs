@@ -19,6 +19,14 @@ pub struct Report {
     /// the preview font cannot draw. Warnings: the project stays valid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub card_warnings: Vec<CardWarning>,
+    /// Secrets a run would read that cannot be read now (a variable unset,
+    /// a file missing): warnings on the embedded sandbox, errors (the
+    /// project invalid) against a real gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Whether `secrets` make the project invalid (a real gateway).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secrets_block: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,16 +57,43 @@ fn card_warnings(desired: &crate::model::Desired) -> Vec<CardWarning> {
         .collect()
 }
 
-pub fn validate(path: &Path, vars: BTreeMap<String, String>) -> Report {
+pub fn validate(
+    path: &Path,
+    vars: BTreeMap<String, String>,
+    flags: &crate::settings::Overrides,
+) -> Report {
     let loaded = super::load::manifests(path, vars);
     let card_warnings = loaded
         .desired
         .as_ref()
         .map(card_warnings)
         .unwrap_or_default();
+    // The secrets, as the gateway settings this run resolves would read
+    // them; on the sandbox the manifest's keys are not read, but they are
+    // still the keys of the gateway it names: warnings.
+    let (secrets, secrets_block) = match loaded
+        .desired
+        .as_ref()
+        .map(|d| crate::settings::Settings::resolve_with(flags, &d.gateway).map(|s| (s, d)))
+    {
+        Some(Ok((s, d))) => {
+            let real = matches!(s.gateway.endpoint, crate::settings::Endpoint::Url(_));
+            let mut keys = super::tokens::gateway_keys(&s.gateway);
+            if !real {
+                keys.extend(super::tokens::manifest_keys(&d.gateway));
+            }
+            let mut missing = super::tokens::unresolved(&keys, d);
+            missing.dedup();
+            let block = real && !missing.is_empty();
+            (missing, block)
+        }
+        _ => (Vec::new(), false),
+    };
     Report {
         card_warnings,
-        valid: loaded.desired.is_some(),
+        secrets,
+        secrets_block,
+        valid: loaded.desired.is_some() && !secrets_block,
         merchants: loaded.desired.as_ref().map_or(0, |d| d.merchants.len()),
         resources: loaded.desired.as_ref().map_or(0, |d| d.resources.len()),
         files: loaded.files,

@@ -692,3 +692,52 @@ fn in_a_terminal_apply_shows_the_diff_asks_loudly_and_prints_each_id_in_colour()
     );
     assert!(screen.contains("Apply cancelled"), "{screen}");
 }
+
+/// issue 29: missing credentials are found before anything runs. On the
+/// embedded sandbox `validate` warns (the project stays valid); pointed at
+/// a real gateway, `validate` fails and `plan` refuses before planning,
+/// naming each secret and where it should come from, never a value.
+#[test]
+fn missing_credentials_are_named_by_validate_and_refused_by_plan() {
+    let w = Work::new();
+    w.add("isv", "isv");
+    let r = run(w
+        .cmd()
+        .env_remove("TEA_APP_AUTH_TOKEN")
+        .args(["validate", "isv"]))
+    .ok();
+    assert!(
+        r.stderr.contains(
+            "warning: the app_auth_token of merchant `tea`: environment variable `TEA_APP_AUTH_TOKEN` is not set"
+        ),
+        "{}",
+        r.stderr
+    );
+    // A real gateway, the key file missing: validate fails, plan refuses.
+    let real = |c: &mut Command| {
+        c.env("CARDFORM_ENDPOINT", "https://openapi.alipay.com/gateway.do")
+            .env("CARDFORM_APP_ID", "2021000000000042")
+            .env("CARDFORM_PRIVATE_KEY", "keys/missing.pem")
+            .env("CARDFORM_ALIPAY_PUBLIC_KEY", "keys/missing.pub");
+    };
+    let mut v = w.cmd();
+    real(&mut v);
+    let r = run(v.args(["validate", "isv"])).fails();
+    assert!(
+        r.stderr
+            .contains("error: the app private key: file `keys/missing.pem` is not there"),
+        "{}",
+        r.stderr
+    );
+    let mut p = w.cmd();
+    real(&mut p);
+    let r = run(p.args(["plan", "isv"])).fails();
+    assert!(
+        r.stderr.contains(
+            "cannot plan against gateway `openapi.alipay.com`: 2 secret(s) cannot be read"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("will perform"), "planned: {}", r.stdout);
+}
