@@ -75,7 +75,37 @@ pub fn schema_text() -> String {
 /// directly in the directory, sorted.
 pub fn project_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let at = |msg: String| Diagnostic::new(path, source::Pos { line: 1, col: 1 }, "", msg);
-    let meta = std::fs::metadata(path).map_err(|e| at(format!("cannot read the project: {e}")))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return at(format!("cannot read the project: {e}"));
+        }
+        // A typo: the names beside where it should be.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let siblings: Vec<String> = std::fs::read_dir(parent)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hint = diag::did_you_mean(name, siblings.iter().map(String::as_str))
+            .and_then(|h| h.split('`').nth(1).map(str::to_string))
+            .map(|near| {
+                let near = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(p) => p.join(near).display().to_string(),
+                    None => near,
+                };
+                format!(" (did you mean `{near}`?)")
+            })
+            .unwrap_or_default();
+        at(format!(
+            "the project `{}` does not exist{hint}",
+            path.display()
+        ))
+    })?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }

@@ -741,3 +741,19 @@ fn missing_credentials_are_named_by_validate_and_refused_by_plan() {
     );
     assert!(!r.stdout.contains("will perform"), "planned: {}", r.stdout);
 }
+
+/// issue 29: a mistyped project path says so, with the near name.
+#[test]
+fn a_mistyped_project_path_is_named_with_the_near_one() {
+    let w = Work::new();
+    w.add("coffee", "coffee");
+    for args in [&["validate", "cofee"][..], &["plan", "-p", "cofee"]] {
+        let r = run(w.cmd().args(args)).fails();
+        assert!(
+            r.stderr
+                .contains("the project `cofee` does not exist (did you mean `coffee`?)"),
+            "{}",
+            r.stderr
+        );
+    }
+}
