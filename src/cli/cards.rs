@@ -59,6 +59,7 @@ pub struct BatchArgs {
 pub struct OneArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
+    /// The template the card is on (`merchant.brew/template.club`, or one of its tiers)
     #[arg(long, value_name = "ADDRESS")]
     pub template: Address,
     /// The card's external card number (as its row gave it)

@@ -34,8 +34,8 @@ use crate::settings::Overrides;
     propagate_version = true
 )]
 pub struct Cli {
-    /// State directory [env: CARDFORM_STATE] [default: ./state]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// State: a directory, or a PostgreSQL URL (postgres://USER@HOST/DB?schema=NAME) [env: CARDFORM_STATE] [default: ./state]
+    #[arg(long, global = true, value_name = "DIR|URL", help_heading = GATEWAY)]
     pub state: Option<PathBuf>,
     #[command(flatten)]
     pub gateway: GatewayFlags,
@@ -79,32 +79,36 @@ pub enum Command {
     Bench(bench::Command),
 }
 
+/// The heading the state and gateway flags are listed under in `--help`,
+/// apart from each command's own.
+const GATEWAY: &str = "Gateway and state (every command)";
+
 /// The gateway flags every gateway-using command accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GatewayFlags {
     /// Gateway URL, or `sandbox` for the embedded sandbox [env: CARDFORM_ENDPOINT]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GATEWAY)]
     pub endpoint: Option<String>,
     /// Alipay app id [env: CARDFORM_APP_ID]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GATEWAY)]
     pub app_id: Option<String>,
     /// Path of the app private key (PEM or one-line base64) [env: CARDFORM_PRIVATE_KEY]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GATEWAY)]
     pub private_key: Option<PathBuf>,
     /// Path of the Alipay public key [env: CARDFORM_ALIPAY_PUBLIC_KEY]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GATEWAY)]
     pub alipay_public_key: Option<PathBuf>,
     /// Sign type: RSA2 (SHA256withRSA) or legacy RSA (SHA1withRSA)
-    #[arg(long, global = true, value_name = "TYPE")]
+    #[arg(long, global = true, value_name = "TYPE", help_heading = GATEWAY)]
     pub sign_type: Option<SignTypeArg>,
     /// Certificate mode: the app certificate (.crt) [env: CARDFORM_APP_CERT]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GATEWAY)]
     pub app_cert: Option<PathBuf>,
     /// Certificate mode: Alipay's public-key certificate [env: CARDFORM_ALIPAY_CERT]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GATEWAY)]
     pub alipay_cert: Option<PathBuf>,
     /// Certificate mode: the Alipay root certificate bundle [env: CARDFORM_ALIPAY_ROOT_CERT]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GATEWAY)]
     pub alipay_root_cert: Option<PathBuf>,
 }
 
