@@ -77,6 +77,33 @@ pub enum Command {
     /// Benchmarks: plan at scale, apply throughput (prints figures)
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Start a project: a manifest that validates and plans on the embedded sandbox, placeholder images, the JSON Schema, a .gitignore
+    Init(InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Write man pages (cardform.1 and one per command) into a directory
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The project's directory (created if missing) [default: .]
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `cardform completions bash > /etc/bash_completion.d/cardform`
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where to write the pages, e.g. /usr/local/share/man/man1
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// The heading the state and gateway flags are listed under in `--help`,
@@ -252,6 +279,30 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Preview(args) => preview::exec(args),
         Command::Schema(args) => validate::exec_schema(args),
         Command::Bench(cmd) => bench::exec(cmd, &over).await,
+        Command::Init(args) => {
+            let done = crate::ops::init::init(&args.dir)?;
+            for f in &done.files {
+                render::line(&format!("wrote {}", f.display()));
+            }
+            let dir = done.dir.display();
+            render::line(&format!(
+                "\nNext: `cardform validate {dir}`, then `cardform plan {dir}` and `cardform apply {dir}` (on the embedded sandbox).\nReplace images/*.png with your logo (500 x 500) and card background (1020 x 643); for Alipay's gateway see the manifest's gateway block and `cardform keys generate`."
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "cardform", &mut script);
+            render::text(&String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => {
+            std::fs::create_dir_all(&args.out)?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &args.out)?;
+            render::line(&format!("wrote man pages to {}", args.out.display()));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cards;
 pub mod cards_serve;
 pub mod gateway;
 pub mod import;
+pub mod init;
 pub mod keys;
 pub mod load;
 pub mod metrics;

@@ -757,3 +757,41 @@ fn a_mistyped_project_path_is_named_with_the_near_one() {
         );
     }
 }
+
+/// issue 29: onboarding. `cardform init && cardform validate` works in an
+/// empty directory (no warnings) and the project plans on the embedded
+/// sandbox; completions for bash (checked by `bash -n`) and zsh; man pages.
+#[test]
+fn init_makes_a_project_that_validates_and_plans_and_completions_install() {
+    let w = Work::new();
+    let r = run(w.at("fresh").args(["init"])).ok();
+    assert!(r.stdout.contains("wrote ./cardform.yaml"), "{}", r.stdout);
+    let v = run(w.at("fresh").args(["validate"])).ok();
+    assert!(v.stdout.contains("is valid"), "{}", v.stdout);
+    assert!(!v.stderr.contains("warning"), "{}", v.stderr);
+    let p = run(w.at("fresh").args(["plan"])).ok();
+    assert!(p.stdout.contains("Plan: 6 to create"), "{}", p.stdout);
+    // Never over an existing project.
+    run(w.at("fresh").args(["init"]))
+        .fails()
+        .stderr_has("exists already");
+    let bash = run(w.cmd().args(["completions", "bash"])).ok();
+    assert!(bash.stdout.contains("_cardform()"), "{}", bash.stdout);
+    let file = w.dir().join("cardform.bash");
+    std::fs::write(&file, &bash.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let zsh = run(w.cmd().args(["completions", "zsh"])).ok();
+    assert!(
+        zsh.stdout.starts_with("#compdef cardform"),
+        "{}",
+        zsh.stdout
+    );
+    run(w.cmd().args(["man", "--out", "man"])).ok();
+    assert!(w.dir().join("man/cardform.1").exists());
+    assert!(w.dir().join("man/cardform-plan.1").exists());
+}
