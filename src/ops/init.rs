@@ -82,7 +82,7 @@ pub fn init(dir: &Path) -> Result<Initialised> {
         .filter(|n| !n.trim_matches('-').is_empty())
         .unwrap_or_else(|| "my-program".into());
     // Dark placeholders with a light grid: the default white text reads on them.
-    let stripes = |x: u32, y: u32| x % 64 != 0 && y % 64 != 0;
+    let stripes = |x: u32, y: u32| !x.is_multiple_of(64) && !y.is_multiple_of(64);
     let files: Vec<(PathBuf, Vec<u8>)> = vec![
         (
             manifest,
