@@ -34,6 +34,10 @@ pub struct Args {
     /// Gateway calls in flight at once
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// With --auto-approve outside a terminal: print each change's diff too
+    /// (by default a pipe gets the changed addresses and the summary)
+    #[arg(long)]
+    pub diff: bool,
     #[command(flatten)]
     pub format: super::FormatArg,
     #[command(flatten)]
@@ -65,9 +69,12 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
         .get("apply", &[super::Format::Human, super::Format::Json])?
         == super::Format::Json;
     let auto = args.auto_approve;
+    // A pipeline's log gets what changes, not every diff (40,000 lines for
+    // 200 merchants); a terminal, or --diff, gets the diffs.
+    let diffs = args.diff || std::io::IsTerminal::is_terminal(&std::io::stdout());
     let ask = move |plan: &crate::plan::Plan| {
         if auto {
-            render::text_to(&render::plan::human(plan, true), json);
+            render::text_to(&render::plan::human(plan, diffs), json);
             true
         } else {
             render::plan::confirm(plan, json)

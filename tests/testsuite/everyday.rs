@@ -795,3 +795,35 @@ fn init_makes_a_project_that_validates_and_plans_and_completions_install() {
     assert!(w.dir().join("man/cardform.1").exists());
     assert!(w.dir().join("man/cardform-plan.1").exists());
 }
+
+/// issue 29: `apply --auto-approve` in a pipe (a pipeline's log) prints
+/// what changes and the summary, not every diff; `--diff` brings them back.
+#[test]
+fn apply_in_a_pipe_prints_the_changes_not_every_diff() {
+    let w = Work::new();
+    w.add("coffee", "proj");
+    let r = run(w.cmd().args(["apply", "proj", "--auto-approve"])).ok();
+    assert!(
+        r.stdout
+            .contains("+ merchant.brew/template.club.gold  (not in state)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Plan: 14 to create"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("\"card_type\""),
+        "a diff in the pipe: {}",
+        r.stdout
+    );
+    w.edit(
+        "proj/cardform.yaml",
+        "name: Brew Club\n",
+        "name: Brew Rewards\n",
+    );
+    let r = run(w.cmd().args(["apply", "proj", "--auto-approve", "--diff"])).ok();
+    assert!(
+        r.stdout.contains("\"name\": \"Brew Rewards\""),
+        "{}",
+        r.stdout
+    );
+}
