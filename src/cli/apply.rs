@@ -94,6 +94,7 @@ pub async fn exec(args: Args, flags: &Overrides) -> Outcome {
             ..Default::default()
         },
     };
+    super::announce_lock_wait(&req.common, flags);
     let progress = render::progress::for_terminal();
     match ops::apply::run(req, flags, &ask, progress).await? {
         Applied::NoChanges(plan) => {

@@ -106,6 +106,27 @@ pub struct ManArgs {
     pub out: PathBuf,
 }
 
+/// A run that will wait for the state's lock (`--lock-timeout`) says so,
+/// and who holds it, instead of sitting silent.
+pub(crate) fn announce_lock_wait(common: &crate::ops::project::Common, flags: &Overrides) {
+    if common.lock_timeout.is_zero() {
+        return;
+    }
+    let Some(location) = crate::settings::Settings::state_before_manifests(flags) else {
+        return;
+    };
+    if let Some(h) = location.backend().lock_holder() {
+        render::note(&format!(
+            "`cardform {}` (pid {} on {}) holds a state lock since {}: waiting up to {} for what this run needs",
+            h.operation,
+            h.pid,
+            h.host,
+            h.since,
+            humantime::format_duration(common.lock_timeout),
+        ));
+    }
+}
+
 /// The heading the state and gateway flags are listed under in `--help`,
 /// apart from each command's own.
 const GATEWAY: &str = "Gateway and state (every command)";

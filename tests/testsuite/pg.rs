@@ -263,6 +263,14 @@ fn runs_on_different_merchants_go_at_once_and_on_the_same_one_wait() {
         ])
         .arg(p.dir()));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // It said it waited, and for whom (issue 29).
+    assert!(
+        r.stderr.contains("`cardform apply` (pid")
+            && r.stderr
+                .contains("waiting up to 2m for what this run needs"),
+        "{}",
+        r.stderr
+    );
     assert!(tea.wait().unwrap().success());
     // The saved noodles plan is still current: only other merchants changed.
     let r = run(p.cmd_at(&sb).arg("apply").arg(&saved));
