@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-mkdir ex && cp -r "$ROOT/examples/members" "$ROOT/examples/readme" ex/
+mkdir ex && cp -r "$ROOT/examples/members" ex/
 "$BIN" apply -p ex/members --auto-approve >/dev/null 2>&1
 H="external_card_no,user_id,auth_token,refresh_token,open_date,valid_date,level,point,balance,name,cell,birth,front_label_1,front_value_1"
 run() {
