@@ -188,6 +188,10 @@ pub fn exec(args: Args, flags: &Overrides) -> Outcome {
 
 #[derive(Debug, clap::Args)]
 pub struct OutputArgs {
+    /// The project whose state to read (its manifests may name the state,
+    /// e.g. a `state: { url: { env: ... } }` block); without it, --state
+    #[arg(long, short = 'p', value_name = "PATH")]
+    pub project: Option<PathBuf>,
     #[command(flatten)]
     pub format: super::FormatArg,
     /// Write a QR code PNG per activation URL into this directory
@@ -211,7 +215,13 @@ pub fn exec_output(args: OutputArgs, flags: &Overrides) -> Outcome {
         .format
         .get("output", &[super::Format::Human, super::Format::Json])?
         == super::Format::Json;
-    let dir = Settings::resolve(flags)?.state;
+    let dir = match &args.project {
+        Some(p) => {
+            let desired = ops::load::load(p, &Default::default())?;
+            Settings::resolve_with(flags, &desired.gateway)?.state
+        }
+        None => Settings::resolve(flags)?.state,
+    };
     let mut snap = ops::state::snapshot(&dir, args.lock_timeout)?;
     let select = crate::plan::Selection {
         merchants: args.merchants.clone(),

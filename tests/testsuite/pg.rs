@@ -141,8 +141,17 @@ fn the_password_never_shows_and_the_manifest_can_name_the_database() {
         .arg(p.dir())
         .current_dir(p.dir()));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let on_pg = Project::example_on("coffee", url);
+    let on_pg = Project::example_on("coffee", url.clone());
     assert_eq!(on_pg.export()["resources"].as_object().unwrap().len(), 14);
+    // `output -p` finds the state the manifests name (issue 29).
+    let out = run(cardform()
+        .env("SHOP_STATE_URL", &url)
+        .args(["output", "--format", "json", "-p"])
+        .arg(p.dir())
+        .current_dir(p.dir()))
+    .ok()
+    .json();
+    assert_eq!(out["brew"].as_array().map(Vec::len), Some(3), "{out}");
     // Inline, the URL (and its password) is refused without being echoed.
     p.edit(
         "cardform.yaml",
