@@ -21,10 +21,11 @@ fn kill_9_at_many_points_then_converge_on_postgres() {
 fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
     let p = Project::example_on("coffee", cluster().url("locks"));
     let tmp = tempfile::tempdir().unwrap();
-    // Slow enough that the apply (one call at a time) still holds the lock
-    // after the reads below, on a loaded machine too (at 300 ms it had
-    // finished once under the whole suite).
-    let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "1s"]);
+    // Slow enough that the apply (one call at a time, ~15 calls) still
+    // holds the lock after the reads below, on a loaded machine too (at
+    // 300 ms, and once at 1 s, it had finished under the whole suite); the
+    // sandbox is made fast again after the kill.
+    let mut sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "4s"]);
     let (mut child, mut lines) = spawn_apply(&p, &sb, 1);
     // The first change is done: the apply holds the lock.
     let first = lines.next().unwrap().unwrap();
@@ -56,6 +57,7 @@ fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
     // kill -9: the session ends, and the lock with it; nothing to unlock.
     child.kill().unwrap();
     child.wait().unwrap();
+    sb.restart(&[]);
     let r = p.apply(&mut p.cmd_at(&sb));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(p.plan(&mut p.cmd_at(&sb)).code, 0);
