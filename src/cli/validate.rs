@@ -40,6 +40,9 @@ pub fn exec(args: Args, flags: &crate::settings::Overrides) -> Outcome {
             for w in &report.card_warnings {
                 render::note(&format!("warning: {}: {}", w.address, w.message));
             }
+            for w in &report.warnings {
+                render::note(&format!("warning: {w}"));
+            }
             let level = if report.secrets_block {
                 "error"
             } else {

@@ -27,6 +27,32 @@ pub struct Report {
     /// Whether `secrets` make the project invalid (a real gateway).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub secrets_block: bool,
+    /// Other things a reviewer should know (the project stays valid).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Merchants with an app_auth_token beside two or more without: those
+/// without share the app's own template namespace at Alipay.
+fn namespace_warnings(desired: &crate::model::Desired) -> Vec<String> {
+    let without: Vec<&str> = desired
+        .merchants
+        .iter()
+        .filter(|(_, m)| m.app_auth_token.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let with = desired.merchants.len() - without.len();
+    if with == 0 || without.len() < 2 {
+        return Vec::new();
+    }
+    vec![format!(
+        "merchants {} have no app_auth_token while {with} other(s) do: their templates share the app's own namespace at Alipay (each sees the others' as unknown templates); give each merchant its token, or keep them in one project on purpose",
+        without
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )]
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +116,11 @@ pub fn validate(
         _ => (Vec::new(), false),
     };
     Report {
+        warnings: loaded
+            .desired
+            .as_ref()
+            .map(namespace_warnings)
+            .unwrap_or_default(),
         card_warnings,
         secrets,
         secrets_block,

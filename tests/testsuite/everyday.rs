@@ -827,3 +827,30 @@ fn apply_in_a_pipe_prints_the_changes_not_every_diff() {
         r.stdout
     );
 }
+
+/// issue 29: merchants mixing with and without an app_auth_token are
+/// warned about (those without share the app's own namespace).
+#[test]
+fn merchants_sharing_the_apps_namespace_are_warned_about() {
+    let w = Work::new();
+    w.add("isv", "isv");
+    let r = run(w.cmd().args(["validate", "isv"])).ok();
+    assert!(
+        !r.stderr.contains("share the app's own namespace"),
+        "{}",
+        r.stderr
+    );
+    w.edit(
+        "isv/merchants.yaml",
+        "    app_auth_token: { env: BAKERY_APP_AUTH_TOKEN }\n",
+        "",
+    );
+    w.edit(
+        "isv/merchants.yaml",
+        "    app_auth_token: { env: NOODLES_APP_AUTH_TOKEN }\n",
+        "",
+    );
+    run(w.cmd().args(["validate", "isv"]))
+        .ok()
+        .stderr_has("merchants `bakery`, `noodles` have no app_auth_token while 1 other(s) do");
+}
