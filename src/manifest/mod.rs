@@ -166,7 +166,20 @@ pub fn default_project_name(path: &Path) -> String {
 /// `path` relative to `root`, with `/` separators (`..` where it lies outside).
 pub fn relative_path(root: &Path, path: &Path) -> String {
     use std::path::Component;
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // A path not (yet) there is normalised by its words: `a/../b` is `b`.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| {
+        let mut out = PathBuf::new();
+        for c in path.components() {
+            match c {
+                Component::ParentDir if out.file_name().is_some() => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    });
     let a: Vec<Component> = root.components().collect();
     let b: Vec<Component> = path.components().collect();
     let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();

@@ -25,10 +25,13 @@ pub struct Generated {
     pub skipped: Vec<(String, String)>,
 }
 
-fn secret(r: &Option<SecretRef>) -> Option<raw::SecretSource> {
+/// A secret's source as the generated manifest says it: a file relative
+/// to the directory the manifest is written in (as manifests resolve it),
+/// never as an absolute path of this machine.
+fn secret(r: &Option<SecretRef>, base: &Path) -> Option<raw::SecretSource> {
     r.as_ref().map(|r| match r {
         SecretRef::File(p) => raw::SecretSource {
-            file: Some(p.display().to_string()),
+            file: Some(crate::manifest::relative_path(base, p)),
             env: None,
         },
         SecretRef::Env(n) => raw::SecretSource {
@@ -407,6 +410,12 @@ pub async fn generate(
         guessed_write_off |= *guessed;
     }
     let g = &desired.gateway;
+    let base = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let secret = |r: &Option<SecretRef>| secret(r, &base);
     let manifest = raw::Manifest {
         gateway: Some(raw::Gateway {
             endpoint: g.endpoint.clone(),

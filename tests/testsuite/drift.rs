@@ -445,9 +445,11 @@ fn import_generates_a_config_that_plans_only_imports() {
     ]))
     .ok();
     std::fs::create_dir_all(tmp.path().join("adopt")).unwrap();
+    // (A key file named by the manifest is written out relative to the
+    // generated file, never as this machine's absolute path: issue 29.)
     std::fs::write(
         tmp.path().join("adopt/cardform.yaml"),
-        "merchants:\n  brew: {}\n",
+        "gateway:\n  private_key: { file: ../keys/app.pem }\nmerchants:\n  brew: {}\n",
     )
     .unwrap();
     let r = run(&mut at(&[
@@ -462,6 +464,7 @@ fn import_generates_a_config_that_plans_only_imports() {
     assert!(r.stdout.contains("3 template(s)"), "{}", r.stdout);
     let generated = std::fs::read_to_string(tmp.path().join("gen/cardform.yaml")).unwrap();
     assert!(generated.contains("name: Gold Card"), "{generated}");
+    assert!(generated.contains("file: ../keys/app.pem"), "{generated}");
     assert!(generated.contains("tiers:"), "{generated}");
     assert!(
         generated.contains("dated_benefits:") && generated.contains("title: Double points"),
