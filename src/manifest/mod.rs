@@ -268,13 +268,23 @@ fn finish(
     let validator =
         jsonschema::validator_for(validator_schema()).expect("bug: the generated schema compiles");
     let mut parsed: Vec<(SourceFile, raw::Manifest)> = Vec::new();
+    let mut all_read = diags.0.is_empty();
     for (src, value) in sources {
         match check_schema(&validator, &src, value) {
             Ok(manifest) => parsed.push((src, manifest)),
-            Err(ds) => ds.into_iter().for_each(|d| diags.push(d)),
+            Err((manifest, ds)) => {
+                ds.into_iter().for_each(|d| diags.push(d));
+                match manifest {
+                    Some(m) => parsed.push((src, m)),
+                    None => all_read = false,
+                }
+            }
         }
     }
-    let desired = if diags.has_errors() {
+    // Unknown keys alone do not stop the checks that follow: every file
+    // read, the project is lowered too, so that one pass reports every
+    // problem it can find (a typo does not hide a bad colour).
+    let desired = if !all_read {
         None
     } else {
         let env = opts.env.unwrap_or(&|_: &str| None);
@@ -356,20 +366,36 @@ fn yaml_path(pointer_segments: &[String]) -> String {
     path
 }
 
+/// A file's schema check: the manifest, or its errors and, when the only
+/// errors are unknown keys, the manifest without them (so that the checks
+/// after the schema still run).
+type Checked = Result<raw::Manifest, (Option<raw::Manifest>, Vec<Diagnostic>)>;
+
 fn check_schema(
     validator: &jsonschema::Validator,
     src: &SourceFile,
     mut json: serde_json::Value,
-) -> Result<raw::Manifest, Vec<Diagnostic>> {
+) -> Checked {
     if !json.is_object() {
-        return Err(vec![src.diag(
-            "",
-            "the top level must be a mapping (gateway, variables, defaults, merchants)",
-        )]);
+        return Err((
+            None,
+            vec![src.diag(
+                "",
+                "the top level must be a mapping (gateway, variables, defaults, merchants)",
+            )],
+        ));
     }
     let mut out = Vec::new();
     let mut shown = 0;
+    let mut unknown: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    let mut only_unknown = true;
     let _ = schema_errors::for_each_error(validator, &mut json, &mut |segs, err| {
+        match err.kind() {
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                unknown.push((segs.to_vec(), unexpected.clone()));
+            }
+            _ => only_unknown = false,
+        }
         // A file with a hundred thousand mistakes is one mistake repeated:
         // report the first ones, and say how many more there are.
         shown += 1;
@@ -384,9 +410,23 @@ fn check_schema(
         std::ops::ControlFlow::Continue(())
     });
     if !out.is_empty() {
-        return Err(out);
+        if !only_unknown || shown > MAX_SCHEMA_ERRORS {
+            return Err((None, out));
+        }
+        for (segs, keys) in &unknown {
+            let pointer: String = segs
+                .iter()
+                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .collect();
+            if let Some(serde_json::Value::Object(m)) = json.pointer_mut(&pointer) {
+                for k in keys {
+                    m.remove(k);
+                }
+            }
+        }
+        return Err((serde_json::from_value(json).ok(), out));
     }
-    serde_json::from_value(json).map_err(|e| vec![src.diag("", format!("{e}"))])
+    serde_json::from_value(json).map_err(|e| (None, vec![src.diag("", format!("{e}"))]))
 }
 
 /// One schema error as diagnostics, at its YAML path.

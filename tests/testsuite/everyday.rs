@@ -854,3 +854,35 @@ fn merchants_sharing_the_apps_namespace_are_warned_about() {
         .ok()
         .stderr_has("merchants `bakery`, `noodles` have no app_auth_token while 1 other(s) do");
 }
+
+/// issue 29: validate reports every problem in one pass: a mistyped key no
+/// longer hides a bad colour and a bad image reference.
+#[test]
+fn validate_reports_a_typo_and_what_it_used_to_hide_at_once() {
+    let w = Work::new();
+    w.add("coffee", "coffee");
+    w.edit(
+        "coffee/cardform.yaml",
+        "        columns:",
+        "        colums:",
+    );
+    w.edit(
+        "coffee/cardform.yaml",
+        "text_color: \"rgb(55,112,179)\"",
+        "text_color: \"rgb(355,112,179)\"",
+    );
+    w.edit(
+        "coffee/cardform.yaml",
+        "          logo: logo\n",
+        "          logo: lgo\n",
+    );
+    let r = run(w.cmd().args(["validate", "coffee"])).fails();
+    for want in [
+        "unknown key `colums`",
+        "`rgb(355,112,179)` is not a colour",
+        "image `lgo` is not declared",
+        "the manifest has 3 error(s)",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+}
