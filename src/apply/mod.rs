@@ -109,6 +109,11 @@ pub struct Report {
     /// their calls waited. Only those merchants slowed down.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub throttled: BTreeMap<String, crate::gateway::governor::Throttled>,
+    /// With no app limit configured: the calls a second at which the
+    /// gateway said the app was over its limit (the report suggests a
+    /// `rate_limits.per_second` under it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_app_rate: Option<f64>,
     /// What was retired (forgotten from state), with the ids that stay at
     /// Alipay: kept here so they are never only in a scrolled-away log.
     pub retired: Vec<Retired>,
@@ -819,6 +824,7 @@ pub async fn apply(
         retries: stats.retries,
         uploads_in_doubt: stats.uploads_in_doubt,
         throttled: stats.throttled,
+        learned_app_rate: stats.learned_app_rate,
         elapsed_ms: started.elapsed().as_millis(),
         state_error,
     }

@@ -112,6 +112,10 @@ pub struct Stats {
     /// waited in all (summed over calls).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub throttled: BTreeMap<String, Throttled>,
+    /// With no app limit configured, the calls a second at which the
+    /// gateway first said the app was over its limit (see the limiter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_app_rate: Option<f64>,
 }
 
 impl Stats {
@@ -121,6 +125,7 @@ impl Stats {
             calls: self.calls - before.calls,
             retries: self.retries - before.retries,
             uploads_in_doubt: self.uploads_in_doubt - before.uploads_in_doubt,
+            learned_app_rate: self.learned_app_rate,
             throttled: self
                 .throttled
                 .iter()
@@ -217,6 +222,11 @@ impl Governor {
             calls: self.calls.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             uploads_in_doubt: self.uploads_in_doubt.load(Ordering::Relaxed),
+            learned_app_rate: self
+                .limiter
+                .lock()
+                .expect("limiter lock")
+                .learned_app_rate(),
             throttled: lanes
                 .iter()
                 .filter(|(_, l)| l.throttled > 0 || !l.waited.is_zero())

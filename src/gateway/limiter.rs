@@ -10,6 +10,12 @@
 //! decrease); each admitted call gives back a twentieth of the configured
 //! rate, up to it (additive recovery).
 //!
+//! With no app limit configured, the first app-wide 40005 teaches one: the
+//! rate the app was calling at over the last second becomes its bucket's
+//! ceiling, halved at once (so a program with no `rate_limits` stops
+//! spending a third of its calls on throttling answers), and the report
+//! says what limit would have avoided it.
+//!
 //! Pure bookkeeping over instants handed in: no clock, no sleeping.
 
 use std::collections::HashMap;
@@ -94,6 +100,10 @@ pub struct Limiter {
     app: Option<Bucket>,
     merchants: HashMap<String, Bucket>,
     methods: HashMap<String, Bucket>,
+    /// The calls reserved in the last second (to learn the app's limit).
+    recent: std::collections::VecDeque<Instant>,
+    /// The app rate learned from a 40005 when none was configured.
+    learned: Option<f64>,
 }
 
 impl Limiter {
@@ -112,7 +122,15 @@ impl Limiter {
             merchants: HashMap::new(),
             limits,
             share,
+            recent: Default::default(),
+            learned: None,
         }
+    }
+
+    /// The app-wide rate a 40005 taught (no `per_second` configured): about
+    /// what the app was calling at when the gateway said no.
+    pub fn learned_app_rate(&self) -> Option<f64> {
+        self.learned
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,12 +168,31 @@ impl Limiter {
         if let Some(b) = self.methods.get_mut(method) {
             b.take(at);
         }
+        if self.limits.per_second.is_none() && self.learned.is_none() {
+            self.recent.push_back(at);
+            while self
+                .recent
+                .front()
+                .is_some_and(|t| at.duration_since(*t) > Duration::from_secs(1))
+            {
+                self.recent.pop_front();
+            }
+        }
         at
     }
 
     /// A 40005 for this call: halve the named bucket's rate. Returns whether
     /// a configured bucket took it (else only the backoff slows the caller).
     pub fn throttled(&mut self, named: Named, merchant: &str, method: &str) -> bool {
+        let app_wide = named == Named::App
+            || (named == Named::Merchant && self.limits.merchant(merchant).is_none());
+        if app_wide && self.app.is_none() {
+            // No app limit configured: learn it from the rate that hit it.
+            let observed = (self.recent.len() as f64).max(1.0);
+            self.learned = Some(observed);
+            self.recent.clear();
+            self.app = Some(Bucket::new(observed));
+        }
         let b = match named {
             Named::App => self.app.as_mut(),
             Named::Merchant => match self.merchant_bucket(merchant) {
@@ -196,6 +233,30 @@ impl Limiter {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn an_app_limit_is_learned_from_the_first_app_wide_40005() {
+        let mut l = Limiter::with_share(RateLimits::default(), 1.0);
+        let t0 = Instant::now();
+        // 100 calls in half a second, unlimited: all at once.
+        for i in 0..100 {
+            let at = l.reserve(t0 + Duration::from_millis(5 * i), "", "m");
+            assert_eq!(at, t0 + Duration::from_millis(5 * i));
+        }
+        assert!(l.throttled(Named::App, "", "m"));
+        assert_eq!(l.learned_app_rate(), Some(100.0));
+        // Now held to half of it: 50 a second.
+        let start = t0 + Duration::from_secs(1);
+        let mut last = start;
+        for _ in 0..150 {
+            last = l.reserve(start, "", "m");
+        }
+        assert!(
+            last >= start + Duration::from_secs(2),
+            "150 calls at 50/s take 2 s: {:?}",
+            last - start
+        );
+    }
 
     fn limits() -> RateLimits {
         RateLimits {
@@ -283,8 +344,12 @@ mod tests {
             Named::Method
         );
         assert_eq!(Named::of(Some("isv.app-call-limited"), false), Named::App);
-        // Nothing configured: nothing takes it.
+        // Nothing configured: a method's 40005 finds no bucket (the backoff
+        // alone slows the caller); an app-wide one teaches the app's limit
+        // (issue 29), from no calls seen: the floor of one a second.
         let mut none = Limiter::with_share(RateLimits::default(), 1.0);
-        assert!(!none.throttled(Named::App, "tea", "alipay.x"));
+        assert!(!none.throttled(Named::Method, "tea", "alipay.x"));
+        assert!(none.throttled(Named::App, "tea", "alipay.x"));
+        assert_eq!(none.learned_app_rate(), Some(1.0));
     }
 }

@@ -282,6 +282,13 @@ pub fn report(r: &Report) -> String {
             );
         }
     }
+    if let Some(rate) = r.learned_app_rate {
+        let _ = writeln!(
+            out,
+            "\nThe gateway said the app was over its limit at about {rate:.0} calls/s (no rate limit is configured); cardform held the app to half of that and recovered from there. A limit a little under it avoids the throttling from the start:\n  gateway:\n    rate_limits: {{ per_second: {} }}",
+            ((rate * 0.8).floor() as u64).max(1)
+        );
+    }
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "\n{}", paint(DANGER, &format!("State: {e}")));
         if r.not_on_disk.is_empty() {

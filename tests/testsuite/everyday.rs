@@ -886,3 +886,35 @@ fn validate_reports_a_typo_and_what_it_used_to_hide_at_once() {
         assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
     }
 }
+
+/// issue 29: an app-wide limit with no `rate_limits` configured: the first
+/// 40005 teaches cardform the app's rate (it holds the app to half of it and
+/// recovers), and the report says what limit would have avoided it.
+#[test]
+fn an_app_wide_limit_is_learned_and_the_report_names_it() {
+    for json in [true, false] {
+        let w = Work::new();
+        w.add("coffee", "coffee");
+        let sb = Sandbox::start(&w.dir().join("sb"), &["--throttle-rps", "4"]);
+        let mut c = sb.cardform();
+        c.current_dir(w.dir())
+            .args(["apply", "coffee", "--auto-approve"]);
+        if json {
+            c.arg("--json");
+        }
+        let r = run(&mut c);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        if json {
+            let report = r.json();
+            let rate = report["learned_app_rate"].as_f64();
+            assert!(rate.is_some_and(|r| r >= 1.0), "{report}");
+        } else {
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                all.contains("over its limit at about")
+                    && all.contains("rate_limits: { per_second:"),
+                "{all}"
+            );
+        }
+    }
+}
