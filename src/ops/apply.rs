@@ -38,7 +38,7 @@ pub enum Applied {
     NoChanges(Plan),
     /// The user said no.
     Declined(Plan),
-    Done(Plan, Report),
+    Done(Plan, Box<Report>),
     /// `--refresh-only`: the state learned what the gateway holds.
     Refreshed(Plan, usize),
 }
@@ -239,7 +239,7 @@ pub async fn run(
         if let Some(r) = reader {
             r.conn.close().await;
         }
-        return Ok(Applied::Done(plan, report));
+        return Ok(Applied::Done(plan, Box::new(report)));
     }
     let super::gateway::Reader {
         conn,
@@ -276,7 +276,7 @@ pub async fn run(
             report.state_error = Some(format!("the backup of the state was not saved: {e}"));
         }
     }
-    Ok(Applied::Done(plan, report))
+    Ok(Applied::Done(plan, Box::new(report)))
 }
 
 /// A saved plan applies to the state it was planned against: unless this
