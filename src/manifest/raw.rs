@@ -185,6 +185,11 @@ pub struct Merchant {
     pub images: Option<BTreeMap<String, Image>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<BTreeMap<String, Template>>,
+    /// Template ids this merchant keeps at the gateway on purpose, outside
+    /// this project: `drift` does not report them, and apply's check for
+    /// templates the state does not know accounts for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_templates: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

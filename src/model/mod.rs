@@ -193,6 +193,9 @@ impl RateLimits {
 pub struct MerchantInfo {
     pub display_name: Option<String>,
     pub app_auth_token: Option<SecretRef>,
+    /// Template ids kept at the gateway on purpose, outside this project.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub ignore_templates: std::collections::BTreeSet<String>,
 }
 
 /// What an image resource is: its content, identified by hash.

@@ -354,8 +354,15 @@ async fn refuse_unmanaged(
         .filter(|r| r.kind == Kind::Template)
         .filter_map(|r| r.ids.template_id.as_deref())
         .chain(snapshot.forgotten.keys().map(String::as_str))
-        // Templates being adopted are accounted for by their import blocks.
+        // Templates being adopted are accounted for by their import blocks,
+        // and those kept outside the project on purpose by `ignore_templates`.
         .chain(desired.imports.values().map(|i| i.template_id.as_str()))
+        .chain(
+            desired
+                .merchants
+                .values()
+                .flat_map(|m| m.ignore_templates.iter().map(String::as_str)),
+        )
         .collect();
     let known_ids = &known_ids;
     // Pages of 20 read per namespace at most.

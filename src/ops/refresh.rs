@@ -30,6 +30,7 @@ fn gateway_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 pub async fn refresh(
     snapshot: &Snapshot,
     merchants: &BTreeSet<String>,
+    ignored: &BTreeSet<String>,
     provider: &Provider,
     tokens: &Tokens,
 ) -> Result<Refresh> {
@@ -42,12 +43,14 @@ pub async fn refresh(
             .cloned()
             .flatten()
     };
-    // Every template id this state accounts for.
+    // Every template id this state accounts for, and those the manifests
+    // leave alone on purpose (`ignore_templates`).
     let known: BTreeSet<&str> = snapshot
         .resources
         .values()
         .filter_map(|r| r.ids.template_id.as_deref())
         .chain(snapshot.forgotten.keys().map(String::as_str))
+        .chain(ignored.iter().map(String::as_str))
         .collect();
     // When cardform last wrote each template: its record, or a form or URL
     // set on it (they record its template_id too), whichever is latest.
@@ -289,6 +292,11 @@ pub async fn plan(
         if mode == Mode::Off {
             return Ok(planned(desired, snapshot, &options)?);
         }
+        let ignored: BTreeSet<String> = desired
+            .merchants
+            .values()
+            .flat_map(|m| m.ignore_templates.iter().cloned())
+            .collect();
         // Only the selected merchants are read (an ISV's `drift --merchant x`
         // costs x's calls, not the whole book's).
         let found = match options.select.scope(desired, snapshot)? {
@@ -302,11 +310,25 @@ pub async fn plan(
                     .filter(|m| scope.merchants.contains(*m))
                     .cloned()
                     .collect();
-                refresh(&view, &merchants, &reader.provider, &reader.tokens).await?
+                refresh(
+                    &view,
+                    &merchants,
+                    &ignored,
+                    &reader.provider,
+                    &reader.tokens,
+                )
+                .await?
             }
             None => {
                 let merchants = desired.merchants.keys().cloned().collect();
-                refresh(snapshot, &merchants, &reader.provider, &reader.tokens).await?
+                refresh(
+                    snapshot,
+                    &merchants,
+                    &ignored,
+                    &reader.provider,
+                    &reader.tokens,
+                )
+                .await?
             }
         };
         let mut plan = match mode {

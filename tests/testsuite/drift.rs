@@ -238,6 +238,16 @@ fn templates_the_state_does_not_know_are_listed_with_their_import_block() {
         "{}",
         r.stdout
     );
+    // Kept there on purpose (issue 29): named in `ignore_templates`, drift
+    // is quiet about it, and apply's check counts it as accounted for.
+    w.work.edit(
+        "coffee/cardform.yaml",
+        "    display_name: Brew Coffee\n",
+        &format!("    display_name: Brew Coffee\n    ignore_templates: [\"{id}\"]\n"),
+    );
+    let r = w.drift("human");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains(&id), "{}", r.stdout);
 }
 
 /// A template made outside cardform (a script on the official SDK) is

@@ -73,6 +73,21 @@ pub(super) fn lower_merchant(
             );
         }
     }
+    let mut ignore_templates = std::collections::BTreeSet::new();
+    for (i, id) in m.ignore_templates.iter().flatten().enumerate() {
+        if is_gateway_id(id.trim()) {
+            ignore_templates.insert(id.trim().to_string());
+        } else {
+            ctx.report(
+                mat,
+                &format!("ignore_templates[{i}]"),
+                format!(
+                    "`{}` is not a template id",
+                    crate::manifest::diag::clip(id, 60)
+                ),
+            );
+        }
+    }
     desired.merchants.insert(
         mname.to_string(),
         MerchantInfo {
@@ -81,6 +96,7 @@ pub(super) fn lower_merchant(
                 .app_auth_token
                 .as_ref()
                 .and_then(|s| secret_ref(ctx, mat, "app_auth_token", s)),
+            ignore_templates,
         },
     );
     // Images: defaults first, the merchant's own override by name.
