@@ -82,6 +82,23 @@ pub enum NotRestored {
     InDoubt(Address, String),
 }
 
+/// What `salvaged` (read from a damaged state) shows that `backup` lacks:
+/// ids recorded later, creates in doubt.
+pub fn not_restored(backup: &super::Snapshot, salvaged: &super::Snapshot) -> Vec<NotRestored> {
+    let mut out = Vec::new();
+    for (address, r) in &salvaged.resources {
+        if backup.resources.get(address).is_none_or(|b| b.ids != r.ids) {
+            out.push(NotRestored::Ids(address.clone(), r.ids.clone()));
+        }
+    }
+    for (address, i) in &salvaged.intents {
+        if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
+            out.push(NotRestored::InDoubt(address.clone(), i.request_id.clone()));
+        }
+    }
+    out
+}
+
 /// A kind of state storage.
 pub trait Backend: Send + Sync {
     /// Where it is, for messages.

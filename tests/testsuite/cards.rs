@@ -142,6 +142,22 @@ impl Setup {
             .collect()
     }
 
+    /// The silver tier's activation URL (as `output` gives it).
+    fn silver_url(&self) -> String {
+        let out = run(self.cardform().args(["output", "--format", "json"]))
+            .ok()
+            .json();
+        out["brew"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["address"] == "merchant.brew/template.club.silver")
+            .unwrap()["apply_card_url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn gateway_url(&self) -> String {
         self.sb.url.trim_end_matches("/gateway.do").to_string()
     }
@@ -2362,18 +2378,7 @@ fn replicas_and_a_bulk_run_sync_each_trade_once() {
 fn a_member_who_activates_twice_keeps_one_card() {
     let s = Setup::new("cell,external_card_no\n");
     let _serve = Serve::start(&s);
-    let out = run(s.cardform().args(["output", "--format", "json"]))
-        .ok()
-        .json();
-    let url = out["brew"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["address"] == "merchant.brew/template.club.silver")
-        .unwrap()["apply_card_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = s.silver_url();
     let activate = |user: &str| {
         let a = s.sb.activate(
             &url,
@@ -2412,18 +2417,7 @@ fn cards_serve_connects_again_after_losing_postgresql() {
     let schema = url.split("schema=").nth(1).unwrap().to_string();
     let s = Setup::with_state("cell,external_card_no\n", Some(&url));
     let serve = Serve::start(&s);
-    let out = run(s.cardform().args(["output", "--format", "json"]))
-        .ok()
-        .json();
-    let activation = out["brew"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["address"] == "merchant.brew/template.club.silver")
-        .unwrap()["apply_card_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let activation = s.silver_url();
     let n = std::sync::atomic::AtomicUsize::new(0);
     let activate = || {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

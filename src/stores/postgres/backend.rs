@@ -10,7 +10,7 @@ use super::lock::{self, Scope};
 use super::schema::{self, Names};
 use super::worker::{self, Reconnect, Worker};
 use super::{PgStore, PgUrl, db_error, read_snapshot};
-use crate::state::backend::{Backend, LockInfo, NotRestored, Recovered};
+use crate::state::backend::{Backend, LockInfo, Recovered};
 use crate::state::{Snapshot, StateError, StateStore};
 
 pub struct PgBackend {
@@ -242,17 +242,7 @@ impl Backend for PgBackend {
         let mut restored = backup.clone();
         restored.meta.serial = backup.meta.serial.max(salvaged.meta.serial) + 1;
         store.replace_all(&restored)?;
-        let mut not_restored = Vec::new();
-        for (address, r) in &salvaged.resources {
-            if backup.resources.get(address).is_none_or(|b| b.ids != r.ids) {
-                not_restored.push(NotRestored::Ids(address.clone(), r.ids.clone()));
-            }
-        }
-        for (address, i) in &salvaged.intents {
-            if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
-                not_restored.push(NotRestored::InDoubt(address.clone(), i.request_id.clone()));
-            }
-        }
+        let not_restored = crate::state::backend::not_restored(&backup, &salvaged);
         Ok(Recovered {
             backup: format!("{described} (table backups)"),
             moved_to: format!("tables {}", kept.join(", ")),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{SledStore, backup, integrity, lock, salvage};
-use crate::state::backend::{Backend, LockInfo, NotRestored, Recovered};
+use crate::state::backend::{Backend, LockInfo, Recovered};
 use crate::state::cards::CardLedger;
 use crate::state::{Snapshot, StateError, StateStore};
 
@@ -136,17 +136,7 @@ impl Backend for SledBackend {
         let mut restored = backup.clone();
         restored.meta.serial = backup.meta.serial.max(salvaged.meta.serial) + 1;
         store.replace_all(&restored)?;
-        let mut not_restored = Vec::new();
-        for (address, r) in &salvaged.resources {
-            if backup.resources.get(address).is_none_or(|b| b.ids != r.ids) {
-                not_restored.push(NotRestored::Ids(address.clone(), r.ids.clone()));
-            }
-        }
-        for (address, i) in &salvaged.intents {
-            if !backup.intents.contains_key(address) && !backup.resources.contains_key(address) {
-                not_restored.push(NotRestored::InDoubt(address.clone(), i.request_id.clone()));
-            }
-        }
+        let not_restored = crate::state::backend::not_restored(&backup, &salvaged);
         Ok(Recovered {
             backup: backup_path.display().to_string(),
             moved_to: moved_to.display().to_string(),
