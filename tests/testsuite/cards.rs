@@ -585,20 +585,7 @@ fn a_thousand_activations_open_a_thousand_cards_on_the_right_tiers() {
     let s = Setup::new(&members);
     let ids = s.ids();
     let serve = Serve::start(&s);
-    let silver_url = {
-        let out = run(s.cardform().args(["output", "--format", "json"]))
-            .ok()
-            .json();
-        out["brew"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["address"] == "merchant.brew/template.club.silver")
-            .unwrap()["apply_card_url"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let silver_url = s.silver_url();
     let codes = std::sync::Mutex::new(Vec::new());
     let locations = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
@@ -864,20 +851,7 @@ fn a_merchant_whose_authorisation_broke_stops_at_once_with_a_hint() {
 fn cards_serve_killed_mid_activations_never_opens_a_card_twice() {
     const N: usize = 300;
     let s = Setup::new("cell,external_card_no\n");
-    let silver_url = {
-        let out = run(s.cardform().args(["output", "--format", "json"]))
-            .ok()
-            .json();
-        out["brew"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["address"] == "merchant.brew/template.club.silver")
-            .unwrap()["apply_card_url"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let silver_url = s.silver_url();
     // Every member submits the form first; their callbacks are delivered
     // while the service is killed with -9 partway.
     let callbacks: Vec<String> = (0..N)
