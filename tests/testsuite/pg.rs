@@ -22,9 +22,10 @@ fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
     let p = Project::example_on("coffee", cluster().url("locks"));
     let tmp = tempfile::tempdir().unwrap();
     // Slow enough that the apply (one call at a time, ~15 calls) still
-    // holds the lock after the reads below, on a loaded machine too (at
-    // 300 ms, and once at 1 s, it had finished under the whole suite); the
-    // sandbox is made fast again after the kill.
+    // holds the lock after the reads below, on a loaded machine too; the
+    // sandbox is made fast again after the kill. (This test failed under
+    // the whole suite when another test cut every `cardform` session of
+    // the shared server; each test now cuts only its own state's.)
     let mut sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "4s"]);
     let (mut child, mut lines) = spawn_apply(&p, &sb, 1);
     // The first change is done: the apply holds the lock.
@@ -69,13 +70,18 @@ fn reads_never_wait_writers_name_the_holder_and_a_killed_run_leaves_no_lock() {
 #[test]
 fn losing_the_database_mid_apply_stops_safely_and_a_rerun_converges() {
     let c = cluster();
-    let p = Project::example_on("coffee", c.url("lost"));
+    let url = c.url("lost");
+    let schema = url.split("schema=").nth(1).unwrap().to_string();
+    let p = Project::example_on("coffee", url);
     let tmp = tempfile::tempdir().unwrap();
     let sb = Sandbox::start(&tmp.path().join("sb"), &["--latency", "200ms"]);
     let (mut child, mut lines) = spawn_apply(&p, &sb, 2);
     lines.next().unwrap().unwrap();
-    // The server drops every cardform session (as a restart or failover would).
-    c.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cardform'");
+    // The server drops every session of this state (as a restart or failover
+    // would; only this state's: other tests share the server).
+    c.psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cardform:{schema}'"
+    ));
     let mut rest = String::new();
     for l in lines.map_while(Result::ok) {
         rest.push_str(&l);

@@ -39,7 +39,9 @@ impl PgBackend {
                 reason,
             })?;
             config.connect_timeout(CONNECT_TIMEOUT);
-            config.application_name("cardform");
+            // Which state a session serves, for whoever reads
+            // pg_stat_activity (a DBA, the suite cutting one state's sessions).
+            config.application_name(&format!("cardform:{}", names.schema));
             let mut client = config.connect(NoTls).map_err(|e| StateError::Open {
                 dir: url.to_string(),
                 reason: connect_reason(&e),
