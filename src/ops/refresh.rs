@@ -259,18 +259,8 @@ pub async fn plan(
     if let crate::settings::Endpoint::Url(url) = &settings.gateway.endpoint {
         let scope = options.select.scope(desired, snapshot)?;
         let keys = super::tokens::gateway_keys(&settings.gateway);
-        let missing: Vec<String> = super::tokens::unresolved(&keys, desired)
-            .into_iter()
-            .filter(
-                |m| match (&scope, m.strip_prefix("the app_auth_token of merchant `")) {
-                    (Some(s), Some(rest)) => rest
-                        .split('`')
-                        .next()
-                        .is_some_and(|name| s.merchants.contains(name)),
-                    _ => true,
-                },
-            )
-            .collect();
+        let missing =
+            super::tokens::unresolved(&keys, desired, scope.as_ref().map(|s| &s.merchants));
         if !missing.is_empty() {
             anyhow::bail!(
                 "cannot plan against gateway `{}`: {} secret(s) cannot be read:\n  - {}\nhint: set them (each example's README section names its variables), or plan on the embedded sandbox with --endpoint sandbox",

@@ -69,22 +69,29 @@ fn keys(
 }
 
 /// Every secret of `keys` and of the manifests (each merchant's
-/// app_auth_token, each till token) that cannot be read now (a variable
-/// unset, a file missing), named with what it is for. Never a value.
+/// app_auth_token, each till token; of the `only` merchants when given)
+/// that cannot be read now (a variable unset, a file missing), named with
+/// what it is for. Never a value.
 pub fn unresolved(
     keys: &[(&'static str, &crate::model::SecretRef)],
     desired: &Desired,
+    only: Option<&std::collections::BTreeSet<String>>,
 ) -> Vec<String> {
     use crate::model::SecretRef;
+    let wanted_merchant = |m: &str| only.is_none_or(|o| o.contains(m));
     let mut wanted: Vec<(String, &SecretRef)> =
         keys.iter().map(|(w, r)| (w.to_string(), *r)).collect();
     for (name, m) in &desired.merchants {
-        if let Some(r) = &m.app_auth_token {
+        if let Some(r) = &m.app_auth_token
+            && wanted_merchant(name)
+        {
             wanted.push((format!("the app_auth_token of merchant `{name}`"), r));
         }
     }
     for (address, issue) in &desired.issuance {
-        if let Some(r) = &issue.transactions_token {
+        if let Some(r) = &issue.transactions_token
+            && wanted_merchant(&address.merchant)
+        {
             wanted.push((format!("the till token of `{address}`"), r));
         }
     }

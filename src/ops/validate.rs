@@ -108,8 +108,10 @@ pub fn validate(
             if !real {
                 keys.extend(super::tokens::manifest_keys(&d.gateway));
             }
-            let mut missing = super::tokens::unresolved(&keys, d);
-            missing.dedup();
+            let mut missing = super::tokens::unresolved(&keys, d, None);
+            // A key given twice (a flag and the manifest) is said once.
+            let mut seen = std::collections::BTreeSet::new();
+            missing.retain(|m| seen.insert(m.clone()));
             let block = real && !missing.is_empty();
             (missing, block)
         }

@@ -51,6 +51,9 @@ merchants:
     p
 }
 
+/// The till's bearer token in the tests (`Setup::take_transactions`).
+const TOKEN: &str = "till-secret-0123456789";
+
 struct Setup {
     tmp: tempfile::TempDir,
     sb: Sandbox,
@@ -140,6 +143,21 @@ impl Setup {
                 )
             })
             .collect()
+    }
+
+    /// The club takes the till's transactions, with [`TOKEN`] in
+    /// `BREW_TILL_TOKEN`.
+    fn take_transactions(&self) {
+        let manifest = self.project.join("cardform.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace(
+                "done_url: https://brew.example.com/welcome",
+                "done_url: https://brew.example.com/welcome\n            transactions: { token: { env: BREW_TILL_TOKEN } }",
+            ),
+        )
+        .unwrap();
     }
 
     /// The silver tier's activation URL (as `output` gives it).
@@ -1402,17 +1420,7 @@ fn the_tills_trades_sync_once_each_and_need_the_token() {
     const PER_CARD: usize = 5;
     let s = Setup::new("cell,external_card_no\n");
     let (_, biz) = s.open_cards(CARDS);
-    let manifest = s.project.join("cardform.yaml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        text.replace(
-            "done_url: https://brew.example.com/welcome",
-            "done_url: https://brew.example.com/welcome\n            transactions: { token: { env: BREW_TILL_TOKEN } }",
-        ),
-    )
-    .unwrap();
-    const TOKEN: &str = "till-secret-0123456789";
+    s.take_transactions();
     let serve = Serve::start_with(&s, &[("BREW_TILL_TOKEN", TOKEN)]);
     let url = format!("http://127.0.0.1:{}/transactions", s.port);
     let auth = format!("Bearer {TOKEN}");
@@ -2254,17 +2262,7 @@ fn replicas_and_a_bulk_run_sync_each_trade_once() {
     let url = cluster().url("trades_at_once");
     let s = Setup::with_state("cell,external_card_no\n", Some(&url));
     s.open_cards(CARDS);
-    let manifest = s.project.join("cardform.yaml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        text.replace(
-            "done_url: https://brew.example.com/welcome",
-            "done_url: https://brew.example.com/welcome\n            transactions: { token: { env: BREW_TILL_TOKEN } }",
-        ),
-    )
-    .unwrap();
-    const TOKEN: &str = "till-secret-0123456789";
+    s.take_transactions();
     let env = [("BREW_TILL_TOKEN", TOKEN)];
     let second = free_port();
     let _a = Serve::start_on(&s, s.port, &env);
